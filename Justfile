@@ -1,0 +1,35 @@
+# Wardengate task runner. `./task <recipe>` installs `just` first when it is missing.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Start `wardengate dev`: one process, embedded store, generated certificate; no services.
+run *ARGS:
+    cargo run --quiet -p wardengate --bin wardengate -- dev {{ARGS}}
+
+# Install the Debian packages the service suites need (postgresql, redis, patroni, haproxy, …).
+deps:
+    scripts/install-deps.sh
+
+# Formatting and lints, as CI runs them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
+
+# Unit tests only: no services needed.
+unit:
+    cargo nextest run --workspace
+
+# Every suite, including those that start real Postgres/Patroni/Redis/Sentinel/HAProxy/OpenSSH.
+services: deps
+    if command -v cargo-nextest >/dev/null; then \
+      cargo nextest run --workspace --all-features --profile ci; \
+    else \
+      RUST_TEST_THREADS=1 cargo test --workspace --all-features; \
+    fi
+
+# The README's test command: dependencies, lints, then every suite.
+test: deps lint services

@@ -1,0 +1,117 @@
+//! TLS material: the one process-wide crypto provider, generated development certificates, and
+//! rustls configurations for the server and for clients that trust a given CA.
+
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Failures while preparing TLS.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Certificate generation failed.
+    #[error("generating a self-signed certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A PEM file did not contain what it should.
+    #[error("reading {what} PEM: {source}")]
+    Pem {
+        /// Which file (certificate, key, CA).
+        what: &'static str,
+        /// Parser error.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// rustls rejected the certificate/key pair.
+    #[error("building TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// Installs ring as the process-wide rustls crypto provider. Both ring and aws-lc-rs end up in
+/// the dependency tree (object_store pulls the latter), so rustls cannot pick one by itself.
+/// Idempotent; call at the top of `main` and in tests.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A PEM certificate and its PEM private key.
+#[derive(Debug, Clone)]
+pub struct PemPair {
+    /// Certificate chain in PEM.
+    pub cert: String,
+    /// PKCS#8 private key in PEM.
+    pub key: String,
+}
+
+/// Generates a self-signed certificate valid for `names` (DNS names or IP literals).
+pub fn self_signed(names: &[&str]) -> Result<PemPair, TlsError> {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let ck = rcgen::generate_simple_self_signed(names)?;
+    Ok(PemPair {
+        cert: ck.cert.pem(),
+        key: ck.signing_key.serialize_pem(),
+    })
+}
+
+/// A rustls server configuration from PEM certificate chain and key.
+pub fn server_config(pair: &PemPair) -> Result<rustls::ServerConfig, TlsError> {
+    install_crypto_provider();
+    let certs = CertificateDer::pem_slice_iter(pair.cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::Pem {
+            what: "certificate",
+            source,
+        })?;
+    let key =
+        PrivateKeyDer::from_pem_slice(pair.key.as_bytes()).map_err(|source| TlsError::Pem {
+            what: "private key",
+            source,
+        })?;
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// A rustls client configuration trusting exactly the certificates in `ca_pem`.
+pub fn client_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|source| TlsError::Pem {
+            what: "CA certificate",
+            source,
+        })?;
+        roots.add(cert)?;
+    }
+    Ok(Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_pair_builds_server_and_client_configs() {
+        let pair = self_signed(&["localhost", "127.0.0.1"]).unwrap();
+        assert!(pair.cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        server_config(&pair).unwrap();
+        client_config(&pair.cert).unwrap();
+    }
+
+    #[test]
+    fn garbage_pem_is_refused_with_what_it_was() {
+        let pair = PemPair {
+            cert: "not a cert".into(),
+            key: "nope".into(),
+        };
+        let err = server_config(&pair).unwrap_err().to_string();
+        assert!(
+            err.contains("private key") || err.contains("certificate"),
+            "{err}"
+        );
+    }
+}
