@@ -1,84 +1,351 @@
-//! The HTTPS client `wgctl` uses: the server's address, an optional CA to trust, a bearer token.
+//! The client side of the API, used by `wgctl` (and tests): JSON calls with the server's
+//! error codes preserved, and the relay WebSocket with retries through the load balancer.
 
-use crate::api::SystemStatus;
-use crate::tls::{TlsError, client_config};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::api::ErrorBody;
+use crate::relay_protocol::{HALF_CLOSE, is_recoverable, relay_path};
+use crate::tls::{TlsError, client_config, system_client_config};
 
 /// Failures talking to a Wardengate server.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The CA file could not be read.
-    #[error("reading CA certificate {path}: {source}")]
-    CaFile {
-        /// Path given with `--ca-cert`/`WG_CA_CERT`.
-        path: String,
-        /// Cause.
-        source: std::io::Error,
-    },
     /// TLS setup failed.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// Transport-level failure (connect, TLS handshake, timeout).
-    #[error("request to {addr} failed: {source}")]
+    /// The address is not an https:// URL.
+    #[error("bad server address `{0}`: expected https://host:port")]
+    Address(String),
+    /// No token configured.
+    #[error("no token: pass --token, or set WG_TOKEN or WG_TOKEN_FILE")]
+    NoToken,
+    /// Connecting, TLS handshake or reading the answer failed.
+    #[error("cannot reach {addr}: {message}")]
     Transport {
         /// Server address.
         addr: String,
         /// Cause.
-        source: reqwest::Error,
+        message: String,
     },
-    /// The server answered with an error status.
-    #[error("{addr} answered {status}: {body}")]
-    Status {
-        /// Server address.
-        addr: String,
+    /// The server refused with an error body.
+    #[error("{message} ({status}, {code})")]
+    Api {
         /// HTTP status.
-        status: reqwest::StatusCode,
-        /// Response body (the server's JSON error).
-        body: String,
+        status: u16,
+        /// Stable error code.
+        code: String,
+        /// Human message.
+        message: String,
+        /// Seconds the server asked us to wait before retrying.
+        retry_after: Option<u64>,
     },
+    /// The relay was closed by the server.
+    #[error("relay closed by the server: {reason} (code {code})")]
+    RelayClosed {
+        /// Close code (see `relay_protocol`).
+        code: u16,
+        /// Close reason.
+        reason: String,
+    },
+    /// Local I/O (stdin/stdout, a tunnel socket) failed.
+    #[error("local I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ClientError {
+    /// True when trying again (through the load balancer, likely another replica) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Transport { .. } => true,
+            ClientError::Api { status, .. } => *status == 503,
+            ClientError::RelayClosed { code, .. } => is_recoverable(*code),
+            _ => false,
+        }
+    }
+
+    /// The process exit code `wgctl` uses for this error (see `wgctl --help`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Api {
+                status: 401 | 403, ..
+            } => 3,
+            ClientError::Api { status: 404, .. } => 4,
+            ClientError::Api { code, .. } if code == "target_unreachable" => 69,
+            e if e.is_retryable() => 75,
+            ClientError::NoToken | ClientError::Address(_) => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// A configured connection to one server address.
 #[derive(Debug, Clone)]
 pub struct Client {
     addr: String,
+    token: Option<String>,
     http: reqwest::Client,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl Client {
     /// `addr` like `https://host:8443`; `ca_pem` replaces the system roots when given.
-    pub fn new(addr: &str, ca_pem: Option<&str>) -> Result<Self, ClientError> {
-        crate::tls::install_crypto_provider();
-        let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
-        if let Some(ca) = ca_pem {
-            b = b.tls_backend_preconfigured((*client_config(ca)?).clone());
+    pub fn new(
+        addr: &str,
+        ca_pem: Option<&str>,
+        token: Option<String>,
+    ) -> Result<Self, ClientError> {
+        let addr = addr.trim_end_matches('/').to_string();
+        let parsed = url::Url::parse(&addr).map_err(|_| ClientError::Address(addr.clone()))?;
+        if parsed.scheme() != "https" || parsed.host_str().is_none() {
+            return Err(ClientError::Address(addr));
         }
-        let http = b.build().map_err(|source| ClientError::Transport {
-            addr: addr.into(),
-            source,
-        })?;
+        let tls = match ca_pem {
+            Some(ca) => client_config(ca)?,
+            None => system_client_config()?,
+        };
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured((*tls).clone())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ClientError::Transport {
+                addr: addr.clone(),
+                message: e.to_string(),
+            })?;
         Ok(Self {
-            addr: addr.trim_end_matches('/').to_string(),
+            addr,
+            token,
             http,
+            tls,
         })
     }
 
-    /// `GET /v1/system/status`.
-    pub async fn system_status(&self) -> Result<SystemStatus, ClientError> {
-        let url = format!("{}/v1/system/status", self.addr);
-        let transport = |source| ClientError::Transport {
+    /// The server address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn transport(&self, e: impl std::fmt::Display) -> ClientError {
+        ClientError::Transport {
             addr: self.addr.clone(),
-            source,
-        };
-        let resp = self.http.get(url).send().await.map_err(transport)?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            return Err(ClientError::Status {
-                addr: self.addr.clone(),
-                status,
-                body,
-            });
+            message: e.to_string(),
         }
-        resp.json().await.map_err(transport)
+    }
+
+    /// A JSON request; error statuses become [`ClientError::Api`].
+    pub async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let mut req = self.http.request(method, format!("{}{path}", self.addr));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.transport(error_chain(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            if status == StatusCode::NO_CONTENT {
+                return serde_json::from_str("null").map_err(|e| self.transport(e));
+            }
+            return resp.json().await.map_err(|e| self.transport(e));
+        }
+        let retry_after = retry_after(resp.headers());
+        let text = resp.text().await.unwrap_or_default();
+        Err(api_error(status.as_u16(), &text, retry_after))
+    }
+
+    /// `GET path`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call::<(), T>(Method::GET, path, None).await
+    }
+
+    /// Opens the relay WebSocket of session `id`.
+    pub async fn open_relay(&self, id: &str) -> Result<RelayStream, ClientError> {
+        let token = self.token.as_ref().ok_or(ClientError::NoToken)?;
+        let url = format!(
+            "{}{}",
+            self.addr.replacen("https://", "wss://", 1),
+            relay_path(id)
+        );
+        let mut req = url.into_client_request().map_err(|e| self.transport(e))?;
+        let auth = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| ClientError::NoToken)?;
+        req.headers_mut().insert("authorization", auth);
+        let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
+        let fut =
+            tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector));
+        match tokio::time::timeout(Duration::from_secs(15), fut).await {
+            Err(_) => Err(self.transport("relay handshake timed out")),
+            Ok(Ok((ws, _))) => Ok(ws),
+            Ok(Err(tungstenite::Error::Http(resp))) => {
+                let retry = retry_after(resp.headers());
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).to_string())
+                    .unwrap_or_default();
+                Err(api_error(resp.status().as_u16(), &body, retry))
+            }
+            Ok(Err(e)) => Err(self.transport(e)),
+        }
+    }
+}
+
+/// The relay connection type.
+pub type RelayStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn retry_after(h: &reqwest::header::HeaderMap) -> Option<u64> {
+    h.get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn api_error(status: u16, body: &str, retry_after: Option<u64>) -> ClientError {
+    match serde_json::from_str::<ErrorBody>(body) {
+        Ok(b) => ClientError::Api {
+            status,
+            code: b.code,
+            message: b.message,
+            retry_after,
+        },
+        Err(_) => ClientError::Api {
+            status,
+            code: "http_error".into(),
+            message: if body.trim().is_empty() {
+                format!("HTTP {status}")
+            } else {
+                body.trim().to_string()
+            },
+            retry_after,
+        },
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Retries `op` while its error is retryable, until `deadline` has passed since the first try.
+/// Waits the server's `Retry-After` when given, else backs off from 200 ms to 2 s.
+pub async fn with_retries<T, F, Fut>(
+    deadline: Duration,
+    mut on_retry: impl FnMut(&ClientError),
+    mut op: F,
+) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let start = Instant::now();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() && start.elapsed() < deadline => {
+                on_retry(&e);
+                let wait = match &e {
+                    ClientError::Api {
+                        retry_after: Some(s),
+                        ..
+                    } => Duration::from_secs(*s).min(backoff * 4),
+                    _ => backoff,
+                };
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Bytes moved by [`pump`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pumped {
+    /// Local input → target.
+    pub up: u64,
+    /// Target → local output.
+    pub down: u64,
+}
+
+/// Copies `input` to the relay and the relay to `output` until the server closes it. Local EOF
+/// half-closes (the target sees EOF and may still answer). A close frame with a non-normal code
+/// becomes [`ClientError::RelayClosed`].
+pub async fn pump<R, W>(ws: RelayStream, mut input: R, mut output: W) -> Result<Pumped, ClientError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (mut tx, mut rx) = ws.split();
+    let mut counts = Pumped::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut input_open = true;
+    loop {
+        tokio::select! {
+            n = input.read(&mut buf), if input_open => {
+                match n {
+                    Ok(0) | Err(_) => {
+                        input_open = false;
+                        let _ = tx.send(Message::Text(HALF_CLOSE.into())).await;
+                    }
+                    Ok(n) => {
+                        tx.send(Message::Binary(buf[..n].to_vec().into())).await
+                            .map_err(|e| ClientError::RelayClosed { code: 1006, reason: e.to_string() })?;
+                        counts.up += n as u64;
+                    }
+                }
+            }
+            msg = rx.next() => {
+                match msg {
+                    Some(Ok(Message::Binary(b))) => {
+                        output.write_all(&b).await?;
+                        output.flush().await?;
+                        counts.down += b.len() as u64;
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        let _ = output.flush().await;
+                        let (code, reason) = frame
+                            .map(|f| (u16::from(f.code), f.reason.to_string()))
+                            .unwrap_or((1000, String::new()));
+                        if code == u16::from(CloseCode::Normal) {
+                            return Ok(counts);
+                        }
+                        return Err(ClientError::RelayClosed { code, reason });
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(ClientError::RelayClosed { code: 1006, reason: e.to_string() }),
+                    None => return Err(ClientError::RelayClosed { code: 1006, reason: "connection lost".into() }),
+                }
+            }
+        }
     }
 }

@@ -1,11 +1,18 @@
-//! `wardengate dev`: the first-run experience. One process, state under a data directory, a
-//! generated certificate kept across restarts, no external services.
+//! `wardengate dev`: the first-run experience. One process, an embedded SQLite store and
+//! in-process session state under a data directory, a generated certificate and signing key kept
+//! across restarts, and an admin token printed once. No external services.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::api::{Replica, router};
-use crate::tls::{PemPair, TlsError, self_signed, server_config};
+use crate::live::{Live, MemoryLive};
+use crate::metrics::Metrics;
+use crate::replica::Role;
+use crate::server::{Parts, ServeError};
+use crate::signing::Keyring;
+use crate::store::Store;
+use crate::tls::{PemPair, self_signed};
 
 /// Failures of the dev server.
 #[derive(Debug, thiserror::Error)]
@@ -20,37 +27,45 @@ pub enum DevError {
         /// Cause.
         source: std::io::Error,
     },
-    /// Certificate trouble.
+    /// A stored file is corrupt.
+    #[error("{path}: {reason} (delete the data directory to start over)")]
+    Corrupt {
+        /// Which file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Serving failed.
     #[error(transparent)]
-    Tls(#[from] TlsError),
+    Serve(#[from] ServeError),
 }
 
 /// Options of `wardengate dev`.
 #[derive(Debug, Clone)]
 pub struct DevOptions {
-    /// Where the embedded state and the dev certificate live.
+    /// Where the embedded state, certificate, key and admin token live.
     pub data_dir: PathBuf,
     /// HTTPS listen address.
     pub listen: SocketAddr,
 }
 
-/// Loads the dev certificate from `dir`, generating it on first run.
-pub fn load_or_create_cert(dir: &Path) -> Result<PemPair, DevError> {
-    let (cert_path, key_path) = (dir.join("dev-cert.pem"), dir.join("dev-key.pem"));
-    let io = |what, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| DevError::Io { what, path, source }
-    };
-    if cert_path.exists() && key_path.exists() {
-        let cert = std::fs::read_to_string(&cert_path).map_err(io("reading", &cert_path))?;
-        let key = std::fs::read_to_string(&key_path).map_err(io("reading", &key_path))?;
-        return Ok(PemPair { cert, key });
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DevError {
+    let path = path.to_path_buf();
+    move |source| DevError::Io { what, path, source }
+}
+
+/// Reads `path`, or creates it with `make()` (mode 0600) on first run. Returns the content and
+/// whether it was created now.
+fn load_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<(String, bool), DevError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok((s, false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let s = make();
+            write_private(path, &s).map_err(io("writing", path))?;
+            Ok((s, true))
+        }
+        Err(e) => Err(io("reading", path)(e)),
     }
-    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-    let pair = self_signed(&["localhost", "127.0.0.1"])?;
-    std::fs::write(&cert_path, &pair.cert).map_err(io("writing", &cert_path))?;
-    write_private(&key_path, &pair.key).map_err(io("writing", &key_path))?;
-    Ok(pair)
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
@@ -58,35 +73,94 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(path)?;
     f.write_all(contents.as_bytes())
 }
 
-/// Runs the dev server until the process is stopped.
+/// Loads the dev certificate from `dir`, generating it on first run.
+pub fn load_or_create_cert(dir: &Path) -> Result<PemPair, DevError> {
+    let key_path = dir.join("dev-key.pem");
+    let cert_path = dir.join("dev-cert.pem");
+    if key_path.exists() && cert_path.exists() {
+        let key = std::fs::read_to_string(&key_path).map_err(io("reading", &key_path))?;
+        let cert = std::fs::read_to_string(&cert_path).map_err(io("reading", &cert_path))?;
+        return Ok(PemPair { cert, key });
+    }
+    let pair = self_signed(&["localhost", "127.0.0.1"]).map_err(|e| DevError::Corrupt {
+        path: cert_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let _ = std::fs::remove_file(&key_path);
+    let _ = std::fs::remove_file(&cert_path);
+    write_private(&key_path, &pair.key).map_err(io("writing", &key_path))?;
+    std::fs::write(&cert_path, &pair.cert).map_err(io("writing", &cert_path))?;
+    Ok(pair)
+}
+
+/// Runs the dev server until Ctrl-C / SIGTERM.
 pub async fn run(opts: DevOptions) -> Result<(), DevError> {
-    let pair = load_or_create_cert(&opts.data_dir)?;
-    let tls = axum_server::tls_rustls::RustlsConfig::from_config(std::sync::Arc::new(
-        server_config(&pair)?,
-    ));
-    let replica = Replica::new(format!("dev-{}", std::process::id()));
-    let ca = opts.data_dir.join("dev-cert.pem");
+    let dir = &opts.data_dir;
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    let tls = load_or_create_cert(dir)?;
+    let keys_path = dir.join("internal-keys");
+    let (keys, _) = load_or_create(&keys_path, || Keyring::generate_file("dev1"))?;
+    let keyring = Keyring::parse(&keys).map_err(|e| DevError::Corrupt {
+        path: keys_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let token_path = dir.join("admin-token");
+    let (admin_token, new_token) = load_or_create(&token_path, crate::token::generate)?;
+    let db = dir.join("wardengate.db");
+    let store = Store::connect(
+        &format!("sqlite://{}?mode=rwc", db.display()),
+        Duration::from_secs(5),
+    )
+    .map_err(ServeError::from)?;
+    let replica_id = format!("dev-{}", std::process::id());
+    let metrics = Metrics::new(&replica_id);
+    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let wgctl = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("wgctl")))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "wgctl".into());
     println!("Wardengate dev server on https://{}", opts.listen);
-    println!("  CA certificate: {}", ca.display());
+    if new_token {
+        println!(
+            "Admin token (shown once; saved to {}):\n  {}",
+            abs(&token_path).display(),
+            admin_token.trim()
+        );
+    } else {
+        println!(
+            "Admin token: saved in {} at first start",
+            abs(&token_path).display()
+        );
+    }
     println!(
-        "  try: curl --cacert {} https://127.0.0.1:{}/healthz",
-        ca.display(),
-        opts.listen.port()
+        "\nTry it:\n  export WG_ADDR=https://{addr} WG_CA_CERT={ca} WG_TOKEN_FILE={tok}\n  \
+         {wgctl} targets add myserver --host 127.0.0.1 --port 22\n  \
+         ssh -o ProxyCommand='{wgctl} connect %h' $USER@myserver\n",
+        addr = opts.listen,
+        ca = abs(&dir.join("dev-cert.pem")).display(),
+        tok = abs(&token_path).display(),
     );
-    tracing::info!(listen = %opts.listen, data_dir = %opts.data_dir.display(), "dev server starting");
-    axum_server::bind_rustls(opts.listen, tls)
-        .serve(router(replica).into_make_service())
-        .await
-        .map_err(|source| DevError::Io {
-            what: "serving on",
-            path: opts.listen.to_string().into(),
-            source,
-        })
+    let parts = Parts {
+        replica_id,
+        role: Role::All,
+        store,
+        live: Live::Memory(MemoryLive::default()),
+        keyring,
+        metrics,
+        tls,
+        listen: opts.listen,
+        health_interval: Duration::from_secs(1),
+        isolation_grace: Duration::from_secs(10),
+        admin_token: Some(admin_token.trim().to_string()),
+    };
+    crate::server::run(parts, crate::server::shutdown_signal()).await?;
+    Ok(())
 }

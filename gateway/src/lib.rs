@@ -3,6 +3,19 @@
 
 pub mod api;
 pub mod client;
+pub mod config;
 pub mod dev;
+pub mod grant;
+pub mod health;
+pub mod live;
 pub mod logging;
+pub mod metrics;
+pub mod redis_url;
+pub mod relay_protocol;
+pub mod replica;
+pub mod server;
+pub mod signing;
+pub mod store;
 pub mod tls;
+pub mod token;
+pub mod wgctl;

@@ -5,6 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use wardengate::config::ServeArgs;
+use wardengate::live::Live;
+use wardengate::metrics::Metrics;
+use wardengate::server::{Parts, connect_redis, shutdown_signal};
+use wardengate::store::Store;
 
 /// Wardengate access gateway.
 #[derive(Debug, Parser)]
@@ -16,9 +21,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve a replica against shared Postgres and Redis.
+    Serve(Box<ServeArgs>),
     /// Everything in one process with an embedded store: no services needed.
     Dev {
-        /// Directory for the embedded state and the generated dev certificate.
+        /// Directory for the embedded state, the generated certificate, key and admin token.
         #[arg(long, env = "WG_DATA_DIR", default_value = ".wardengate-dev")]
         data_dir: PathBuf,
         /// HTTPS listen address.
@@ -27,21 +34,45 @@ enum Command {
     },
 }
 
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = args.validate()?;
+    let metrics = Metrics::new(&cfg.replica_id);
+    let store = Store::connect(&cfg.database_url, cfg.statement_timeout)?;
+    let live: Live = connect_redis(cfg.redis.clone(), metrics.clone()).await?;
+    let parts = Parts {
+        replica_id: cfg.replica_id,
+        role: cfg.role,
+        store,
+        live,
+        keyring: cfg.keyring,
+        metrics,
+        tls: cfg.tls,
+        listen: cfg.listen,
+        health_interval: cfg.health_interval,
+        isolation_grace: cfg.isolation_grace,
+        admin_token: cfg.admin_token,
+    };
+    wardengate::server::run(parts, shutdown_signal()).await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     wardengate::logging::init();
     wardengate::tls::install_crypto_provider();
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match Cli::parse().command {
+        Command::Serve(args) => serve(*args).await,
         Command::Dev { data_dir, listen } => {
-            wardengate::dev::run(wardengate::dev::DevOptions { data_dir, listen }).await
+            wardengate::dev::run(wardengate::dev::DevOptions { data_dir, listen })
+                .await
+                .map_err(Into::into)
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("wardengate: {e}");
-            ExitCode::FAILURE
+            eprintln!("wardengate: {e:#}");
+            ExitCode::from(2)
         }
     }
 }

@@ -1,0 +1,93 @@
+//! The HTTPS API on 8443: health, metrics, system status, the session API and the relay.
+
+mod auth;
+pub mod error;
+mod health;
+mod relay;
+mod sessions;
+mod system;
+mod targets;
+mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+
+pub use auth::Caller;
+pub use error::{ApiError, ErrorBody};
+pub use system::SystemStatus;
+
+use crate::health::HealthState;
+use crate::live::Live;
+use crate::metrics::Metrics;
+use crate::replica::Replica;
+use crate::signing::Keyring;
+use crate::store::Store;
+
+/// Everything a handler may need.
+#[derive(Debug)]
+pub struct AppState {
+    /// This replica.
+    pub replica: Arc<Replica>,
+    /// Durable store.
+    pub store: Store,
+    /// Live store.
+    pub live: Live,
+    /// Signing keys for grants.
+    pub keyring: Keyring,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Latest health observations.
+    pub health: Arc<HealthState>,
+    /// Timeout for dialling a target.
+    pub dial_timeout: Duration,
+    /// How often a relay re-reads its grant (termination, state loss).
+    pub relay_poll: Duration,
+}
+
+/// Builds the router for `state`'s role.
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut r = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/system/status", get(system::status));
+    if state.replica.role.has_api() {
+        r = r
+            .route("/v1/targets", get(targets::list).post(targets::create))
+            .route(
+                "/v1/targets/{name}",
+                get(targets::get).delete(targets::delete),
+            )
+            .route("/v1/tokens", axum::routing::post(tokens::create))
+            .route("/v1/sessions", get(sessions::list).post(sessions::create))
+            .route(
+                "/v1/sessions/{id}",
+                get(sessions::get).delete(sessions::terminate),
+            );
+    }
+    if state.replica.role.has_relay() {
+        r = r.route("/v1/sessions/{id}/relay", get(relay::relay));
+    }
+    r.fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+async fn count_requests(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_string();
+    let resp = next.run(req).await;
+    st.metrics
+        .http_requests
+        .with_label_values(&[method.as_str(), resp.status().as_str()])
+        .inc();
+    resp
+}

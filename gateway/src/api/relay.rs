@@ -1,0 +1,314 @@
+//! `GET /v1/sessions/{id}/relay`: the WebSocket relay. Any replica can carry any authorised
+//! session: it reads the signed grant from Redis, dials the target, claims the session in
+//! Postgres (exactly one replica wins), then copies bytes both ways with back-pressure until
+//! either side ends, an operator terminates it, or this replica can no longer vouch for it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{ApiError, AppState, Caller};
+use crate::grant::{ACTIVE_TTL_MS, Grant, GrantState};
+use crate::live::{LiveError, session_key};
+use crate::relay_protocol::*;
+use crate::store::now_ms;
+use crate::token::Role;
+
+const BUF: usize = 64 * 1024;
+
+pub async fn relay(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    if st.replica.draining() {
+        return Err(ApiError::unavailable(
+            "draining",
+            "this replica is draining; retry through the load balancer",
+            1,
+        ));
+    }
+    if *st.health.isolated().borrow() {
+        return Err(ApiError::unavailable(
+            "replica_isolated",
+            "this replica is isolated; retry through the load balancer",
+            1,
+        ));
+    }
+    let key = session_key(&id);
+    let signed = st.live.get(&key).await?.ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::GONE,
+            "session_expired",
+            format!("session `{id}` has no live authorisation (expired or ended)"),
+        )
+    })?;
+    let grant: Grant = st.keyring.verify(&signed, now_ms()).map_err(|e| {
+        tracing::warn!(event = "session_state_rejected", session = %id, error = %e, "refusing session state");
+        ApiError::forbidden("invalid_session_state", format!("session state rejected: {e}"))
+    })?;
+    if grant.session_id != id {
+        tracing::warn!(event = "session_state_rejected", session = %id, grant_for = %grant.session_id, "grant stored under another session's key");
+        return Err(ApiError::forbidden(
+            "invalid_session_state",
+            "session state belongs to another session",
+        ));
+    }
+    if grant.token_id != caller.token_id && !caller.role.allows(Role::Admin) {
+        return Err(ApiError::forbidden(
+            "not_your_session",
+            "this session was authorised for another token",
+        ));
+    }
+    match grant.state {
+        GrantState::Authorized => {}
+        GrantState::Pending => {
+            return Err(ApiError::conflict(
+                "approval_pending",
+                "the session is waiting for approval",
+            ));
+        }
+        GrantState::Active => {
+            return Err(ApiError::conflict(
+                "session_in_use",
+                "the session is already connected",
+            ));
+        }
+        GrantState::Terminated => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::GONE,
+                "session_terminated",
+                "the session was terminated",
+            ));
+        }
+    }
+    let target = tokio::time::timeout(
+        st.dial_timeout,
+        TcpStream::connect((grant.host.as_str(), grant.port)),
+    )
+    .await
+    .map_err(|_| format!("no answer within {:?}", st.dial_timeout))
+    .and_then(|r| r.map_err(|e| e.to_string()))
+    .map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "target_unreachable",
+            format!(
+                "cannot reach {}:{} for target `{}`: {e}",
+                grant.host, grant.port, grant.target
+            ),
+        )
+    })?;
+    let _ = target.set_nodelay(true);
+    if !st.store.claim_session(&id, &st.replica.id).await? {
+        return Err(ApiError::conflict(
+            "session_in_use",
+            "the session is already connected or ended",
+        ));
+    }
+    let active = Grant {
+        state: GrantState::Active,
+        replica: Some(st.replica.id.clone()),
+        expires_at_ms: now_ms() + ACTIVE_TTL_MS,
+        ..grant.clone()
+    };
+    if let Err(e) = st
+        .live
+        .set(
+            &key,
+            &st.keyring.sign(&active),
+            Duration::from_millis(ACTIVE_TTL_MS as u64),
+        )
+        .await
+    {
+        let _ = st
+            .store
+            .end_session(&id, &st.replica.id, 0, 0, "session_state_lost")
+            .await;
+        return Err(e.into());
+    }
+    let failed = st.clone();
+    let failed_id = id.clone();
+    Ok(ws
+        .max_message_size(4 * BUF)
+        .on_failed_upgrade(move |e| {
+            tracing::warn!(session = %failed_id, error = %e, "websocket upgrade failed");
+            tokio::spawn(async move {
+                let _ = failed
+                    .store
+                    .end_session(&failed_id, &failed.replica.id, 0, 0, "upgrade_failed")
+                    .await;
+                let _ = failed.live.del(&session_key(&failed_id)).await;
+            });
+        })
+        .on_upgrade(move |socket| run(st, active, socket, target)))
+}
+
+/// Why a relay ended, and the close frame that tells the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    ClientClosed,
+    TargetClosed,
+    Terminated,
+    Isolated,
+    StateLost,
+}
+
+impl End {
+    fn reason(self) -> &'static str {
+        match self {
+            End::ClientClosed => "client_closed",
+            End::TargetClosed => "target_closed",
+            End::Terminated => "terminated",
+            End::Isolated => "replica_isolated",
+            End::StateLost => "session_state_lost",
+        }
+    }
+
+    fn close(self) -> (u16, &'static str) {
+        match self {
+            End::ClientClosed | End::TargetClosed => (CLOSE_NORMAL, "closed"),
+            End::Terminated => (CLOSE_TERMINATED, "terminated by an operator"),
+            End::Isolated => (
+                CLOSE_ISOLATED,
+                "replica isolated; reconnect through another replica",
+            ),
+            End::StateLost => (CLOSE_STATE_LOST, "session state unavailable; reconnect"),
+        }
+    }
+}
+
+async fn run(st: Arc<AppState>, grant: Grant, socket: WebSocket, target: TcpStream) {
+    let id = grant.session_id.clone();
+    let _guard = st.replica.relay_guard();
+    st.metrics.sessions_active.set(st.replica.relays());
+    tracing::info!(event = "relay_started", session = %id, target = %grant.target, replica = %st.replica.id);
+    let (mut ws_tx, mut ws_rx) = socket.split();
+    let (mut tcp_rx, mut tcp_tx) = target.into_split();
+    let (mut up, mut down) = (0u64, 0u64);
+
+    let upstream = async {
+        while let Some(msg) = ws_rx.next().await {
+            match msg {
+                Ok(Message::Binary(b)) => {
+                    if tcp_tx.write_all(&b).await.is_err() {
+                        return End::TargetClosed;
+                    }
+                    up += b.len() as u64;
+                }
+                Ok(Message::Text(t)) if t.as_str() == HALF_CLOSE => {
+                    let _ = tcp_tx.shutdown().await;
+                }
+                Ok(Message::Close(_)) => return End::ClientClosed,
+                Ok(_) => {}
+                Err(_) => return End::ClientClosed,
+            }
+        }
+        End::ClientClosed
+    };
+    let downstream = async {
+        let mut buf = vec![0u8; BUF];
+        loop {
+            match tcp_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return End::TargetClosed,
+                Ok(n) => {
+                    if ws_tx
+                        .send(Message::Binary(buf[..n].to_vec().into()))
+                        .await
+                        .is_err()
+                    {
+                        return End::ClientClosed;
+                    }
+                    down += n as u64;
+                }
+            }
+        }
+    };
+    let control = watch_session(&st, &id);
+    let end = tokio::select! {
+        e = upstream => e,
+        e = downstream => e,
+        e = control => e,
+    };
+    let (code, why) = end.close();
+    let _ = ws_tx
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: why.into(),
+        })))
+        .await;
+    let _ = ws_tx.close().await;
+    st.metrics.relay_bytes.with_label_values(&["up"]).inc_by(up);
+    st.metrics
+        .relay_bytes
+        .with_label_values(&["down"])
+        .inc_by(down);
+    st.metrics
+        .relays_ended
+        .with_label_values(&[end.reason()])
+        .inc();
+    if let Err(e) = st
+        .store
+        .end_session(&id, &st.replica.id, up, down, end.reason())
+        .await
+    {
+        tracing::error!(session = %id, error = %e, "could not record the end of a session; the cleanup job will");
+    }
+    let _ = st.live.del(&session_key(&id)).await;
+    drop(_guard);
+    st.metrics.sessions_active.set(st.replica.relays());
+    tracing::info!(event = "relay_ended", session = %id, reason = end.reason(), bytes_up = up, bytes_down = down);
+}
+
+/// Ends the relay when its grant is terminated or vanishes, when Redis stays unreachable for
+/// three polls, or when this replica becomes isolated. Renews the grant's TTL while it runs.
+async fn watch_session(st: &AppState, id: &str) -> End {
+    let key = session_key(id);
+    let mut isolated = st.health.isolated();
+    let mut tick = tokio::time::interval(st.relay_poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = isolated.changed() => {
+                if changed.is_ok() && *isolated.borrow() {
+                    return End::Isolated;
+                }
+                continue;
+            }
+        }
+        match st.live.get(&key).await {
+            Ok(Some(signed)) => {
+                failures = 0;
+                match st.keyring.verify::<Grant>(&signed, now_ms()) {
+                    Ok(g) if g.state == GrantState::Terminated => return End::Terminated,
+                    Ok(_) => {
+                        let _ = st
+                            .live
+                            .expire(&key, Duration::from_millis(ACTIVE_TTL_MS as u64))
+                            .await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(event = "session_state_rejected", session = %id, error = %e);
+                        return End::StateLost;
+                    }
+                }
+            }
+            Ok(None) => return End::StateLost,
+            Err(LiveError::Unavailable(_)) | Err(LiveError::Command(_)) => {
+                failures += 1;
+                if failures >= 3 {
+                    return End::StateLost;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Targets: what people may connect to. Admins manage them; everyone may list them.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::{ApiError, AppState, Caller};
+use crate::store::{StoreError, TargetRow};
+use crate::token::Role;
+
+/// `POST /v1/targets` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTarget {
+    name: String,
+    host: String,
+    port: u16,
+    #[serde(default)]
+    require_approval: bool,
+}
+
+/// Validates a target name: 1–63 of letters, digits, `.`, `-`, `_`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+pub async fn create(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Json<NewTarget>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<TargetRow>), ApiError> {
+    caller.require(Role::Admin)?;
+    let Json(t) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+    if !valid_name(&t.name) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "name: 1-63 letters, digits, '.', '-' or '_'",
+        ));
+    }
+    if t.host.trim().is_empty() || t.host.chars().any(char::is_whitespace) {
+        return Err(ApiError::bad_request(
+            "invalid_host",
+            "host: a host name or IP address without spaces",
+        ));
+    }
+    if t.port == 0 {
+        return Err(ApiError::bad_request("invalid_port", "port: 1-65535"));
+    }
+    let row = st
+        .store
+        .create_target(&t.name, &t.host, t.port, t.require_approval)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => ApiError::conflict(
+                "target_exists",
+                format!("a target named `{}` already exists", t.name),
+            ),
+            other => other.into(),
+        })?;
+    let _ = st
+        .store
+        .audit(
+            &caller.token_id,
+            "target.create",
+            &row.name,
+            &format!("{}:{}", row.host, row.port),
+        )
+        .await;
+    Ok((StatusCode::CREATED, Json(row)))
+}
+
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    _caller: Caller,
+) -> Result<Json<Vec<TargetRow>>, ApiError> {
+    Ok(Json(st.store.list_targets().await?))
+}
+
+pub async fn get(
+    State(st): State<Arc<AppState>>,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<TargetRow>, ApiError> {
+    st.store
+        .target(&name)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found(&name))
+}
+
+pub async fn delete(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Admin)?;
+    if !st.store.delete_target(&name).await? {
+        return Err(not_found(&name));
+    }
+    let _ = st
+        .store
+        .audit(&caller.token_id, "target.delete", &name, "")
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// 404 for an unknown target.
+pub fn not_found(name: &str) -> ApiError {
+    ApiError::not_found("target_not_found", format!("no target named `{name}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names() {
+        assert!(super::valid_name("db-1.prod_eu"));
+        assert!(!super::valid_name(""));
+        assert!(!super::valid_name("a b"));
+        assert!(!super::valid_name("x/y"));
+        assert!(!super::valid_name(&"a".repeat(64)));
+    }
+}

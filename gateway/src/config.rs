@@ -1,0 +1,426 @@
+//! `wardengate serve` configuration: flags with `WG_*` environment equivalents (flags win), and
+//! validation that stops start-up with a message naming the flag and variable at fault.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::redis_url::RedisTarget;
+use crate::replica::Role;
+use crate::signing::Keyring;
+use crate::tls::PemPair;
+
+/// Raw `serve` arguments as given (strings, so errors can name the variable, not only the flag).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Which role this process serves.
+    #[arg(long, env = "WG_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+    /// HTTPS listen address (API, relay, health, metrics).
+    #[arg(long, env = "WG_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: String,
+    /// Agent gRPC listen address for remote gateways.
+    #[arg(long, env = "WG_AGENT_LISTEN", default_value = "0.0.0.0:8444")]
+    pub agent_listen: String,
+    /// Postgres URL, e.g. postgres://user:pw@db:5432/wardengate?sslmode=require
+    #[arg(long, env = "WG_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Redis URL: redis://, rediss://, sentinel://…/master or …?cluster=true
+    #[arg(long, env = "WG_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// PEM certificate chain for HTTPS.
+    #[arg(long, env = "WG_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    #[arg(long, env = "WG_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Internal signing keys, one `<key-id> <base64 secret>` per line; the first signs.
+    #[arg(long, env = "WG_INTERNAL_KEY_FILE")]
+    pub internal_key_file: Option<PathBuf>,
+    /// File holding the bootstrap admin token (at least 24 characters).
+    #[arg(long, env = "WG_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Where recordings go: file:///path or s3://bucket/prefix.
+    #[arg(long, env = "WG_RECORDINGS_URL")]
+    pub recordings_url: Option<String>,
+    /// Postgres statement_timeout for every connection (also bounds calls client-side).
+    #[arg(long, env = "WG_STATEMENT_TIMEOUT", default_value = "5s")]
+    pub statement_timeout: String,
+    /// Replica id; defaults to the host name (the pod name in Kubernetes).
+    #[arg(long, env = "WG_REPLICA_ID")]
+    pub replica_id: Option<String>,
+    /// Health-check cycle of the background checker.
+    #[arg(long, env = "WG_HEALTH_INTERVAL", default_value = "1s")]
+    pub health_interval: String,
+    /// How long Postgres may be unreachable (while peers reach it) before /healthz fails.
+    #[arg(long, env = "WG_ISOLATION_GRACE", default_value = "10s")]
+    pub isolation_grace: String,
+}
+
+/// A configuration error naming what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {reason}")]
+pub struct ConfigError {
+    /// `--flag / WG_VARIABLE`.
+    pub setting: String,
+    /// What is wrong and how to fix it.
+    pub reason: String,
+}
+
+fn err(flag: &str, var: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting: format!("--{flag} / {var}"),
+        reason: reason.into(),
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Role.
+    pub role: Role,
+    /// HTTPS listen address.
+    pub listen: SocketAddr,
+    /// Agent listen address.
+    pub agent_listen: SocketAddr,
+    /// Postgres URL.
+    pub database_url: String,
+    /// Parsed Redis target.
+    pub redis: RedisTarget,
+    /// Server certificate and key.
+    pub tls: PemPair,
+    /// Signing keys.
+    pub keyring: Keyring,
+    /// Bootstrap admin token, if given.
+    pub admin_token: Option<String>,
+    /// Recordings destination.
+    pub recordings_url: Option<String>,
+    /// statement_timeout.
+    pub statement_timeout: Duration,
+    /// Replica id.
+    pub replica_id: String,
+    /// Checker cycle.
+    pub health_interval: Duration,
+    /// Isolation grace.
+    pub isolation_grace: Duration,
+}
+
+/// Parses a human duration (`5s`, `250ms`, `10m`) bounded to `[min, max]`.
+pub fn parse_duration(
+    flag: &str,
+    var: &str,
+    s: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
+        err(
+            flag,
+            var,
+            format!("`{s}` is not a duration ({e}); use e.g. 5s, 250ms, 10m"),
+        )
+    })?;
+    if d < min || d > max {
+        return Err(err(flag, var, format!("{s} is outside {min:?}..={max:?}")));
+    }
+    Ok(d)
+}
+
+fn read(flag: &str, var: &str, path: &PathBuf) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| err(flag, var, format!("cannot read {}: {e}", path.display())))
+}
+
+fn addr(flag: &str, var: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| {
+        err(
+            flag,
+            var,
+            format!("`{s}` is not an address; use ip:port, e.g. 0.0.0.0:8443"),
+        )
+    })
+}
+
+impl ServeArgs {
+    /// Validates everything, reading the files it names.
+    pub fn validate(&self) -> Result<ServeConfig, ConfigError> {
+        let listen = addr("listen", "WG_LISTEN", &self.listen)?;
+        let agent_listen = addr("agent-listen", "WG_AGENT_LISTEN", &self.agent_listen)?;
+        let database_url = self.database_url.clone().ok_or_else(|| {
+            err(
+                "database-url",
+                "WG_DATABASE_URL",
+                "required: the Postgres URL",
+            )
+        })?;
+        let parsed = url::Url::parse(&database_url)
+            .map_err(|e| err("database-url", "WG_DATABASE_URL", format!("not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(err(
+                "database-url",
+                "WG_DATABASE_URL",
+                format!(
+                    "scheme `{}` is not supported; use postgres://",
+                    parsed.scheme()
+                ),
+            ));
+        }
+        let redis_url = self
+            .redis_url
+            .as_deref()
+            .ok_or_else(|| err("redis-url", "WG_REDIS_URL", "required: the Redis URL"))?;
+        let redis = RedisTarget::parse(redis_url)
+            .map_err(|e| err("redis-url", "WG_REDIS_URL", e.to_string()))?;
+        let cert_path = self.tls_cert.as_ref().ok_or_else(|| {
+            err(
+                "tls-cert",
+                "WG_TLS_CERT",
+                "required: a PEM certificate file",
+            )
+        })?;
+        let key_path = self
+            .tls_key
+            .as_ref()
+            .ok_or_else(|| err("tls-key", "WG_TLS_KEY", "required: a PEM private key file"))?;
+        let tls = PemPair {
+            cert: read("tls-cert", "WG_TLS_CERT", cert_path)?,
+            key: read("tls-key", "WG_TLS_KEY", key_path)?,
+        };
+        crate::tls::server_config(&tls)
+            .map_err(|e| err("tls-cert", "WG_TLS_CERT", e.to_string()))?;
+        let key_path = self.internal_key_file.as_ref().ok_or_else(|| {
+            err(
+                "internal-key-file",
+                "WG_INTERNAL_KEY_FILE",
+                "required: the internal signing key file",
+            )
+        })?;
+        let keyring = Keyring::parse(&read(
+            "internal-key-file",
+            "WG_INTERNAL_KEY_FILE",
+            key_path,
+        )?)
+        .map_err(|e| {
+            err(
+                "internal-key-file",
+                "WG_INTERNAL_KEY_FILE",
+                format!("{}: {e}", key_path.display()),
+            )
+        })?;
+        let admin_token = match &self.admin_token_file {
+            Some(p) => Some(
+                crate::token::parse_token_file(&read(
+                    "admin-token-file",
+                    "WG_ADMIN_TOKEN_FILE",
+                    p,
+                )?)
+                .map_err(|e| {
+                    err(
+                        "admin-token-file",
+                        "WG_ADMIN_TOKEN_FILE",
+                        format!("{}: {e}", p.display()),
+                    )
+                })?,
+            ),
+            None => None,
+        };
+        if let Some(r) = &self.recordings_url
+            && !(r.starts_with("file:///") || r.starts_with("s3://"))
+        {
+            return Err(err(
+                "recordings-url",
+                "WG_RECORDINGS_URL",
+                format!("`{r}`: use file:///path or s3://bucket/prefix"),
+            ));
+        }
+        let statement_timeout = parse_duration(
+            "statement-timeout",
+            "WG_STATEMENT_TIMEOUT",
+            &self.statement_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(600),
+        )?;
+        let health_interval = parse_duration(
+            "health-interval",
+            "WG_HEALTH_INTERVAL",
+            &self.health_interval,
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+        )?;
+        let isolation_grace = parse_duration(
+            "isolation-grace",
+            "WG_ISOLATION_GRACE",
+            &self.isolation_grace,
+            health_interval,
+            Duration::from_secs(600),
+        )?;
+        let replica_id = match &self.replica_id {
+            Some(id) if !id.trim().is_empty() => id.trim().to_string(),
+            Some(_) => return Err(err("replica-id", "WG_REPLICA_ID", "must not be empty")),
+            None => default_replica_id(),
+        };
+        Ok(ServeConfig {
+            role: self.role,
+            listen,
+            agent_listen,
+            database_url,
+            redis,
+            tls,
+            keyring,
+            admin_token,
+            recordings_url: self.recordings_url.clone(),
+            statement_timeout,
+            replica_id,
+            health_interval,
+            isolation_grace,
+        })
+    }
+}
+
+/// Host name (the pod name in Kubernetes), else a random id.
+pub fn default_replica_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| {
+            format!(
+                "replica-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    struct Files {
+        _dir: tempfile::TempDir,
+        cert: String,
+        key: String,
+        keys: String,
+        admin: String,
+    }
+
+    fn files() -> Files {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = crate::tls::self_signed(&["localhost"]).unwrap();
+        let p = |n: &str| dir.path().join(n).display().to_string();
+        std::fs::write(p("cert.pem"), &pair.cert).unwrap();
+        std::fs::write(p("key.pem"), &pair.key).unwrap();
+        std::fs::write(p("keys"), Keyring::generate_file("k1")).unwrap();
+        std::fs::write(p("admin"), crate::token::generate()).unwrap();
+        Files {
+            cert: p("cert.pem"),
+            key: p("key.pem"),
+            keys: p("keys"),
+            admin: p("admin"),
+            _dir: dir,
+        }
+    }
+
+    fn args(f: &Files, extra: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = [
+            "x",
+            "--database-url",
+            "postgres://u@db/wg",
+            "--redis-url",
+            "redis://r:6379",
+            "--tls-cert",
+            &f.cert,
+            "--tls-key",
+            &f.key,
+            "--internal-key-file",
+            &f.keys,
+            "--admin-token-file",
+            &f.admin,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    }
+
+    fn validate(f: &Files, extra: &[&str]) -> Result<ServeConfig, ConfigError> {
+        Cli::try_parse_from(args(f, extra)).unwrap().args.validate()
+    }
+
+    #[test]
+    fn valid_configuration_with_defaults() {
+        let f = files();
+        let c = validate(&f, &[]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(c.agent_listen, "0.0.0.0:8444".parse().unwrap());
+        assert_eq!(c.statement_timeout, Duration::from_secs(5));
+        assert_eq!(c.role, Role::All);
+        assert!(c.admin_token.is_some());
+    }
+
+    #[test]
+    fn bad_values_name_flag_and_variable() {
+        let f = files();
+        let cases: &[(&[&str], &str)] = &[
+            (&["--listen", "8443"], "--listen / WG_LISTEN"),
+            (&["--redis-url", "http://x"], "--redis-url / WG_REDIS_URL"),
+            (
+                &["--database-url", "mysql://x/y"],
+                "--database-url / WG_DATABASE_URL",
+            ),
+            (
+                &["--statement-timeout", "soon"],
+                "--statement-timeout / WG_STATEMENT_TIMEOUT",
+            ),
+            (
+                &["--statement-timeout", "0s"],
+                "--statement-timeout / WG_STATEMENT_TIMEOUT",
+            ),
+            (&["--tls-cert", "/nonexistent"], "--tls-cert / WG_TLS_CERT"),
+            (&["--tls-cert", &f.keys], "--tls-cert / WG_TLS_CERT"),
+            (
+                &["--internal-key-file", &f.cert],
+                "--internal-key-file / WG_INTERNAL_KEY_FILE",
+            ),
+            (
+                &["--recordings-url", "ftp://x"],
+                "--recordings-url / WG_RECORDINGS_URL",
+            ),
+            (
+                &["--isolation-grace", "10ms"],
+                "--isolation-grace / WG_ISOLATION_GRACE",
+            ),
+        ];
+        for (extra, setting) in cases {
+            let e = validate(&f, extra).unwrap_err();
+            assert_eq!(e.setting, *setting, "{extra:?}: {e}");
+        }
+        let short = f._dir.path().join("short");
+        std::fs::write(&short, "abc").unwrap();
+        let e = validate(&f, &["--admin-token-file", short.to_str().unwrap()]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--admin-token-file / WG_ADMIN_TOKEN_FILE")
+                && e.reason.contains("at least 24"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_required_settings_are_named() {
+        let e = Cli::try_parse_from(["x"])
+            .unwrap()
+            .args
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.setting, "--database-url / WG_DATABASE_URL");
+    }
+}

@@ -1,0 +1,89 @@
+//! In-process live state for `wardengate dev`: one process, so nothing to share.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default)]
+struct Inner {
+    values: HashMap<String, (String, Instant)>,
+    hashes: HashMap<String, HashMap<String, String>>,
+}
+
+/// A map with per-key expiry.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryLive {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl MemoryLive {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn set(&self, key: &str, value: &str, ttl: Duration) {
+        let mut g = self.lock();
+        let now = Instant::now();
+        g.values.retain(|_, (_, exp)| *exp > now);
+        g.values
+            .insert(key.to_string(), (value.to_string(), now + ttl));
+    }
+
+    pub(super) fn get(&self, key: &str) -> Option<String> {
+        let g = self.lock();
+        g.values
+            .get(key)
+            .filter(|(_, exp)| *exp > Instant::now())
+            .map(|(v, _)| v.clone())
+    }
+
+    pub(super) fn expire(&self, key: &str, ttl: Duration) -> bool {
+        let mut g = self.lock();
+        let now = Instant::now();
+        match g.values.get_mut(key) {
+            Some((_, exp)) if *exp > now => {
+                *exp = now + ttl;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(super) fn del(&self, key: &str) {
+        self.lock().values.remove(key);
+    }
+
+    pub(super) fn hset(&self, key: &str, field: &str, value: &str) {
+        self.lock()
+            .hashes
+            .entry(key.to_string())
+            .or_default()
+            .insert(field.to_string(), value.to_string());
+    }
+
+    pub(super) fn hgetall(&self, key: &str) -> HashMap<String, String> {
+        self.lock().hashes.get(key).cloned().unwrap_or_default()
+    }
+
+    pub(super) fn hdel(&self, key: &str, field: &str) {
+        if let Some(h) = self.lock().hashes.get_mut(key) {
+            h.remove(field);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_expire() {
+        let m = MemoryLive::default();
+        m.set("a", "1", Duration::from_secs(60));
+        m.set("b", "2", Duration::ZERO);
+        assert_eq!(m.get("a").as_deref(), Some("1"));
+        assert_eq!(m.get("b"), None);
+        m.del("a");
+        assert_eq!(m.get("a"), None);
+    }
+}

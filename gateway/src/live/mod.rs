@@ -1,0 +1,120 @@
+//! Live, ephemeral state shared by every replica: signed session grants keyed by session id, and
+//! replica heartbeats. Redis (standalone, Sentinel or Cluster) in production; an in-process map
+//! for `wardengate dev`. Every value stored here about a session is signed by the caller
+//! ([`crate::signing`]); this layer only moves strings.
+
+mod memory;
+mod redis;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub use self::memory::MemoryLive;
+pub use self::redis::RedisLive;
+
+/// Key of a session's signed grant.
+pub fn session_key(id: &str) -> String {
+    format!("wg:session:{id}")
+}
+
+/// Hash holding one heartbeat field per replica.
+pub const HEARTBEATS_KEY: &str = "wg:replicas";
+
+/// Failures of the live store.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// Redis is unreachable or timed out: sessions cannot start; retry later.
+    #[error("session state store unavailable: {0}")]
+    Unavailable(String),
+    /// Redis answered with an error.
+    #[error("session state store error: {0}")]
+    Command(String),
+}
+
+/// The live store in use.
+#[derive(Debug, Clone)]
+pub enum Live {
+    /// Redis in any topology.
+    Redis(RedisLive),
+    /// In-process (dev).
+    Memory(MemoryLive),
+}
+
+impl Live {
+    /// Stores `value` at `key` for `ttl`.
+    pub async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), LiveError> {
+        match self {
+            Live::Redis(r) => r.set(key, value, ttl).await,
+            Live::Memory(m) => {
+                m.set(key, value, ttl);
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads `key`.
+    pub async fn get(&self, key: &str) -> Result<Option<String>, LiveError> {
+        match self {
+            Live::Redis(r) => r.get(key).await,
+            Live::Memory(m) => Ok(m.get(key)),
+        }
+    }
+
+    /// Extends the lifetime of `key` without changing it; false if it does not exist.
+    pub async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, LiveError> {
+        match self {
+            Live::Redis(r) => r.expire(key, ttl).await,
+            Live::Memory(m) => Ok(m.expire(key, ttl)),
+        }
+    }
+
+    /// Deletes `key`.
+    pub async fn del(&self, key: &str) -> Result<(), LiveError> {
+        match self {
+            Live::Redis(r) => r.del(key).await,
+            Live::Memory(m) => {
+                m.del(key);
+                Ok(())
+            }
+        }
+    }
+
+    /// Publishes this replica's heartbeat (a JSON document).
+    pub async fn heartbeat(&self, replica: &str, doc: &str) -> Result<(), LiveError> {
+        match self {
+            Live::Redis(r) => r.hset(HEARTBEATS_KEY, replica, doc).await,
+            Live::Memory(m) => {
+                m.hset(HEARTBEATS_KEY, replica, doc);
+                Ok(())
+            }
+        }
+    }
+
+    /// Every replica's last heartbeat.
+    pub async fn heartbeats(&self) -> Result<HashMap<String, String>, LiveError> {
+        match self {
+            Live::Redis(r) => r.hgetall(HEARTBEATS_KEY).await,
+            Live::Memory(m) => Ok(m.hgetall(HEARTBEATS_KEY)),
+        }
+    }
+
+    /// Forgets heartbeats of replicas that are long gone.
+    pub async fn forget_replica(&self, replica: &str) -> Result<(), LiveError> {
+        match self {
+            Live::Redis(r) => r.hdel(HEARTBEATS_KEY, replica).await,
+            Live::Memory(m) => {
+                m.hdel(HEARTBEATS_KEY, replica);
+                Ok(())
+            }
+        }
+    }
+
+    /// A round trip (PING), with its duration. Also lets a Sentinel connection notice a
+    /// promotion it has not yet hit through an error.
+    pub async fn ping(&self) -> Result<Duration, LiveError> {
+        match self {
+            Live::Redis(r) => r.ping().await,
+            Live::Memory(_) => Ok(Duration::ZERO),
+        }
+    }
+}

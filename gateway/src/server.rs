@@ -1,0 +1,172 @@
+//! Assembles a replica (store, live state, health checker, router) and serves it over HTTPS
+//! until shutdown. `wardengate serve` and `wardengate dev` differ only in the parts they pass.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+
+use crate::api::{AppState, router};
+use crate::health::{Checker, HealthState};
+use crate::live::{Live, RedisLive};
+use crate::metrics::Metrics;
+use crate::replica::{Replica, Role};
+use crate::signing::Keyring;
+use crate::store::Store;
+use crate::tls::{PemPair, TlsError};
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Bad TLS material.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The store could not be set up.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Redis could not be set up.
+    #[error(transparent)]
+    Live(#[from] crate::live::LiveError),
+    /// The listener failed.
+    #[error("serving on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// The parts a replica is made of.
+#[derive(Debug)]
+pub struct Parts {
+    /// Replica id.
+    pub replica_id: String,
+    /// Role.
+    pub role: Role,
+    /// Durable store (migrated by [`run`]).
+    pub store: Store,
+    /// Live state.
+    pub live: Live,
+    /// Signing keys.
+    pub keyring: Keyring,
+    /// Metrics (shared with the Redis layer).
+    pub metrics: Metrics,
+    /// Server certificate.
+    pub tls: PemPair,
+    /// HTTPS address.
+    pub listen: SocketAddr,
+    /// Health-check cycle.
+    pub health_interval: Duration,
+    /// Isolation grace.
+    pub isolation_grace: Duration,
+    /// Admin token to ensure at start.
+    pub admin_token: Option<String>,
+}
+
+/// Connects Redis for `serve`, retrying a Cluster whose nodes are not up yet.
+pub async fn connect_redis(
+    target: crate::redis_url::RedisTarget,
+    metrics: Metrics,
+) -> Result<Live, ServeError> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match RedisLive::connect(target.clone(), metrics.clone()).await {
+            Ok(r) => return Ok(Live::Redis(r)),
+            Err(crate::live::LiveError::Unavailable(e)) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "redis not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Migrates (retrying while the database is unreachable), then serves until `shutdown`
+/// resolves, and finally stops accepting and gives open connections `grace` to finish.
+pub async fn run(
+    parts: Parts,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let tls = RustlsConfig::from_config(Arc::new(crate::tls::server_config(&parts.tls)?));
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match parts.store.migrate().await {
+            Ok(()) => break,
+            Err(crate::store::StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "database not reachable yet; migrations wait");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Some(t) = &parts.admin_token {
+        parts
+            .store
+            .ensure_admin_token(&crate::token::hash(t))
+            .await?;
+    }
+    let replica = Replica::new(parts.replica_id.clone(), parts.role);
+    let health = HealthState::new(parts.isolation_grace);
+    let checker = Checker {
+        store: parts.store.clone(),
+        live: parts.live.clone(),
+        metrics: parts.metrics.clone(),
+        state: health.clone(),
+        interval: parts.health_interval,
+        replica_state: replica.clone(),
+    };
+    checker.cycle().await;
+    let checker_task = tokio::spawn(checker.run());
+    let state = Arc::new(AppState {
+        replica,
+        store: parts.store,
+        live: parts.live,
+        keyring: parts.keyring,
+        metrics: parts.metrics,
+        health,
+        dial_timeout: Duration::from_secs(10),
+        relay_poll: parts.health_interval.max(Duration::from_millis(500)),
+    });
+    let handle = Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        h.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    tracing::info!(event = "serving", listen = %parts.listen, replica = %state.replica.id, role = ?state.replica.role);
+    let result = axum_server::bind_rustls(parts.listen, tls)
+        .handle(handle)
+        .serve(router(state).into_make_service())
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: parts.listen,
+            source,
+        });
+    checker_task.abort();
+    result
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = futures::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,312 @@
+//! Signed session state. Everything Wardengate keeps in Redis about a live session is wrapped in
+//! an envelope carrying a key id and an HMAC-SHA256 over the key id and body, made with the
+//! control plane's internal key. A replica refuses state that was tampered with, signed with a
+//! key it does not hold, or has expired. Several keys may be loaded at once so keys can rotate:
+//! the first signs, all verify.
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use hmac::{Hmac, KeyInit, Mac};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Shortest accepted key: 256 bits.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// Why a key file or a signed value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SigningError {
+    /// The key file has no usable key.
+    #[error("no key found: expected lines of `<key-id> <base64 secret>`")]
+    NoKeys,
+    /// A key line is malformed.
+    #[error("line {line}: {reason}")]
+    BadKeyLine {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The value is not a signed envelope at all.
+    #[error("not a signed envelope: {0}")]
+    Malformed(String),
+    /// Signed with a key id this replica does not hold (foreign or rotated-out key).
+    #[error("signed with unknown key id `{0}`")]
+    UnknownKey(String),
+    /// The MAC does not match: the value was altered.
+    #[error("signature mismatch (tampered state)")]
+    BadSignature,
+    /// The state's lifetime is over.
+    #[error("expired at {expired_at_ms} (now {now_ms})")]
+    Expired {
+        /// Expiry, unix milliseconds.
+        expired_at_ms: i64,
+        /// Now, unix milliseconds.
+        now_ms: i64,
+    },
+}
+
+/// Signing keys, the first of which signs.
+#[derive(Clone)]
+pub struct Keyring {
+    keys: Vec<(String, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.keys.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Keyring").field("key_ids", &ids).finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    kid: String,
+    body: String,
+    sig: String,
+}
+
+/// Anything with an expiry can be signed.
+pub trait Expiring {
+    /// Unix milliseconds after which the value is refused.
+    fn expires_at_ms(&self) -> i64;
+}
+
+impl Keyring {
+    /// Parses the internal key file: one key per line, `<key-id> <base64 secret>`, `#` comments.
+    /// The first key signs; every key verifies.
+    pub fn parse(text: &str) -> Result<Self, SigningError> {
+        let mut keys = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = |reason: &str| SigningError::BadKeyLine {
+                line: i + 1,
+                reason: reason.to_string(),
+            };
+            let mut parts = line.split_whitespace();
+            let (Some(kid), Some(secret), None) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(bad("expected `<key-id> <base64 secret>`"));
+            };
+            if !kid
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(bad("key id may only contain letters, digits, '-' and '_'"));
+            }
+            let secret = STANDARD
+                .decode(secret)
+                .or_else(|_| URL_SAFE_NO_PAD.decode(secret))
+                .map_err(|_| bad("secret is not base64"))?;
+            if secret.len() < MIN_KEY_BYTES {
+                return Err(bad(&format!(
+                    "secret is {} bytes; at least {MIN_KEY_BYTES} required",
+                    secret.len()
+                )));
+            }
+            if keys.iter().any(|(k, _)| k == kid) {
+                return Err(bad(&format!("duplicate key id `{kid}`")));
+            }
+            keys.push((kid.to_string(), secret));
+        }
+        if keys.is_empty() {
+            return Err(SigningError::NoKeys);
+        }
+        Ok(Self { keys })
+    }
+
+    /// A fresh key file text with one random key, for `wardengate dev` and the operator.
+    pub fn generate_file(kid: &str) -> String {
+        let secret: [u8; 32] = rand::random();
+        format!("{kid} {}\n", STANDARD.encode(secret))
+    }
+
+    /// The id of the signing key.
+    pub fn signing_key_id(&self) -> &str {
+        &self.keys[0].0
+    }
+
+    fn mac(key: &[u8], kid: &str, body: &str) -> HmacSha256 {
+        let Ok(mut m) = HmacSha256::new_from_slice(key) else {
+            unreachable!("HMAC accepts keys of any length")
+        };
+        m.update(kid.as_bytes());
+        m.update(b".");
+        m.update(body.as_bytes());
+        m
+    }
+
+    /// Signs `value` with the first key.
+    pub fn sign<T: Serialize>(&self, value: &T) -> String {
+        let (kid, key) = &self.keys[0];
+        let body = serde_json::to_string(value).unwrap_or_default();
+        let sig = URL_SAFE_NO_PAD.encode(Self::mac(key, kid, &body).finalize().into_bytes());
+        serde_json::to_string(&Envelope {
+            kid: kid.clone(),
+            body,
+            sig,
+        })
+        .unwrap_or_default()
+    }
+
+    /// Verifies the envelope (key id known, MAC correct in constant time, not expired at
+    /// `now_ms`) and returns the value.
+    pub fn verify<T: DeserializeOwned + Expiring>(
+        &self,
+        signed: &str,
+        now_ms: i64,
+    ) -> Result<T, SigningError> {
+        let env: Envelope =
+            serde_json::from_str(signed).map_err(|e| SigningError::Malformed(e.to_string()))?;
+        let key = self
+            .keys
+            .iter()
+            .find(|(k, _)| *k == env.kid)
+            .map(|(_, key)| key)
+            .ok_or_else(|| SigningError::UnknownKey(env.kid.clone()))?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(&env.sig)
+            .map_err(|_| SigningError::BadSignature)?;
+        Self::mac(key, &env.kid, &env.body)
+            .verify_slice(&sig)
+            .map_err(|_| SigningError::BadSignature)?;
+        let value: T =
+            serde_json::from_str(&env.body).map_err(|e| SigningError::Malformed(e.to_string()))?;
+        let exp = value.expires_at_ms();
+        if now_ms >= exp {
+            return Err(SigningError::Expired {
+                expired_at_ms: exp,
+                now_ms,
+            });
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Grant {
+        session: String,
+        exp: i64,
+    }
+    impl Expiring for Grant {
+        fn expires_at_ms(&self) -> i64 {
+            self.exp
+        }
+    }
+
+    fn ring(kid: &str) -> Keyring {
+        Keyring::parse(&Keyring::generate_file(kid)).unwrap()
+    }
+
+    #[test]
+    fn round_trip() {
+        let k = ring("k1");
+        let g = Grant {
+            session: "s1".into(),
+            exp: 2_000,
+        };
+        let signed = k.sign(&g);
+        assert_eq!(k.verify::<Grant>(&signed, 1_000).unwrap(), g);
+    }
+
+    #[test]
+    fn tampered_body_is_refused() {
+        let k = ring("k1");
+        let signed = k.sign(&Grant {
+            session: "s1".into(),
+            exp: 2_000,
+        });
+        let tampered = signed.replace("s1", "s2");
+        assert_eq!(
+            k.verify::<Grant>(&tampered, 1_000).unwrap_err(),
+            SigningError::BadSignature
+        );
+        // Changing the key id to another valid one breaks the MAC too.
+        let mut env: serde_json::Value = serde_json::from_str(&signed).unwrap();
+        env["sig"] = serde_json::Value::String("AAAA".into());
+        assert_eq!(
+            k.verify::<Grant>(&env.to_string(), 1_000).unwrap_err(),
+            SigningError::BadSignature
+        );
+    }
+
+    #[test]
+    fn foreign_key_is_refused() {
+        let signed = ring("other").sign(&Grant {
+            session: "s1".into(),
+            exp: 2_000,
+        });
+        assert_eq!(
+            ring("k1").verify::<Grant>(&signed, 1_000).unwrap_err(),
+            SigningError::UnknownKey("other".into())
+        );
+        // Same key id, different secret: a forged signature.
+        let forged = ring("k1").sign(&Grant {
+            session: "s1".into(),
+            exp: 2_000,
+        });
+        assert_eq!(
+            ring("k1").verify::<Grant>(&forged, 1_000).unwrap_err(),
+            SigningError::BadSignature
+        );
+    }
+
+    #[test]
+    fn expired_is_refused() {
+        let k = ring("k1");
+        let signed = k.sign(&Grant {
+            session: "s1".into(),
+            exp: 2_000,
+        });
+        assert_eq!(
+            k.verify::<Grant>(&signed, 2_000).unwrap_err(),
+            SigningError::Expired {
+                expired_at_ms: 2_000,
+                now_ms: 2_000
+            }
+        );
+    }
+
+    #[test]
+    fn rotation_verifies_with_any_loaded_key() {
+        let old = Keyring::generate_file("old");
+        let new = Keyring::generate_file("new");
+        let before = Keyring::parse(&old).unwrap();
+        let during = Keyring::parse(&format!("{new}{old}")).unwrap();
+        let signed_by_old = before.sign(&Grant {
+            session: "s".into(),
+            exp: 10,
+        });
+        assert!(during.verify::<Grant>(&signed_by_old, 1).is_ok());
+        assert_eq!(during.signing_key_id(), "new");
+    }
+
+    #[test]
+    fn key_file_errors_name_the_line() {
+        assert_eq!(
+            Keyring::parse("# only a comment\n").unwrap_err(),
+            SigningError::NoKeys
+        );
+        let short = format!("k1 {}", STANDARD.encode([0u8; 16]));
+        assert!(
+            matches!(Keyring::parse(&short).unwrap_err(), SigningError::BadKeyLine { line: 1, reason } if reason.contains("16 bytes"))
+        );
+        assert!(matches!(
+            Keyring::parse("\nk1 !!!").unwrap_err(),
+            SigningError::BadKeyLine { line: 2, .. }
+        ));
+        let k = Keyring::generate_file("k1");
+        assert!(
+            matches!(Keyring::parse(&format!("{k}{k}")).unwrap_err(), SigningError::BadKeyLine { line: 2, reason } if reason.contains("duplicate"))
+        );
+    }
+}

@@ -1,0 +1,435 @@
+//! Durable state: targets, tokens, sessions and their history, audit events.
+//!
+//! One implementation over sqlx's `Any` driver serves Postgres (production; the serialisation
+//! point of the fleet) and SQLite (`wardengate dev`). Every Postgres connection gets
+//! `statement_timeout`; every call is also bounded on the client side, because a commit waiting
+//! for a synchronous standby is not bounded by `statement_timeout`.
+
+#[macro_use]
+mod rows;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+
+pub use rows::{SessionRow, SessionStatus, TargetRow, TokenRow};
+
+use crate::token::Role;
+
+/// Failures of the store a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database did not answer in time or the connection failed: retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A unique constraint was hit (for example a target name that exists).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(String),
+    /// Migrations failed.
+    #[error("running migrations: {0}")]
+    Migrate(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.message().to_string())
+            }
+            // 57014 query_canceled (statement_timeout), 57P01 admin_shutdown, 57P03 cannot_connect_now,
+            // 25006 read_only_sql_transaction (talking to a demoted primary), 08xxx connection errors.
+            sqlx::Error::Database(db)
+                if db.code().is_some_and(|c| {
+                    matches!(c.as_ref(), "57014" | "57P01" | "57P02" | "57P03" | "25006")
+                        || c.starts_with("08")
+                }) =>
+            {
+                StoreError::Unavailable(db.message().to_string())
+            }
+            _ => StoreError::Database(e.to_string()),
+        }
+    }
+}
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL.
+    Postgres,
+    /// Embedded SQLite (`wardengate dev`).
+    Sqlite,
+}
+
+/// Handle to the durable store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    call_timeout: Duration,
+}
+
+/// Current time in unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl Store {
+    /// Connects lazily (start-up does not fail while the database is briefly down; `/readyz`
+    /// reports it) with `statement_timeout` on every Postgres connection.
+    pub fn connect(url: &str, statement_timeout: Duration) -> Result<Self, StoreError> {
+        install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let ms = statement_timeout.as_millis();
+        let pool = AnyPoolOptions::new()
+            .max_connections(16)
+            .min_connections(0)
+            .acquire_timeout(statement_timeout.min(Duration::from_secs(5)))
+            .idle_timeout(Duration::from_secs(300))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Postgres {
+                        conn.execute(sqlx::AssertSqlSafe(format!("SET statement_timeout = {ms}")))
+                            .await?;
+                        conn.execute("SET idle_in_transaction_session_timeout = 60000")
+                            .await?;
+                    } else {
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy(url)?;
+        // Client-side bound: the server-side timeout plus a margin for the round trip.
+        let call_timeout = statement_timeout + Duration::from_secs(1);
+        Ok(Self {
+            pool,
+            backend,
+            call_timeout,
+        })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.call_timeout, fut).await {
+            Ok(r) => r.map_err(StoreError::from),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer within {:?}",
+                self.call_timeout
+            ))),
+        }
+    }
+
+    /// Applies pending migrations. On Postgres sqlx holds an advisory lock while migrating, so
+    /// replicas starting together migrate once.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.backend {
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))
+    }
+
+    /// A round trip (`SELECT 1`), returning its duration.
+    pub async fn ping(&self) -> Result<Duration, StoreError> {
+        let start = Instant::now();
+        self.bounded(sqlx::query("SELECT 1").execute(&self.pool))
+            .await?;
+        Ok(start.elapsed())
+    }
+
+    /// Appends an audit event.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.bounded(
+            sqlx::query("INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)")
+                .bind(now_ms())
+                .bind(actor)
+                .bind(action)
+                .bind(subject)
+                .bind(detail)
+                .execute(&self.pool),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Audit events about `subject`, oldest first.
+    pub async fn audit_for(
+        &self,
+        subject: &str,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows: Vec<(String, String, String)> = self
+            .bounded(
+                sqlx::query_as(
+                    "SELECT actor, action, detail FROM audit_events WHERE subject = $1 ORDER BY id",
+                )
+                .bind(subject)
+                .fetch_all(&self.pool),
+            )
+            .await?;
+        Ok(rows)
+    }
+
+    // ---- tokens ----
+
+    /// Ensures the bootstrap admin token (from `--admin-token-file`) exists.
+    pub async fn ensure_admin_token(&self, token_hash: &str) -> Result<(), StoreError> {
+        let id = format!("bootstrap-{}", &token_hash[..12]);
+        self.bounded(
+            sqlx::query(
+                "INSERT INTO tokens (hash, id, name, role, created_at) VALUES ($1, $2, 'bootstrap-admin', 'admin', $3) \
+                 ON CONFLICT (hash) DO NOTHING",
+            )
+            .bind(token_hash)
+            .bind(id)
+            .bind(now_ms())
+            .execute(&self.pool),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Stores a new token (by hash) and returns its id.
+    pub async fn create_token(
+        &self,
+        token_hash: &str,
+        name: &str,
+        role: Role,
+    ) -> Result<String, StoreError> {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
+        self.bounded(
+            sqlx::query(
+                "INSERT INTO tokens (hash, id, name, role, created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(token_hash)
+            .bind(&id)
+            .bind(name)
+            .bind(role.as_str())
+            .bind(now_ms())
+            .execute(&self.pool),
+        )
+        .await?;
+        Ok(id)
+    }
+
+    /// Looks up a non-revoked token by hash.
+    pub async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRow>, StoreError> {
+        self.bounded(
+            sqlx::query_as(
+                "SELECT id, name, role FROM tokens WHERE hash = $1 AND revoked_at IS NULL",
+            )
+            .bind(token_hash)
+            .fetch_optional(&self.pool),
+        )
+        .await
+    }
+
+    // ---- targets ----
+
+    /// Adds a target; a duplicate name is a [`StoreError::Conflict`].
+    pub async fn create_target(
+        &self,
+        name: &str,
+        host: &str,
+        port: u16,
+        require_approval: bool,
+    ) -> Result<TargetRow, StoreError> {
+        let row = TargetRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_string(),
+            host: host.to_string(),
+            port: i64::from(port),
+            require_approval: i64::from(require_approval),
+            created_at: now_ms(),
+        };
+        self.bounded(
+            sqlx::query(
+                "INSERT INTO targets (id, name, host, port, require_approval, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&row.id)
+            .bind(&row.name)
+            .bind(&row.host)
+            .bind(row.port)
+            .bind(row.require_approval)
+            .bind(row.created_at)
+            .execute(&self.pool),
+        )
+        .await?;
+        Ok(row)
+    }
+
+    /// All targets by name.
+    pub async fn list_targets(&self) -> Result<Vec<TargetRow>, StoreError> {
+        self.bounded(
+            sqlx::query_as("SELECT id, name, host, port, require_approval, created_at FROM targets ORDER BY name")
+                .fetch_all(&self.pool),
+        )
+        .await
+    }
+
+    /// One target by name.
+    pub async fn target(&self, name: &str) -> Result<Option<TargetRow>, StoreError> {
+        self.bounded(
+            sqlx::query_as("SELECT id, name, host, port, require_approval, created_at FROM targets WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool),
+        )
+        .await
+    }
+
+    /// Deletes a target by name; returns whether it existed.
+    pub async fn delete_target(&self, name: &str) -> Result<bool, StoreError> {
+        let r = self
+            .bounded(
+                sqlx::query("DELETE FROM targets WHERE name = $1")
+                    .bind(name)
+                    .execute(&self.pool),
+            )
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    // ---- sessions ----
+
+    /// Records a new session (authorised or pending approval).
+    pub async fn create_session(&self, s: &SessionRow) -> Result<(), StoreError> {
+        self.bounded(
+            sqlx::query(
+                "INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&s.id)
+            .bind(&s.token_id)
+            .bind(&s.target_id)
+            .bind(&s.target_name)
+            .bind(&s.host)
+            .bind(s.port)
+            .bind(&s.status)
+            .bind(s.created_at)
+            .execute(&self.pool),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Claims an authorised session for the relay on `replica`. Postgres serialises concurrent
+    /// claims: exactly one replica wins; the others get `false`.
+    pub async fn claim_session(&self, id: &str, replica: &str) -> Result<bool, StoreError> {
+        let r = self
+            .bounded(
+                sqlx::query(
+                    "UPDATE sessions SET status = 'active', replica = $1, started_at = $2 \
+                     WHERE id = $3 AND status = 'authorized'",
+                )
+                .bind(replica)
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.pool),
+            )
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Records the end of a relay: bytes each way, which replica, why.
+    pub async fn end_session(
+        &self,
+        id: &str,
+        replica: &str,
+        up: u64,
+        down: u64,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.bounded(
+            sqlx::query(
+                "UPDATE sessions SET status = 'ended', ended_at = $1, bytes_up = $2, bytes_down = $3, \
+                 end_reason = $4, replica = $5 WHERE id = $6 AND status IN ('active', 'terminating')",
+            )
+            .bind(now_ms())
+            .bind(up as i64)
+            .bind(down as i64)
+            .bind(reason)
+            .bind(replica)
+            .bind(id)
+            .execute(&self.pool),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Marks a session terminated by an operator. An active one becomes `terminating` until its
+    /// relay notices and records the end; one not yet started ends at once.
+    pub async fn terminate_session(&self, id: &str) -> Result<Option<SessionStatus>, StoreError> {
+        let now = now_ms();
+        self.bounded(
+            sqlx::query(
+                "UPDATE sessions SET status = CASE WHEN status = 'active' THEN 'terminating' ELSE 'ended' END, \
+                 end_reason = 'terminated', ended_at = CASE WHEN status = 'active' THEN ended_at ELSE $1 END \
+                 WHERE id = $2 AND status IN ('authorized', 'pending', 'active')",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool),
+        )
+        .await?;
+        Ok(self.session(id).await?.map(|s| s.status()))
+    }
+
+    /// One session.
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        self.bounded(
+            sqlx::query_as(select_sessions!("WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool),
+        )
+        .await
+    }
+
+    /// Recent sessions, newest first; only those of `token_id` when given.
+    pub async fn list_sessions(
+        &self,
+        token_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<SessionRow>, StoreError> {
+        let q = match token_id {
+            Some(_) => select_sessions!("WHERE token_id = $1 ORDER BY created_at DESC LIMIT $2"),
+            None => select_sessions!("ORDER BY created_at DESC LIMIT $1"),
+        };
+        let mut query = sqlx::query_as(q);
+        if let Some(t) = token_id {
+            query = query.bind(t);
+        }
+        self.bounded(query.bind(limit).fetch_all(&self.pool)).await
+    }
+}

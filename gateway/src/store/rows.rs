@@ -1,0 +1,122 @@
+//! Row types of the store, shared by Postgres and SQLite (only i64 and text columns).
+
+use serde::{Deserialize, Serialize};
+
+/// A target people connect to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct TargetRow {
+    /// Stable id.
+    pub id: String,
+    /// Unique name used by `wgctl connect NAME`.
+    pub name: String,
+    /// Host the gateway dials.
+    pub host: String,
+    /// Port the gateway dials.
+    pub port: i64,
+    /// 1 when sessions need an approver's decision first.
+    pub require_approval: i64,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
+/// A token's identity (never its secret or hash).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TokenRow {
+    /// Token id, shown in session history.
+    pub id: String,
+    /// Human label.
+    pub name: String,
+    /// Stored role name.
+    pub role: String,
+}
+
+/// Lifecycle of a session as recorded in Postgres.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// Waiting for an approver.
+    Pending,
+    /// May be relayed once.
+    Authorized,
+    /// A relay carries it.
+    Active,
+    /// Terminated by an operator; the relay has not yet closed it.
+    Terminating,
+    /// Over; see `end_reason`.
+    Ended,
+    /// Unknown value in the database (newer version wrote it).
+    Unknown,
+}
+
+impl SessionStatus {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Authorized => "authorized",
+            Self::Active => "active",
+            Self::Terminating => "terminating",
+            Self::Ended => "ended",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// `SELECT <every SessionRow column> FROM sessions <tail>`, as a literal (sqlx only takes
+/// literal SQL without an audit marker).
+macro_rules! select_sessions {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, token_id, target_id, target_name, host, port, status, replica, created_at, \
+             started_at, ended_at, bytes_up, bytes_down, end_reason FROM sessions ",
+            $tail
+        )
+    };
+}
+
+/// A session and its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct SessionRow {
+    /// Session id.
+    pub id: String,
+    /// Owner's token id.
+    pub token_id: String,
+    /// Target id at authorisation time.
+    pub target_id: String,
+    /// Target name at authorisation time.
+    pub target_name: String,
+    /// Dialled host.
+    pub host: String,
+    /// Dialled port.
+    pub port: i64,
+    /// Stored status text; see [`SessionRow::status`].
+    pub status: String,
+    /// Replica that carried (or carries) the relay.
+    pub replica: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms when the relay connected to the target.
+    pub started_at: Option<i64>,
+    /// Unix ms when it ended.
+    pub ended_at: Option<i64>,
+    /// Bytes client → target.
+    pub bytes_up: i64,
+    /// Bytes target → client.
+    pub bytes_down: i64,
+    /// Why it ended (`client_closed`, `target_closed`, `terminated`, `replica_lost`, …).
+    pub end_reason: Option<String>,
+}
+
+impl SessionRow {
+    /// Parsed status.
+    pub fn status(&self) -> SessionStatus {
+        match self.status.as_str() {
+            "pending" => SessionStatus::Pending,
+            "authorized" => SessionStatus::Authorized,
+            "active" => SessionStatus::Active,
+            "terminating" => SessionStatus::Terminating,
+            "ended" => SessionStatus::Ended,
+            _ => SessionStatus::Unknown,
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! `wgctl`: the command-line client. Human-readable output by default, `-o json` for scripts.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::api::SystemStatus;
+use crate::client::{Client, ClientError, pump, with_retries};
+use crate::store::{SessionRow, TargetRow};
+use crate::token::Role;
+
+const EXIT_CODES: &str = "Exit codes:\n  0  success\n  1  other error\n  2  usage or configuration error\n  \
+3  authentication or permission refused (401/403)\n  4  not found (404)\n  69 target unreachable from the gateway\n  \
+75 temporary failure (service unavailable, replica draining, relay closed recoverably): retry";
+
+/// Talk to a Wardengate server.
+#[derive(Debug, Parser)]
+#[command(name = "wgctl", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Server address (the load balancer).
+    #[arg(
+        long,
+        env = "WG_ADDR",
+        default_value = "https://127.0.0.1:8443",
+        global = true
+    )]
+    pub addr: String,
+    /// Bearer token.
+    #[arg(long, env = "WG_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, env = "WG_TOKEN_FILE", global = true)]
+    pub token_file: Option<String>,
+    /// PEM file of the CA that signed the server certificate (default: system roots).
+    #[arg(long, env = "WG_CA_CERT", global = true)]
+    pub ca_cert: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Human, global = true)]
+    pub output: Output,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned text.
+    Human,
+    /// JSON on stdout.
+    Json,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage targets.
+    Targets {
+        /// Subcommand.
+        #[command(subcommand)]
+        command: TargetsCommand,
+    },
+    /// Relay stdin/stdout to a target (for `ssh -o ProxyCommand='wgctl connect %h'`).
+    Connect {
+        /// Target name.
+        target: String,
+        /// How long to keep retrying while replicas are unavailable or draining.
+        #[arg(long, default_value = "30s")]
+        retry_for: humantime::Duration,
+    },
+    /// Serve a local TCP port that relays each connection to a target (psql, RDP, …).
+    Tunnel {
+        /// Target name.
+        target: String,
+        /// Local address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// How long each connection keeps retrying while replicas are unavailable.
+        #[arg(long, default_value = "30s")]
+        retry_for: humantime::Duration,
+    },
+    /// Inspect and end sessions.
+    Sessions {
+        /// Subcommand.
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+    /// Manage API tokens.
+    Tokens {
+        /// Subcommand.
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// Replica-level operations.
+    System {
+        /// Subcommand.
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
+}
+
+/// `wgctl targets …`
+#[derive(Debug, Subcommand)]
+pub enum TargetsCommand {
+    /// Add a target.
+    Add {
+        /// Unique name.
+        name: String,
+        /// Host the gateway dials.
+        #[arg(long)]
+        host: String,
+        /// Port the gateway dials.
+        #[arg(long)]
+        port: u16,
+        /// Sessions need an approver's decision first.
+        #[arg(long)]
+        require_approval: bool,
+    },
+    /// List targets.
+    List,
+    /// Remove a target.
+    Remove {
+        /// Name.
+        name: String,
+    },
+}
+
+/// `wgctl sessions …`
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List recent sessions.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Terminate a session.
+    Kill {
+        /// Session id.
+        id: String,
+    },
+}
+
+/// `wgctl tokens …`
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token (the secret is printed once).
+    Create {
+        /// Role.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Label.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+/// `wgctl system …`
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Replica id, drain state and owned sessions of the replica that answers.
+    Status,
+}
+
+impl Cli {
+    fn client(&self) -> Result<Client, ClientError> {
+        let ca = match &self.ca_cert {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                ClientError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("reading CA certificate {p}: {e}"),
+                ))
+            })?),
+            None => None,
+        };
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(t.trim().to_string()),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| {
+                        ClientError::Io(std::io::Error::new(
+                            e.kind(),
+                            format!("reading token file {f}: {e}"),
+                        ))
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        Client::new(&self.addr, ca.as_deref(), token)
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+/// Authorises a session to `target`, waiting for approval if the target requires it.
+async fn authorize(
+    client: &Client,
+    target: &str,
+    retry_for: Duration,
+    quiet: bool,
+) -> Result<String, ClientError> {
+    let body = json!({ "target": target });
+    let created: Value = with_retries(
+        retry_for,
+        |e| note(quiet, e),
+        || client.call::<Value, Value>(Method::POST, "/v1/sessions", Some(&body)),
+    )
+    .await?;
+    let id = created["id"].as_str().unwrap_or_default().to_string();
+    if created["status"] == "pending" {
+        if !quiet {
+            eprintln!("wgctl: session {id} is waiting for an approver…");
+        }
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let path = format!("/v1/sessions/{id}");
+            let s: SessionRow =
+                with_retries(retry_for, |e| note(quiet, e), || client.get(&path)).await?;
+            match s.status.as_str() {
+                "pending" => continue,
+                "authorized" => break,
+                other => {
+                    return Err(ClientError::Api {
+                        status: 403,
+                        code: "session_denied".into(),
+                        message: format!(
+                            "session {id} was not approved ({other}, {})",
+                            s.end_reason.unwrap_or_default()
+                        ),
+                        retry_after: None,
+                    });
+                }
+            }
+        }
+    }
+    Ok(id)
+}
+
+fn note(quiet: bool, e: &ClientError) {
+    if !quiet {
+        eprintln!("wgctl: {e}; retrying");
+    }
+}
+
+/// Authorises and relays one connection. Before the relay is established, retryable failures
+/// (a replica down, draining or isolated) retry through the load balancer on the same
+/// authorisation; afterwards a broken relay is reported, since a byte stream cannot resume.
+async fn relay_once<R, W>(
+    client: &Client,
+    target: &str,
+    retry_for: Duration,
+    input: R,
+    output: W,
+) -> Result<(), ClientError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let quiet = !std::io::stderr().is_terminal();
+    let id = authorize(client, target, retry_for, quiet).await?;
+    let ws = with_retries(retry_for, |e| note(quiet, e), || client.open_relay(&id)).await?;
+    pump(ws, input, output).await.map(|_| ())
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), ClientError> {
+    let client = cli.client()?;
+    let json_out = cli.output == Output::Json;
+    match cli.command {
+        Command::Targets { command } => match command {
+            TargetsCommand::Add {
+                name,
+                host,
+                port,
+                require_approval,
+            } => {
+                let body = json!({"name": name, "host": host, "port": port, "require_approval": require_approval});
+                let t: TargetRow = client
+                    .call(Method::POST, "/v1/targets", Some(&body))
+                    .await?;
+                if json_out {
+                    print_json(&t);
+                } else {
+                    println!("target {} → {}:{} added", t.name, t.host, t.port);
+                }
+            }
+            TargetsCommand::List => {
+                let ts: Vec<TargetRow> = client.get("/v1/targets").await?;
+                if json_out {
+                    print_json(&ts);
+                } else {
+                    table(
+                        &["NAME", "HOST", "PORT", "APPROVAL"],
+                        ts.into_iter()
+                            .map(|t| {
+                                vec![
+                                    t.name,
+                                    t.host,
+                                    t.port.to_string(),
+                                    if t.require_approval != 0 {
+                                        "required"
+                                    } else {
+                                        "-"
+                                    }
+                                    .into(),
+                                ]
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            TargetsCommand::Remove { name } => {
+                client
+                    .call::<(), Value>(Method::DELETE, &format!("/v1/targets/{name}"), None)
+                    .await?;
+                if !json_out {
+                    println!("target {name} removed");
+                }
+            }
+        },
+        Command::Connect { target, retry_for } => {
+            relay_once(
+                &client,
+                &target,
+                *retry_for,
+                tokio::io::stdin(),
+                tokio::io::stdout(),
+            )
+            .await?;
+        }
+        Command::Tunnel {
+            target,
+            listen,
+            retry_for,
+        } => {
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            let local = listener.local_addr()?;
+            if json_out {
+                println!("{}", json!({"listen": local.to_string(), "target": target}));
+            } else {
+                println!("tunnel to {target} listening on {local}");
+            }
+            loop {
+                let (sock, peer) = listener.accept().await?;
+                let (client, target) = (client.clone(), target.clone());
+                tokio::spawn(async move {
+                    let (r, w) = sock.into_split();
+                    if let Err(e) = relay_once(&client, &target, *retry_for, r, w).await {
+                        eprintln!("wgctl: tunnel connection from {peer}: {e}");
+                    }
+                });
+            }
+        }
+        Command::Sessions { command } => match command {
+            SessionsCommand::List { limit } => {
+                let ss: Vec<SessionRow> =
+                    client.get(&format!("/v1/sessions?limit={limit}")).await?;
+                if json_out {
+                    print_json(&ss);
+                } else {
+                    table(
+                        &["ID", "TARGET", "STATUS", "REPLICA", "UP", "DOWN", "REASON"],
+                        ss.into_iter()
+                            .map(|s| {
+                                vec![
+                                    s.id,
+                                    s.target_name,
+                                    s.status,
+                                    s.replica.unwrap_or_else(|| "-".into()),
+                                    s.bytes_up.to_string(),
+                                    s.bytes_down.to_string(),
+                                    s.end_reason.unwrap_or_else(|| "-".into()),
+                                ]
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            SessionsCommand::Kill { id } => {
+                let s: SessionRow = client
+                    .call::<(), _>(Method::DELETE, &format!("/v1/sessions/{id}"), None)
+                    .await?;
+                if json_out {
+                    print_json(&s);
+                } else {
+                    println!("session {} is {}", s.id, s.status);
+                }
+            }
+        },
+        Command::Tokens {
+            command: TokensCommand::Create { role, name },
+        } => {
+            let body = json!({"role": role, "name": name});
+            let t: Value = client.call(Method::POST, "/v1/tokens", Some(&body)).await?;
+            if json_out {
+                print_json(&t);
+            } else {
+                println!("{}", t["token"].as_str().unwrap_or_default());
+                eprintln!(
+                    "token {} ({}) created; the secret above is shown only once",
+                    t["id"], t["role"]
+                );
+            }
+        }
+        Command::System {
+            command: SystemCommand::Status,
+        } => {
+            let s: SystemStatus = client.get("/v1/system/status").await?;
+            if json_out {
+                print_json(&s);
+            } else {
+                println!(
+                    "replica {}  role {}  version {}  draining {}  owned sessions {}",
+                    s.replica, s.role, s.version, s.draining, s.owned_sessions
+                );
+            }
+        }
+    }
+    Ok(())
+}
