@@ -328,27 +328,26 @@ mod tests {
         }
     }
 
+    /// A valid command line with `extra` flag/value pairs replacing (or adding to) the defaults.
     fn args(f: &Files, extra: &[&str]) -> Vec<String> {
-        let mut v: Vec<String> = [
-            "x",
-            "--database-url",
-            "postgres://u@db/wg",
-            "--redis-url",
-            "redis://r:6379",
-            "--tls-cert",
-            &f.cert,
-            "--tls-key",
-            &f.key,
-            "--internal-key-file",
-            &f.keys,
-            "--admin-token-file",
-            &f.admin,
+        let mut pairs: Vec<(String, String)> = [
+            ("--database-url", "postgres://u@db/wg"),
+            ("--redis-url", "redis://r:6379"),
+            ("--tls-cert", f.cert.as_str()),
+            ("--tls-key", f.key.as_str()),
+            ("--internal-key-file", f.keys.as_str()),
+            ("--admin-token-file", f.admin.as_str()),
         ]
         .iter()
-        .map(|s| s.to_string())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
+        for kv in extra.chunks(2) {
+            pairs.retain(|(k, _)| k != kv[0]);
+            pairs.push((kv[0].to_string(), kv[1].to_string()));
+        }
+        std::iter::once("x".to_string())
+            .chain(pairs.into_iter().flat_map(|(k, v)| [k, v]))
+            .collect()
     }
 
     fn validate(f: &Files, extra: &[&str]) -> Result<ServeConfig, ConfigError> {
