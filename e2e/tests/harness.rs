@@ -1,6 +1,8 @@
 //! The harness proves itself: every fixture starts real servers, fault injection really fails
 //! them, and nothing outlives a fixture.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use std::process::Command;
 use std::time::Duration;
 

@@ -195,6 +195,15 @@ mod tests {
     use super::*;
     use std::process::Command;
 
+    /// Between fork and exec a child still shows the parent's environment; wait until it runs
+    /// the new program and carries the marker.
+    fn wait_until_marked(dir: &Path, pid: u32) {
+        crate::wait::wait_until("child to exec", Duration::from_secs(5), || {
+            processes_in(dir).contains(&(pid as i32))
+        })
+        .unwrap();
+    }
+
     #[test]
     fn drop_kills_marked_processes_and_removes_dir() {
         let sb = Sandbox::new("unit").unwrap();
@@ -204,6 +213,7 @@ mod tests {
             .env(SANDBOX_ENV, &path)
             .spawn()
             .unwrap();
+        wait_until_marked(&path, child.id());
         assert_eq!(processes_in(&path), vec![child.id() as i32]);
         drop(sb);
         // The child is dead (only reaping is left to us) and the directory is gone.
@@ -226,6 +236,7 @@ mod tests {
             .env(SANDBOX_ENV, &dead)
             .spawn()
             .unwrap();
+        wait_until_marked(&dead, orphan.id());
         reap_orphans();
         assert!(!dead.exists());
         assert!(!orphan.wait().unwrap().success());

@@ -164,6 +164,19 @@ impl Store {
         Ok(start.elapsed())
     }
 
+    /// The value of a server setting as this pool's connections see it (diagnostics; on
+    /// Postgres, e.g. `statement_timeout`).
+    pub async fn current_setting(&self, name: &str) -> Result<String, StoreError> {
+        let (v,): (String,) = self
+            .bounded(
+                sqlx::query_as("SELECT current_setting($1)")
+                    .bind(name)
+                    .fetch_one(&self.pool),
+            )
+            .await?;
+        Ok(v)
+    }
+
     /// Appends an audit event.
     pub async fn audit(
         &self,

@@ -1,0 +1,179 @@
+//! The durable store against a real Postgres 15 (and a synchronous pair).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::time::{Duration, Instant};
+
+use wardengate::store::{SessionRow, Store, StoreError, now_ms};
+use wardengate::token::{Role, hash};
+use wardengate_testkit::{Postgres, PostgresPair};
+
+fn session(id: &str, target_id: &str) -> SessionRow {
+    SessionRow {
+        id: id.into(),
+        token_id: "t1".into(),
+        target_id: target_id.into(),
+        target_name: "db".into(),
+        host: "127.0.0.1".into(),
+        port: 5432,
+        status: "authorized".into(),
+        replica: None,
+        created_at: now_ms(),
+        started_at: None,
+        ended_at: None,
+        bytes_up: 0,
+        bytes_down: 0,
+        end_reason: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_migrate_together_and_share_state() {
+    let pg = Postgres::start().unwrap();
+    let stores: Vec<Store> = (0..3)
+        .map(|_| Store::connect(&pg.url(), Duration::from_secs(5)).unwrap())
+        .collect();
+    let results = futures::future::join_all(stores.iter().map(|s| s.migrate())).await;
+    for r in results {
+        r.unwrap();
+    }
+    assert_eq!(
+        pg.sql("select count(*) from _sqlx_migrations").unwrap(),
+        "1"
+    );
+
+    // statement_timeout is set on every connection.
+    assert_eq!(
+        stores[1]
+            .current_setting("statement_timeout")
+            .await
+            .unwrap(),
+        "5s"
+    );
+
+    let t = stores[0]
+        .create_target("db", "127.0.0.1", 5432, false)
+        .await
+        .unwrap();
+    assert!(matches!(
+        stores[1].create_target("db", "h", 1, false).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(stores[2].target("db").await.unwrap().unwrap(), t);
+
+    stores[0]
+        .ensure_admin_token(&hash("bootstrap-token-aaaaaaaaaaaa"))
+        .await
+        .unwrap();
+    stores[1]
+        .ensure_admin_token(&hash("bootstrap-token-aaaaaaaaaaaa"))
+        .await
+        .unwrap();
+    let admin = stores[2]
+        .token_by_hash(&hash("bootstrap-token-aaaaaaaaaaaa"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(admin.role, "admin");
+    let id = stores[0]
+        .create_token(&hash("user-token"), "alice", Role::User)
+        .await
+        .unwrap();
+    assert_eq!(
+        stores[1]
+            .token_by_hash(&hash("user-token"))
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        id
+    );
+    assert!(
+        stores[1]
+            .token_by_hash(&hash("nope"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Concurrent claims of one session: Postgres lets exactly one replica win.
+    stores[0]
+        .create_session(&session("s1", &t.id))
+        .await
+        .unwrap();
+    let claims = futures::future::join_all((0..12).map(|i| {
+        let s = stores[i % 3].clone();
+        async move { s.claim_session("s1", &format!("r{i}")).await.unwrap() }
+    }))
+    .await;
+    assert_eq!(claims.iter().filter(|c| **c).count(), 1);
+    stores[1]
+        .end_session("s1", "r0", 10, 20, "client_closed")
+        .await
+        .unwrap();
+    let row = stores[2].session("s1").await.unwrap().unwrap();
+    assert_eq!(
+        (row.status.as_str(), row.bytes_up, row.bytes_down),
+        ("ended", 10, 20)
+    );
+    assert_eq!(row.end_reason.as_deref(), Some("client_closed"));
+    assert!(
+        !stores[0].claim_session("s1", "late").await.unwrap(),
+        "an ended session cannot be claimed again"
+    );
+}
+
+#[tokio::test]
+async fn terminate_moves_active_sessions_to_terminating_and_others_to_ended() {
+    let pg = Postgres::start().unwrap();
+    let s = Store::connect(&pg.url(), Duration::from_secs(5)).unwrap();
+    s.migrate().await.unwrap();
+    let t = s.create_target("db", "h", 1, false).await.unwrap();
+    s.create_session(&session("a", &t.id)).await.unwrap();
+    s.create_session(&session("b", &t.id)).await.unwrap();
+    assert!(s.claim_session("a", "r1").await.unwrap());
+    assert_eq!(
+        s.terminate_session("a").await.unwrap().unwrap().as_str(),
+        "terminating"
+    );
+    assert_eq!(
+        s.terminate_session("b").await.unwrap().unwrap().as_str(),
+        "ended"
+    );
+    s.end_session("a", "r1", 1, 1, "terminated").await.unwrap();
+    assert_eq!(s.session("a").await.unwrap().unwrap().status, "ended");
+}
+
+#[tokio::test]
+async fn unreachable_database_is_unavailable_not_a_hang() {
+    let mut pg = Postgres::start().unwrap();
+    let s = Store::connect(&pg.url(), Duration::from_millis(500)).unwrap();
+    s.migrate().await.unwrap();
+    pg.server().kill9();
+    let start = Instant::now();
+    let err = s.list_targets().await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+/// A commit waiting for a synchronous standby is not bounded by statement_timeout on the
+/// server; the store's client-side bound must still return.
+#[tokio::test]
+async fn synchronous_commit_wait_is_bounded_client_side() {
+    let mut pair = PostgresPair::start().unwrap();
+    let s = Store::connect(&pair.primary.url(), Duration::from_millis(500)).unwrap();
+    s.migrate().await.unwrap();
+    pair.standby.kill9();
+    let start = Instant::now();
+    let err = s.create_target("stuck", "h", 1, false).await.unwrap_err();
+    let took = start.elapsed();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(
+        took < Duration::from_secs(4),
+        "client-side bound did not fire: {took:?}"
+    );
+}
