@@ -1,4 +1,28 @@
-//! End-to-end suites for Wardengate live in `tests/`; the shared harness is
-//! [`wardengate_testkit`], re-exported here for convenience.
+//! End-to-end suites for Wardengate live in `tests/`. This library holds what they share beyond
+//! the harness ([`wardengate_testkit`]): locating the built binaries, and a [`Fleet`] of real
+//! `wardengate serve` replicas behind an L4 HAProxy.
 
+pub mod fleet;
+
+pub use fleet::Fleet;
 pub use wardengate_testkit as testkit;
+
+use std::path::PathBuf;
+
+/// Path of a binary of this workspace (`wardengate`, `wgctl`), built next to the test binary.
+/// `cargo test --workspace` / `cargo nextest run --workspace` build them.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} not built: run `cargo build -p wardengate` (or test with --workspace)",
+        p.display()
+    );
+    p
+}

@@ -173,6 +173,7 @@ mod tests {
         );
         assert!(c.contains("mode tcp"));
         assert!(c.contains("balance roundrobin"));
+        assert!(c.contains("option redispatch"));
         assert!(!c.contains("stick"));
         assert!(c.contains("timeout client 30m"));
         assert!(c.contains("server b 127.0.0.1:2 check port 3 check-ssl verify none"));

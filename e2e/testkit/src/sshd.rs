@@ -173,6 +173,29 @@ impl Sshd {
         Ok(c)
     }
 
+    /// `scp` of `local` to `remote_path` on this server through `proxy_command`.
+    pub fn scp_via(&self, proxy_command: &str, local: &Path, remote_path: &str) -> Result<Command> {
+        let mut c = Command::new(require("scp")?);
+        c.arg("-q")
+            .args(self.client_options())
+            .args(["-o", &format!("HostKeyAlias={HOST_ALIAS}")])
+            .args(["-o", &format!("ProxyCommand={proxy_command}")])
+            .arg(local)
+            .arg(format!("{}@{HOST_ALIAS}:{remote_path}", self.user));
+        Ok(c)
+    }
+
+    /// `scp` of `local` straight to this server (the baseline for relay throughput).
+    pub fn scp_direct(&self, local: &Path, remote_path: &str) -> Result<Command> {
+        let mut c = Command::new(require("scp")?);
+        c.arg("-q")
+            .args(self.client_options())
+            .args(["-P", &self.port.to_string()])
+            .arg(local);
+        c.arg(format!("{}@127.0.0.1:{remote_path}", self.user));
+        Ok(c)
+    }
+
     /// The user's home directory on the server (where `scp` relative paths land).
     pub fn home(&self) -> PathBuf {
         nix::unistd::User::from_name(&self.user)

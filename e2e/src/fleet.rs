@@ -1,0 +1,252 @@
+//! N `wardengate serve` replicas sharing Postgres and Redis, behind HAProxy in TCP mode with no
+//! affinity (the HA guide's load balancer, checking `/healthz` over HTTPS).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wardengate::client::Client;
+use wardengate_testkit::haproxy::{Backend, HaProxy, HealthCheck, LB_TIMING};
+use wardengate_testkit::net::free_port;
+use wardengate_testkit::process::Service;
+use wardengate_testkit::sandbox::Sandbox;
+use wardengate_testkit::user::RunAs;
+use wardengate_testkit::{Result, wait_for};
+
+/// One replica process.
+#[derive(Debug)]
+pub struct ReplicaProc {
+    /// Replica id (`r0`, `r1`, …).
+    pub id: String,
+    /// HTTPS port on 127.0.0.1.
+    pub port: u16,
+    args: Vec<String>,
+    service: Option<Service>,
+}
+
+/// Replicas, their shared credentials, and the load balancer.
+#[derive(Debug)]
+pub struct Fleet {
+    /// Replicas in start order.
+    pub replicas: Vec<ReplicaProc>,
+    lb: HaProxy,
+    ca: PathBuf,
+    admin_token: String,
+    token_file: PathBuf,
+    sandbox: Arc<Sandbox>,
+}
+
+impl Fleet {
+    /// Starts `n` replicas against `database_url` and `redis_url` (plus `extra` serve flags) and
+    /// waits until each is ready and the load balancer forwards.
+    pub async fn start(
+        n: usize,
+        database_url: &str,
+        redis_url: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let sandbox = Arc::new(Sandbox::new("fleet")?);
+        let dir = sandbox.path().to_path_buf();
+        let pair = wardengate::tls::self_signed(&["localhost", "127.0.0.1"]).map_err(io)?;
+        let write = |name: &str, text: &str| -> Result<PathBuf> {
+            let p = dir.join(name);
+            std::fs::write(&p, text).map_err(io)?;
+            Ok(p)
+        };
+        let cert = write("cert.pem", &pair.cert)?;
+        let key = write("key.pem", &pair.key)?;
+        let keys = write(
+            "internal-keys",
+            &wardengate::signing::Keyring::generate_file("e2e1"),
+        )?;
+        let admin_token = wardengate::token::generate();
+        let token_file = write("admin-token", &admin_token)?;
+        let mut replicas = Vec::new();
+        for i in 0..n {
+            let port = free_port()?;
+            let args: Vec<String> = [
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--agent-listen",
+                &format!("127.0.0.1:{}", free_port()?),
+                "--database-url",
+                database_url,
+                "--redis-url",
+                redis_url,
+                "--tls-cert",
+                &cert.display().to_string(),
+                "--tls-key",
+                &key.display().to_string(),
+                "--internal-key-file",
+                &keys.display().to_string(),
+                "--admin-token-file",
+                &token_file.display().to_string(),
+                "--replica-id",
+                &format!("r{i}"),
+                "--health-interval",
+                "500ms",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect();
+            replicas.push(ReplicaProc {
+                id: format!("r{i}"),
+                port,
+                args,
+                service: None,
+            });
+        }
+        let backends: Vec<Backend> = replicas
+            .iter()
+            .map(|r| Backend::new(r.id.clone(), r.port))
+            .collect();
+        let mut fleet = Self {
+            lb: HaProxy::start(
+                sandbox.clone(),
+                &backends,
+                &HealthCheck::Http {
+                    path: "/healthz".into(),
+                    tls: true,
+                },
+                LB_TIMING,
+            )?,
+            replicas,
+            ca: cert,
+            admin_token,
+            token_file,
+            sandbox,
+        };
+        for i in 0..n {
+            fleet.start_replica(i)?;
+        }
+        for i in 0..n {
+            fleet.wait_ready(i, Duration::from_secs(60)).await?;
+        }
+        Ok(fleet)
+    }
+
+    /// (Re)starts replica `i`.
+    pub fn start_replica(&mut self, i: usize) -> Result<()> {
+        let r = &mut self.replicas[i];
+        let mut cmd = Command::new(crate::bin("wardengate"));
+        cmd.args(&r.args)
+            .env("WG_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info");
+        r.service = Some(Service::spawn(
+            &self.sandbox,
+            &r.id,
+            cmd,
+            &RunAs::current(),
+        )?);
+        Ok(())
+    }
+
+    /// Waits until replica `i` answers `/readyz` 200.
+    pub async fn wait_ready(&mut self, i: usize, timeout: Duration) -> Result<Duration> {
+        let client = self.client_for(i);
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.replicas[i].service.as_mut() {
+                s.ensure_running()?;
+            }
+            if client.get::<serde_json::Value>("/readyz").await.is_ok() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                let tail = self.replicas[i]
+                    .service
+                    .as_ref()
+                    .map(|s| s.log_tail())
+                    .unwrap_or_default();
+                return Err(wardengate_testkit::TestkitError::Timeout {
+                    what: format!("replica {} to be ready", self.replicas[i].id),
+                    waited: start.elapsed(),
+                    log_tail: Some(tail),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Fault injection: SIGKILL replica `i`.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut s) = self.replicas[i].service.take() {
+            s.kill9();
+        }
+    }
+
+    /// The load balancer's address.
+    pub fn lb_addr(&self) -> String {
+        format!("https://127.0.0.1:{}", self.lb.port())
+    }
+
+    /// Replica `i`'s own address.
+    pub fn replica_addr(&self, i: usize) -> String {
+        format!("https://127.0.0.1:{}", self.replicas[i].port)
+    }
+
+    /// An admin API client for `addr`.
+    pub fn client(&self, addr: &str) -> Client {
+        let ca = std::fs::read_to_string(&self.ca).unwrap_or_default();
+        match Client::new(addr, Some(&ca), Some(self.admin_token.clone())) {
+            Ok(c) => c,
+            Err(e) => panic!("client for {addr}: {e}"),
+        }
+    }
+
+    /// An admin API client for replica `i` directly.
+    pub fn client_for(&self, i: usize) -> Client {
+        self.client(&self.replica_addr(i))
+    }
+
+    /// Environment that points `wgctl` at the load balancer with the admin token.
+    pub fn wgctl_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("WG_ADDR".into(), self.lb_addr()),
+            ("WG_CA_CERT".into(), self.ca.display().to_string()),
+            (
+                "WG_TOKEN_FILE".into(),
+                self.token_file.display().to_string(),
+            ),
+        ]
+    }
+
+    /// `wgctl ARGS…` against the load balancer.
+    pub fn wgctl(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(crate::bin("wgctl"));
+        c.args(args).envs(self.wgctl_env());
+        c
+    }
+
+    /// Polls `probe` (async) until it yields, with a deadline.
+    pub async fn eventually<T, F, Fut>(
+        what: &str,
+        timeout: Duration,
+        mut probe: F,
+    ) -> Result<(T, Duration)>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(v) = probe().await {
+                return Ok((v, start.elapsed()));
+            }
+            if start.elapsed() > timeout {
+                return wait_for(what, Duration::ZERO, || None);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn io(e: impl std::fmt::Display) -> wardengate_testkit::TestkitError {
+    wardengate_testkit::TestkitError::Io {
+        context: "preparing fleet files".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}

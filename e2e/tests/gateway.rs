@@ -1,0 +1,249 @@
+//! Three `wardengate serve` replicas behind HAProxy (TCP mode, no affinity) sharing Postgres and
+//! Redis; stock OpenSSH clients through `wgctl connect`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use wardengate::client::pump;
+use wardengate_e2e::{Fleet, bin};
+use wardengate_testkit::process::run;
+use wardengate_testkit::sshd::HOST_ALIAS;
+use wardengate_testkit::{Postgres, RedisServer, Sshd};
+
+const SSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn proxy_command() -> String {
+    format!("{} connect %h", bin("wgctl").display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_behind_haproxy_serve_ssh_and_scp() {
+    let pg = Postgres::start().unwrap();
+    let redis = RedisServer::start().unwrap();
+    let sshd = Sshd::start().unwrap();
+    let mut fleet = Fleet::start(3, &pg.url(), &redis.url(), &[]).await.unwrap();
+
+    // Admin adds the target through the load balancer.
+    let out = run(
+        &mut fleet.wgctl(&[
+            "targets",
+            "add",
+            HOST_ALIAS,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &sshd.port().to_string(),
+        ]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(out.contains("added"), "{out}");
+
+    // No sticky sessions: authorise through r0, relay through r1.
+    let auth: Value = fleet
+        .client_for(0)
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(&json!({"target": HOST_ALIAS})),
+        )
+        .await
+        .unwrap();
+    let id = auth["id"].as_str().unwrap().to_string();
+    let ws = fleet.client_for(1).open_relay(&id).await.unwrap();
+    let mut banner = Vec::new();
+    // Send nothing (immediate half-close): sshd still greets before it hangs up.
+    pump(ws, tokio::io::empty(), &mut banner).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&banner).starts_with("SSH-2.0-OpenSSH"),
+        "{banner:?}"
+    );
+    let row: Value = fleet
+        .client_for(2)
+        .get(&format!("/v1/sessions/{id}"))
+        .await
+        .unwrap();
+    assert_eq!(row["replica"], "r1");
+    assert_eq!(row["status"], "ended");
+    // The same authorisation cannot be used twice.
+    let again = fleet.client_for(2).open_relay(&id).await.unwrap_err();
+    assert!(!again.is_retryable(), "{again}");
+
+    // A stock OpenSSH client runs a command through `wgctl connect`.
+    let mut ssh = sshd
+        .ssh_via(&proxy_command(), "echo hello from $USER")
+        .unwrap();
+    ssh.envs(fleet.wgctl_env());
+    assert_eq!(
+        run(&mut ssh, SSH_TIMEOUT).unwrap(),
+        format!("hello from {}", sshd.user())
+    );
+
+    // scp of 20 MiB through the relay, checksum verified on the far side.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payload.bin");
+    let data: Vec<u8> = (0..20 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&file, &data).unwrap();
+    let local_sum = run(
+        std::process::Command::new("sha256sum").arg(&file),
+        SSH_TIMEOUT,
+    )
+    .unwrap();
+    let local_sum = local_sum.split_whitespace().next().unwrap().to_string();
+
+    let t = Instant::now();
+    let mut scp = sshd
+        .scp_via(&proxy_command(), &file, "relayed.bin")
+        .unwrap();
+    scp.envs(fleet.wgctl_env());
+    run(&mut scp, SSH_TIMEOUT).unwrap();
+    let relayed = t.elapsed();
+    let t = Instant::now();
+    run(
+        &mut sshd.scp_direct(&file, "direct.bin").unwrap(),
+        SSH_TIMEOUT,
+    )
+    .unwrap();
+    let direct = t.elapsed();
+    let mut sum = sshd
+        .ssh_via(&proxy_command(), "sha256sum relayed.bin")
+        .unwrap();
+    sum.envs(fleet.wgctl_env());
+    let remote_sum = run(&mut sum, SSH_TIMEOUT).unwrap();
+    assert_eq!(remote_sum.split_whitespace().next().unwrap(), local_sum);
+    let mib_s = |d: Duration| 20.0 / d.as_secs_f64();
+    eprintln!(
+        "scp 20 MiB: through gateway {relayed:?} ({:.1} MiB/s), direct {direct:?} ({:.1} MiB/s)",
+        mib_s(relayed),
+        mib_s(direct)
+    );
+
+    // History in Postgres: bytes each way, replica and reason for every session.
+    let sessions: Vec<Value> = fleet
+        .client(&fleet.lb_addr())
+        .get("/v1/sessions")
+        .await
+        .unwrap();
+    assert_eq!(sessions.len(), 4);
+    for s in &sessions {
+        assert_eq!(s["status"], "ended", "{s}");
+        assert!(
+            s["replica"].as_str().is_some_and(|r| r.starts_with('r')),
+            "{s}"
+        );
+        assert!(s["bytes_down"].as_i64().unwrap() > 0, "{s}");
+        assert!(s["end_reason"].as_str().is_some(), "{s}");
+    }
+    assert!(
+        sessions
+            .iter()
+            .any(|s| s["bytes_up"].as_i64().unwrap() > 20 * 1024 * 1024),
+        "scp upload not counted"
+    );
+    let replicas: std::collections::HashSet<&str> = sessions
+        .iter()
+        .filter_map(|s| s["replica"].as_str())
+        .collect();
+    assert!(
+        replicas.len() >= 2,
+        "round robin should spread relays: {replicas:?}"
+    );
+
+    // A replica killed between sessions: the next sessions still succeed through the balancer
+    // (wgctl retries, HAProxy redispatches, then its health check drops the dead replica).
+    fleet.kill9(2);
+    for i in 0..4 {
+        let mut ssh = sshd
+            .ssh_via(&proxy_command(), &format!("echo after-kill-{i}"))
+            .unwrap();
+        ssh.envs(fleet.wgctl_env());
+        assert_eq!(
+            run(&mut ssh, SSH_TIMEOUT).unwrap(),
+            format!("after-kill-{i}")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_errors_are_json_with_stable_codes() {
+    let pg = Postgres::start().unwrap();
+    let redis = RedisServer::start().unwrap();
+    let fleet = Fleet::start(1, &pg.url(), &redis.url(), &[]).await.unwrap();
+    let admin = fleet.client_for(0);
+    let code = |e: wardengate::client::ClientError| match e {
+        wardengate::client::ClientError::Api { status, code, .. } => (status, code),
+        other => panic!("{other}"),
+    };
+    // Unknown target → 404.
+    let e = admin
+        .call::<Value, Value>(
+            Method::POST,
+            "/v1/sessions",
+            Some(&json!({"target": "nope"})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), (404, "target_not_found".into()));
+    // Bad token → 401.
+    let anon = wardengate::client::Client::new(
+        &fleet.replica_addr(0),
+        Some(&std::fs::read_to_string(fleet.wgctl_env()[1].1.clone()).unwrap()),
+        Some("wg_not-a-real-token".into()),
+    )
+    .unwrap();
+    assert_eq!(
+        code(anon.get::<Value>("/v1/targets").await.unwrap_err()),
+        (401, "unauthorized".into())
+    );
+    // A user token may not add targets → 403; malformed body → 400.
+    let created: Value = admin
+        .call(Method::POST, "/v1/tokens", Some(&json!({"role": "user"})))
+        .await
+        .unwrap();
+    let user = wardengate::client::Client::new(
+        &fleet.replica_addr(0),
+        Some(&std::fs::read_to_string(fleet.wgctl_env()[1].1.clone()).unwrap()),
+        Some(created["token"].as_str().unwrap().into()),
+    )
+    .unwrap();
+    let e = user
+        .call::<Value, Value>(
+            Method::POST,
+            "/v1/targets",
+            Some(&json!({"name": "x", "host": "h", "port": 1})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), (403, "forbidden".into()));
+    let e = admin
+        .call::<Value, Value>(
+            Method::POST,
+            "/v1/targets",
+            Some(&json!({"name": "x", "port": 1})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), (400, "invalid_body".into()));
+    // A target that does not listen → 502 target_unreachable, wgctl exit code 69.
+    admin
+        .call::<Value, Value>(
+            Method::POST,
+            "/v1/targets",
+            Some(&json!({"name": "closed", "host": "127.0.0.1", "port": 1})),
+        )
+        .await
+        .unwrap();
+    let out = fleet.wgctl(&["connect", "closed"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(69),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("target_unreachable"));
+}
