@@ -34,27 +34,50 @@ fn dev_mode_prints_a_working_ssh_example() {
         .spawn()
         .unwrap();
     let _dev = Kill(dev);
-    wait_until("dev server to listen", Duration::from_secs(30), || port_open(port)).unwrap();
+    wait_until("dev server to listen", Duration::from_secs(30), || {
+        port_open(port)
+    })
+    .unwrap();
     let printed = std::fs::read_to_string(&out_path).unwrap();
     assert!(printed.contains("Admin token (shown once"), "{printed}");
     // The printed `export …` line configures wgctl exactly as a user would paste it.
-    let export = printed.lines().find(|l| l.trim_start().starts_with("export ")).unwrap();
+    let export = printed
+        .lines()
+        .find(|l| l.trim_start().starts_with("export "))
+        .unwrap();
     let env: Vec<(String, String)> = export
         .trim_start()
         .trim_start_matches("export ")
         .split_whitespace()
-        .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).unwrap())
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .unwrap()
+        })
         .collect();
     assert!(printed.contains("ssh -o ProxyCommand='"), "{printed}");
     let add = run(
         Command::new(bin("wgctl"))
-            .args(["targets", "add", HOST_ALIAS, "--host", "127.0.0.1", "--port", &sshd.port().to_string()])
+            .args([
+                "targets",
+                "add",
+                HOST_ALIAS,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &sshd.port().to_string(),
+            ])
             .envs(env.clone()),
         Duration::from_secs(30),
     )
     .unwrap();
     assert!(add.contains("added"));
-    let mut ssh = sshd.ssh_via(&format!("{} connect %h", bin("wgctl").display()), "echo dev works").unwrap();
+    let mut ssh = sshd
+        .ssh_via(
+            &format!("{} connect %h", bin("wgctl").display()),
+            "echo dev works",
+        )
+        .unwrap();
     ssh.envs(env);
     assert_eq!(run(&mut ssh, Duration::from_secs(60)).unwrap(), "dev works");
 }
