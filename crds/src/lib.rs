@@ -5,6 +5,9 @@
 //! naming the field; the same rules run client-side via the generated `validate_cel()` (used by
 //! `wardengate-operator render` and the tests).
 
+// clippy reads kube's repeated `printcolumn(type_ = …)` as duplicated attributes; each is a column.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod cluster;
 pub mod common;
 pub mod pool;
