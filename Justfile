@@ -10,9 +10,12 @@ default:
 run *ARGS:
     cargo run --quiet -p wardengate --bin wardengate -- dev {{ARGS}}
 
-# Install the Debian packages the service suites need (postgresql, redis, patroni, haproxy, …).
+# Install what the service suites need: Debian packages (postgresql, redis, patroni, haproxy, …)
+# and kubernetes-validate (offline Kubernetes schemas) into .tools/py.
 deps:
     scripts/install-deps.sh
+    PYTHONPATH=.tools/py python3 -c 'import kubernetes_validate' 2>/dev/null || \
+      python3 -m pip install --quiet --disable-pip-version-check --target .tools/py kubernetes-validate
 
 # Formatting and lints, as CI runs them.
 lint:

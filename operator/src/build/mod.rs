@@ -1,0 +1,234 @@
+//! Pure desired-state builders: a validated spec in, typed Kubernetes objects out. No client,
+//! no clock, no randomness: secret material is passed in, so the same input always renders the
+//! same objects (a steady-state reconcile then writes nothing, and operator upgrades only roll
+//! fleets when the rendered template really changes).
+
+mod deployment;
+mod service;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+use wardengate_crds::RedisMode;
+
+pub use deployment::{CONFIG_DIR, deployments};
+pub use service::service;
+
+use crate::labels::{self, names};
+use crate::validate::ValidCluster;
+
+/// Annotation on Secrets whose content the operator generates once and never rotates silently.
+pub const GENERATED: &str = "wardengate.io/generated";
+
+/// Everything the operator owns for a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+// A handful of these exist per reconcile; their size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Owned {
+    /// ServiceAccount.
+    ServiceAccount(ServiceAccount),
+    /// Secret.
+    Secret(Secret),
+    /// ConfigMap.
+    ConfigMap(ConfigMap),
+    /// Deployment.
+    Deployment(Deployment),
+    /// Service.
+    Service(Service),
+    /// PodDisruptionBudget.
+    Pdb(PodDisruptionBudget),
+}
+
+impl Owned {
+    /// `Kind/name`, for messages and events.
+    pub fn describe(&self) -> String {
+        let (kind, meta) = match self {
+            Owned::ServiceAccount(o) => ("ServiceAccount", &o.metadata),
+            Owned::Secret(o) => ("Secret", &o.metadata),
+            Owned::ConfigMap(o) => ("ConfigMap", &o.metadata),
+            Owned::Deployment(o) => ("Deployment", &o.metadata),
+            Owned::Service(o) => ("Service", &o.metadata),
+            Owned::Pdb(o) => ("PodDisruptionBudget", &o.metadata),
+        };
+        format!("{kind}/{}", meta.name.as_deref().unwrap_or_default())
+    }
+}
+
+/// Secret material the builders cannot invent (it is generated once by the controller, or left
+/// empty by `render`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SecretMaterial {
+    /// Data of the internal Secret (`keys`, `admin-token`); empty in previews.
+    pub internal: BTreeMap<String, ByteString>,
+    /// Data of the generated TLS Secret (`tls.crt`, `tls.key`, `ca.crt`); empty in previews.
+    pub tls: BTreeMap<String, ByteString>,
+}
+
+/// Metadata of an owned object.
+pub fn meta(v: &ValidCluster, name: String, owner: &Option<OwnerReference>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(v.namespace.clone()),
+        labels: Some(labels::common(&v.name)),
+        owner_references: owner.clone().map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
+/// All objects of a cluster, in apply order.
+pub fn cluster_objects(
+    v: &ValidCluster,
+    owner: Option<OwnerReference>,
+    secrets: &SecretMaterial,
+) -> Vec<Owned> {
+    let mut out = vec![Owned::ServiceAccount(ServiceAccount {
+        metadata: meta(v, names::service_account(&v.name), &owner),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    })];
+    out.push(Owned::Secret(generated_secret(
+        v,
+        names::internal_secret(&v.name),
+        &owner,
+        &secrets.internal,
+        None,
+    )));
+    if v.spec.tls.secret_name.is_none() {
+        out.push(Owned::Secret(generated_secret(
+            v,
+            names::tls_secret(&v.name),
+            &owner,
+            &secrets.tls,
+            Some("kubernetes.io/tls"),
+        )));
+    }
+    out.push(Owned::ConfigMap(config_map(v, &owner)));
+    out.extend(deployments(v, &owner).into_iter().map(Owned::Deployment));
+    out.push(Owned::Service(service(v, &owner)));
+    if let Some(p) = pdb(v, &owner) {
+        out.push(Owned::Pdb(p));
+    }
+    out
+}
+
+fn generated_secret(
+    v: &ValidCluster,
+    name: String,
+    owner: &Option<OwnerReference>,
+    data: &BTreeMap<String, ByteString>,
+    type_: Option<&str>,
+) -> Secret {
+    let mut metadata = meta(v, name, owner);
+    metadata.annotations = Some(BTreeMap::from([(
+        GENERATED.to_string(),
+        "once; never rotated by the operator".to_string(),
+    )]));
+    Secret {
+        metadata,
+        type_: type_.map(str::to_string),
+        data: (!data.is_empty()).then(|| data.clone()),
+        immutable: Some(true),
+        ..Default::default()
+    }
+}
+
+/// The Redis URL without credentials; a password is spliced in by Kubernetes from
+/// `WG_REDIS_PASSWORD` via `$(…)` expansion (so it must be URL-safe or percent-encoded).
+pub fn redis_url(v: &ValidCluster) -> String {
+    let r = &v.spec.redis;
+    let auth = if r.password_secret_ref.is_some() {
+        ":$(WG_REDIS_PASSWORD)@"
+    } else {
+        ""
+    };
+    match r.mode {
+        RedisMode::Standalone => {
+            format!(
+                "{}://{auth}{}",
+                if r.tls { "rediss" } else { "redis" },
+                r.hosts.first().cloned().unwrap_or_default()
+            )
+        }
+        RedisMode::Sentinel => format!(
+            "{}://{auth}{}/{}",
+            if r.tls { "sentinels" } else { "sentinel" },
+            r.sentinels.join(","),
+            r.master_name.clone().unwrap_or_default()
+        ),
+        RedisMode::Cluster => {
+            format!(
+                "{}://{auth}{}?cluster=true",
+                if r.tls { "rediss" } else { "redis" },
+                r.hosts.join(",")
+            )
+        }
+    }
+}
+
+/// Non-secret settings, as `WG_*` variables. Never holds a secret value.
+fn config_map(v: &ValidCluster, owner: &Option<OwnerReference>) -> ConfigMap {
+    let mut data = BTreeMap::from([
+        ("WG_ROLE".to_string(), "all".to_string()),
+        (
+            "WG_LISTEN".to_string(),
+            format!("0.0.0.0:{}", labels::HTTPS_PORT),
+        ),
+        (
+            "WG_AGENT_LISTEN".to_string(),
+            format!("0.0.0.0:{}", labels::AGENT_PORT),
+        ),
+        (
+            "WG_STATEMENT_TIMEOUT".to_string(),
+            humantime::format_duration(v.statement_timeout).to_string(),
+        ),
+        (
+            "WG_TLS_CERT".to_string(),
+            format!("{CONFIG_DIR}/tls/tls.crt"),
+        ),
+        (
+            "WG_TLS_KEY".to_string(),
+            format!("{CONFIG_DIR}/tls/tls.key"),
+        ),
+        (
+            "WG_INTERNAL_KEY_FILE".to_string(),
+            format!("{CONFIG_DIR}/internal/keys"),
+        ),
+        (
+            "WG_ADMIN_TOKEN_FILE".to_string(),
+            format!("{CONFIG_DIR}/internal/admin-token"),
+        ),
+    ]);
+    if let Some(r) = &v.spec.recordings {
+        data.insert("WG_RECORDINGS_URL".into(), r.url.clone());
+    }
+    ConfigMap {
+        metadata: meta(v, names::config_map(&v.name), owner),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+/// `maxUnavailable: 1`, `unhealthyPodEvictionPolicy: AlwaysAllow` (a broken pod never blocks a
+/// node drain); none below 2 replicas, where it could only deadlock drains.
+fn pdb(v: &ValidCluster, owner: &Option<OwnerReference>) -> Option<PodDisruptionBudget> {
+    (v.spec.replicas >= 2).then(|| PodDisruptionBudget {
+        metadata: meta(v, names::pdb(&v.name), owner),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
+            selector: Some(LabelSelector {
+                match_labels: Some(labels::selector(&v.name, "control-plane")),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}

@@ -1,0 +1,107 @@
+//! `wardengate-operator render -f FILE`: every object the operator would own for the custom
+//! resources in FILE, as a YAML stream, with no cluster. Runs the same validation as admission,
+//! so a GitOps preview fails exactly where `kubectl apply` would.
+
+use serde::Deserialize;
+use wardengate_crds::{GatewayPool, WardengateCluster};
+
+use crate::build::{Owned, SecretMaterial, cluster_objects};
+use crate::validate::{Invalid, validate};
+
+/// Why rendering failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A document is not valid YAML or does not match the schema.
+    #[error("document {doc}: {message}")]
+    Parse {
+        /// 1-based document number.
+        doc: usize,
+        /// Parser message (names the field).
+        message: String,
+    },
+    /// A resource failed validation.
+    #[error("{kind}/{name}: {source}")]
+    Invalid {
+        /// Kind.
+        kind: &'static str,
+        /// Name.
+        name: String,
+        /// Cause, naming the field.
+        source: Invalid,
+    },
+}
+
+/// The rendered objects plus non-blocking notes for stderr.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    /// Objects in apply order.
+    pub objects: Vec<Owned>,
+    /// Warnings and notes.
+    pub notes: Vec<String>,
+}
+
+impl Rendered {
+    /// The objects as a YAML stream.
+    pub fn to_yaml(&self) -> String {
+        self.objects
+            .iter()
+            .map(|o| format!("---\n{}", serde_yaml::to_string(o).unwrap_or_default()))
+            .collect()
+    }
+}
+
+/// Renders every Wardengate resource in a YAML stream.
+pub fn render(input: &str) -> Result<Rendered, RenderError> {
+    let mut out = Rendered::default();
+    for (i, doc) in serde_yaml::Deserializer::from_str(input).enumerate() {
+        let n = i + 1;
+        let value = serde_json::Value::deserialize(doc).map_err(|e| RenderError::Parse {
+            doc: n,
+            message: e.to_string(),
+        })?;
+        if value.is_null() {
+            continue;
+        }
+        let parse_err = |e: serde_json::Error| RenderError::Parse {
+            doc: n,
+            message: e.to_string(),
+        };
+        match value.get("kind").and_then(|k| k.as_str()) {
+            Some("WardengateCluster") => {
+                let c: WardengateCluster = serde_json::from_value(value).map_err(parse_err)?;
+                let name = c.metadata.name.clone().unwrap_or_default();
+                let v = validate(&c).map_err(|source| RenderError::Invalid {
+                    kind: "WardengateCluster",
+                    name: name.clone(),
+                    source,
+                })?;
+                out.notes.extend(
+                    v.warnings
+                        .iter()
+                        .map(|w| format!("WardengateCluster/{name}: warning: {w}")),
+                );
+                out.objects
+                    .extend(cluster_objects(&v, None, &SecretMaterial::default()));
+            }
+            Some("GatewayPool") => {
+                let p: GatewayPool = serde_json::from_value(value).map_err(parse_err)?;
+                let name = p.metadata.name.clone().unwrap_or_default();
+                p.validate_cel().map_err(|e| RenderError::Invalid {
+                    kind: "GatewayPool",
+                    name: name.clone(),
+                    source: Invalid::Admission(e.to_string()),
+                })?;
+                out.notes.push(format!("GatewayPool/{name}: valid; rendering gateway Deployments is not implemented yet"));
+            }
+            other => {
+                return Err(RenderError::Parse {
+                    doc: n,
+                    message: format!(
+                        "kind {other:?} is not a Wardengate resource (WardengateCluster, GatewayPool)"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(out)
+}

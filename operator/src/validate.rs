@@ -1,0 +1,162 @@
+//! Pure validation: the CEL admission rules (client-side, identical to the apiserver's) plus the
+//! checks CEL cannot express, turning a `WardengateCluster` into a [`ValidCluster`] the builders
+//! accept. Warnings do not block; they become a condition.
+
+use std::time::Duration;
+
+use wardengate_crds::{WardengateCluster, WardengateClusterSpec};
+
+/// Seconds added to the drain timeout for endpoint propagation (the LB must stop sending new
+/// connections before the drain can finish) and for the process to shut down.
+pub const GRACE_MARGIN_SECONDS: i64 = 30;
+/// Drains longer than this get a warning: autoscalers and node drains commonly cut them.
+pub const LONG_DRAIN_SECONDS: i64 = 600;
+
+/// Why a cluster cannot be built. The message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// A CEL admission rule failed.
+    #[error("{0}")]
+    Admission(String),
+    /// A check beyond CEL failed.
+    #[error("{field}: {reason}")]
+    Field {
+        /// JSON path of the field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A cluster spec that passed validation, with derived values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidCluster {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// The spec as given (defaults applied by serde).
+    pub spec: WardengateClusterSpec,
+    /// `terminationGracePeriodSeconds`: explicit, or drain + margin.
+    pub grace_seconds: i64,
+    /// Postgres statement timeout.
+    pub statement_timeout: Duration,
+    /// Replicas per Deployment: `(zone, replicas)`; one entry with no zone when none are listed.
+    pub placements: Vec<(Option<String>, i32)>,
+    /// Non-blocking findings.
+    pub warnings: Vec<String>,
+}
+
+fn field(field: &str, reason: impl Into<String>) -> Invalid {
+    Invalid::Field {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Validates `c` (admission rules and semantic checks).
+pub fn validate(c: &WardengateCluster) -> Result<ValidCluster, Invalid> {
+    c.validate_cel()
+        .map_err(|e| Invalid::Admission(e.to_string()))?;
+    let name = c
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| field("metadata.name", "required"))?;
+    let namespace = c
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let spec = c.spec.clone();
+    if spec.version.trim().is_empty() {
+        return Err(field(
+            "spec.version",
+            "required: the Wardengate version (image tag) to run",
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, z) in spec.zones.iter().enumerate() {
+        if z.trim().is_empty() || !seen.insert(z) {
+            return Err(field(
+                &format!("spec.zones[{i}]"),
+                format!("`{z}` is empty or listed twice"),
+            ));
+        }
+    }
+    if !spec.zones.is_empty() && (spec.replicas as usize) < spec.zones.len() {
+        return Err(field(
+            "spec.replicas",
+            format!(
+                "{} replicas cannot cover {} zones; use at least one per zone",
+                spec.replicas,
+                spec.zones.len()
+            ),
+        ));
+    }
+    let statement_timeout = match &spec.postgres.statement_timeout {
+        Some(s) => humantime::parse_duration(s).map_err(|e| {
+            field(
+                "spec.postgres.statementTimeout",
+                format!("`{s}`: {e}; use e.g. 5s"),
+            )
+        })?,
+        None => Duration::from_secs(5),
+    };
+    let drain = spec.drain.timeout_seconds;
+    let grace_seconds = spec
+        .termination_grace_period_seconds
+        .unwrap_or(drain + GRACE_MARGIN_SECONDS);
+    let mut warnings = Vec::new();
+    if drain > LONG_DRAIN_SECONDS {
+        warnings.push(format!(
+            "spec.drain.timeoutSeconds is {drain}s; drains above {LONG_DRAIN_SECONDS}s are commonly cut short by autoscalers and node drains"
+        ));
+    }
+    if spec.replicas < 3 {
+        warnings.push(format!(
+            "spec.replicas is {}; the HA guide recommends three across failure domains",
+            spec.replicas
+        ));
+    }
+    Ok(ValidCluster {
+        placements: placements(spec.replicas, &spec.zones),
+        name,
+        namespace,
+        spec,
+        grace_seconds,
+        statement_timeout,
+        warnings,
+    })
+}
+
+/// Splits `replicas` over `zones` as evenly as possible (earlier zones get the remainder).
+pub fn placements(replicas: i32, zones: &[String]) -> Vec<(Option<String>, i32)> {
+    if zones.is_empty() {
+        return vec![(None, replicas)];
+    }
+    let n = zones.len() as i32;
+    zones
+        .iter()
+        .enumerate()
+        .map(|(i, z)| {
+            (
+                Some(z.clone()),
+                replicas / n + i32::from((i as i32) < replicas % n),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_spread_over_zones() {
+        let z = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(placements(3, &[]), vec![(None, 3)]);
+        let p = placements(5, &z(&["a", "b", "c"]));
+        assert_eq!(p.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![2, 2, 1]);
+    }
+}

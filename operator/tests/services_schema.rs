@@ -1,0 +1,71 @@
+//! Every rendered object of every example, and both CRDs, validated offline against the upstream
+//! Kubernetes 1.37 schemas with `kubernetes-validate --strict` (installed by `./task deps`). A
+//! WARN (for example an unknown kind) counts as a failure.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn kubernetes_validate(files: &[PathBuf]) {
+    let py = root().join(".tools/py");
+    let out = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict", "-k", "1.37.0"])
+        .args(files)
+        .env("PYTHONPATH", &py)
+        .output()
+        .expect("python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("No module named kubernetes_validate"),
+        "kubernetes-validate is not installed: run `./task deps` (pip install --target .tools/py kubernetes-validate)"
+    );
+    assert!(
+        out.status.success() && !text.contains("WARN") && !text.contains("ERROR"),
+        "{text}"
+    );
+    assert!(text.matches("passed").count() > 0, "{text}");
+}
+
+#[test]
+fn crds_pass_strict_schema_validation() {
+    kubernetes_validate(&[root().join("config/crd/crds.yaml")]);
+}
+
+#[test]
+fn every_example_renders_objects_that_pass_strict_schema_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    examples.sort();
+    assert!(
+        examples.len() >= 4,
+        "expected the examples of issue 4, found {examples:?}"
+    );
+    for ex in &examples {
+        let rendered = wardengate_operator::render::render(&std::fs::read_to_string(ex).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", ex.display()));
+        // One file per object: kubernetes-validate reports per document.
+        for (i, o) in rendered.objects.iter().enumerate() {
+            let f = dir.path().join(format!(
+                "{}-{i}.yaml",
+                ex.file_stem().unwrap().to_string_lossy()
+            ));
+            std::fs::write(&f, serde_yaml::to_string(o).unwrap()).unwrap();
+            files.push(f);
+        }
+    }
+    kubernetes_validate(&files);
+}
