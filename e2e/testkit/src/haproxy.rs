@@ -119,9 +119,11 @@ fn render_config(port: u16, backends: &[Backend], check: &HealthCheck, timing: &
         "global\n    maxconn 2000\n\ndefaults\n    mode tcp\n    timeout connect 2s\n    \
          timeout client 30m\n    timeout server 30m\n    timeout check 2s\n\n",
     );
+    // redispatch: a connect to a backend that just died is retried on another one, as a cloud
+    // L4 balancer does before its health check has noticed.
     let _ = writeln!(
         c,
-        "listen wg\n    bind 127.0.0.1:{port}\n    balance roundrobin"
+        "listen wg\n    bind 127.0.0.1:{port}\n    balance roundrobin\n    option redispatch\n    retries 2"
     );
     match check {
         HealthCheck::Tcp => {}
