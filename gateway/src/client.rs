@@ -149,7 +149,22 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
-        let mut req = self.http.request(method, format!("{}{path}", self.addr));
+        self.call_with_timeout(method, path, body, Duration::from_secs(30))
+            .await
+    }
+
+    /// [`Client::call`] with its own overall timeout (long-running calls such as a drain).
+    pub async fn call_with_timeout<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.addr))
+            .timeout(timeout);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }

@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// Health-check cycle of the background checker.
     #[arg(long, env = "WG_HEALTH_INTERVAL", default_value = "1s")]
     pub health_interval: String,
+    /// On SIGTERM, how long owned sessions may continue before they are closed recoverably.
+    #[arg(long, env = "WG_DRAIN_TIMEOUT", default_value = "270s")]
+    pub drain_timeout: String,
     /// How long Postgres may be unreachable (while peers reach it) before /healthz fails.
     #[arg(long, env = "WG_ISOLATION_GRACE", default_value = "10s")]
     pub isolation_grace: String,
@@ -103,6 +106,8 @@ pub struct ServeConfig {
     pub health_interval: Duration,
     /// Isolation grace.
     pub isolation_grace: Duration,
+    /// SIGTERM drain window.
+    pub drain_timeout: Duration,
 }
 
 /// Parses a human duration (`5s`, `250ms`, `10m`) bounded to `[min, max]`.
@@ -254,6 +259,13 @@ impl ServeArgs {
             health_interval,
             Duration::from_secs(600),
         )?;
+        let drain_timeout = parse_duration(
+            "drain-timeout",
+            "WG_DRAIN_TIMEOUT",
+            &self.drain_timeout,
+            Duration::ZERO,
+            Duration::from_secs(86_400),
+        )?;
         let replica_id = match &self.replica_id {
             Some(id) if !id.trim().is_empty() => id.trim().to_string(),
             Some(_) => return Err(err("replica-id", "WG_REPLICA_ID", "must not be empty")),
@@ -273,6 +285,7 @@ impl ServeArgs {
             replica_id,
             health_interval,
             isolation_grace,
+            drain_timeout,
         })
     }
 }

@@ -160,6 +160,7 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         health_interval: Duration::from_secs(1),
         isolation_grace: Duration::from_secs(10),
         admin_token: Some(admin_token.trim().to_string()),
+        drain_timeout: Duration::from_secs(5),
     };
     crate::server::run(parts, crate::server::shutdown_signal()).await?;
     Ok(())

@@ -26,6 +26,10 @@ pub struct Metrics {
     pub relay_bytes: IntCounterVec,
     /// Relays ended, by reason.
     pub relays_ended: IntCounterVec,
+    /// 1 while this replica drains.
+    pub draining: IntGauge,
+    /// Drains finished, by outcome (`drained`, `evicted`).
+    pub drains: IntCounterVec,
 }
 
 impl Metrics {
@@ -85,6 +89,13 @@ impl Metrics {
                 &["reason"],
             )
             .unwrap_or_else(|_| unreachable_metric()),
+            draining: IntGauge::new("wg_draining", "1 while this replica drains")
+                .unwrap_or_else(|_| unreachable_metric()),
+            drains: IntCounterVec::new(
+                Opts::new("wg_drains_total", "Drains finished, by outcome"),
+                &["outcome"],
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
             registry,
         };
         for c in [
@@ -96,6 +107,8 @@ impl Metrics {
             Box::new(m.http_requests.clone()),
             Box::new(m.relay_bytes.clone()),
             Box::new(m.relays_ended.clone()),
+            Box::new(m.draining.clone()),
+            Box::new(m.drains.clone()),
         ] {
             let _ = m.registry.register(c);
         }

@@ -64,6 +64,8 @@ pub struct Parts {
     pub isolation_grace: Duration,
     /// Admin token to ensure at start.
     pub admin_token: Option<String>,
+    /// How long a SIGTERM drain waits for owned sessions before closing them.
+    pub drain_timeout: Duration,
 }
 
 /// Connects Redis for `serve`, retrying a Cluster whose nodes are not up yet.
@@ -86,7 +88,8 @@ pub async fn connect_redis(
 }
 
 /// Migrates (retrying while the database is unreachable), then serves until `shutdown`
-/// resolves, and finally stops accepting and gives open connections `grace` to finish.
+/// resolves; then drains (readiness fails, new relays are refused, owned sessions get
+/// `drain_timeout` to end before being closed recoverably) and only then stops serving.
 pub async fn run(
     parts: Parts,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -134,9 +137,18 @@ pub async fn run(
     });
     let handle = Handle::new();
     let h = handle.clone();
+    let (replica, metrics, drain_timeout) = (
+        state.replica.clone(),
+        state.metrics.clone(),
+        parts.drain_timeout,
+    );
     tokio::spawn(async move {
         shutdown.await;
-        tracing::info!("shutting down");
+        tracing::info!(event = "shutdown_requested", drain_timeout = ?drain_timeout, "draining before shutdown");
+        let deadline = replica.begin_drain(drain_timeout);
+        metrics.draining.set(1);
+        let outcome = replica.wait_drained(deadline).await;
+        tracing::info!(event = "shutting_down", outcome = ?outcome);
         h.graceful_shutdown(Some(Duration::from_secs(10)));
     });
     tracing::info!(event = "serving", listen = %parts.listen, replica = %state.replica.id, role = ?state.replica.role);

@@ -163,6 +163,14 @@ pub enum TokensCommand {
 pub enum SystemCommand {
     /// Replica id, drain state and owned sessions of the replica that answers.
     Status,
+    /// Drain the replica at --addr (use its own address, not the load balancer's): readiness
+    /// fails, new sessions go elsewhere, owned sessions get --timeout to end, then the rest are
+    /// closed with a recoverable error. Returns once the replica is empty.
+    Drain {
+        /// Eviction window.
+        #[arg(long, default_value = "270s")]
+        timeout: humantime::Duration,
+    },
 }
 
 impl Cli {
@@ -427,6 +435,46 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 eprintln!(
                     "token {} ({}) created; the secret above is shown only once",
                     t["id"], t["role"]
+                );
+            }
+        }
+        Command::System {
+            command: SystemCommand::Drain { timeout },
+        } => {
+            let path = format!("/v1/system/drain?timeout={}s", timeout.as_secs());
+            let request = client.call_with_timeout::<(), Value>(
+                Method::POST,
+                &path,
+                None,
+                *timeout + Duration::from_secs(60),
+            );
+            tokio::pin!(request);
+            let progress = !json_out && std::io::stderr().is_terminal();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let result = loop {
+                tokio::select! {
+                    r = &mut request => break r,
+                    _ = tick.tick(), if progress => {
+                        if let Ok(s) = client.get::<SystemStatus>("/v1/system/status").await {
+                            eprint!(
+                                "\rdraining {}: {} session(s) remaining, {:.0}s left   ",
+                                s.replica, s.owned_sessions, s.drain_remaining_seconds.unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+            };
+            if progress {
+                eprintln!();
+            }
+            result?;
+            let s: SystemStatus = client.get("/v1/system/status").await?;
+            if json_out {
+                print_json(&s);
+            } else {
+                println!(
+                    "replica {} drained ({} session(s) left)",
+                    s.replica, s.owned_sessions
                 );
             }
         }

@@ -20,7 +20,7 @@ use axum::routing::get;
 
 pub use auth::Caller;
 pub use error::{ApiError, ErrorBody};
-pub use system::SystemStatus;
+pub use system::{DEFAULT_DRAIN_TIMEOUT, DRAIN_OUTCOME_HEADER, SystemStatus};
 
 use crate::health::HealthState;
 use crate::live::Live;
@@ -56,7 +56,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/v1/system/status", get(system::status));
+        .route("/v1/system/status", get(system::status))
+        .route("/v1/system/drain", axum::routing::post(system::drain));
     if state.replica.role.has_api() {
         r = r
             .route("/v1/targets", get(targets::list).post(targets::create))

@@ -159,6 +159,7 @@ enum End {
     Terminated,
     Isolated,
     StateLost,
+    Drained,
 }
 
 impl End {
@@ -169,6 +170,7 @@ impl End {
             End::Terminated => "terminated",
             End::Isolated => "replica_isolated",
             End::StateLost => "session_state_lost",
+            End::Drained => "drained",
         }
     }
 
@@ -181,6 +183,10 @@ impl End {
                 "replica isolated; reconnect through another replica",
             ),
             End::StateLost => (CLOSE_STATE_LOST, "session state unavailable; reconnect"),
+            End::Drained => (
+                CLOSE_DRAINED,
+                "replica drained; reconnect through another replica",
+            ),
         }
     }
 }
@@ -268,10 +274,11 @@ async fn run(st: Arc<AppState>, grant: Grant, socket: WebSocket, target: TcpStre
 }
 
 /// Ends the relay when its grant is terminated or vanishes, when Redis stays unreachable for
-/// three polls, or when this replica becomes isolated. Renews the grant's TTL while it runs.
+/// three polls, when this replica becomes isolated, or when its drain window passes. Renews the grant's TTL while it runs.
 async fn watch_session(st: &AppState, id: &str) -> End {
     let key = session_key(id);
     let mut isolated = st.health.isolated();
+    let mut evictions = st.replica.evictions();
     let mut tick = tokio::time::interval(st.relay_poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = 0u32;
@@ -281,6 +288,12 @@ async fn watch_session(st: &AppState, id: &str) -> End {
             changed = isolated.changed() => {
                 if changed.is_ok() && *isolated.borrow() {
                     return End::Isolated;
+                }
+                continue;
+            }
+            changed = evictions.changed() => {
+                if changed.is_ok() && *evictions.borrow() {
+                    return End::Drained;
                 }
                 continue;
             }

@@ -2,14 +2,25 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
+use super::{ApiError, AppState, Caller};
+use crate::replica::DrainOutcome;
+use crate::token::Role;
+
+/// Drain timeout when the request does not name one (the chart's 300 s grace minus margins).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(270);
+/// Header telling how a drain ended: `drained` or `evicted=N`.
+pub const DRAIN_OUTCOME_HEADER: &str = "wardengate-drain-outcome";
 
 /// Status of one replica.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SystemStatus {
     /// Replica id.
     pub replica: String,
@@ -21,6 +32,9 @@ pub struct SystemStatus {
     pub owned_sessions: i64,
     /// Server version.
     pub version: String,
+    /// Seconds left in the drain's eviction window, while draining.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_remaining_seconds: Option<f64>,
 }
 
 /// Handler.
@@ -34,5 +48,62 @@ pub async fn status(State(st): State<Arc<AppState>>) -> Json<SystemStatus> {
         draining: st.replica.draining(),
         owned_sessions: st.replica.relays(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        drain_remaining_seconds: st.replica.drain_remaining().map(|d| d.as_secs_f64()),
     })
+}
+
+/// `POST /v1/system/drain?timeout=10m` query.
+#[derive(Debug, Deserialize)]
+pub struct DrainQuery {
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+/// Drains this replica: readiness fails at once and new relays are refused with 503; returns
+/// 204 when every owned session has ended, or when the timeout elapsed and the rest were closed
+/// with a recoverable error. Idempotent: a second call joins the running drain.
+pub async fn drain(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Query(q): Query<DrainQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Admin)?;
+    let timeout = match q.timeout.as_deref() {
+        None => DEFAULT_DRAIN_TIMEOUT,
+        Some(t) => humantime::parse_duration(t).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_timeout",
+                format!("timeout `{t}`: {e}; use e.g. 90s or 10m"),
+            )
+        })?,
+    };
+    let deadline = st.replica.begin_drain(timeout);
+    st.metrics.draining.set(1);
+    let _ = st
+        .store
+        .audit(
+            &caller.token_id,
+            "replica.drain",
+            &st.replica.id,
+            &format!("{timeout:?}"),
+        )
+        .await;
+    let outcome = st.replica.wait_drained(deadline).await;
+    let label = match outcome {
+        DrainOutcome::Drained => "drained".to_string(),
+        DrainOutcome::Evicted(n) => format!("evicted={n}"),
+    };
+    st.metrics
+        .drains
+        .with_label_values(&[if matches!(outcome, DrainOutcome::Drained) {
+            "drained"
+        } else {
+            "evicted"
+        }])
+        .inc();
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = HeaderValue::from_str(&label) {
+        resp.headers_mut().insert(DRAIN_OUTCOME_HEADER, v);
+    }
+    Ok(resp)
 }

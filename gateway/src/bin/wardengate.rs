@@ -51,6 +51,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         health_interval: cfg.health_interval,
         isolation_grace: cfg.isolation_grace,
         admin_token: cfg.admin_token,
+        drain_timeout: cfg.drain_timeout,
     };
     wardengate::server::run(parts, shutdown_signal()).await?;
     Ok(())

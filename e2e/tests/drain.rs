@@ -1,0 +1,235 @@
+//! Drain against real replicas and real OpenSSH sessions: a draining replica fails readiness but
+//! not liveness, refuses new relays with 503 + Retry-After (wgctl retries elsewhere), lets
+//! owned sessions finish, and at its deadline closes the rest with a recoverable error.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wardengate_e2e::{Fleet, bin};
+use wardengate_testkit::process::run;
+use wardengate_testkit::sshd::HOST_ALIAS;
+use wardengate_testkit::{Postgres, RedisServer, Sshd};
+
+fn proxy() -> String {
+    format!("{} connect %h", bin("wgctl").display())
+}
+
+/// wgctl environment pointed at one replica directly.
+fn env_for(fleet: &Fleet, i: usize) -> Vec<(String, String)> {
+    let mut env = fleet.wgctl_env();
+    env[0].1 = fleet.replica_addr(i);
+    env
+}
+
+async fn setup() -> (Postgres, RedisServer, Sshd, Fleet) {
+    let pg = Postgres::start().unwrap();
+    let redis = RedisServer::start().unwrap();
+    let sshd = Sshd::start().unwrap();
+    let fleet = Fleet::start(2, &pg.url(), &redis.url(), &[]).await.unwrap();
+    let out = run(
+        &mut fleet.wgctl(&[
+            "targets",
+            "add",
+            HOST_ALIAS,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &sshd.port().to_string(),
+        ]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(out.contains("added"));
+    (pg, redis, sshd, fleet)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_lets_owned_sessions_finish_and_sends_new_ones_elsewhere() {
+    let (_pg, _redis, sshd, fleet) = setup().await;
+
+    // No sessions: the drain returns at once.
+    let t = Instant::now();
+    let out = fleet
+        .wgctl(&[
+            "--addr",
+            &fleet.replica_addr(1),
+            "-o",
+            "json",
+            "system",
+            "drain",
+            "--timeout",
+            "30s",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("drain with no sessions took {:?}", t.elapsed());
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (status["replica"].as_str(), status["draining"].as_bool()),
+        (Some("r1"), Some(true))
+    );
+    // Draining: readiness fails, liveness does not.
+    let r1 = fleet.client_for(1);
+    let e = r1.get::<Value>("/readyz").await.unwrap_err();
+    assert!(
+        matches!(e, wardengate::client::ClientError::Api { status: 503, .. }),
+        "{e}"
+    );
+    r1.get::<Value>("/healthz").await.unwrap();
+    // A new relay on the draining replica: 503 with Retry-After.
+    let auth: Value = r1
+        .call(
+            reqwest::Method::POST,
+            "/v1/sessions",
+            Some(&serde_json::json!({"target": HOST_ALIAS})),
+        )
+        .await
+        .unwrap();
+    match r1
+        .open_relay(auth["id"].as_str().unwrap())
+        .await
+        .unwrap_err()
+    {
+        wardengate::client::ClientError::Api {
+            status,
+            code,
+            retry_after,
+            ..
+        } => {
+            assert_eq!(
+                (status, code.as_str(), retry_after),
+                (503, "draining", Some(1))
+            );
+        }
+        other => panic!("{other}"),
+    }
+    // Through the load balancer (which still routes to r1: /healthz passes), sessions keep working.
+    for i in 0..4 {
+        let mut ssh = sshd.ssh_via(&proxy(), &format!("echo lb-{i}")).unwrap();
+        ssh.envs(fleet.wgctl_env());
+        assert_eq!(
+            run(&mut ssh, Duration::from_secs(60)).unwrap(),
+            format!("lb-{i}")
+        );
+    }
+
+    // A session owned by r0 that ends by itself before the deadline completes untouched; the
+    // drain returns only after it ended.
+    let mut long = sshd.ssh_via(&proxy(), "sleep 3; echo finished").unwrap();
+    long.envs(env_for(&fleet, 0)).stdout(Stdio::piped());
+    let long = long.spawn().unwrap();
+    wardengate_testkit::wait_until("r0 to own the session", Duration::from_secs(20), || {
+        run(
+            &mut fleet.wgctl(&[
+                "--addr",
+                &fleet.replica_addr(0),
+                "-o",
+                "json",
+                "system",
+                "status",
+            ]),
+            Duration::from_secs(10),
+        )
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        .is_some_and(|s| s["owned_sessions"] == 1)
+    })
+    .unwrap();
+    let t = Instant::now();
+    let out = fleet
+        .wgctl(&[
+            "--addr",
+            &fleet.replica_addr(0),
+            "system",
+            "drain",
+            "--timeout",
+            "60s",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let took = t.elapsed();
+    let long = long.wait_with_output().unwrap();
+    assert!(long.status.success());
+    assert_eq!(String::from_utf8_lossy(&long.stdout).trim(), "finished");
+    assert!(
+        took < Duration::from_secs(30),
+        "drain waited {took:?} for a 3 s session"
+    );
+    eprintln!("drain with one 3 s session took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_deadline_closes_remaining_sessions_recoverably() {
+    let (_pg, _redis, sshd, fleet) = setup().await;
+    let mut long = sshd.ssh_via(&proxy(), "sleep 60; echo never").unwrap();
+    long.envs(env_for(&fleet, 0))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let long = long.spawn().unwrap();
+    wardengate_testkit::wait_until("r0 to own the session", Duration::from_secs(20), || {
+        run(
+            &mut fleet.wgctl(&[
+                "--addr",
+                &fleet.replica_addr(0),
+                "-o",
+                "json",
+                "system",
+                "status",
+            ]),
+            Duration::from_secs(10),
+        )
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        .is_some_and(|s| s["owned_sessions"] == 1)
+    })
+    .unwrap();
+    let t = Instant::now();
+    let out = fleet
+        .wgctl(&[
+            "--addr",
+            &fleet.replica_addr(0),
+            "system",
+            "drain",
+            "--timeout",
+            "2s",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "drain took {:?}",
+        t.elapsed()
+    );
+    let long = long.wait_with_output().unwrap();
+    assert!(!long.status.success());
+    let err = String::from_utf8_lossy(&long.stderr);
+    assert!(
+        err.contains("replica drained") && err.contains("4003"),
+        "ssh/wgctl said: {err}"
+    );
+    let sessions: Vec<Value> = fleet
+        .client(&fleet.lb_addr())
+        .get("/v1/sessions")
+        .await
+        .unwrap();
+    assert_eq!(sessions[0]["end_reason"], "drained", "{}", sessions[0]);
+    assert_eq!(sessions[0]["status"], "ended");
+}
