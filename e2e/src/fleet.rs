@@ -178,6 +178,21 @@ impl Fleet {
         }
     }
 
+    /// Sends `sig` to replica `i` (e.g. SIGTERM, as Kubernetes does before deleting a pod).
+    pub fn signal(&self, i: usize, sig: nix::sys::signal::Signal) {
+        if let Some(s) = self.replicas[i].service.as_ref() {
+            s.signal_group(sig);
+        }
+    }
+
+    /// True while replica `i`'s process runs.
+    pub fn is_running(&mut self, i: usize) -> bool {
+        self.replicas[i]
+            .service
+            .as_mut()
+            .is_some_and(|s| s.is_running())
+    }
+
     /// The load balancer's address.
     pub fn lb_addr(&self) -> String {
         format!("https://127.0.0.1:{}", self.lb.port())

@@ -233,3 +233,58 @@ async fn drain_deadline_closes_remaining_sessions_recoverably() {
     assert_eq!(sessions[0]["end_reason"], "drained", "{}", sessions[0]);
     assert_eq!(sessions[0]["status"], "ended");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_before_the_process_exits() {
+    let (_pg, _redis, sshd, mut fleet) = setup().await;
+    let mut long = sshd.ssh_via(&proxy(), "sleep 3; echo finished").unwrap();
+    long.envs(env_for(&fleet, 0)).stdout(Stdio::piped());
+    let long = long.spawn().unwrap();
+    wardengate_testkit::wait_until("r0 to own the session", Duration::from_secs(20), || {
+        run(
+            &mut fleet.wgctl(&[
+                "--addr",
+                &fleet.replica_addr(0),
+                "-o",
+                "json",
+                "system",
+                "status",
+            ]),
+            Duration::from_secs(10),
+        )
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        .is_some_and(|s| s["owned_sessions"] == 1)
+    })
+    .unwrap();
+    let t = Instant::now();
+    fleet.signal(0, nix::sys::signal::Signal::SIGTERM);
+    // Still alive and serving while it drains: readiness fails, the session goes on.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        fleet.is_running(0),
+        "replica exited before its session ended"
+    );
+    let e = fleet
+        .client_for(0)
+        .get::<Value>("/readyz")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, wardengate::client::ClientError::Api { status: 503, .. }),
+        "{e}"
+    );
+    let long = long.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&long.stdout).trim(), "finished");
+    let (_, _) = Fleet::eventually("r0 to exit after draining", Duration::from_secs(20), || {
+        let running = fleet.is_running(0);
+        async move { (!running).then_some(()) }
+    })
+    .await
+    .unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "exited after {:?}, before the session ended",
+        t.elapsed()
+    );
+}
