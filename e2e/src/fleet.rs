@@ -193,6 +193,15 @@ impl Fleet {
             .is_some_and(|s| s.is_running())
     }
 
+    /// Value of an unlabelled-by-us metric (`name{replica="…"}`) on replica `i`, if it answers.
+    pub async fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        let text = self.client_for(i).get_text("/metrics").await.ok()?;
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
     /// The load balancer's address.
     pub fn lb_addr(&self) -> String {
         format!("https://127.0.0.1:{}", self.lb.port())

@@ -187,6 +187,23 @@ impl Client {
         Err(api_error(status.as_u16(), &text, retry_after))
     }
 
+    /// `GET path` as text (e.g. `/metrics`).
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.addr))
+            .send()
+            .await
+            .map_err(|e| self.transport(error_chain(&e)))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| self.transport(e))?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(api_error(status.as_u16(), &text, None))
+        }
+    }
+
     /// `GET path`.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call::<(), T>(Method::GET, path, None).await

@@ -55,6 +55,9 @@ pub struct ServeArgs {
     /// On SIGTERM, how long owned sessions may continue before they are closed recoverably.
     #[arg(long, env = "WG_DRAIN_TIMEOUT", default_value = "270s")]
     pub drain_timeout: String,
+    /// Heartbeat age after which a replica counts as lost and its sessions end as replica_lost.
+    #[arg(long, env = "WG_REPLICA_LOST_AFTER", default_value = "15s")]
+    pub replica_lost_after: String,
     /// How long Postgres may be unreachable (while peers reach it) before /healthz fails.
     #[arg(long, env = "WG_ISOLATION_GRACE", default_value = "10s")]
     pub isolation_grace: String,
@@ -108,6 +111,8 @@ pub struct ServeConfig {
     pub isolation_grace: Duration,
     /// SIGTERM drain window.
     pub drain_timeout: Duration,
+    /// Heartbeat age that makes a replica lost.
+    pub replica_lost_after: Duration,
 }
 
 /// Parses a human duration (`5s`, `250ms`, `10m`) bounded to `[min, max]`.
@@ -266,6 +271,13 @@ impl ServeArgs {
             Duration::ZERO,
             Duration::from_secs(86_400),
         )?;
+        let replica_lost_after = parse_duration(
+            "replica-lost-after",
+            "WG_REPLICA_LOST_AFTER",
+            &self.replica_lost_after,
+            health_interval * 3,
+            Duration::from_secs(3600),
+        )?;
         let replica_id = match &self.replica_id {
             Some(id) if !id.trim().is_empty() => id.trim().to_string(),
             Some(_) => return Err(err("replica-id", "WG_REPLICA_ID", "must not be empty")),
@@ -286,6 +298,7 @@ impl ServeArgs {
             health_interval,
             isolation_grace,
             drain_timeout,
+            replica_lost_after,
         })
     }
 }

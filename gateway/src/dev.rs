@@ -161,6 +161,7 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         isolation_grace: Duration::from_secs(10),
         admin_token: Some(admin_token.trim().to_string()),
         drain_timeout: Duration::from_secs(5),
+        replica_lost_after: Duration::from_secs(15),
     };
     crate::server::run(parts, crate::server::shutdown_signal()).await?;
     Ok(())

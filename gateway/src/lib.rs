@@ -7,6 +7,7 @@ pub mod config;
 pub mod dev;
 pub mod grant;
 pub mod health;
+pub mod jobs;
 pub mod live;
 pub mod logging;
 pub mod metrics;

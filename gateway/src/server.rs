@@ -66,6 +66,8 @@ pub struct Parts {
     pub admin_token: Option<String>,
     /// How long a SIGTERM drain waits for owned sessions before closing them.
     pub drain_timeout: Duration,
+    /// Heartbeat age after which a replica's sessions end as `replica_lost`.
+    pub replica_lost_after: Duration,
 }
 
 /// Connects Redis for `serve`, retrying a Cluster whose nodes are not up yet.
@@ -125,6 +127,20 @@ pub async fn run(
     };
     checker.cycle().await;
     let checker_task = tokio::spawn(checker.run());
+    let jobs_task = replica.role.has_api().then(|| {
+        tokio::spawn(
+            crate::jobs::Jobs {
+                store: parts.store.clone(),
+                live: parts.live.clone(),
+                replica: replica.clone(),
+                metrics: parts.metrics.clone(),
+                lease_ttl: Duration::from_secs(5),
+                every: Duration::from_secs(2),
+                lost_after: parts.replica_lost_after,
+            }
+            .run_cleanup(),
+        )
+    });
     let state = Arc::new(AppState {
         replica,
         store: parts.store,
@@ -161,6 +177,9 @@ pub async fn run(
             source,
         });
     checker_task.abort();
+    if let Some(t) = jobs_task {
+        t.abort();
+    }
     result
 }
 

@@ -140,3 +140,27 @@ async fn cluster_url() {
     let (live, _) = connect(&c.url()).await;
     exercise(&live).await;
 }
+
+#[tokio::test]
+async fn leases_are_exclusive_and_token_checked() {
+    let r = RedisServer::start().unwrap();
+    let (live, _) = connect(&r.url()).await;
+    let ttl = Duration::from_secs(5);
+    assert!(live.lease_acquire("wg:lease:x", "a", ttl).await.unwrap());
+    assert!(
+        !live.lease_acquire("wg:lease:x", "b", ttl).await.unwrap(),
+        "second holder"
+    );
+    assert!(
+        !live.lease_renew("wg:lease:x", "b", ttl).await.unwrap(),
+        "renewed someone else's lease"
+    );
+    assert!(live.lease_renew("wg:lease:x", "a", ttl).await.unwrap());
+    live.lease_release("wg:lease:x", "b").await.unwrap();
+    assert!(
+        !live.lease_acquire("wg:lease:x", "b", ttl).await.unwrap(),
+        "released by a non-holder"
+    );
+    live.lease_release("wg:lease:x", "a").await.unwrap();
+    assert!(live.lease_acquire("wg:lease:x", "b", ttl).await.unwrap());
+}

@@ -177,3 +177,41 @@ async fn synchronous_commit_wait_is_bounded_client_side() {
         "client-side bound did not fire: {took:?}"
     );
 }
+
+/// A holder whose lease was lost (say, in a Sentinel failover) keeps an old epoch: its side
+/// effects no longer apply, and the current holder's apply exactly once.
+#[tokio::test]
+async fn fencing_epochs_stop_stale_job_holders() {
+    let pg = Postgres::start().unwrap();
+    let s = Store::connect(&pg.url(), Duration::from_secs(5)).unwrap();
+    s.migrate().await.unwrap();
+    let t = s.create_target("db", "h", 1, false).await.unwrap();
+    s.create_session(&session("a", &t.id)).await.unwrap();
+    assert!(s.claim_session("a", "dead-replica").await.unwrap());
+    let old = s.fence_job("cleanup", "r1").await.unwrap();
+    let new = s.fence_job("cleanup", "r2").await.unwrap();
+    assert_eq!(new, old + 1);
+    assert!(
+        !s.end_lost_session("a", "dead-replica", "cleanup", old)
+            .await
+            .unwrap(),
+        "stale epoch acted"
+    );
+    assert_eq!(s.session("a").await.unwrap().unwrap().status, "active");
+    assert!(
+        s.end_lost_session("a", "dead-replica", "cleanup", new)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.end_lost_session("a", "dead-replica", "cleanup", new)
+            .await
+            .unwrap(),
+        "ran twice"
+    );
+    let row = s.session("a").await.unwrap().unwrap();
+    assert_eq!(
+        (row.status.as_str(), row.end_reason.as_deref()),
+        ("ended", Some("replica_lost"))
+    );
+}

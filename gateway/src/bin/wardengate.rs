@@ -52,6 +52,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         isolation_grace: cfg.isolation_grace,
         admin_token: cfg.admin_token,
         drain_timeout: cfg.drain_timeout,
+        replica_lost_after: cfg.replica_lost_after,
     };
     wardengate::server::run(parts, shutdown_signal()).await?;
     Ok(())

@@ -37,6 +37,17 @@ impl MemoryLive {
             .map(|(v, _)| v.clone())
     }
 
+    pub(super) fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> bool {
+        let mut g = self.lock();
+        let now = Instant::now();
+        if g.values.get(key).is_some_and(|(_, exp)| *exp > now) {
+            return false;
+        }
+        g.values
+            .insert(key.to_string(), (value.to_string(), now + ttl));
+        true
+    }
+
     pub(super) fn expire(&self, key: &str, ttl: Duration) -> bool {
         let mut g = self.lock();
         let now = Instant::now();

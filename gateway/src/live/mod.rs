@@ -68,6 +68,45 @@ impl Live {
         }
     }
 
+    /// Takes the lease `key` for `token` if nobody holds it (`SET NX PX`).
+    pub async fn lease_acquire(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, LiveError> {
+        match self {
+            Live::Redis(r) => r.lease_acquire(key, token, ttl).await,
+            Live::Memory(m) => Ok(m.set_nx(key, token, ttl)),
+        }
+    }
+
+    /// Extends the lease if `token` still holds it (checked and extended atomically).
+    pub async fn lease_renew(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, LiveError> {
+        match self {
+            Live::Redis(r) => r.lease_renew(key, token, ttl).await,
+            Live::Memory(m) => Ok(m.get(key).as_deref() == Some(token) && m.expire(key, ttl)),
+        }
+    }
+
+    /// Releases the lease if `token` still holds it.
+    pub async fn lease_release(&self, key: &str, token: &str) -> Result<(), LiveError> {
+        match self {
+            Live::Redis(r) => r.lease_release(key, token).await,
+            Live::Memory(m) => {
+                if m.get(key).as_deref() == Some(token) {
+                    m.del(key);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Deletes `key`.
     pub async fn del(&self, key: &str) -> Result<(), LiveError> {
         match self {

@@ -180,6 +180,56 @@ impl RedisLive {
             .map(|n| n == 1)
     }
 
+    pub(super) async fn lease_acquire(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, LiveError> {
+        let ms = ttl.as_millis().max(1) as u64;
+        let r: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms),
+            )
+            .await?;
+        Ok(r.is_some())
+    }
+
+    pub(super) async fn lease_renew(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, LiveError> {
+        const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+            return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+        let ms = ttl.as_millis().max(1) as u64;
+        let n: i64 = self
+            .query(
+                redis::cmd("EVAL")
+                    .arg(RENEW)
+                    .arg(1)
+                    .arg(key)
+                    .arg(token)
+                    .arg(ms),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub(super) async fn lease_release(&self, key: &str, token: &str) -> Result<(), LiveError> {
+        const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+            return redis.call('DEL', KEYS[1]) else return 0 end";
+        self.query::<i64>(redis::cmd("EVAL").arg(RELEASE).arg(1).arg(key).arg(token))
+            .await
+            .map(|_| ())
+    }
+
     pub(super) async fn del(&self, key: &str) -> Result<(), LiveError> {
         self.query::<i64>(redis::cmd("DEL").arg(key))
             .await

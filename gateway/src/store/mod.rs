@@ -419,6 +419,90 @@ impl Store {
         Ok(self.session(id).await?.map(|s| s.status()))
     }
 
+    // ---- fenced background jobs ----
+
+    /// Takes the next fencing epoch of `job` for `holder`. Called right after acquiring the
+    /// job's lease; side effects carry the epoch so a holder that lost its lease cannot act.
+    pub async fn fence_job(&self, job: &str, holder: &str) -> Result<i64, StoreError> {
+        let (epoch,): (i64,) = self
+            .bounded(
+                sqlx::query_as(
+                    "INSERT INTO job_fences (job, epoch, holder, at) VALUES ($1, 1, $2, $3) \
+                     ON CONFLICT (job) DO UPDATE SET epoch = job_fences.epoch + 1, holder = excluded.holder, at = excluded.at \
+                     RETURNING epoch",
+                )
+                .bind(job)
+                .bind(holder)
+                .bind(now_ms())
+                .fetch_one(&self.pool),
+            )
+            .await?;
+        Ok(epoch)
+    }
+
+    /// Sessions a relay carries or carried (`active`, `terminating`).
+    pub async fn live_sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
+        self.bounded(
+            sqlx::query_as(select_sessions!(
+                "WHERE status IN ('active', 'terminating') ORDER BY created_at"
+            ))
+            .fetch_all(&self.pool),
+        )
+        .await
+    }
+
+    /// Ends a session whose relay's replica is gone, if `epoch` is still the job's current
+    /// fencing epoch. Returns whether this call ended it (idempotent).
+    pub async fn end_lost_session(
+        &self,
+        id: &str,
+        replica: &str,
+        job: &str,
+        epoch: i64,
+    ) -> Result<bool, StoreError> {
+        let r = self
+            .bounded(
+                sqlx::query(
+                    "UPDATE sessions SET status = 'ended', ended_at = $1, end_reason = 'replica_lost' \
+                     WHERE id = $2 AND replica = $3 AND status IN ('active', 'terminating') \
+                     AND EXISTS (SELECT 1 FROM job_fences WHERE job = $4 AND epoch = $5)",
+                )
+                .bind(now_ms())
+                .bind(id)
+                .bind(replica)
+                .bind(job)
+                .bind(epoch)
+                .execute(&self.pool),
+            )
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Ends authorisations never used before `created_before` (unix ms), fenced like
+    /// [`Store::end_lost_session`]. Returns how many.
+    pub async fn expire_unused_sessions(
+        &self,
+        created_before: i64,
+        job: &str,
+        epoch: i64,
+    ) -> Result<u64, StoreError> {
+        let r = self
+            .bounded(
+                sqlx::query(
+                    "UPDATE sessions SET status = 'ended', ended_at = $1, end_reason = 'expired' \
+                     WHERE status IN ('authorized', 'pending') AND created_at < $2 \
+                     AND EXISTS (SELECT 1 FROM job_fences WHERE job = $3 AND epoch = $4)",
+                )
+                .bind(now_ms())
+                .bind(created_before)
+                .bind(job)
+                .bind(epoch)
+                .execute(&self.pool),
+            )
+            .await?;
+        Ok(r.rows_affected())
+    }
+
     /// One session.
     pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
         self.bounded(

@@ -1,0 +1,125 @@
+//! A replica killed with SIGKILL: its sessions end in Postgres as `replica_lost` within a bounded
+//! time (the leased cleanup job), and when it held the job's lease, the lease moves.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wardengate_e2e::{Fleet, bin};
+use wardengate_testkit::process::run;
+use wardengate_testkit::sshd::HOST_ALIAS;
+use wardengate_testkit::{Postgres, RedisServer, Sshd};
+
+const LEASES: &str = "wg_leader_leases_gauge";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_lease_holder_loses_its_lease_and_its_sessions_end_as_replica_lost() {
+    let pg = Postgres::start().unwrap();
+    let redis = RedisServer::start().unwrap();
+    let sshd = Sshd::start().unwrap();
+    let mut fleet = Fleet::start(2, &pg.url(), &redis.url(), &["--replica-lost-after", "3s"])
+        .await
+        .unwrap();
+    run(
+        &mut fleet.wgctl(&[
+            "targets",
+            "add",
+            HOST_ALIAS,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &sshd.port().to_string(),
+        ]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+
+    // Exactly one replica holds the cleanup lease.
+    let (holder, _) = Fleet::eventually("one lease holder", Duration::from_secs(20), || {
+        let f = &fleet;
+        async move {
+            let a = f.metric(0, LEASES).await.unwrap_or(0.0);
+            let b = f.metric(1, LEASES).await.unwrap_or(0.0);
+            match (a as i64, b as i64) {
+                (1, 0) => Some(0),
+                (0, 1) => Some(1),
+                _ => None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let other = 1 - holder;
+
+    // A session carried by the holder.
+    let mut env = fleet.wgctl_env();
+    env[0].1 = fleet.replica_addr(holder);
+    let mut ssh = sshd
+        .ssh_via(
+            &format!("{} connect %h", bin("wgctl").display()),
+            "sleep 60",
+        )
+        .unwrap();
+    ssh.envs(env).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut ssh = ssh.spawn().unwrap();
+    let lb = fleet.client(&fleet.lb_addr());
+    Fleet::eventually("the session to be active", Duration::from_secs(20), || {
+        let lb = lb.clone();
+        async move {
+            let s: Vec<Value> = lb.get("/v1/sessions").await.ok()?;
+            s.first().filter(|s| s["status"] == "active").map(|_| ())
+        }
+    })
+    .await
+    .unwrap();
+
+    let killed = Instant::now();
+    fleet.kill9(holder);
+    let (_, moved) = Fleet::eventually(
+        "the lease to move to the survivor",
+        Duration::from_secs(20),
+        || {
+            let f = &fleet;
+            async move { (f.metric(other, LEASES).await? as i64 == 1).then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+    let (row, lost) = Fleet::eventually(
+        "the session to end as replica_lost",
+        Duration::from_secs(30),
+        || {
+            let lb = lb.clone();
+            async move {
+                let s: Vec<Value> = lb.get("/v1/sessions").await.ok()?;
+                s.into_iter().next().filter(|s| s["status"] == "ended")
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(row["end_reason"], "replica_lost", "{row}");
+    assert_eq!(row["replica"].as_str(), Some(format!("r{holder}").as_str()));
+    eprintln!(
+        "after kill -9 of the lease holder: lease moved in {moved:?}, session marked replica_lost {:?} after the kill (lost-after 3 s, lease TTL 5 s)",
+        moved + lost
+    );
+    assert!(killed.elapsed() < Duration::from_secs(45));
+    let _ = ssh.kill();
+    let _ = ssh.wait();
+
+    // The survivor keeps serving.
+    let mut again = sshd
+        .ssh_via(
+            &format!("{} connect %h", bin("wgctl").display()),
+            "echo still-here",
+        )
+        .unwrap();
+    again.envs(fleet.wgctl_env());
+    assert_eq!(
+        run(&mut again, Duration::from_secs(60)).unwrap(),
+        "still-here"
+    );
+}
