@@ -10,9 +10,54 @@ use wardengate::client::Client;
 use wardengate_testkit::haproxy::{Backend, HaProxy, HealthCheck, LB_TIMING};
 use wardengate_testkit::net::free_port;
 use wardengate_testkit::process::Service;
+use wardengate_testkit::process::run;
 use wardengate_testkit::sandbox::Sandbox;
+use wardengate_testkit::sshd::HOST_ALIAS;
 use wardengate_testkit::user::RunAs;
-use wardengate_testkit::{Result, wait_for};
+use wardengate_testkit::{Postgres, RedisServer, Result, Sshd, wait_for, wait_until};
+
+/// The shared dependencies of a fleet test: Postgres, Redis and an sshd target.
+#[derive(Debug)]
+pub struct Deps {
+    /// Postgres.
+    pub pg: Postgres,
+    /// Redis.
+    pub redis: RedisServer,
+    /// The SSH target.
+    pub sshd: Sshd,
+}
+
+impl Deps {
+    /// Starts all three.
+    pub fn start() -> Result<Self> {
+        Ok(Self {
+            pg: Postgres::start()?,
+            redis: RedisServer::start()?,
+            sshd: Sshd::start()?,
+        })
+    }
+
+    /// Starts `n` replicas on these dependencies (with `extra` serve flags) and registers the
+    /// sshd as target [`HOST_ALIAS`] through the load balancer.
+    pub async fn fleet(&self, n: usize, extra: &[&str]) -> Result<Fleet> {
+        let fleet = Fleet::start(n, &self.pg.url(), &self.redis.url(), extra).await?;
+        let port = self.sshd.port().to_string();
+        let out = run(
+            &mut fleet.wgctl(&[
+                "targets",
+                "add",
+                HOST_ALIAS,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
+            ]),
+            Duration::from_secs(30),
+        )?;
+        assert!(out.contains("added"), "{out}");
+        Ok(fleet)
+    }
+}
 
 /// One replica process.
 #[derive(Debug)]
@@ -236,6 +281,31 @@ impl Fleet {
                 self.token_file.display().to_string(),
             ),
         ]
+    }
+
+    /// Environment that points `wgctl` at replica `i` directly (bypassing the load balancer).
+    pub fn wgctl_env_for(&self, i: usize) -> Vec<(String, String)> {
+        let mut env = self.wgctl_env();
+        env[0].1 = self.replica_addr(i);
+        env
+    }
+
+    /// Waits until replica `i` reports `n` owned sessions in `/v1/system/status`.
+    pub fn wait_owned_sessions(&self, i: usize, n: i64, timeout: Duration) -> Result<Duration> {
+        let addr = self.replica_addr(i);
+        wait_until(
+            &format!("replica {i} to own {n} session(s)"),
+            timeout,
+            || {
+                run(
+                    &mut self.wgctl(&["--addr", &addr, "-o", "json", "system", "status"]),
+                    Duration::from_secs(10),
+                )
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .is_some_and(|s| s["owned_sessions"] == n)
+            },
+        )
     }
 
     /// `wgctl ARGS…` against the load balancer.

@@ -4,7 +4,7 @@
 
 pub mod fleet;
 
-pub use fleet::Fleet;
+pub use fleet::{Deps, Fleet};
 pub use wardengate_testkit as testkit;
 
 use std::path::PathBuf;
@@ -25,4 +25,9 @@ pub fn bin(name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// `wgctl connect %h`, the ProxyCommand a stock `ssh` uses to reach a target through Wardengate.
+pub fn proxy_command() -> String {
+    format!("{} connect %h", bin("wgctl").display())
 }

@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use wardengate_e2e::bin;
+use wardengate_e2e::{bin, proxy_command};
 use wardengate_testkit::net::{free_port, port_open};
 use wardengate_testkit::process::run;
 use wardengate_testkit::sshd::HOST_ALIAS;
@@ -72,12 +72,7 @@ fn dev_mode_prints_a_working_ssh_example() {
     )
     .unwrap();
     assert!(add.contains("added"));
-    let mut ssh = sshd
-        .ssh_via(
-            &format!("{} connect %h", bin("wgctl").display()),
-            "echo dev works",
-        )
-        .unwrap();
+    let mut ssh = sshd.ssh_via(&proxy_command(), "echo dev works").unwrap();
     ssh.envs(env);
     assert_eq!(run(&mut ssh, Duration::from_secs(60)).unwrap(), "dev works");
 }

@@ -8,47 +8,16 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wardengate_e2e::{Fleet, bin};
+use wardengate_e2e::{Deps, Fleet, proxy_command as proxy};
 use wardengate_testkit::process::run;
 use wardengate_testkit::sshd::HOST_ALIAS;
-use wardengate_testkit::{Postgres, RedisServer, Sshd};
 
-fn proxy() -> String {
-    format!("{} connect %h", bin("wgctl").display())
-}
-
-/// wgctl environment pointed at one replica directly.
-fn env_for(fleet: &Fleet, i: usize) -> Vec<(String, String)> {
-    let mut env = fleet.wgctl_env();
-    env[0].1 = fleet.replica_addr(i);
-    env
-}
-
-async fn setup() -> (Postgres, RedisServer, Sshd, Fleet) {
-    let pg = Postgres::start().unwrap();
-    let redis = RedisServer::start().unwrap();
-    let sshd = Sshd::start().unwrap();
-    let fleet = Fleet::start(2, &pg.url(), &redis.url(), &[]).await.unwrap();
-    let out = run(
-        &mut fleet.wgctl(&[
-            "targets",
-            "add",
-            HOST_ALIAS,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &sshd.port().to_string(),
-        ]),
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    assert!(out.contains("added"));
-    (pg, redis, sshd, fleet)
-}
+const OWN_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drain_lets_owned_sessions_finish_and_sends_new_ones_elsewhere() {
-    let (_pg, _redis, sshd, fleet) = setup().await;
+    let deps = Deps::start().unwrap();
+    let (sshd, fleet) = (&deps.sshd, deps.fleet(2, &[]).await.unwrap());
 
     // No sessions: the drain returns at once.
     let t = Instant::now();
@@ -124,25 +93,9 @@ async fn drain_lets_owned_sessions_finish_and_sends_new_ones_elsewhere() {
     // A session owned by r0 that ends by itself before the deadline completes untouched; the
     // drain returns only after it ended.
     let mut long = sshd.ssh_via(&proxy(), "sleep 3; echo finished").unwrap();
-    long.envs(env_for(&fleet, 0)).stdout(Stdio::piped());
+    long.envs(fleet.wgctl_env_for(0)).stdout(Stdio::piped());
     let long = long.spawn().unwrap();
-    wardengate_testkit::wait_until("r0 to own the session", Duration::from_secs(20), || {
-        run(
-            &mut fleet.wgctl(&[
-                "--addr",
-                &fleet.replica_addr(0),
-                "-o",
-                "json",
-                "system",
-                "status",
-            ]),
-            Duration::from_secs(10),
-        )
-        .ok()
-        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-        .is_some_and(|s| s["owned_sessions"] == 1)
-    })
-    .unwrap();
+    fleet.wait_owned_sessions(0, 1, OWN_TIMEOUT).unwrap();
     let t = Instant::now();
     let out = fleet
         .wgctl(&[
@@ -173,29 +126,14 @@ async fn drain_lets_owned_sessions_finish_and_sends_new_ones_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drain_deadline_closes_remaining_sessions_recoverably() {
-    let (_pg, _redis, sshd, fleet) = setup().await;
+    let deps = Deps::start().unwrap();
+    let (sshd, fleet) = (&deps.sshd, deps.fleet(2, &[]).await.unwrap());
     let mut long = sshd.ssh_via(&proxy(), "sleep 60; echo never").unwrap();
-    long.envs(env_for(&fleet, 0))
+    long.envs(fleet.wgctl_env_for(0))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let long = long.spawn().unwrap();
-    wardengate_testkit::wait_until("r0 to own the session", Duration::from_secs(20), || {
-        run(
-            &mut fleet.wgctl(&[
-                "--addr",
-                &fleet.replica_addr(0),
-                "-o",
-                "json",
-                "system",
-                "status",
-            ]),
-            Duration::from_secs(10),
-        )
-        .ok()
-        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-        .is_some_and(|s| s["owned_sessions"] == 1)
-    })
-    .unwrap();
+    fleet.wait_owned_sessions(0, 1, OWN_TIMEOUT).unwrap();
     let t = Instant::now();
     let out = fleet
         .wgctl(&[
@@ -236,27 +174,12 @@ async fn drain_deadline_closes_remaining_sessions_recoverably() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_before_the_process_exits() {
-    let (_pg, _redis, sshd, mut fleet) = setup().await;
+    let deps = Deps::start().unwrap();
+    let (sshd, mut fleet) = (&deps.sshd, deps.fleet(2, &[]).await.unwrap());
     let mut long = sshd.ssh_via(&proxy(), "sleep 3; echo finished").unwrap();
-    long.envs(env_for(&fleet, 0)).stdout(Stdio::piped());
+    long.envs(fleet.wgctl_env_for(0)).stdout(Stdio::piped());
     let long = long.spawn().unwrap();
-    wardengate_testkit::wait_until("r0 to own the session", Duration::from_secs(20), || {
-        run(
-            &mut fleet.wgctl(&[
-                "--addr",
-                &fleet.replica_addr(0),
-                "-o",
-                "json",
-                "system",
-                "status",
-            ]),
-            Duration::from_secs(10),
-        )
-        .ok()
-        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-        .is_some_and(|s| s["owned_sessions"] == 1)
-    })
-    .unwrap();
+    fleet.wait_owned_sessions(0, 1, OWN_TIMEOUT).unwrap();
     let t = Instant::now();
     fleet.signal(0, nix::sys::signal::Signal::SIGTERM);
     // Still alive and serving while it drains: readiness fails, the session goes on.

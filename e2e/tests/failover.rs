@@ -7,34 +7,19 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wardengate_e2e::{Fleet, bin};
+use wardengate_e2e::{Deps, Fleet, proxy_command};
 use wardengate_testkit::process::run;
-use wardengate_testkit::sshd::HOST_ALIAS;
-use wardengate_testkit::{Postgres, RedisServer, Sshd};
 
 const LEASES: &str = "wg_leader_leases_gauge";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_lease_holder_loses_its_lease_and_its_sessions_end_as_replica_lost() {
-    let pg = Postgres::start().unwrap();
-    let redis = RedisServer::start().unwrap();
-    let sshd = Sshd::start().unwrap();
-    let mut fleet = Fleet::start(2, &pg.url(), &redis.url(), &["--replica-lost-after", "3s"])
+    let deps = Deps::start().unwrap();
+    let sshd = &deps.sshd;
+    let mut fleet = deps
+        .fleet(2, &["--replica-lost-after", "3s"])
         .await
         .unwrap();
-    run(
-        &mut fleet.wgctl(&[
-            "targets",
-            "add",
-            HOST_ALIAS,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &sshd.port().to_string(),
-        ]),
-        Duration::from_secs(30),
-    )
-    .unwrap();
 
     // Exactly one replica holds the cleanup lease.
     let (holder, _) = Fleet::eventually("one lease holder", Duration::from_secs(20), || {
@@ -54,15 +39,10 @@ async fn killed_lease_holder_loses_its_lease_and_its_sessions_end_as_replica_los
     let other = 1 - holder;
 
     // A session carried by the holder.
-    let mut env = fleet.wgctl_env();
-    env[0].1 = fleet.replica_addr(holder);
-    let mut ssh = sshd
-        .ssh_via(
-            &format!("{} connect %h", bin("wgctl").display()),
-            "sleep 60",
-        )
-        .unwrap();
-    ssh.envs(env).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut ssh = sshd.ssh_via(&proxy_command(), "sleep 60").unwrap();
+    ssh.envs(fleet.wgctl_env_for(holder))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut ssh = ssh.spawn().unwrap();
     let lb = fleet.client(&fleet.lb_addr());
     Fleet::eventually("the session to be active", Duration::from_secs(20), || {
@@ -111,12 +91,7 @@ async fn killed_lease_holder_loses_its_lease_and_its_sessions_end_as_replica_los
     let _ = ssh.wait();
 
     // The survivor keeps serving.
-    let mut again = sshd
-        .ssh_via(
-            &format!("{} connect %h", bin("wgctl").display()),
-            "echo still-here",
-        )
-        .unwrap();
+    let mut again = sshd.ssh_via(&proxy_command(), "echo still-here").unwrap();
     again.envs(fleet.wgctl_env());
     assert_eq!(
         run(&mut again, Duration::from_secs(60)).unwrap(),

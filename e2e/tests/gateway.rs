@@ -8,39 +8,19 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 use wardengate::client::pump;
-use wardengate_e2e::{Fleet, bin};
+use wardengate_e2e::{Deps, Fleet, proxy_command};
 use wardengate_testkit::process::run;
 use wardengate_testkit::sshd::HOST_ALIAS;
-use wardengate_testkit::{Postgres, RedisServer, Sshd};
+use wardengate_testkit::{Postgres, RedisServer};
 
 const SSH_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn proxy_command() -> String {
-    format!("{} connect %h", bin("wgctl").display())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_behind_haproxy_serve_ssh_and_scp() {
-    let pg = Postgres::start().unwrap();
-    let redis = RedisServer::start().unwrap();
-    let sshd = Sshd::start().unwrap();
-    let mut fleet = Fleet::start(3, &pg.url(), &redis.url(), &[]).await.unwrap();
-
-    // Admin adds the target through the load balancer.
-    let out = run(
-        &mut fleet.wgctl(&[
-            "targets",
-            "add",
-            HOST_ALIAS,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &sshd.port().to_string(),
-        ]),
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    assert!(out.contains("added"), "{out}");
+    // Deps::fleet has the admin add the sshd target through the load balancer.
+    let deps = Deps::start().unwrap();
+    let sshd = &deps.sshd;
+    let mut fleet = deps.fleet(3, &[]).await.unwrap();
 
     // No sticky sessions: authorise through r0, relay through r1.
     let auth: Value = fleet
