@@ -40,7 +40,18 @@ impl Deps {
     /// Starts `n` replicas on these dependencies (with `extra` serve flags) and registers the
     /// sshd as target [`HOST_ALIAS`] through the load balancer.
     pub async fn fleet(&self, n: usize, extra: &[&str]) -> Result<Fleet> {
-        let fleet = Fleet::start(n, &self.pg.url(), &self.redis.url(), extra).await?;
+        let url = self.pg.url();
+        self.fleet_each(n, &|_| url.clone(), extra).await
+    }
+
+    /// [`Deps::fleet`] with a database URL per replica.
+    pub async fn fleet_each(
+        &self,
+        n: usize,
+        database_url: &(dyn Fn(usize) -> String + Sync),
+        extra: &[&str],
+    ) -> Result<Fleet> {
+        let fleet = Fleet::start_each(n, database_url, &self.redis.url(), extra).await?;
         let port = self.sshd.port().to_string();
         let out = run(
             &mut fleet.wgctl(&[
@@ -91,6 +102,17 @@ impl Fleet {
         redis_url: &str,
         extra: &[&str],
     ) -> Result<Self> {
+        Self::start_each(n, &|_| database_url.to_string(), redis_url, extra).await
+    }
+
+    /// Like [`Fleet::start`] with a database URL per replica (e.g. each through its own
+    /// [`wardengate_testkit::proxy::TcpProxy`], to partition one replica from Postgres).
+    pub async fn start_each(
+        n: usize,
+        database_url: &(dyn Fn(usize) -> String + Sync),
+        redis_url: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
         let sandbox = Arc::new(Sandbox::new("fleet")?);
         let dir = sandbox.path().to_path_buf();
         let pair = wardengate::tls::self_signed(&["localhost", "127.0.0.1"]).map_err(io)?;
@@ -117,7 +139,7 @@ impl Fleet {
                 "--agent-listen",
                 &format!("127.0.0.1:{}", free_port()?),
                 "--database-url",
-                database_url,
+                &database_url(i),
                 "--redis-url",
                 redis_url,
                 "--tls-cert",

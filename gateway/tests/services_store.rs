@@ -225,3 +225,24 @@ async fn fencing_epochs_stop_stale_job_holders() {
         ("ended", Some("replica_lost"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn replicas_starting_together_all_ensure_the_admin_token() {
+    let pg = Postgres::start().unwrap();
+    let stores: Vec<Store> = (0..8)
+        .map(|_| Store::connect(&pg.url(), Duration::from_secs(5)).unwrap())
+        .collect();
+    stores[0].migrate().await.unwrap();
+    // Open every pool's connection first so the inserts below really overlap.
+    for s in &stores {
+        s.ping().await.unwrap();
+    }
+    for round in 0..40 {
+        let h = hash(&format!("bootstrap-token-round-{round}-aaaaaaaa"));
+        let results =
+            futures::future::join_all(stores.iter().map(|s| s.ensure_admin_token(&h))).await;
+        for r in results {
+            r.unwrap();
+        }
+    }
+}

@@ -17,6 +17,7 @@ pub mod net;
 pub mod patroni;
 pub mod postgres;
 pub mod process;
+pub mod proxy;
 pub mod redis;
 pub mod sandbox;
 pub mod sshd;

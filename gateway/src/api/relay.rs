@@ -265,7 +265,25 @@ async fn run(st: Arc<AppState>, grant: Grant, socket: WebSocket, target: TcpStre
         .end_session(&id, &st.replica.id, up, down, end.reason())
         .await
     {
-        tracing::error!(session = %id, error = %e, "could not record the end of a session; the cleanup job will");
+        // An isolated replica cannot reach Postgres now; keep trying so history is not lost.
+        tracing::warn!(session = %id, error = %e, "could not record the end of a session yet; retrying in the background");
+        let (st, id) = (st.clone(), id.clone());
+        tokio::spawn(async move {
+            let give_up = tokio::time::Instant::now() + Duration::from_secs(3600);
+            while tokio::time::Instant::now() < give_up {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if st
+                    .store
+                    .end_session(&id, &st.replica.id, up, down, end.reason())
+                    .await
+                    .is_ok()
+                {
+                    tracing::info!(event = "session_end_recorded_late", session = %id);
+                    return;
+                }
+            }
+            tracing::error!(session = %id, "gave up recording the end of a session; the cleanup job will");
+        });
     }
     let _ = st.live.del(&session_key(&id)).await;
     drop(_guard);

@@ -217,13 +217,15 @@ impl Store {
 
     // ---- tokens ----
 
-    /// Ensures the bootstrap admin token (from `--admin-token-file`) exists.
+    /// Ensures the bootstrap admin token (from `--admin-token-file`) exists. Replicas starting
+    /// together race here; `ON CONFLICT DO NOTHING` without a target covers both unique indexes
+    /// (hash and id), whereas `ON CONFLICT (hash)` let the loser fail on the id index.
     pub async fn ensure_admin_token(&self, token_hash: &str) -> Result<(), StoreError> {
         let id = format!("bootstrap-{}", &token_hash[..12]);
         self.bounded(
             sqlx::query(
                 "INSERT INTO tokens (hash, id, name, role, created_at) VALUES ($1, $2, 'bootstrap-admin', 'admin', $3) \
-                 ON CONFLICT (hash) DO NOTHING",
+                 ON CONFLICT DO NOTHING",
             )
             .bind(token_hash)
             .bind(id)
