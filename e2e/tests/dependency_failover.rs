@@ -1,0 +1,180 @@
+//! Failovers of the dependencies under a running fleet: a Redis Sentinel promotion and a
+//! Patroni leader kill, each with SIGKILL. New sessions work again within seconds; while there is
+//! no Postgres primary they are refused with 503 + Retry-After, never left hanging; no history
+//! is lost.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use wardengate::client::ClientError;
+use wardengate_e2e::{Fleet, proxy_command};
+use wardengate_testkit::process::run;
+use wardengate_testkit::sshd::HOST_ALIAS;
+use wardengate_testkit::{
+    PatroniCluster, PatroniTiming, Postgres, RedisSentinel, RedisServer, Sshd,
+};
+
+fn add_target(fleet: &Fleet, sshd: &Sshd) {
+    let port = sshd.port().to_string();
+    let out = run(
+        &mut fleet.wgctl(&[
+            "targets",
+            "add",
+            HOST_ALIAS,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+        ]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(out.contains("added"), "{out}");
+}
+
+fn ssh_echo(
+    fleet: &Fleet,
+    sshd: &Sshd,
+    word: &str,
+) -> Result<String, wardengate_testkit::TestkitError> {
+    let mut ssh = sshd
+        .ssh_via(&proxy_command(), &format!("echo {word}"))
+        .unwrap();
+    ssh.envs(fleet.wgctl_env());
+    run(&mut ssh, Duration::from_secs(60))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sentinel_promotion_under_a_running_fleet() {
+    let pg = Postgres::start().unwrap();
+    let mut sentinel = RedisSentinel::start(Some("pw")).unwrap();
+    let sshd = Sshd::start().unwrap();
+    let fleet = Fleet::start(2, &pg.url(), &sentinel.url(), &[])
+        .await
+        .unwrap();
+    add_target(&fleet, &sshd);
+    assert_eq!(ssh_echo(&fleet, &sshd, "before").unwrap(), "before");
+
+    sentinel.kill_master();
+    let killed = Instant::now();
+    // wgctl retries 503s for 30 s per attempt; the first session that works marks recovery.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        if ssh_echo(&fleet, &sshd, "after").is_ok_and(|o| o == "after") {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "no session after the promotion"
+        );
+    }
+    let recovered = killed.elapsed();
+    let (_, _) = Fleet::eventually(
+        "a replica to count the failover",
+        Duration::from_secs(15),
+        || {
+            let f = &fleet;
+            async move {
+                let a = f.metric(0, "wg_redis_failover_total").await.unwrap_or(0.0);
+                let b = f.metric(1, "wg_redis_failover_total").await.unwrap_or(0.0);
+                (a + b >= 1.0).then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "sentinel promotion: new sessions work {recovered:?} after kill -9 of the Redis primary ({attempts} attempt(s); down-after 1 s)"
+    );
+    let sessions: Vec<Value> = fleet
+        .client(&fleet.lb_addr())
+        .get("/v1/sessions")
+        .await
+        .unwrap();
+    assert!(
+        sessions.iter().filter(|s| s["status"] == "ended").count() >= 2,
+        "history lost: {sessions:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn patroni_leader_kill_under_a_running_fleet() {
+    let mut patroni = PatroniCluster::start(2, PatroniTiming::default()).unwrap();
+    let redis = RedisServer::start().unwrap();
+    let sshd = Sshd::start().unwrap();
+    let fleet = Fleet::start(
+        2,
+        &patroni.rw_url(),
+        &redis.url(),
+        &["--statement-timeout", "2s"],
+    )
+    .await
+    .unwrap();
+    add_target(&fleet, &sshd);
+    assert_eq!(ssh_echo(&fleet, &sshd, "before").unwrap(), "before");
+
+    let before_kill_ms = wardengate::store::now_ms();
+    let leader = patroni.leader().unwrap();
+    patroni.kill_member(leader);
+    let killed = Instant::now();
+    // Without a primary: refused with 503 + Retry-After, within the bound (2 s + 1 s margin).
+    let lb = fleet.client(&fleet.lb_addr());
+    let t = Instant::now();
+    let refused = lb
+        .call::<Value, Value>(
+            Method::POST,
+            "/v1/sessions",
+            Some(&json!({"target": HOST_ALIAS})),
+        )
+        .await;
+    let took = t.elapsed();
+    match refused {
+        Err(ClientError::Api {
+            status: 503,
+            retry_after: Some(_),
+            code,
+            ..
+        }) => {
+            assert_eq!(code, "database_unavailable");
+        }
+        other => panic!("expected 503 + Retry-After while there is no primary, got {other:?}"),
+    }
+    assert!(took < Duration::from_secs(6), "refusal took {took:?}");
+
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match ssh_echo(&fleet, &sshd, "after") {
+            Ok(o) if o == "after" => break,
+            other => eprintln!("attempt {attempts}: {other:?}"),
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(90),
+            "no session after the Patroni failover"
+        );
+    }
+    eprintln!(
+        "patroni failover (ttl 5): refused with 503 in {took:?}; new sessions work {:?} after kill -9 of the leader ({attempts} attempt(s))",
+        killed.elapsed()
+    );
+    // Synchronous replication: nothing committed before the kill is lost.
+    let sessions: Vec<Value> = lb.get("/v1/sessions").await.unwrap();
+    let before: Vec<&Value> = sessions
+        .iter()
+        .filter(|s| s["created_at"].as_i64().unwrap() < before_kill_ms)
+        .collect();
+    assert_eq!(before.len(), 1, "{sessions:?}");
+    assert_eq!(before[0]["status"], "ended");
+    assert!(before[0]["bytes_down"].as_i64().unwrap() > 0);
+    // wgctl retried the 503s inside one attempt instead of failing fast.
+    assert!(
+        attempts <= 2,
+        "{attempts} attempts: failures during the failover were not retryable"
+    );
+    let targets: Vec<Value> = lb.get("/v1/targets").await.unwrap();
+    assert_eq!(targets.len(), 1);
+}
