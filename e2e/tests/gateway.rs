@@ -227,3 +227,50 @@ async fn api_errors_are_json_with_stable_codes() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("target_unreachable"));
 }
+
+/// The relay's replica is gone before the target connection was made: the retry that
+/// `wgctl connect` runs (`with_retries` around `open_relay`) succeeds through another replica on
+/// the same authorisation, without a new login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relay_retries_through_another_replica_on_the_same_authorisation() {
+    let deps = Deps::start().unwrap();
+    let mut fleet = deps.fleet(2, &[]).await.unwrap();
+    let auth: Value = fleet
+        .client_for(0)
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(&json!({"target": HOST_ALIAS})),
+        )
+        .await
+        .unwrap();
+    let id = auth["id"].as_str().unwrap().to_string();
+    fleet.kill9(1);
+    let (dead, live) = (fleet.client_for(1), fleet.client_for(0));
+    let mut tries = 0;
+    let ws = wardengate::client::with_retries(
+        Duration::from_secs(10),
+        |_| {},
+        || {
+            tries += 1;
+            let c = if tries == 1 {
+                dead.clone()
+            } else {
+                live.clone()
+            };
+            let id = id.clone();
+            async move { c.open_relay(&id).await }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(tries, 2, "the dead replica's failure must be retried");
+    let mut banner = Vec::new();
+    pump(ws, tokio::io::empty(), &mut banner).await.unwrap();
+    assert!(String::from_utf8_lossy(&banner).starts_with("SSH-2.0-"));
+    let row: Value = live.get(&format!("/v1/sessions/{id}")).await.unwrap();
+    assert_eq!(
+        (row["replica"].as_str(), row["status"].as_str()),
+        (Some("r0"), Some("ended"))
+    );
+}
