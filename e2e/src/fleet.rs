@@ -52,20 +52,7 @@ impl Deps {
         extra: &[&str],
     ) -> Result<Fleet> {
         let fleet = Fleet::start_each(n, database_url, &self.redis.url(), extra).await?;
-        let port = self.sshd.port().to_string();
-        let out = run(
-            &mut fleet.wgctl(&[
-                "targets",
-                "add",
-                HOST_ALIAS,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port,
-            ]),
-            Duration::from_secs(30),
-        )?;
-        assert!(out.contains("added"), "{out}");
+        fleet.add_ssh_target(&self.sshd)?;
         Ok(fleet)
     }
 }
@@ -303,6 +290,25 @@ impl Fleet {
                 self.token_file.display().to_string(),
             ),
         ]
+    }
+
+    /// Registers `sshd` as target [`HOST_ALIAS`] through the load balancer with `wgctl`.
+    pub fn add_ssh_target(&self, sshd: &Sshd) -> Result<()> {
+        let port = sshd.port().to_string();
+        let out = run(
+            &mut self.wgctl(&[
+                "targets",
+                "add",
+                HOST_ALIAS,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
+            ]),
+            Duration::from_secs(30),
+        )?;
+        assert!(out.contains("added"), "{out}");
+        Ok(())
     }
 
     /// Environment that points `wgctl` at replica `i` directly (bypassing the load balancer).

@@ -17,24 +17,6 @@ use wardengate_testkit::{
     PatroniCluster, PatroniTiming, Postgres, RedisSentinel, RedisServer, Sshd,
 };
 
-fn add_target(fleet: &Fleet, sshd: &Sshd) {
-    let port = sshd.port().to_string();
-    let out = run(
-        &mut fleet.wgctl(&[
-            "targets",
-            "add",
-            HOST_ALIAS,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-        ]),
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    assert!(out.contains("added"), "{out}");
-}
-
 fn ssh_echo(
     fleet: &Fleet,
     sshd: &Sshd,
@@ -55,7 +37,7 @@ async fn sentinel_promotion_under_a_running_fleet() {
     let fleet = Fleet::start(2, &pg.url(), &sentinel.url(), &[])
         .await
         .unwrap();
-    add_target(&fleet, &sshd);
+    fleet.add_ssh_target(&sshd).unwrap();
     assert_eq!(ssh_echo(&fleet, &sshd, "before").unwrap(), "before");
 
     sentinel.kill_master();
@@ -114,7 +96,7 @@ async fn patroni_leader_kill_under_a_running_fleet() {
     )
     .await
     .unwrap();
-    add_target(&fleet, &sshd);
+    fleet.add_ssh_target(&sshd).unwrap();
     assert_eq!(ssh_echo(&fleet, &sshd, "before").unwrap(), "before");
 
     let before_kill_ms = wardengate::store::now_ms();
