@@ -105,29 +105,30 @@ impl Replica {
 
     /// Waits until every owned relay has ended, or evicts the rest at `deadline`.
     pub async fn wait_drained(&self, deadline: Instant) -> DrainOutcome {
-        loop {
-            let ended = self.relay_ended.notified();
-            if self.relays() == 0 {
-                tracing::info!(event = "drain_complete", replica = %self.id);
-                return DrainOutcome::Drained;
-            }
-            tokio::select! {
-                _ = ended => {}
-                _ = tokio::time::sleep_until(deadline) => break,
-            }
+        if self.wait_empty(deadline).await {
+            tracing::info!(event = "drain_complete", replica = %self.id);
+            return DrainOutcome::Drained;
         }
         let remaining = self.relays();
         tracing::warn!(event = "drain_evicting", replica = %self.id, sessions = remaining);
         self.evict.send_replace(true);
-        let give_up = Instant::now() + EVICTION_GRACE;
-        while self.relays() > 0 && Instant::now() < give_up {
+        self.wait_empty(Instant::now() + EVICTION_GRACE).await;
+        DrainOutcome::Evicted(remaining)
+    }
+
+    /// Waits until no relay is left (true) or `until` passes (false).
+    async fn wait_empty(&self, until: Instant) -> bool {
+        loop {
+            // Register before checking, so an end between the check and the wait is not missed.
             let ended = self.relay_ended.notified();
             if self.relays() == 0 {
-                break;
+                return true;
             }
-            tokio::select! { _ = ended => {}, _ = tokio::time::sleep_until(give_up) => {} }
+            tokio::select! {
+                _ = ended => {}
+                _ = tokio::time::sleep_until(until) => return self.relays() == 0,
+            }
         }
-        DrainOutcome::Evicted(remaining)
     }
 
     /// Flips to `true` when relays must close because the drain window passed.

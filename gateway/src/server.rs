@@ -75,16 +75,36 @@ pub async fn connect_redis(
     target: crate::redis_url::RedisTarget,
     metrics: Metrics,
 ) -> Result<Live, ServeError> {
+    retry_while_unavailable(
+        "redis",
+        || RedisLive::connect(target.clone(), metrics.clone()),
+        |e| matches!(e, crate::live::LiveError::Unavailable(_)),
+    )
+    .await
+    .map(Live::Redis)
+    .map_err(Into::into)
+}
+
+/// Runs `op` until it succeeds or fails with an error `unavailable` does not call transient,
+/// backing off from 200 ms to 5 s: start-up waits for dependencies instead of crash-looping.
+async fn retry_while_unavailable<
+    T,
+    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<T, E>>,
+>(
+    what: &str,
+    mut op: impl FnMut() -> Fut,
+    unavailable: impl Fn(&E) -> bool,
+) -> Result<T, E> {
     let mut delay = Duration::from_millis(200);
     loop {
-        match RedisLive::connect(target.clone(), metrics.clone()).await {
-            Ok(r) => return Ok(Live::Redis(r)),
-            Err(crate::live::LiveError::Unavailable(e)) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "redis not reachable yet");
+        match op().await {
+            Err(e) if unavailable(&e) => {
+                tracing::warn!(dependency = what, error = %e, retry_in = ?delay, "not reachable yet");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(e) => return Err(e.into()),
+            other => return other,
         }
     }
 }
@@ -97,18 +117,12 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let tls = RustlsConfig::from_config(Arc::new(crate::tls::server_config(&parts.tls)?));
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match parts.store.migrate().await {
-            Ok(()) => break,
-            Err(crate::store::StoreError::Unavailable(e)) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "database not reachable yet; migrations wait");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    retry_while_unavailable(
+        "postgres (migrations wait)",
+        || parts.store.migrate(),
+        |e| matches!(e, crate::store::StoreError::Unavailable(_)),
+    )
+    .await?;
     if let Some(t) = &parts.admin_token {
         parts
             .store
