@@ -143,11 +143,11 @@ async fn terminate_moves_active_sessions_to_terminating_and_others_to_ended() {
     s.create_session(&session("b", &t.id)).await.unwrap();
     assert!(s.claim_session("a", "r1").await.unwrap());
     assert_eq!(
-        s.terminate_session("a").await.unwrap().unwrap().as_str(),
+        s.terminate_session("a").await.unwrap().unwrap().status,
         "terminating"
     );
     assert_eq!(
-        s.terminate_session("b").await.unwrap().unwrap().as_str(),
+        s.terminate_session("b").await.unwrap().unwrap().status,
         "ended"
     );
     s.end_session("a", "r1", 1, 1, "terminated").await.unwrap();

@@ -158,7 +158,7 @@ pub async fn terminate(
     if row.token_id != caller.token_id {
         caller.require(Role::Admin)?;
     }
-    st.store.terminate_session(&id).await?;
+    let after = st.store.terminate_session(&id).await?.unwrap_or(row);
     let key = session_key(&id);
     if let Some(signed) = st.live.get(&key).await?
         && let Ok(mut g) = st.keyring.verify::<Grant>(&signed, now_ms())
@@ -174,5 +174,5 @@ pub async fn terminate(
         .audit(&caller.token_id, "session.terminate", &id, "")
         .await;
     tracing::info!(event = "session_terminated", session = %id, by = %caller.token_id);
-    Ok(Json(visible(&st, &caller, &id).await?))
+    Ok(Json(after))
 }

@@ -408,8 +408,9 @@ impl Store {
     }
 
     /// Marks a session terminated by an operator. An active one becomes `terminating` until its
-    /// relay notices and records the end; one not yet started ends at once.
-    pub async fn terminate_session(&self, id: &str) -> Result<Option<SessionStatus>, StoreError> {
+    /// relay notices and records the end; one not yet started ends at once. Returns the row after
+    /// the change.
+    pub async fn terminate_session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
         let now = now_ms();
         self.bounded(
             sqlx::query(
@@ -422,7 +423,7 @@ impl Store {
             .execute(&self.pool),
         )
         .await?;
-        Ok(self.session(id).await?.map(|s| s.status()))
+        self.session(id).await
     }
 
     // ---- fenced background jobs ----
