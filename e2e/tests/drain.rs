@@ -14,23 +14,19 @@ use wardengate_testkit::sshd::HOST_ALIAS;
 
 const OWN_TIMEOUT: Duration = Duration::from_secs(20);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn drain_lets_owned_sessions_finish_and_sends_new_ones_elsewhere() {
-    let deps = Deps::start().unwrap();
-    let (sshd, fleet) = (&deps.sshd, deps.fleet(2, &[]).await.unwrap());
-
-    // No sessions: the drain returns at once.
-    let t = Instant::now();
+/// `wgctl --addr <replica i> -o json system drain --timeout T`, which must succeed.
+fn drain(fleet: &Fleet, i: usize, timeout: &str) -> std::process::Output {
+    let addr = fleet.replica_addr(i);
     let out = fleet
         .wgctl(&[
             "--addr",
-            &fleet.replica_addr(1),
+            &addr,
             "-o",
             "json",
             "system",
             "drain",
             "--timeout",
-            "30s",
+            timeout,
         ])
         .output()
         .unwrap();
@@ -39,6 +35,17 @@ async fn drain_lets_owned_sessions_finish_and_sends_new_ones_elsewhere() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_lets_owned_sessions_finish_and_sends_new_ones_elsewhere() {
+    let deps = Deps::start().unwrap();
+    let (sshd, fleet) = (&deps.sshd, deps.fleet(2, &[]).await.unwrap());
+
+    // No sessions: the drain returns at once.
+    let t = Instant::now();
+    let out = drain(&fleet, 1, "30s");
     eprintln!("drain with no sessions took {:?}", t.elapsed());
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -97,22 +104,7 @@ async fn drain_lets_owned_sessions_finish_and_sends_new_ones_elsewhere() {
     let long = long.spawn().unwrap();
     fleet.wait_owned_sessions(0, 1, OWN_TIMEOUT).unwrap();
     let t = Instant::now();
-    let out = fleet
-        .wgctl(&[
-            "--addr",
-            &fleet.replica_addr(0),
-            "system",
-            "drain",
-            "--timeout",
-            "60s",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    drain(&fleet, 0, "60s");
     let took = t.elapsed();
     let long = long.wait_with_output().unwrap();
     assert!(long.status.success());
@@ -135,22 +127,7 @@ async fn drain_deadline_closes_remaining_sessions_recoverably() {
     let long = long.spawn().unwrap();
     fleet.wait_owned_sessions(0, 1, OWN_TIMEOUT).unwrap();
     let t = Instant::now();
-    let out = fleet
-        .wgctl(&[
-            "--addr",
-            &fleet.replica_addr(0),
-            "system",
-            "drain",
-            "--timeout",
-            "2s",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    drain(&fleet, 0, "2s");
     assert!(
         t.elapsed() < Duration::from_secs(15),
         "drain took {:?}",
