@@ -274,3 +274,64 @@ async fn relay_retries_through_another_replica_on_the_same_authorisation() {
         (Some("r0"), Some("ended"))
     );
 }
+
+/// `wgctl sessions kill` ends a live session wherever its relay runs: durable in Postgres, seen
+/// by the relay through the signed grant, and the client told it was terminated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_a_live_session_closes_its_relay() {
+    let deps = Deps::start().unwrap();
+    let fleet = deps.fleet(2, &[]).await.unwrap();
+    let mut ssh = deps
+        .sshd
+        .ssh_via(&proxy_command(), "sleep 60; echo never")
+        .unwrap();
+    ssh.envs(fleet.wgctl_env())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let ssh = ssh.spawn().unwrap();
+    let lb = fleet.client(&fleet.lb_addr());
+    let (id, _) = Fleet::eventually("the session to be active", Duration::from_secs(20), || {
+        let lb = lb.clone();
+        async move {
+            let s: Vec<Value> = lb.get("/v1/sessions").await.ok()?;
+            s.first()
+                .filter(|s| s["status"] == "active")
+                .and_then(|s| s["id"].as_str().map(String::from))
+        }
+    })
+    .await
+    .unwrap();
+    let killed = Instant::now();
+    let out = run(
+        &mut fleet.wgctl(&["-o", "json", "sessions", "kill", &id]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["status"],
+        "terminating"
+    );
+    let ssh = ssh.wait_with_output().unwrap();
+    assert!(!ssh.status.success());
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "relay took {:?} to close",
+        killed.elapsed()
+    );
+    let err = String::from_utf8_lossy(&ssh.stderr);
+    assert!(
+        err.contains("terminated") && err.contains("4002"),
+        "client saw: {err}"
+    );
+    let (row, _) = Fleet::eventually("the end to be recorded", Duration::from_secs(10), || {
+        let lb = lb.clone();
+        let id = id.clone();
+        async move {
+            let r: Value = lb.get(&format!("/v1/sessions/{id}")).await.ok()?;
+            (r["status"] == "ended").then_some(r)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(row["end_reason"], "terminated");
+}
