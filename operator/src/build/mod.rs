@@ -110,7 +110,10 @@ pub fn cluster_objects(
         )));
     }
     out.push(Owned::ConfigMap(config_map(v, &owner)));
-    out.extend(deployments(v, &owner).into_iter().map(Owned::Deployment));
+    out.extend(deployments(v, &owner).into_iter().map(|mut d| {
+        crate::rollout::stamp(&mut d);
+        Owned::Deployment(d)
+    }));
     out.push(Owned::Service(service(v, &owner)));
     if let Some(p) = pdb(v, &owner) {
         out.push(Owned::Pdb(p));

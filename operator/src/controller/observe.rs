@@ -1,0 +1,137 @@
+//! Dereference: the only reads of a reconcile. One label-selected list per owned kind (which
+//! serves both drift comparison and orphan detection) and one GET per Secret the spec
+//! references.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::labels::{self, names};
+use crate::validate::ValidCluster;
+
+/// What exists of a cluster's owned objects, keyed by `(kind, name)`.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Owned objects as JSON (for drift comparison and pruning).
+    pub objects: BTreeMap<(String, String), Value>,
+    /// Owned Deployments, typed (rollout planning and status).
+    pub deployments: BTreeMap<String, Deployment>,
+    /// Owned Secrets, typed (generated material is reused, never regenerated).
+    pub secrets: BTreeMap<String, Secret>,
+    /// Referenced Secrets that do not exist: `(spec field, secret name)`.
+    pub missing: Vec<(String, String)>,
+}
+
+/// Lists `K` objects of the cluster owned by `uid`.
+async fn owned<K>(
+    client: &Client,
+    v: &ValidCluster,
+    uid: &str,
+    out: &mut Observed,
+) -> Result<Vec<K>, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &v.namespace);
+    let selector = format!(
+        "{}={},app.kubernetes.io/managed-by={}",
+        labels::INSTANCE,
+        v.name,
+        labels::MANAGER
+    );
+    let list = api.list(&ListParams::default().labels(&selector)).await?;
+    let mine: Vec<K> = list
+        .items
+        .into_iter()
+        .filter(|o| o.owner_references().iter().any(|r| r.uid == uid))
+        .collect();
+    for o in &mine {
+        let kind = K::kind(&()).to_string();
+        if let Ok(json) = serde_json::to_value(o) {
+            out.objects.insert((kind, o.name_any()), json);
+        }
+    }
+    Ok(mine)
+}
+
+/// Secrets the spec references, with the field that names each.
+pub fn referenced_secrets(v: &ValidCluster) -> Vec<(String, String)> {
+    let s = &v.spec;
+    let mut out = Vec::new();
+    if let Some(e) = &s.postgres.external {
+        out.push((
+            "spec.postgres.external.urlSecretRef".into(),
+            e.url_secret_ref.name.clone(),
+        ));
+    }
+    if let Some(p) = &s.postgres.patroni {
+        out.push((
+            "spec.postgres.patroni.credentialsSecretRef".into(),
+            p.credentials_secret_ref.name.clone(),
+        ));
+    }
+    if let Some(c) = &s.postgres.cloud_native_pg {
+        out.push((
+            "spec.postgres.cloudNativePG.clusterName (its app Secret)".into(),
+            format!("{}-app", c.cluster_name),
+        ));
+    }
+    if let Some(r) = &s.redis.password_secret_ref {
+        out.push(("spec.redis.passwordSecretRef".into(), r.name.clone()));
+    }
+    if let Some(t) = &s.tls.secret_name {
+        out.push(("spec.tls.secretName".into(), t.clone()));
+    }
+    if let Some(r) = s
+        .recordings
+        .as_ref()
+        .and_then(|r| r.credentials_secret_ref.as_ref())
+    {
+        out.push((
+            "spec.recordings.credentialsSecretRef".into(),
+            r.name.clone(),
+        ));
+    }
+    out
+}
+
+/// Reads everything a reconcile of `v` (object uid `uid`) needs.
+pub async fn observe(
+    client: &Client,
+    v: &ValidCluster,
+    uid: &str,
+) -> Result<Observed, kube::Error> {
+    let mut out = Observed::default();
+    owned::<ServiceAccount>(client, v, uid, &mut out).await?;
+    for s in owned::<Secret>(client, v, uid, &mut out).await? {
+        out.secrets.insert(s.name_any(), s);
+    }
+    owned::<ConfigMap>(client, v, uid, &mut out).await?;
+    for d in owned::<Deployment>(client, v, uid, &mut out).await? {
+        out.deployments.insert(d.name_any(), d);
+    }
+    owned::<Service>(client, v, uid, &mut out).await?;
+    owned::<PodDisruptionBudget>(client, v, uid, &mut out).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &v.namespace);
+    for (field, name) in referenced_secrets(v) {
+        // Our own generated Secrets are never referenced by the spec.
+        if name == names::internal_secret(&v.name) {
+            continue;
+        }
+        if secrets.get_metadata_opt(&name).await?.is_none() {
+            out.missing.push((field, name));
+        }
+    }
+    Ok(out)
+}

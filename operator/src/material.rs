@@ -1,0 +1,100 @@
+//! Secret material the operator generates once per cluster: the internal signing key and the
+//! bootstrap admin token, and (when no TLS Secret is given) a per-cluster CA with a serving
+//! certificate. The formats match what `wardengate serve` reads (`<kid> <base64>` key lines, a
+//! `wg_` token) so a pod can start from the Secret alone.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use k8s_openapi::ByteString;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+/// Validity of generated certificates. The operator never rotates them silently (pods would
+/// need a restart); rotate by deleting the Secret, which the operator then regenerates.
+pub const CERT_VALIDITY_DAYS: i64 = 3650;
+
+/// Why TLS material could not be generated.
+#[derive(Debug, thiserror::Error)]
+#[error("generating the cluster's TLS certificate: {0}")]
+pub struct MaterialError(#[from] rcgen::Error);
+
+/// Data of a fresh internal Secret: `keys` (one signing key, id `k1`) and `admin-token`.
+pub fn internal() -> BTreeMap<String, ByteString> {
+    let key: [u8; 32] = rand::random();
+    let token: [u8; 32] = rand::random();
+    BTreeMap::from([
+        (
+            "keys".to_string(),
+            ByteString(format!("k1 {}\n", STANDARD.encode(key)).into_bytes()),
+        ),
+        (
+            "admin-token".to_string(),
+            ByteString(format!("wg_{}", URL_SAFE_NO_PAD.encode(token)).into_bytes()),
+        ),
+    ])
+}
+
+/// The names a cluster's serving certificate covers: the Service in its short and qualified
+/// forms, and loopback (the preStop `wgctl` talks to its own pod on 127.0.0.1).
+pub fn serving_names(service: &str, namespace: &str) -> Vec<String> {
+    vec![
+        service.to_string(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+    ]
+}
+
+/// Data of a fresh `kubernetes.io/tls` Secret: a per-cluster CA (`ca.crt`; its key is not
+/// kept) and a serving certificate for `names` signed by it (`tls.crt`, `tls.key`).
+pub fn tls(cluster: &str, names: &[String]) -> Result<BTreeMap<String, ByteString>, MaterialError> {
+    let now = time_now();
+    let until = now + time::Duration::days(CERT_VALIDITY_DAYS);
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("wardengate {cluster} CA"));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.not_before = now;
+    ca.not_after = until;
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let mut leaf = CertificateParams::new(names.to_vec())?;
+    leaf.distinguished_name.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.not_before = now;
+    leaf.not_after = until;
+    let leaf_key = KeyPair::generate()?;
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
+    Ok(BTreeMap::from([
+        ("ca.crt".to_string(), ByteString(ca_cert.pem().into_bytes())),
+        (
+            "tls.crt".to_string(),
+            ByteString(leaf_cert.pem().into_bytes()),
+        ),
+        (
+            "tls.key".to_string(),
+            ByteString(leaf_key.serialize_pem().into_bytes()),
+        ),
+    ]))
+}
+
+fn time_now() -> time::OffsetDateTime {
+    // A minute back: nodes' clocks differ a little.
+    time::OffsetDateTime::now_utc() - time::Duration::minutes(1)
+}

@@ -1,0 +1,639 @@
+//! The controller against the in-process API fake: convergence, drift repair, zero writes at
+//! steady state, invalid specs, zone-by-zone rollouts and leader election. Request logs of the
+//! fake pin the API traffic of a reconcile.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use serde_json::{Value, json};
+use wardengate_crds::WardengateCluster;
+use wardengate_kube_fake::{FakeApi, Recorded, Verb};
+use wardengate_operator::controller::{self, Context};
+use wardengate_operator::leader::LeaseConfig;
+use wardengate_operator::metrics::Metrics;
+use wardengate_operator::run::{RunConfig, run};
+
+const CLUSTERS: &str = "wardengate.io/v1alpha1/wardengateclusters";
+const DEPLOYMENTS: &str = "apps/v1/deployments";
+const SERVICES: &str = "v1/services";
+const NS: &str = "wardengate";
+
+fn example(name: &str) -> Value {
+    let text = std::fs::read_to_string(format!(
+        "{}/../examples/{name}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| {
+            serde_yaml::from_value::<Value>(serde::Deserialize::deserialize(d).unwrap()).unwrap()
+        })
+        .find(|v| v["kind"] == "WardengateCluster")
+        .unwrap()
+}
+
+fn secret(name: &str, key: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS},
+           "data": {key: "dmFsdWU="}})
+}
+
+/// A fake holding the quickstart cluster and the Secret it references.
+fn quickstart() -> FakeApi {
+    let fake = FakeApi::new();
+    fake.create("v1/secrets", secret("wardengate-db", "url"));
+    fake.create(CLUSTERS, example("quickstart"));
+    fake
+}
+
+/// A fake holding the three-zone cluster and its Secrets.
+fn three_zones() -> FakeApi {
+    let fake = FakeApi::new();
+    for (n, k) in [
+        ("wardengate-pg", "password"),
+        ("wardengate-redis", "password"),
+        ("wardengate-recordings", "key"),
+    ] {
+        fake.create("v1/secrets", secret(n, k));
+    }
+    let mut cr = example("three-zone-ha");
+    cr["metadata"]["namespace"] = json!(NS);
+    fake.create(CLUSTERS, cr);
+    fake
+}
+
+async fn cluster(fake: &FakeApi, name: &str) -> Arc<WardengateCluster> {
+    let api: Api<WardengateCluster> = Api::namespaced(fake.client("test"), NS);
+    Arc::new(api.get(name).await.unwrap())
+}
+
+/// Runs one reconcile directly (no watches) and returns the requests it made.
+async fn reconcile_once(fake: &FakeApi, ctx: &Arc<Context>, name: &str) -> Vec<Recorded> {
+    let c = cluster(fake, name).await;
+    let mark = fake.mark();
+    controller::reconcile(c, ctx.clone()).await.unwrap();
+    fake.requests_since(mark)
+        .into_iter()
+        .filter(|r| r.client == "op")
+        .collect()
+}
+
+fn writes(reqs: &[Recorded]) -> Vec<String> {
+    reqs.iter()
+        .filter(|r| r.verb.is_write())
+        .map(|r| r.to_string())
+        .collect()
+}
+
+fn summary(reqs: &[Recorded]) -> String {
+    reqs.iter().map(|r| format!("  {r}\n")).collect()
+}
+
+/// Acts as the Deployment controller: every Deployment of the namespace reports all replicas
+/// updated, ready and available for its current generation.
+fn deployments_become_ready(fake: &FakeApi) {
+    for name in fake.names(DEPLOYMENTS, Some(NS)) {
+        let d = fake.get(DEPLOYMENTS, Some(NS), &name).unwrap();
+        let replicas = d["spec"]["replicas"].as_i64().unwrap();
+        fake.patch_status(
+            DEPLOYMENTS,
+            Some(NS),
+            &name,
+            json!({"observedGeneration": d["metadata"]["generation"], "replicas": replicas,
+                   "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas}),
+        );
+    }
+}
+
+fn condition(fake: &FakeApi, name: &str, type_: &str) -> Option<(String, String, String)> {
+    let c = fake.get(CLUSTERS, Some(NS), name)?;
+    c["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|x| x["type"] == type_)
+        .map(|x| {
+            (
+                x["status"].as_str().unwrap_or_default().to_string(),
+                x["reason"].as_str().unwrap_or_default().to_string(),
+                x["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn context(fake: &FakeApi) -> Arc<Context> {
+    Arc::new(Context::new(fake.client("op"), "op-0", Metrics::new()))
+}
+
+#[tokio::test]
+async fn fresh_then_ready_then_steady_reconciles_pin_their_api_traffic() {
+    let fake = quickstart();
+    let ctx = context(&fake);
+
+    let fresh = reconcile_once(&fake, &ctx, "wardengate").await;
+    println!(
+        "fresh cluster, one reconcile ({} requests):\n{}",
+        fresh.len(),
+        summary(&fresh)
+    );
+    let applied: Vec<&Recorded> = fresh
+        .iter()
+        .filter(|r| r.verb == Verb::Apply && r.subresource.is_none())
+        .collect();
+    assert_eq!(
+        applied.len(),
+        7,
+        "SA, 2 Secrets, ConfigMap, Deployment, Service, PDB:\n{}",
+        summary(&fresh)
+    );
+    assert_eq!(
+        fresh.iter().filter(|r| r.verb == Verb::List).count(),
+        6,
+        "one list per owned kind"
+    );
+    assert!(
+        fresh
+            .iter()
+            .any(|r| r.subresource.as_deref() == Some("status")),
+        "status written"
+    );
+    assert!(
+        fresh
+            .iter()
+            .any(|r| r.resource == "events.k8s.io/v1/events"),
+        "an event tells what was applied"
+    );
+    let (ready, reason, _) = condition(&fake, "wardengate", "Ready").unwrap();
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "Progressing"));
+    assert_eq!(
+        condition(&fake, "wardengate", "Reconciling").unwrap().0,
+        "True"
+    );
+
+    // Owned objects carry the owner reference and the managed-by label.
+    let svc = fake.get(SERVICES, Some(NS), "wardengate").unwrap();
+    assert_eq!(
+        svc["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "wardengate-operator"
+    );
+    assert_eq!(
+        svc["metadata"]["ownerReferences"][0]["kind"],
+        "WardengateCluster"
+    );
+    assert_eq!(svc["metadata"]["ownerReferences"][0]["controller"], true);
+
+    deployments_become_ready(&fake);
+    let ready = reconcile_once(&fake, &ctx, "wardengate").await;
+    assert_eq!(
+        writes(&ready).len(),
+        2,
+        "only status and a Ready event:\n{}",
+        summary(&ready)
+    );
+    let (ready_status, reason, message) = condition(&fake, "wardengate", "Ready").unwrap();
+    assert_eq!(
+        (ready_status.as_str(), reason.as_str()),
+        ("True", "Available"),
+        "{message}"
+    );
+    let c = fake.get(CLUSTERS, Some(NS), "wardengate").unwrap();
+    assert_eq!(
+        c["status"]["observedGeneration"],
+        c["metadata"]["generation"]
+    );
+    assert_eq!(c["status"]["version"], "0.1.0");
+    assert_eq!(c["status"]["readyReplicas"], 3);
+    assert_eq!(
+        condition(&fake, "wardengate", "Reconciling").unwrap().0,
+        "False"
+    );
+    assert_eq!(
+        condition(&fake, "wardengate", "Stalled").unwrap().0,
+        "False"
+    );
+
+    let rv = fake.resource_version();
+    let steady = reconcile_once(&fake, &ctx, "wardengate").await;
+    println!(
+        "steady cluster, one reconcile ({} requests):\n{}",
+        steady.len(),
+        summary(&steady)
+    );
+    assert!(
+        writes(&steady).is_empty(),
+        "a steady reconcile must not write:\n{}",
+        summary(&steady)
+    );
+    assert_eq!(fake.resource_version(), rv, "nothing changed in the store");
+    assert_eq!(
+        steady.len(),
+        7,
+        "6 lists + 1 referenced Secret:\n{}",
+        summary(&steady)
+    );
+}
+
+#[tokio::test]
+async fn generated_secrets_are_kept_across_reconciles_and_drift_is_repaired() {
+    let fake = quickstart();
+    let ctx = context(&fake);
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    let internal = fake
+        .get("v1/secrets", Some(NS), "wardengate-internal")
+        .unwrap();
+    let tls = fake.get("v1/secrets", Some(NS), "wardengate-tls").unwrap();
+    assert!(internal["data"]["keys"].is_string() && internal["data"]["admin-token"].is_string());
+    for k in ["tls.crt", "tls.key", "ca.crt"] {
+        assert!(tls["data"][k].is_string(), "generated TLS Secret lacks {k}");
+    }
+
+    // Someone edits the Service; the next reconcile puts it back and touches nothing else.
+    fake.patch(
+        SERVICES,
+        Some(NS),
+        "wardengate",
+        json!({"spec": {"sessionAffinity": "ClientIP"}}),
+    );
+    let repair = reconcile_once(&fake, &ctx, "wardengate").await;
+    let w = writes(&repair);
+    assert!(
+        w.iter().any(|x| x.starts_with("Apply v1/services")),
+        "{w:?}"
+    );
+    assert!(
+        !w.iter().any(|x| x.contains("secrets")),
+        "secrets untouched: {w:?}"
+    );
+    assert_eq!(
+        fake.get(SERVICES, Some(NS), "wardengate").unwrap()["spec"]["sessionAffinity"],
+        "None"
+    );
+    assert_eq!(
+        fake.get("v1/secrets", Some(NS), "wardengate-internal")
+            .unwrap()["data"],
+        internal["data"],
+        "never regenerated"
+    );
+    assert_eq!(
+        fake.get("v1/secrets", Some(NS), "wardengate-tls").unwrap()["data"],
+        tls["data"]
+    );
+}
+
+#[tokio::test]
+async fn objects_no_longer_rendered_are_deleted() {
+    let fake = quickstart();
+    let ctx = context(&fake);
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    assert!(
+        fake.get("policy/v1/poddisruptionbudgets", Some(NS), "wardengate-cp")
+            .is_some()
+    );
+    // One replica: no PDB (it would block every node drain).
+    fake.patch(
+        CLUSTERS,
+        Some(NS),
+        "wardengate",
+        json!({"spec": {"replicas": 1}}),
+    );
+    let r = reconcile_once(&fake, &ctx, "wardengate").await;
+    assert!(
+        writes(&r)
+            .iter()
+            .any(|w| w.starts_with("Delete policy/v1/poddisruptionbudgets")),
+        "{}",
+        summary(&r)
+    );
+    assert!(
+        fake.get("policy/v1/poddisruptionbudgets", Some(NS), "wardengate-cp")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_stalled_with_the_field_named_and_waits_for_a_change() {
+    let fake = FakeApi::new();
+    let mut cr = example("quickstart");
+    // Admission (CEL) would refuse this; the fake, like an old apiserver without CEL, does not.
+    cr["spec"]["replicas"] = json!(0);
+    fake.create(CLUSTERS, cr);
+    let ctx = context(&fake);
+    let c = cluster(&fake, "wardengate").await;
+    let action = controller::reconcile(c, ctx.clone()).await.unwrap();
+    assert_eq!(
+        format!("{action:?}"),
+        format!("{:?}", kube::runtime::controller::Action::await_change()),
+        "no requeue"
+    );
+    let (stalled, reason, message) = condition(&fake, "wardengate", "Stalled").unwrap();
+    assert_eq!((stalled.as_str(), reason.as_str()), ("True", "InvalidSpec"));
+    assert!(message.contains("spec.replicas"), "{message}");
+    assert_eq!(condition(&fake, "wardengate", "Ready").unwrap().0, "False");
+    let again = reconcile_once(&fake, &ctx, "wardengate").await;
+    assert!(
+        again.is_empty(),
+        "an invalid spec costs no request at all the second time: {again:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_referenced_secret_is_named_and_nothing_is_applied() {
+    let fake = FakeApi::new();
+    fake.create(CLUSTERS, example("quickstart"));
+    let ctx = context(&fake);
+    let r = reconcile_once(&fake, &ctx, "wardengate").await;
+    assert!(
+        !writes(&r).iter().any(|w| w.contains("deployments")),
+        "{}",
+        summary(&r)
+    );
+    let (stalled, reason, message) = condition(&fake, "wardengate", "Stalled").unwrap();
+    assert_eq!(
+        (stalled.as_str(), reason.as_str()),
+        ("True", "SecretNotFound")
+    );
+    assert!(
+        message.contains("spec.postgres.external.urlSecretRef")
+            && message.contains("wardengate-db"),
+        "{message}"
+    );
+    fake.create("v1/secrets", secret("wardengate-db", "url"));
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    assert_eq!(
+        condition(&fake, "wardengate", "Stalled").unwrap().0,
+        "False"
+    );
+}
+
+#[tokio::test]
+async fn upgrades_roll_one_zone_at_a_time_and_pause_holds_them() {
+    let fake = three_zones();
+    let ctx = context(&fake);
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    let mut zones = fake.names(DEPLOYMENTS, Some(NS));
+    zones.sort();
+    assert_eq!(zones.len(), 3, "{zones:?}");
+    deployments_become_ready(&fake);
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    assert_eq!(condition(&fake, "wardengate", "Ready").unwrap().0, "True");
+    let image = |name: &str| {
+        fake.get(DEPLOYMENTS, Some(NS), name).unwrap()["spec"]["template"]["spec"]["containers"][0]
+            ["image"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let old: Vec<String> = zones.iter().map(|z| image(z)).collect();
+
+    fake.patch(
+        CLUSTERS,
+        Some(NS),
+        "wardengate",
+        json!({"spec": {"version": "0.2.0"}}),
+    );
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    let now: Vec<String> = zones.iter().map(|z| image(z)).collect();
+    assert!(now[0].ends_with(":0.2.0"), "first zone rolls: {now:?}");
+    assert_eq!(now[1..], old[1..], "later zones wait");
+    let c = fake.get(CLUSTERS, Some(NS), "wardengate").unwrap();
+    assert_eq!(
+        c["status"]["version"],
+        old[0].rsplit(':').next().unwrap(),
+        "version stays until the rollout completes"
+    );
+    assert!(c["status"]["rollout"]["currentZone"].is_string());
+
+    // Zone a not ready yet: another pass changes nothing.
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    assert_eq!(image(&zones[1]), old[1]);
+
+    // Pause, then let zone a finish: zone b still waits.
+    fake.patch(
+        CLUSTERS,
+        Some(NS),
+        "wardengate",
+        json!({"spec": {"rollout": {"paused": true}}}),
+    );
+    deployments_become_ready(&fake);
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    assert_eq!(image(&zones[1]), old[1]);
+    assert_eq!(
+        condition(&fake, "wardengate", "Reconciling").unwrap().1,
+        "RolloutPaused"
+    );
+
+    fake.patch(
+        CLUSTERS,
+        Some(NS),
+        "wardengate",
+        json!({"spec": {"rollout": {"paused": false}}}),
+    );
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    assert!(image(&zones[1]).ends_with(":0.2.0"));
+    assert_eq!(image(&zones[2]), old[2]);
+    deployments_become_ready(&fake);
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    deployments_become_ready(&fake);
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    assert!(image(&zones[2]).ends_with(":0.2.0"));
+    let c = fake.get(CLUSTERS, Some(NS), "wardengate").unwrap();
+    assert_eq!(c["status"]["version"], "0.2.0");
+    assert_eq!(condition(&fake, "wardengate", "Ready").unwrap().0, "True");
+}
+
+fn lease(identity: &str) -> LeaseConfig {
+    LeaseConfig {
+        lease_duration: Duration::from_millis(1500),
+        renew_deadline: Duration::from_millis(1000),
+        retry_period: Duration::from_millis(100),
+        ..LeaseConfig::new("wardengate-system", "wardengate-operator", identity)
+    }
+}
+
+struct Operator {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    metrics: Metrics,
+}
+
+fn start(fake: &FakeApi, identity: &str) -> Operator {
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let metrics = Metrics::new();
+    let cfg = RunConfig {
+        namespace: None,
+        concurrency: 2,
+        lease: lease(identity),
+    };
+    let task = tokio::spawn(run(
+        fake.client(identity),
+        cfg,
+        metrics.clone(),
+        Arc::new(AtomicBool::new(false)),
+        rx,
+    ));
+    Operator {
+        stop,
+        task,
+        metrics,
+    }
+}
+
+fn non_lease_writes(fake: &FakeApi, client: &str, since: usize) -> Vec<String> {
+    fake.requests_since(since)
+        .into_iter()
+        .filter(|r| {
+            r.client == client && r.verb.is_write() && r.resource != "coordination.k8s.io/v1/leases"
+        })
+        .map(|r| r.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_drive_the_cluster_to_ready_and_repair_a_deleted_service() {
+    let fake = quickstart();
+    let op = start(&fake, "op-a");
+    eventually("the Deployment", Duration::from_secs(10), || {
+        fake.get(DEPLOYMENTS, Some(NS), "wardengate-cp").is_some()
+    })
+    .await;
+    deployments_become_ready(&fake);
+    eventually("Ready=True", Duration::from_secs(10), || {
+        condition(&fake, "wardengate", "Ready").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+
+    fake.delete(SERVICES, Some(NS), "wardengate");
+    eventually("the Service back", Duration::from_secs(10), || {
+        fake.get(SERVICES, Some(NS), "wardengate").is_some()
+    })
+    .await;
+
+    // Settled: a change that renders nothing new (a label on the CR) reconciles without writing.
+    eventually("quiet", Duration::from_secs(10), || {
+        let m = fake.mark();
+        std::thread::sleep(Duration::from_millis(300));
+        non_lease_writes(&fake, "op-a", m).is_empty()
+    })
+    .await;
+    let before = op.metrics.reconciles("ok");
+    let mark = fake.mark();
+    fake.patch(
+        CLUSTERS,
+        Some(NS),
+        "wardengate",
+        json!({"metadata": {"labels": {"team": "infra"}}}),
+    );
+    eventually("a reconcile", Duration::from_secs(10), || {
+        op.metrics.reconciles("ok") > before
+    })
+    .await;
+    assert!(
+        non_lease_writes(&fake, "op-a", mark).is_empty(),
+        "{:?}",
+        non_lease_writes(&fake, "op-a", mark)
+    );
+    op.stop.send(true).unwrap();
+    op.task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_cluster_is_not_reconciled_in_a_hot_loop() {
+    let fake = FakeApi::new();
+    let mut cr = example("quickstart");
+    cr["spec"]["drain"] = json!({"timeoutSeconds": 600});
+    cr["spec"]["terminationGracePeriodSeconds"] = json!(60);
+    fake.create(CLUSTERS, cr);
+    let op = start(&fake, "op-a");
+    eventually("Stalled=True", Duration::from_secs(10), || {
+        condition(&fake, "wardengate", "Stalled")
+            .is_some_and(|c| c.0 == "True" && c.1 == "InvalidSpec")
+    })
+    .await;
+    let message = condition(&fake, "wardengate", "Stalled").unwrap().2;
+    assert!(
+        message.contains("terminationGracePeriodSeconds") || message.contains("drain"),
+        "{message}"
+    );
+    // Its own status write triggers one more pass at most; then nothing, for a whole second.
+    std::thread::sleep(Duration::from_millis(300));
+    let reconciles = op.metrics.reconciles("ok");
+    let mark = fake.mark();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(op.metrics.reconciles("ok"), reconciles, "no hot loop");
+    assert!(non_lease_writes(&fake, "op-a", mark).is_empty());
+    op.stop.send(true).unwrap();
+    op.task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_operators_only_the_lease_holder_writes_and_a_standby_takes_over() {
+    let fake = quickstart();
+    let a = start(&fake, "op-a");
+    eventually("op-a leads", Duration::from_secs(10), || {
+        a.metrics.leader.get() == 1
+    })
+    .await;
+    let b = start(&fake, "op-b");
+    eventually("the Deployment", Duration::from_secs(10), || {
+        fake.get(DEPLOYMENTS, Some(NS), "wardengate-cp").is_some()
+    })
+    .await;
+    deployments_become_ready(&fake);
+    eventually("Ready=True", Duration::from_secs(10), || {
+        condition(&fake, "wardengate", "Ready").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    // Let b campaign for longer than a lease lasts: a keeps renewing, so b never writes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(b.metrics.leader.get(), 0);
+    assert!(
+        non_lease_writes(&fake, "op-b", 0).is_empty(),
+        "{:?}",
+        non_lease_writes(&fake, "op-b", 0)
+    );
+    assert!(!non_lease_writes(&fake, "op-a", 0).is_empty());
+    let b_reads = fake
+        .requests()
+        .iter()
+        .filter(|r| r.client == "op-b" && r.resource != "coordination.k8s.io/v1/leases")
+        .count();
+    assert_eq!(b_reads, 0, "a standby does not even watch");
+
+    // The leader stops (releasing the Lease); the standby takes over and repairs drift.
+    a.stop.send(true).unwrap();
+    a.task.await.unwrap();
+    let mark = fake.mark();
+    eventually("op-b leads", Duration::from_secs(10), || {
+        b.metrics.leader.get() == 1
+    })
+    .await;
+    fake.delete(SERVICES, Some(NS), "wardengate");
+    eventually("the Service back", Duration::from_secs(10), || {
+        fake.get(SERVICES, Some(NS), "wardengate").is_some()
+    })
+    .await;
+    assert!(
+        non_lease_writes(&fake, "op-b", mark)
+            .iter()
+            .any(|w| w.contains("services"))
+    );
+    assert!(
+        non_lease_writes(&fake, "op-a", mark).is_empty(),
+        "the old leader is silent"
+    );
+    b.stop.send(true).unwrap();
+    b.task.await.unwrap();
+}
