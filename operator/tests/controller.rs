@@ -637,3 +637,103 @@ async fn of_two_operators_only_the_lease_holder_writes_and_a_standby_takes_over(
     b.stop.send(true).unwrap();
     b.task.await.unwrap();
 }
+
+/// The RBAC verb and `group`, `resource[/subresource]` a request needs.
+fn rbac_need(r: &Recorded) -> (String, String, String) {
+    let verb = match r.verb {
+        Verb::Get => "get",
+        Verb::List => "list",
+        Verb::Watch => "watch",
+        Verb::Create => "create",
+        Verb::Update => "update",
+        Verb::Patch | Verb::Apply => "patch",
+        Verb::Delete => "delete",
+    };
+    let parts: Vec<&str> = r.resource.split('/').collect();
+    let group = if parts.len() == 2 { "" } else { parts[0] };
+    let mut resource = parts.last().unwrap().to_string();
+    if let Some(s) = &r.subresource {
+        resource = format!("{resource}/{s}");
+    }
+    (verb.into(), group.into(), resource)
+}
+
+fn allowed(rules: &[k8s_openapi::api::rbac::v1::PolicyRule], r: &Recorded) -> bool {
+    let (verb, group, resource) = rbac_need(r);
+    rules.iter().any(|rule| {
+        rule.verbs.iter().any(|v| *v == verb)
+            && rule.api_groups.iter().flatten().any(|g| *g == group)
+            && rule.resources.iter().flatten().any(|x| *x == resource)
+            && rule
+                .resource_names
+                .as_ref()
+                .is_none_or(|names| r.name.as_ref().is_some_and(|n| names.contains(n)))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rbac_manifests_allow_every_request_the_operator_makes() {
+    let root = format!("{}/../config/rbac", env!("CARGO_MANIFEST_DIR"));
+    let cluster_role: k8s_openapi::api::rbac::v1::ClusterRole =
+        serde_yaml::from_str(&std::fs::read_to_string(format!("{root}/role.yaml")).unwrap())
+            .unwrap();
+    let lease_role: k8s_openapi::api::rbac::v1::Role = serde_yaml::from_str(
+        &std::fs::read_to_string(format!("{root}/leader_election_role.yaml")).unwrap(),
+    )
+    .unwrap();
+    let lease_ns = lease_role.metadata.namespace.clone().unwrap();
+
+    let fake = quickstart();
+    let op = start(&fake, "op-a");
+    eventually("the Deployment", Duration::from_secs(10), || {
+        fake.get(DEPLOYMENTS, Some(NS), "wardengate-cp").is_some()
+    })
+    .await;
+    deployments_become_ready(&fake);
+    eventually("Ready=True", Duration::from_secs(10), || {
+        condition(&fake, "wardengate", "Ready").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    fake.patch(
+        CLUSTERS,
+        Some(NS),
+        "wardengate",
+        json!({"spec": {"replicas": 1}}),
+    );
+    eventually("the PDB pruned", Duration::from_secs(10), || {
+        fake.get("policy/v1/poddisruptionbudgets", Some(NS), "wardengate-cp")
+            .is_none()
+    })
+    .await;
+    op.stop.send(true).unwrap();
+    op.task.await.unwrap();
+
+    let requests: Vec<Recorded> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.client == "op-a")
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &requests {
+        let ok = if r.resource.starts_with("coordination.k8s.io/") {
+            r.namespace.as_deref() == Some(lease_ns.as_str())
+                && allowed(lease_role.rules.as_deref().unwrap_or_default(), r)
+        } else {
+            allowed(cluster_role.rules.as_deref().unwrap_or_default(), r)
+        };
+        assert!(ok, "config/rbac does not allow: {r}");
+        seen.insert(rbac_need(r));
+    }
+    for need in [
+        ("patch", "apps", "deployments"),
+        ("delete", "policy", "poddisruptionbudgets"),
+        ("watch", "", "secrets"),
+        ("patch", "wardengate.io", "wardengateclusters/status"),
+        ("update", "coordination.k8s.io", "leases"),
+    ] {
+        assert!(
+            seen.contains(&(need.0.into(), need.1.into(), need.2.into())),
+            "the run did not exercise {need:?}: {seen:?}"
+        );
+    }
+}

@@ -69,3 +69,21 @@ fn every_example_renders_objects_that_pass_strict_schema_validation() {
     }
     kubernetes_validate(&files);
 }
+
+#[test]
+fn config_manifests_pass_strict_schema_validation() {
+    let mut files = Vec::new();
+    for dir in ["rbac", "manager"] {
+        for e in std::fs::read_dir(root().join("config").join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            // Kustomizations are not Kubernetes objects.
+            if p.extension().is_some_and(|x| x == "yaml")
+                && p.file_name().unwrap() != "kustomization.yaml"
+            {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() >= 7, "{files:?}");
+    kubernetes_validate(&files);
+}

@@ -1,0 +1,138 @@
+//! `config/`: the kustomize bases resolve (every listed resource exists), `default` assembles
+//! CRDs, RBAC and the manager into one namespace, and the manager runs what the binary offers.
+//! (Strict schema validation of these files is in `services_schema`.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::path::{Path, PathBuf};
+
+use serde_yaml::Value;
+
+fn config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
+}
+
+/// A small `kustomize build`: resources (files or bases) and the `namespace` override.
+fn build(dir: &Path) -> Vec<Value> {
+    let k: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+            .unwrap();
+    let mut out = Vec::new();
+    for r in k["resources"].as_sequence().unwrap() {
+        let p = dir.join(r.as_str().unwrap());
+        assert!(
+            p.exists(),
+            "{} lists {} which does not exist",
+            dir.display(),
+            p.display()
+        );
+        if p.is_dir() {
+            out.extend(build(&p));
+        } else {
+            for doc in serde_yaml::Deserializer::from_str(&std::fs::read_to_string(&p).unwrap()) {
+                let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+                if !v.is_null() {
+                    out.push(v);
+                }
+            }
+        }
+    }
+    if let Some(ns) = k["namespace"].as_str() {
+        for o in &mut out {
+            let cluster_scoped = matches!(
+                o["kind"].as_str(),
+                Some(
+                    "Namespace" | "ClusterRole" | "ClusterRoleBinding" | "CustomResourceDefinition"
+                )
+            );
+            if !cluster_scoped {
+                o["metadata"]["namespace"] = Value::from(ns);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn default_assembles_crds_rbac_and_the_manager_in_one_namespace() {
+    let objs = build(&config().join("default"));
+    let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    for want in [
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Namespace",
+        "Deployment",
+    ] {
+        assert!(
+            kinds.contains(&want),
+            "config/default lacks a {want}: {kinds:?}"
+        );
+    }
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "CustomResourceDefinition")
+            .count(),
+        2
+    );
+    let ns = objs.iter().find(|o| o["kind"] == "Namespace").unwrap()["metadata"]["name"].clone();
+    for o in &objs {
+        if o["kind"] == "ClusterRoleBinding" || o["kind"] == "RoleBinding" {
+            assert_eq!(
+                o["subjects"][0]["namespace"], ns,
+                "binding subject in the operator namespace"
+            );
+        }
+        if o["metadata"]["namespace"].is_string() {
+            assert_eq!(o["metadata"]["namespace"], ns);
+        }
+    }
+}
+
+#[test]
+fn the_manager_uses_flags_the_binary_has_and_probes_it_serves() {
+    let objs = build(&config().join("manager"));
+    let d = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "run");
+    let bin = env!("CARGO_BIN_EXE_wardengate-operator");
+    let help = std::process::Command::new(bin)
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for a in &args[1..] {
+        let flag = a.split('=').next().unwrap();
+        assert!(help.contains(flag), "`run` has no {flag}:\n{help}");
+    }
+    assert!(
+        args.iter().any(|a| a.contains("0.0.0.0:8080")),
+        "kubelet probes reach the pod IP"
+    );
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let env: Vec<&str> = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        env.contains(&"POD_NAME") && env.contains(&"POD_NAMESPACE"),
+        "Lease identity and namespace"
+    );
+    assert!(
+        d["spec"]["replicas"].as_i64().unwrap() >= 2,
+        "a standby replica"
+    );
+}
