@@ -661,7 +661,7 @@ fn rbac_need(r: &Recorded) -> (String, String, String) {
 fn allowed(rules: &[k8s_openapi::api::rbac::v1::PolicyRule], r: &Recorded) -> bool {
     let (verb, group, resource) = rbac_need(r);
     rules.iter().any(|rule| {
-        rule.verbs.iter().any(|v| *v == verb)
+        rule.verbs.contains(&verb)
             && rule.api_groups.iter().flatten().any(|g| *g == group)
             && rule.resources.iter().flatten().any(|x| *x == resource)
             && rule
