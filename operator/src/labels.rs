@@ -9,6 +9,8 @@ pub const MANAGER: &str = "wardengate-operator";
 pub const INSTANCE: &str = "app.kubernetes.io/instance";
 /// Label naming the component (`control-plane`, `gateway`).
 pub const COMPONENT: &str = "app.kubernetes.io/component";
+/// Label naming the `GatewayPool` of gateway pods.
+pub const POOL: &str = "wardengate.io/pool";
 /// Label naming the zone a per-zone Deployment is pinned to.
 pub const ZONE: &str = "wardengate.io/zone";
 /// HTTPS port (API, relay, health).
@@ -80,6 +82,11 @@ pub mod names {
     /// PodDisruptionBudget.
     pub fn pdb(cluster: &str) -> String {
         format!("{cluster}-cp")
+    }
+
+    /// Gateway Deployment (and its Service and PDB) of a pool.
+    pub fn pool(pool: &str) -> String {
+        format!("{pool}-gw")
     }
 
     /// A zone name as a DNS-1123 label fragment.

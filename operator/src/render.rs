@@ -5,8 +5,8 @@
 use serde::Deserialize;
 use wardengate_crds::{GatewayPool, WardengateCluster};
 
-use crate::build::{Owned, SecretMaterial, cluster_objects};
-use crate::validate::{Invalid, validate};
+use crate::build::{Owned, SecretMaterial, cluster_objects, pool_objects};
+use crate::validate::{Invalid, ValidCluster, pool_version, validate, validate_pool};
 
 /// Why rendering failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,8 @@ impl Rendered {
 /// Renders every Wardengate resource in a YAML stream.
 pub fn render(input: &str) -> Result<Rendered, RenderError> {
     let mut out = Rendered::default();
+    let mut clusters: Vec<ValidCluster> = Vec::new();
+    let mut pools = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(input).enumerate() {
         let n = i + 1;
         let value = serde_json::Value::deserialize(doc).map_err(|e| RenderError::Parse {
@@ -82,16 +84,17 @@ pub fn render(input: &str) -> Result<Rendered, RenderError> {
                 );
                 out.objects
                     .extend(cluster_objects(&v, None, &SecretMaterial::default()));
+                clusters.push(v);
             }
             Some("GatewayPool") => {
                 let p: GatewayPool = serde_json::from_value(value).map_err(parse_err)?;
                 let name = p.metadata.name.clone().unwrap_or_default();
-                p.validate_cel().map_err(|e| RenderError::Invalid {
+                let vp = validate_pool(&p).map_err(|source| RenderError::Invalid {
                     kind: "GatewayPool",
                     name: name.clone(),
-                    source: Invalid::Admission(e.to_string()),
+                    source,
                 })?;
-                out.notes.push(format!("GatewayPool/{name}: valid; rendering gateway Deployments is not implemented yet"));
+                pools.push(vp);
             }
             other => {
                 return Err(RenderError::Parse {
@@ -102,6 +105,23 @@ pub fn render(input: &str) -> Result<Rendered, RenderError> {
                 });
             }
         }
+    }
+    // Pools after every cluster: a pool may come first in the file.
+    for p in pools {
+        let Some(c) = clusters
+            .iter()
+            .find(|c| c.name == p.cluster && c.namespace == p.namespace)
+        else {
+            out.notes.push(format!(
+                "GatewayPool/{}: valid; its WardengateCluster {}/{} is not in this file, so nothing is rendered for it",
+                p.name, p.namespace, p.cluster
+            ));
+            continue;
+        };
+        // With no cluster to ask, assume the cluster reports its spec version.
+        let version = pool_version(p.spec.version.as_deref(), Some(&c.spec.version))
+            .unwrap_or_else(|| c.spec.version.clone());
+        out.objects.extend(pool_objects(&p, c, &version, None));
     }
     Ok(out)
 }

@@ -9,7 +9,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use wardengate_crds::{RolloutStatus, WardengateClusterStatus};
+use wardengate_crds::{GatewayPoolStatus, RolloutStatus, WardengateClusterStatus};
 
 use crate::labels::{self, names};
 use crate::rollout::{Plan, Progress};
@@ -45,6 +45,10 @@ pub mod reasons {
     pub const HEALTHY: &str = "Healthy";
     /// The spec has warnings.
     pub const SPEC_WARNINGS: &str = "SpecWarnings";
+    /// A pool's cluster does not exist or is invalid.
+    pub const CLUSTER_NOT_FOUND: &str = "ClusterNotFound";
+    /// A pool waits for its cluster to report a version.
+    pub const WAITING_FOR_CLUSTER: &str = "WaitingForCluster";
 }
 
 /// The Deployments as the apply step left them (server responses, or the observed objects
@@ -281,4 +285,138 @@ pub fn stalled(
         ),
     ];
     s
+}
+
+/// kstatus conditions from one decision: `(ready, reconciling, stalled)` each as
+/// `(status, reason, message)`.
+type Verdict<'a> = (
+    (bool, &'a str, String),
+    (bool, &'a str, String),
+    (bool, &'a str, String),
+);
+
+fn conditions(
+    previous: &[Condition],
+    v: Verdict<'_>,
+    generation: i64,
+    now: &Time,
+) -> Vec<Condition> {
+    let (r, g, s) = v;
+    vec![
+        condition(previous, types::READY, r.0, r.1, r.2, generation, now),
+        condition(previous, types::RECONCILING, g.0, g.1, g.2, generation, now),
+        condition(previous, types::STALLED, s.0, s.1, s.2, generation, now),
+    ]
+}
+
+/// Status of a pool that cannot progress (`Stalled=True`) or waits (`Reconciling=True`).
+pub fn pool_blocked(
+    generation: i64,
+    stalled: bool,
+    reason: &str,
+    message: String,
+    previous: Option<&GatewayPoolStatus>,
+    now: &Time,
+) -> GatewayPoolStatus {
+    let prev = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
+    let mut s = previous.cloned().unwrap_or_default();
+    s.observed_generation = Some(generation);
+    s.phase = Some(if stalled { "Stalled" } else { "Pending" }.to_string());
+    s.conditions = conditions(
+        prev,
+        (
+            (false, reason, message.clone()),
+            (!stalled, reason, message.clone()),
+            (
+                stalled,
+                reason,
+                if stalled { message } else { String::new() },
+            ),
+        ),
+        generation,
+        now,
+    );
+    s
+}
+
+/// Status of a pool whose objects were applied.
+pub fn pool(
+    p: &crate::validate::ValidPool,
+    version: &str,
+    generation: i64,
+    applied: &Applied,
+    plan: &Plan,
+    previous: Option<&GatewayPoolStatus>,
+    now: &Time,
+) -> GatewayPoolStatus {
+    let prev = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
+    let ready: i32 = applied
+        .deployments()
+        .iter()
+        .map(|d| {
+            d.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+        })
+        .sum();
+    let complete = plan.done
+        && applied
+            .deployments()
+            .iter()
+            .all(|d| Progress::of(d).complete);
+    let want = p.spec.replicas;
+    let verdict: Verdict<'_> = if let Some(at) = &plan.stopped_at {
+        let m = format!(
+            "the rollout of {at} stopped: new pods did not become ready before the progress deadline"
+        );
+        (
+            (false, reasons::DEADLINE, m.clone()),
+            (false, reasons::DEADLINE, m.clone()),
+            (true, reasons::DEADLINE, m),
+        )
+    } else if complete {
+        let m = format!("{ready}/{want} gateways ready at version {version}");
+        (
+            (true, reasons::AVAILABLE, m.clone()),
+            (false, reasons::AVAILABLE, m),
+            (false, reasons::HEALTHY, String::new()),
+        )
+    } else if plan.paused {
+        let m = format!("rollout to {version} paused by spec.rollout.paused");
+        (
+            (false, reasons::PAUSED, m.clone()),
+            (true, reasons::PAUSED, m),
+            (false, reasons::HEALTHY, String::new()),
+        )
+    } else {
+        let m = format!("{ready}/{want} gateways ready, rolling to {version}");
+        (
+            (false, reasons::PROGRESSING, m.clone()),
+            (true, reasons::PROGRESSING, m),
+            (false, reasons::HEALTHY, String::new()),
+        )
+    };
+    let phase = if plan.stopped_at.is_some() {
+        "Degraded"
+    } else if complete {
+        "Ready"
+    } else if plan.paused {
+        "Paused"
+    } else {
+        "Progressing"
+    };
+    GatewayPoolStatus {
+        observed_generation: Some(generation),
+        conditions: conditions(prev, verdict, generation, now),
+        replicas: want,
+        ready_replicas: ready,
+        version: if complete {
+            Some(version.to_string())
+        } else {
+            previous.and_then(|s| s.version.clone())
+        },
+        phase: Some(phase.to_string()),
+        selector: Some(labels::selector_string(&crate::build::pool_selector(p))),
+    }
 }

@@ -130,6 +130,80 @@ pub fn validate(c: &WardengateCluster) -> Result<ValidCluster, Invalid> {
     })
 }
 
+/// A `GatewayPool` that passed validation, with derived values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidPool {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name of the `WardengateCluster` it serves (same namespace).
+    pub cluster: String,
+    /// The spec as given.
+    pub spec: wardengate_crds::GatewayPoolSpec,
+    /// `terminationGracePeriodSeconds`: explicit, or drain + margin.
+    pub grace_seconds: i64,
+}
+
+/// Validates a pool (admission rules and semantic checks).
+pub fn validate_pool(p: &wardengate_crds::GatewayPool) -> Result<ValidPool, Invalid> {
+    p.validate_cel()
+        .map_err(|e| Invalid::Admission(e.to_string()))?;
+    let name = p
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| field("metadata.name", "required"))?;
+    let namespace = p
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let cref = p
+        .spec
+        .cluster_ref
+        .clone()
+        .ok_or_else(|| field("spec.clusterRef", "required"))?;
+    if cref.namespace.as_ref().is_some_and(|ns| *ns != namespace) {
+        return Err(field(
+            "spec.clusterRef.namespace",
+            "a pool in another namespace needs the agent link to its control plane, which this \
+             operator version does not wire yet; create the pool in the cluster's namespace",
+        ));
+    }
+    if p.spec.replicas < 0 {
+        return Err(field("spec.replicas", "must not be negative"));
+    }
+    let grace_seconds = p
+        .spec
+        .termination_grace_period_seconds
+        .unwrap_or(p.spec.drain.timeout_seconds + GRACE_MARGIN_SECONDS);
+    Ok(ValidPool {
+        name,
+        namespace,
+        cluster: cref.name,
+        spec: p.spec.clone(),
+        grace_seconds,
+    })
+}
+
+/// The version a pool may run: the one it asks for (default: the cluster's), but never newer
+/// than the version its cluster reports. `None` while the cluster reports none yet.
+pub fn pool_version(asked: Option<&str>, cluster_reported: Option<&str>) -> Option<String> {
+    let reported = cluster_reported?;
+    let Some(asked) = asked else {
+        return Some(reported.to_string());
+    };
+    let parse = |v: &str| semver::Version::parse(v.trim_start_matches('v')).ok();
+    match (parse(asked), parse(reported)) {
+        (Some(a), Some(r)) if a <= r => Some(asked.to_string()),
+        (Some(_), Some(_)) => Some(reported.to_string()),
+        // Unordered tags: only the reported one is known to be safe.
+        _ if asked == reported => Some(asked.to_string()),
+        _ => Some(reported.to_string()),
+    }
+}
+
 /// Splits `replicas` over `zones` as evenly as possible (earlier zones get the remainder).
 pub fn placements(replicas: i32, zones: &[String]) -> Vec<(Option<String>, i32)> {
     if zones.is_empty() {
@@ -151,6 +225,24 @@ pub fn placements(replicas: i32, zones: &[String]) -> Vec<(Option<String>, i32)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pool_never_runs_newer_than_its_cluster_reports() {
+        assert_eq!(pool_version(None, None), None, "wait for the cluster");
+        assert_eq!(pool_version(None, Some("0.2.0")).as_deref(), Some("0.2.0"));
+        assert_eq!(
+            pool_version(Some("0.1.0"), Some("0.2.0")).as_deref(),
+            Some("0.1.0")
+        );
+        assert_eq!(
+            pool_version(Some("0.3.0"), Some("0.2.0")).as_deref(),
+            Some("0.2.0")
+        );
+        assert_eq!(
+            pool_version(Some("latest"), Some("0.2.0")).as_deref(),
+            Some("0.2.0")
+        );
+    }
 
     #[test]
     fn replicas_spread_over_zones() {

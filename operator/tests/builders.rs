@@ -424,3 +424,103 @@ fn invalid_resources_fail_with_the_field_named() {
             .contains("not a Wardengate resource")
     );
 }
+
+#[test]
+fn a_pool_renders_relay_only_gateways_on_its_node_pool_with_their_own_service_and_pdb() {
+    let yaml = format!(
+        "{}\n---\n{}",
+        example("remote-gateway-pool"),
+        example("three-zone-ha")
+    );
+    let objs = objects(&yaml);
+    let Owned::Deployment(d) = find(&objs, "Deployment/us-east-gw") else {
+        panic!()
+    };
+    let sel = d.spec.selector.match_labels.clone().unwrap();
+    assert_eq!(sel["app.kubernetes.io/component"], "gateway");
+    assert_eq!(sel["wardengate.io/pool"], "us-east");
+    assert_eq!(d.spec.replicas, Some(2));
+    let pod = d.spec.template.spec.as_ref().unwrap();
+    assert_eq!(
+        pod.node_selector.as_ref().unwrap()["wardengate.io/pool"],
+        "gateways"
+    );
+    assert_eq!(
+        pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
+        Some("dedicated")
+    );
+    let c = &pod.containers[0];
+    let role = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "WG_ROLE")
+        .unwrap();
+    assert_eq!(role.value.as_deref(), Some("gateway"));
+    assert!(
+        c.image.as_deref().unwrap().ends_with(":0.1.0"),
+        "the cluster's version"
+    );
+    assert!(
+        pod.topology_spread_constraints.as_ref().unwrap()[0]
+            .label_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()["wardengate.io/pool"]
+            == "us-east"
+    );
+    let Owned::Service(s) = find(&objs, "Service/us-east-gw") else {
+        panic!()
+    };
+    assert_eq!(s.spec.as_ref().unwrap().selector.as_ref().unwrap(), &sel);
+    let Owned::Pdb(b) = find(&objs, "PodDisruptionBudget/us-east-gw") else {
+        panic!()
+    };
+    assert_eq!(
+        b.spec
+            .as_ref()
+            .unwrap()
+            .selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap(),
+        &sel
+    );
+    // The control plane's Service does not select gateways.
+    let Owned::Service(cp) = find(&objs, "Service/wardengate") else {
+        panic!()
+    };
+    assert_eq!(
+        cp.spec.as_ref().unwrap().selector.as_ref().unwrap()["app.kubernetes.io/component"],
+        "control-plane"
+    );
+}
+
+#[test]
+fn a_pool_without_its_cluster_in_the_file_renders_nothing_and_says_why() {
+    let r = render(&example("remote-gateway-pool")).unwrap();
+    assert!(r.objects.is_empty());
+    assert!(
+        r.notes.iter().any(|n| n.contains("not in this file")),
+        "{:?}",
+        r.notes
+    );
+}
+
+#[test]
+fn a_pool_in_another_namespace_than_its_cluster_is_refused_naming_the_field() {
+    let yaml = example("remote-gateway-pool").replace(
+        "clusterRef: {name: wardengate}",
+        "clusterRef: {name: wardengate, namespace: elsewhere}",
+    );
+    let err = render(&yaml).unwrap_err();
+    assert!(
+        err.to_string().contains("spec.clusterRef.namespace"),
+        "{err}"
+    );
+}

@@ -737,3 +737,135 @@ async fn the_rbac_manifests_allow_every_request_the_operator_makes() {
         );
     }
 }
+
+const POOLS: &str = "wardengate.io/v1alpha1/gatewaypools";
+
+fn add_pool(fake: &FakeApi) {
+    let mut p: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(format!(
+            "{}/../examples/remote-gateway-pool.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    p["metadata"]["namespace"] = json!(NS);
+    fake.create(POOLS, p);
+}
+
+async fn reconcile_pool_once(fake: &FakeApi, ctx: &Arc<Context>) -> Vec<Recorded> {
+    let api: Api<wardengate_crds::GatewayPool> = Api::namespaced(fake.client("test"), NS);
+    let p = Arc::new(api.get("us-east").await.unwrap());
+    let mark = fake.mark();
+    controller::pool::reconcile(p, ctx.clone()).await.unwrap();
+    fake.requests_since(mark)
+        .into_iter()
+        .filter(|r| r.client == "op")
+        .collect()
+}
+
+fn pool_condition(fake: &FakeApi, type_: &str) -> (String, String) {
+    let p = fake.get(POOLS, Some(NS), "us-east").unwrap();
+    let c = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == type_)
+        .unwrap()
+        .clone();
+    (
+        c["status"].as_str().unwrap().into(),
+        c["reason"].as_str().unwrap().into(),
+    )
+}
+
+fn gateway_image(fake: &FakeApi) -> Option<String> {
+    fake.get(DEPLOYMENTS, Some(NS), "us-east-gw").map(|d| {
+        d["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    })
+}
+
+#[tokio::test]
+async fn a_pool_waits_for_its_cluster_and_never_runs_a_newer_version_than_it_reports() {
+    let fake = three_zones();
+    add_pool(&fake);
+    let ctx = context(&fake);
+
+    reconcile_pool_once(&fake, &ctx).await;
+    assert_eq!(
+        pool_condition(&fake, "Reconciling"),
+        ("True".into(), "WaitingForCluster".into())
+    );
+    assert_eq!(gateway_image(&fake), None);
+
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    deployments_become_ready(&fake);
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    let r = reconcile_pool_once(&fake, &ctx).await;
+    assert!(
+        gateway_image(&fake).unwrap().ends_with(":0.1.0"),
+        "{}",
+        summary(&r)
+    );
+    deployments_become_ready(&fake);
+    reconcile_pool_once(&fake, &ctx).await;
+    assert_eq!(
+        pool_condition(&fake, "Ready"),
+        ("True".into(), "Available".into())
+    );
+    let steady = reconcile_pool_once(&fake, &ctx).await;
+    assert!(writes(&steady).is_empty(), "{}", summary(&steady));
+    println!(
+        "steady pool, one reconcile ({} requests):\n{}",
+        steady.len(),
+        summary(&steady)
+    );
+
+    // The pool asks for a version its cluster does not run yet: capped.
+    fake.patch(
+        POOLS,
+        Some(NS),
+        "us-east",
+        json!({"spec": {"version": "0.2.0"}}),
+    );
+    reconcile_pool_once(&fake, &ctx).await;
+    assert!(gateway_image(&fake).unwrap().ends_with(":0.1.0"));
+
+    // Once the cluster reports 0.2.0 (all zones rolled), the pool follows.
+    fake.patch(
+        CLUSTERS,
+        Some(NS),
+        "wardengate",
+        json!({"spec": {"version": "0.2.0"}}),
+    );
+    for _ in 0..4 {
+        reconcile_once(&fake, &ctx, "wardengate").await;
+        deployments_become_ready(&fake);
+    }
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    assert_eq!(
+        fake.get(CLUSTERS, Some(NS), "wardengate").unwrap()["status"]["version"],
+        "0.2.0"
+    );
+    reconcile_pool_once(&fake, &ctx).await;
+    assert!(gateway_image(&fake).unwrap().ends_with(":0.2.0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_bring_a_pool_to_ready_after_its_cluster() {
+    let fake = three_zones();
+    add_pool(&fake);
+    let op = start(&fake, "op-a");
+    eventually("cluster and pool Ready", Duration::from_secs(20), || {
+        deployments_become_ready(&fake);
+        let p = fake.get(POOLS, Some(NS), "us-east").unwrap();
+        p["status"]["phase"] == "Ready"
+    })
+    .await;
+    assert!(gateway_image(&fake).unwrap().ends_with(":0.1.0"));
+    op.stop.send(true).unwrap();
+    op.task.await.unwrap();
+}

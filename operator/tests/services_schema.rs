@@ -54,6 +54,18 @@ fn every_example_renders_objects_that_pass_strict_schema_validation() {
         examples.len() >= 4,
         "expected the examples of issue 4, found {examples:?}"
     );
+    // The pool example serves the three-zone cluster: render them together too.
+    let both = dir.path().join("three-zone-ha-with-pool.yaml");
+    std::fs::write(
+        &both,
+        format!(
+            "{}\n---\n{}",
+            std::fs::read_to_string(root().join("examples/three-zone-ha.yaml")).unwrap(),
+            std::fs::read_to_string(root().join("examples/remote-gateway-pool.yaml")).unwrap()
+        ),
+    )
+    .unwrap();
+    examples.push(both);
     for ex in &examples {
         let rendered = wardengate_operator::render::render(&std::fs::read_to_string(ex).unwrap())
             .unwrap_or_else(|e| panic!("{}: {e}", ex.display()));

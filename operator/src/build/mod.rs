@@ -4,6 +4,7 @@
 //! fleets when the rendered template really changes).
 
 mod deployment;
+mod pool;
 mod service;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use serde::Serialize;
 use wardengate_crds::RedisMode;
 
 pub use deployment::{CONFIG_DIR, deployments};
+pub use pool::{GATEWAY, pool_objects, pool_selector};
 pub use service::service;
 
 use crate::labels::{self, names};
@@ -220,7 +222,8 @@ fn config_map(v: &ValidCluster, owner: &Option<OwnerReference>) -> ConfigMap {
 
 /// `maxUnavailable: 1`, `unhealthyPodEvictionPolicy: AlwaysAllow` (a broken pod never blocks a
 /// node drain); none below 2 replicas, where it could only deadlock drains.
-fn pdb(v: &ValidCluster, owner: &Option<OwnerReference>) -> Option<PodDisruptionBudget> {
+/// The PodDisruptionBudget: none below two replicas (it would block every node drain).
+pub fn pdb(v: &ValidCluster, owner: &Option<OwnerReference>) -> Option<PodDisruptionBudget> {
     (v.spec.replicas >= 2).then(|| PodDisruptionBudget {
         metadata: meta(v, names::pdb(&v.name), owner),
         spec: Some(PodDisruptionBudgetSpec {

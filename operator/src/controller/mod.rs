@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod observe;
+pub mod pool;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -17,10 +18,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use wardengate_crds::{WardengateCluster, WardengateClusterStatus};
+use wardengate_crds::{GatewayPool, WardengateCluster, WardengateClusterStatus};
 
 use crate::build::{self, Owned, SecretMaterial};
 use crate::labels::{MANAGER, names};
@@ -362,7 +364,7 @@ pub fn error_policy(c: Arc<WardengateCluster>, error: &Error, ctx: Arc<Context>)
     Action::requeue(wait)
 }
 
-/// Runs the controller until the returned future is dropped. `namespace` restricts it to one
+/// Runs both controllers (clusters and pools) until the returned future is dropped. `namespace` restricts it to one
 /// namespace; `concurrency` bounds parallel reconciles.
 pub async fn run(client: Client, namespace: Option<String>, concurrency: u16, ctx: Arc<Context>) {
     fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
@@ -376,7 +378,7 @@ pub async fn run(client: Client, namespace: Option<String>, concurrency: u16, ct
     }
     let owned =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
-    Controller::new(
+    let clusters = Controller::new(
         api::<WardengateCluster>(&client, &namespace),
         watcher::Config::default(),
     )
@@ -385,16 +387,54 @@ pub async fn run(client: Client, namespace: Option<String>, concurrency: u16, ct
     .owns(api::<ConfigMap>(&client, &namespace), owned.clone())
     .owns(api::<Secret>(&client, &namespace), owned.clone())
     .owns(api::<ServiceAccount>(&client, &namespace), owned.clone())
-    .owns(api::<PodDisruptionBudget>(&client, &namespace), owned)
+    .owns(
+        api::<PodDisruptionBudget>(&client, &namespace),
+        owned.clone(),
+    )
     .with_config(ControllerConfig::default().concurrency(concurrency))
-    .run(reconcile, error_policy, ctx)
+    .run(reconcile, error_policy, ctx.clone())
     .for_each(|r| async move {
         match r {
             Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
             Err(e) => tracing::debug!(error = %e, "reconcile error"),
         }
-    })
-    .await;
+    });
+    let pools = Controller::new(
+        api::<GatewayPool>(&client, &namespace),
+        watcher::Config::default(),
+    );
+    let pool_store = pools.store();
+    let pools = pools
+        .owns(api::<Deployment>(&client, &namespace), owned.clone())
+        .owns(api::<Service>(&client, &namespace), owned.clone())
+        .owns(api::<PodDisruptionBudget>(&client, &namespace), owned)
+        // A cluster's version or spec change reaches the pools that serve it.
+        .watches(
+            api::<WardengateCluster>(&client, &namespace),
+            watcher::Config::default(),
+            move |c| {
+                let ns = c.namespace();
+                let name = c.name_any();
+                pool_store
+                    .state()
+                    .into_iter()
+                    .filter(|p| {
+                        p.namespace() == ns
+                            && p.spec.cluster_ref.as_ref().is_some_and(|r| r.name == name)
+                    })
+                    .map(|p| ObjectRef::from_obj(&*p))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .run(pool::reconcile, pool::error_policy, ctx)
+        .for_each(|r| async move {
+            match r {
+                Ok((obj, _)) => tracing::debug!(pool = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        });
+    futures::join!(clusters, pools);
 }
 
 #[cfg(test)]

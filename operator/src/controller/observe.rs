@@ -32,7 +32,8 @@ pub struct Observed {
 /// Lists `K` objects of the cluster owned by `uid`.
 async fn owned<K>(
     client: &Client,
-    v: &ValidCluster,
+    namespace: &str,
+    selector: &str,
     uid: &str,
     out: &mut Observed,
 ) -> Result<Vec<K>, kube::Error>
@@ -43,14 +44,8 @@ where
         + Serialize
         + std::fmt::Debug,
 {
-    let api: Api<K> = Api::namespaced(client.clone(), &v.namespace);
-    let selector = format!(
-        "{}={},app.kubernetes.io/managed-by={}",
-        labels::INSTANCE,
-        v.name,
-        labels::MANAGER
-    );
-    let list = api.list(&ListParams::default().labels(&selector)).await?;
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let list = api.list(&ListParams::default().labels(selector)).await?;
     let mine: Vec<K> = list
         .items
         .into_iter()
@@ -113,16 +108,24 @@ pub async fn observe(
     uid: &str,
 ) -> Result<Observed, kube::Error> {
     let mut out = Observed::default();
-    owned::<ServiceAccount>(client, v, uid, &mut out).await?;
-    for s in owned::<Secret>(client, v, uid, &mut out).await? {
+    let ns = v.namespace.as_str();
+    let sel = format!(
+        "{}={},app.kubernetes.io/managed-by={}",
+        labels::INSTANCE,
+        v.name,
+        labels::MANAGER
+    );
+    let sel = sel.as_str();
+    owned::<ServiceAccount>(client, ns, sel, uid, &mut out).await?;
+    for s in owned::<Secret>(client, ns, sel, uid, &mut out).await? {
         out.secrets.insert(s.name_any(), s);
     }
-    owned::<ConfigMap>(client, v, uid, &mut out).await?;
-    for d in owned::<Deployment>(client, v, uid, &mut out).await? {
+    owned::<ConfigMap>(client, ns, sel, uid, &mut out).await?;
+    for d in owned::<Deployment>(client, ns, sel, uid, &mut out).await? {
         out.deployments.insert(d.name_any(), d);
     }
-    owned::<Service>(client, v, uid, &mut out).await?;
-    owned::<PodDisruptionBudget>(client, v, uid, &mut out).await?;
+    owned::<Service>(client, ns, sel, uid, &mut out).await?;
+    owned::<PodDisruptionBudget>(client, ns, sel, uid, &mut out).await?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &v.namespace);
     for (field, name) in referenced_secrets(v) {
         // Our own generated Secrets are never referenced by the spec.
@@ -133,5 +136,26 @@ pub async fn observe(
             out.missing.push((field, name));
         }
     }
+    Ok(out)
+}
+
+/// Reads the owned objects of a pool (a Deployment, a Service, a PDB).
+pub async fn observe_pool(
+    client: &Client,
+    namespace: &str,
+    pool: &str,
+    uid: &str,
+) -> Result<Observed, kube::Error> {
+    let mut out = Observed::default();
+    let sel = format!(
+        "{}={pool},app.kubernetes.io/managed-by={}",
+        labels::POOL,
+        labels::MANAGER
+    );
+    for d in owned::<Deployment>(client, namespace, &sel, uid, &mut out).await? {
+        out.deployments.insert(d.name_any(), d);
+    }
+    owned::<Service>(client, namespace, &sel, uid, &mut out).await?;
+    owned::<PodDisruptionBudget>(client, namespace, &sel, uid, &mut out).await?;
     Ok(out)
 }

@@ -1,0 +1,136 @@
+//! Gateway pools: relay-only replicas (`WG_ROLE=gateway`) for a cluster, on their own node pool
+//! (nodeSelector, tolerations), with the same probes, drain, surge-only rollout and PDB rules as
+//! the control plane, their own L4 Service, and the cluster's wiring (ConfigMap, Secrets).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{EnvVar, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+
+use super::{Owned, deployments, pdb, service};
+use crate::labels::{self, COMPONENT, POOL, names};
+use crate::validate::{ValidCluster, ValidPool};
+
+/// Component label value of gateway pods.
+pub const GATEWAY: &str = "gateway";
+
+/// Pod selector of a pool's gateways.
+pub fn pool_selector(p: &ValidPool) -> BTreeMap<String, String> {
+    let mut s = labels::selector(&p.cluster, GATEWAY);
+    s.insert(POOL.to_string(), p.name.clone());
+    s
+}
+
+/// Turns a control-plane selector or label set into the pool's.
+fn relabel(m: &mut BTreeMap<String, String>, p: &ValidPool) {
+    m.insert(COMPONENT.to_string(), GATEWAY.to_string());
+    m.insert(POOL.to_string(), p.name.clone());
+}
+
+fn relabel_selector(s: &mut Option<LabelSelector>, p: &ValidPool) {
+    if let Some(m) = s.as_mut().and_then(|s| s.match_labels.as_mut()) {
+        relabel(m, p);
+    }
+}
+
+/// The cluster's settings with the pool's replicas, drain, resources and version.
+fn as_cluster(p: &ValidPool, cluster: &ValidCluster, version: &str) -> ValidCluster {
+    let mut v = cluster.clone();
+    v.spec.version = version.to_string();
+    v.spec.replicas = p.spec.replicas;
+    v.spec.zones = Vec::new();
+    v.spec.drain = p.spec.drain.clone();
+    if p.spec.resources.is_some() {
+        v.spec.resources = p.spec.resources.clone();
+    }
+    v.grace_seconds = p.grace_seconds;
+    v.placements = vec![(None, p.spec.replicas)];
+    v
+}
+
+/// Every object a pool owns: its gateway Deployment, Service and (from two replicas) PDB.
+/// `version` is what [`crate::validate::pool_version`] allows.
+pub fn pool_objects(
+    p: &ValidPool,
+    cluster: &ValidCluster,
+    version: &str,
+    owner: Option<OwnerReference>,
+) -> Vec<Owned> {
+    let v = as_cluster(p, cluster, version);
+    let mut out = Vec::new();
+    let pool_labels = |m: &mut Option<BTreeMap<String, String>>| {
+        let m = m.get_or_insert_with(BTreeMap::new);
+        relabel(m, p);
+        m.insert(labels::INSTANCE.to_string(), p.cluster.clone());
+    };
+    if let Some(mut d) = deployments(&v, &owner).into_iter().next() {
+        gatewayify(&mut d, p);
+        d.metadata.name = Some(names::pool(&p.name));
+        pool_labels(&mut d.metadata.labels);
+        crate::rollout::stamp(&mut d);
+        out.push(Owned::Deployment(d));
+    }
+    let mut s: Service = service(&v, &owner);
+    s.metadata.name = Some(names::pool(&p.name));
+    pool_labels(&mut s.metadata.labels);
+    if let Some(spec) = s.spec.as_mut() {
+        spec.selector = Some(pool_selector(p));
+    }
+    out.push(Owned::Service(s));
+    if let Some(mut b) = pdb(&v, &owner) {
+        let b: &mut PodDisruptionBudget = &mut b;
+        b.metadata.name = Some(names::pool(&p.name));
+        pool_labels(&mut b.metadata.labels);
+        if let Some(spec) = b.spec.as_mut() {
+            relabel_selector(&mut spec.selector, p);
+        }
+        out.push(Owned::Pdb(b.clone()));
+    }
+    out
+}
+
+/// Makes a control-plane Deployment a gateway one: labels and selectors, role, placement.
+fn gatewayify(d: &mut Deployment, p: &ValidPool) {
+    let spec = &mut d.spec;
+    if let Some(m) = spec.selector.match_labels.as_mut() {
+        relabel(m, p);
+    }
+    if let Some(m) = spec.template.metadata.as_mut() {
+        relabel(m.labels.get_or_insert_with(BTreeMap::new), p);
+    }
+    let Some(pod) = spec.template.spec.as_mut() else {
+        return;
+    };
+    if !p.spec.node_selector.is_empty() {
+        pod.node_selector = Some(p.spec.node_selector.clone());
+    }
+    if !p.spec.tolerations.is_empty() {
+        pod.tolerations = Some(p.spec.tolerations.clone());
+    }
+    if let Some(aa) = pod
+        .affinity
+        .as_mut()
+        .and_then(|a| a.pod_anti_affinity.as_mut())
+        .and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_mut()
+        })
+    {
+        for t in aa {
+            relabel_selector(&mut t.pod_affinity_term.label_selector, p);
+        }
+    }
+    for t in pod.topology_spread_constraints.iter_mut().flatten() {
+        relabel_selector(&mut t.label_selector, p);
+    }
+    for c in &mut pod.containers {
+        // `env` wins over the ConfigMap's `envFrom`, so the shared ConfigMap stays one object.
+        c.env.get_or_insert_with(Vec::new).push(EnvVar {
+            name: "WG_ROLE".into(),
+            value: Some(GATEWAY.into()),
+            ..Default::default()
+        });
+    }
+}

@@ -1,0 +1,225 @@
+//! The `GatewayPool` controller: the same pipeline as the cluster's. Its one extra read is the
+//! cluster the pool serves, whose reported version caps the pool's.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use wardengate_crds::{GatewayPool, GatewayPoolStatus, WardengateCluster};
+
+use super::{Context, Error, RESYNC, apply, observe};
+use crate::build::{Owned, pool_objects};
+use crate::labels::MANAGER;
+use crate::rollout::{self, Progress, Wanted};
+use crate::status::{self, Applied, reasons};
+use crate::validate::{self, pool_version, validate_pool};
+
+fn key(p: &GatewayPool) -> String {
+    format!(
+        "pool {}/{}",
+        p.namespace().unwrap_or_default(),
+        p.name_any()
+    )
+}
+
+async fn publish(
+    ctx: &Context,
+    p: &GatewayPool,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &p.object_ref(&())).await {
+        tracing::warn!(pool = %key(p), error = %e, "could not record an event");
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    p: &GatewayPool,
+    status: &GatewayPoolStatus,
+) -> Result<bool, kube::Error> {
+    if p.status.as_ref() == Some(status) {
+        return Ok(false);
+    }
+    let api: Api<GatewayPool> =
+        Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": GatewayPool::api_version(&()),
+        "kind": GatewayPool::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &p.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn blocked(
+    ctx: &Context,
+    p: &GatewayPool,
+    stalled: bool,
+    reason: &str,
+    message: String,
+    now: &Time,
+) -> Result<(), kube::Error> {
+    let generation = p.metadata.generation.unwrap_or(0);
+    let s = status::pool_blocked(
+        generation,
+        stalled,
+        reason,
+        message.clone(),
+        p.status.as_ref(),
+        now,
+    );
+    if write_status(ctx, p, &s).await? && stalled {
+        publish(ctx, p, EventType::Warning, reason, "Validate", message).await;
+    }
+    Ok(())
+}
+
+/// One reconcile of one pool.
+pub async fn reconcile(p: Arc<GatewayPool>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&p, &ctx).await;
+    ctx.metrics.observe_reconcile(
+        if result.is_ok() { "ok" } else { "error" },
+        started.elapsed(),
+    );
+    if result.is_ok() {
+        ctx.backoff.succeed(&key(&p));
+    }
+    result
+}
+
+async fn reconcile_inner(p: &GatewayPool, ctx: &Context) -> Result<Action, Error> {
+    if p.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let generation = p.metadata.generation.unwrap_or(0);
+    let uid = p.uid().ok_or_else(|| Error::Metadata(key(p), "uid"))?;
+    let ns = p
+        .namespace()
+        .ok_or_else(|| Error::Metadata(key(p), "namespace"))?;
+    let vp = match validate_pool(p) {
+        Ok(v) => v,
+        Err(e) => {
+            ctx.metrics.invalid.inc();
+            blocked(ctx, p, true, reasons::INVALID, e.to_string(), &now).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    // Dereference the cluster; its changes reach this pool through a watch.
+    let clusters: Api<WardengateCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(cluster) = clusters.get_opt(&vp.cluster).await? else {
+        let m = format!(
+            "spec.clusterRef.name: WardengateCluster {ns}/{} not found",
+            vp.cluster
+        );
+        blocked(ctx, p, true, reasons::CLUSTER_NOT_FOUND, m, &now).await?;
+        return Ok(Action::await_change());
+    };
+    let vc = match validate::validate(&cluster) {
+        Ok(v) => v,
+        Err(e) => {
+            let m = format!("WardengateCluster {ns}/{} is invalid: {e}", vp.cluster);
+            blocked(ctx, p, true, reasons::CLUSTER_NOT_FOUND, m, &now).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let reported = cluster.status.as_ref().and_then(|s| s.version.clone());
+    let Some(version) = pool_version(vp.spec.version.as_deref(), reported.as_deref()) else {
+        let m = format!(
+            "waiting for WardengateCluster {ns}/{} to report a version",
+            vp.cluster
+        );
+        blocked(ctx, p, false, reasons::WAITING_FOR_CLUSTER, m, &now).await?;
+        return Ok(Action::await_change());
+    };
+    let observed = observe::observe_pool(&ctx.client, &ns, &vp.name, &uid).await?;
+    let desired = pool_objects(&vp, &vc, &version, p.controller_owner_ref(&()));
+    let wanted: Vec<Wanted> = desired
+        .iter()
+        .filter_map(|o| match o {
+            Owned::Deployment(d) => Some(Wanted {
+                name: d.name_any(),
+                zone: None,
+                template_hash: rollout::template_hash(d),
+            }),
+            _ => None,
+        })
+        .collect();
+    let progress: BTreeMap<String, Progress> = observed
+        .deployments
+        .iter()
+        .map(|(n, d)| (n.clone(), Progress::of(d)))
+        .collect();
+    let plan = rollout::plan(&wanted, &progress, vp.spec.rollout.paused);
+    let outcome = apply::apply(&ctx.client, &ns, &desired, &observed, &plan.hold).await?;
+    if !outcome.applied.is_empty() {
+        ctx.metrics.applied.inc_by(outcome.applied.len() as u64);
+        publish(
+            ctx,
+            p,
+            EventType::Normal,
+            "Applied",
+            "Apply",
+            format!("applied {}", outcome.applied.join(", ")),
+        )
+        .await;
+    }
+    if !outcome.deleted.is_empty() {
+        ctx.metrics.deleted.inc_by(outcome.deleted.len() as u64);
+        publish(
+            ctx,
+            p,
+            EventType::Normal,
+            "Pruned",
+            "Delete",
+            format!("deleted {}", outcome.deleted.join(", ")),
+        )
+        .await;
+    }
+    let applied = Applied {
+        deployments: wanted
+            .iter()
+            .filter_map(|w| outcome.deployments.get(&w.name).cloned())
+            .collect(),
+    };
+    let s = status::pool(
+        &vp,
+        &version,
+        generation,
+        &applied,
+        &plan,
+        p.status.as_ref(),
+        &now,
+    );
+    write_status(ctx, p, &s).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Backoff after a failed reconcile.
+pub fn error_policy(p: Arc<GatewayPool>, error: &Error, ctx: Arc<Context>) -> Action {
+    let wait = ctx.backoff.fail(&key(&p));
+    tracing::warn!(pool = %key(&p), error = %error, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
