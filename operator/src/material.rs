@@ -98,3 +98,46 @@ fn time_now() -> time::OffsetDateTime {
     // A minute back: nodes' clocks differ a little.
     time::OffsetDateTime::now_utc() - time::Duration::minutes(1)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+    #[test]
+    fn the_serving_certificate_verifies_against_the_ca_for_the_service_and_loopback() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let data = tls("wg", &serving_names("wg", "access")).unwrap();
+        let ca = CertificateDer::from_pem_slice(&data["ca.crt"].0).unwrap();
+        let leaf = CertificateDer::from_pem_slice(&data["tls.crt"].0).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca).unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder(std::sync::Arc::new(roots))
+            .build()
+            .unwrap();
+        for name in ["wg.access.svc", "wg", "127.0.0.1", "localhost"] {
+            verifier
+                .verify_server_cert(&leaf, &[], &ServerName::try_from(name).unwrap(), &[], UnixTime::now())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let wrong = verifier.verify_server_cert(&leaf, &[], &ServerName::try_from("other.svc").unwrap(), &[], UnixTime::now());
+        assert!(wrong.is_err());
+        assert!(String::from_utf8_lossy(&data["tls.key"].0).contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn internal_material_has_the_formats_the_gateway_reads() {
+        let d = internal();
+        let keys = String::from_utf8(d["keys"].0.clone()).unwrap();
+        let mut parts = keys.split_whitespace();
+        assert_eq!(parts.next(), Some("k1"));
+        assert_eq!(STANDARD.decode(parts.next().unwrap()).unwrap().len(), 32);
+        let token = String::from_utf8(d["admin-token"].0.clone()).unwrap();
+        assert!(token.starts_with("wg_") && token.len() == 46, "{token}");
+        assert_ne!(internal()["admin-token"], d["admin-token"], "random");
+    }
+}
