@@ -121,10 +121,22 @@ mod tests {
             .unwrap();
         for name in ["wg.access.svc", "wg", "127.0.0.1", "localhost"] {
             verifier
-                .verify_server_cert(&leaf, &[], &ServerName::try_from(name).unwrap(), &[], UnixTime::now())
+                .verify_server_cert(
+                    &leaf,
+                    &[],
+                    &ServerName::try_from(name).unwrap(),
+                    &[],
+                    UnixTime::now(),
+                )
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
-        let wrong = verifier.verify_server_cert(&leaf, &[], &ServerName::try_from("other.svc").unwrap(), &[], UnixTime::now());
+        let wrong = verifier.verify_server_cert(
+            &leaf,
+            &[],
+            &ServerName::try_from("other.svc").unwrap(),
+            &[],
+            UnixTime::now(),
+        );
         assert!(wrong.is_err());
         assert!(String::from_utf8_lossy(&data["tls.key"].0).contains("PRIVATE KEY"));
     }
