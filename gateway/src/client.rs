@@ -209,6 +209,53 @@ impl Client {
         self.call::<(), T>(Method::GET, path, None).await
     }
 
+    /// Follows the server-sent-event stream at `path` until the server closes it or `f` returns
+    /// false, calling `f` for each event. `last_event_id` resumes after that event (the server
+    /// replays the gap).
+    pub async fn events(
+        &self,
+        path: &str,
+        last_event_id: Option<&str>,
+        mut f: impl FnMut(SseEvent) -> bool,
+    ) -> Result<(), ClientError> {
+        // A stream has no overall deadline; the server's keep-alives show it is alive.
+        let mut req = self
+            .http
+            .get(format!("{}{path}", self.addr))
+            .timeout(Duration::from_secs(365 * 24 * 3600))
+            .header("accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| self.transport(error_chain(&e)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let retry = retry_after(resp.headers());
+            let text = resp.text().await.unwrap_or_default();
+            return Err(api_error(status.as_u16(), &text, retry));
+        }
+        let mut parser = SseParser::default();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    for e in parser.push(&chunk) {
+                        if !f(e) {
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.transport(error_chain(&e))),
+            }
+        }
+    }
+
     /// Opens the relay WebSocket of session `id`.
     pub async fn open_relay(&self, id: &str) -> Result<RelayStream, ClientError> {
         let token = self.token.as_ref().ok_or(ClientError::NoToken)?;
@@ -379,5 +426,87 @@ where
                 }
             }
         }
+    }
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    /// `id:` field (the resume point).
+    pub id: Option<String>,
+    /// `event:` field (`message` when absent).
+    pub event: String,
+    /// `data:` lines joined with newlines.
+    pub data: String,
+}
+
+/// An incremental `text/event-stream` parser: feed it bytes as they arrive.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    buf: Vec<u8>,
+    cur: SseEvent,
+    has_data: bool,
+}
+
+impl SseParser {
+    /// Adds bytes; returns the events they completed.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+        self.buf.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=nl).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if self.has_data {
+                    let mut e = std::mem::take(&mut self.cur);
+                    if e.event.is_empty() {
+                        e.event = "message".into();
+                    }
+                    out.push(e);
+                }
+                self.cur = SseEvent::default();
+                self.has_data = false;
+                continue;
+            }
+            if line.starts_with(':') {
+                continue; // comment / keep-alive
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => self.cur.id = Some(value.to_string()),
+                "event" => self.cur.event = value.to_string(),
+                "data" => {
+                    if self.has_data {
+                        self.cur.data.push('\n');
+                    }
+                    self.cur.data.push_str(value);
+                    self.has_data = true;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod sse_tests {
+    use super::*;
+
+    #[test]
+    fn events_split_across_chunks_keep_ids_kinds_and_multiline_data() {
+        let mut p = SseParser::default();
+        assert!(p.push(b"id: 7\nevent: approval.requested\nda").is_empty());
+        let evs = p.push(b"ta: {\"a\":1}\n\n: keep-alive\n\ndata: x\ndata: y\n\n");
+        assert_eq!(evs.len(), 2);
+        assert_eq!(evs[0].id.as_deref(), Some("7"));
+        assert_eq!(evs[0].event, "approval.requested");
+        assert_eq!(evs[0].data, "{\"a\":1}");
+        assert_eq!(
+            (evs[1].event.as_str(), evs[1].data.as_str()),
+            ("message", "x\ny")
+        );
     }
 }

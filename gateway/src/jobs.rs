@@ -5,7 +5,9 @@
 //! Postgres with an epoch taken at acquisition.
 //!
 //! Jobs: `cleanup` ends sessions whose replica stopped heartbeating (`replica_lost`) and
-//! authorisations that were never used (`expired`).
+//! authorisations that were never used (`expired`); `fanout` publishes the Postgres event outbox
+//! (approval requests and decisions, session starts and ends) to the Redis stream every
+//! replica's subscribers read, each event at most once (a fenced cursor).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,6 +24,11 @@ use crate::store::{Store, now_ms};
 
 /// Name (and fencing key) of the cleanup job.
 pub const CLEANUP: &str = "cleanup";
+/// Name (and fencing key) of the notification fan-out job.
+pub const FANOUT: &str = "fanout";
+/// Events kept in the Redis stream for subscribers that fall behind (older ones are replayed
+/// from Postgres).
+pub const STREAM_LEN: usize = 10_000;
 
 /// Settings of the job runner.
 #[derive(Debug, Clone)]
@@ -43,34 +50,40 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    /// Competes for the cleanup lease forever, running the job while holding it.
-    pub async fn run_cleanup(self) {
-        let key = format!("wg:lease:{CLEANUP}");
+    /// Competes for `job`'s lease forever, running its pass every `every` while holding it.
+    pub async fn run(self, job: &'static str, every: Duration) {
+        let key = format!("wg:lease:{job}");
         let token = format!("{}:{}", self.replica.id, uuid::Uuid::new_v4().simple());
         let mut held: Option<i64> = None;
-        let mut last_run = Instant::now() - self.every;
-        let mut tick = tokio::time::interval(self.lease_ttl / 3);
+        let mut last_run = Instant::now() - every;
+        let mut tick = tokio::time::interval((self.lease_ttl / 3).min(every));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_renew = Instant::now();
         loop {
             tick.tick().await;
             held = match held {
+                Some(epoch) if last_renew.elapsed() < self.lease_ttl / 3 => Some(epoch),
                 Some(epoch) => match self.live.lease_renew(&key, &token, self.lease_ttl).await {
-                    Ok(true) => Some(epoch),
+                    Ok(true) => {
+                        last_renew = Instant::now();
+                        Some(epoch)
+                    }
                     other => {
                         self.metrics.leader_leases.dec();
-                        tracing::warn!(event = "lease_lost", job = CLEANUP, epoch, error = ?other.err(), "lease lost");
+                        tracing::warn!(event = "lease_lost", job, epoch, error = ?other.err(), "lease lost");
                         None
                     }
                 },
                 None => match self.live.lease_acquire(&key, &token, self.lease_ttl).await {
-                    Ok(true) => match self.store.fence_job(CLEANUP, &self.replica.id).await {
+                    Ok(true) => match self.store.fence_job(job, &self.replica.id).await {
                         Ok(epoch) => {
+                            last_renew = Instant::now();
                             self.metrics.leader_leases.inc();
-                            tracing::info!(event = "lease_acquired", job = CLEANUP, epoch, replica = %self.replica.id);
+                            tracing::info!(event = "lease_acquired", job, epoch, replica = %self.replica.id);
                             Some(epoch)
                         }
                         Err(e) => {
-                            tracing::warn!(job = CLEANUP, error = %e, "cannot fence the job; releasing its lease");
+                            tracing::warn!(job, error = %e, "cannot fence the job; releasing its lease");
                             let _ = self.live.lease_release(&key, &token).await;
                             None
                         }
@@ -79,14 +92,48 @@ impl Jobs {
                 },
             };
             if let Some(epoch) = held
-                && last_run.elapsed() >= self.every
+                && last_run.elapsed() >= every
             {
                 last_run = Instant::now();
-                if let Err(e) = self.cleanup(epoch).await {
-                    tracing::warn!(job = CLEANUP, error = %e, "cleanup pass failed; retrying next tick");
+                let r = match job {
+                    CLEANUP => self.cleanup(epoch).await,
+                    FANOUT => self.fanout(epoch).await.map(|_| ()),
+                    _ => Ok(()),
+                };
+                if let Err(e) = r {
+                    tracing::warn!(job, error = %e, "job pass failed; retrying next tick");
                 }
             }
         }
+    }
+
+    /// One fan-out pass under fencing epoch `epoch`: claims the next outbox events by moving
+    /// the job's cursor (only a current epoch can), then publishes them. Returns how many.
+    pub async fn fanout(
+        &self,
+        epoch: i64,
+    ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+        let from = self.store.cursor(FANOUT).await?;
+        let events = self.store.events_after(from, 200).await?;
+        let Some(last) = events.last() else {
+            return Ok(0);
+        };
+        if !self
+            .store
+            .advance_cursor(FANOUT, from, last.id, epoch)
+            .await?
+        {
+            // Fenced out (a newer holder) or raced: not ours to publish.
+            return Ok(0);
+        }
+        for e in &events {
+            let doc = serde_json::to_string(e)?;
+            self.live
+                .stream_add(crate::live::EVENTS_STREAM, &doc, STREAM_LEN)
+                .await?;
+        }
+        self.metrics.events_published.inc_by(events.len() as u64);
+        Ok(events.len())
     }
 
     /// One cleanup pass under fencing epoch `epoch`.

@@ -30,6 +30,14 @@ pub struct Metrics {
     pub draining: IntGauge,
     /// Drains finished, by outcome (`drained`, `evicted`).
     pub drains: IntCounterVec,
+    /// Outbox events published to subscribers by the fan-out job on this replica.
+    pub events_published: IntCounter,
+    /// Approval decisions made through this replica, by decision.
+    pub approvals: IntCounterVec,
+    /// Recordings whose manifest this replica signed.
+    pub manifests_signed: IntCounter,
+    /// Recording chunks uploaded to object storage by this replica.
+    pub chunks_uploaded: IntCounter,
 }
 
 impl Metrics {
@@ -96,6 +104,26 @@ impl Metrics {
                 &["outcome"],
             )
             .unwrap_or_else(|_| unreachable_metric()),
+            events_published: IntCounter::new(
+                "wg_events_published_total",
+                "Outbox events published to subscribers by the fan-out job",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            approvals: IntCounterVec::new(
+                Opts::new("wg_approvals_total", "Approval decisions, by decision"),
+                &["decision"],
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            manifests_signed: IntCounter::new(
+                "wg_recording_manifests_signed_total",
+                "Recording manifests signed by the manifest job",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            chunks_uploaded: IntCounter::new(
+                "wg_recording_chunks_uploaded_total",
+                "Recording chunks uploaded to object storage",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
             registry,
         };
         for c in [
@@ -109,6 +137,10 @@ impl Metrics {
             Box::new(m.relays_ended.clone()),
             Box::new(m.draining.clone()),
             Box::new(m.drains.clone()),
+            Box::new(m.events_published.clone()),
+            Box::new(m.approvals.clone()),
+            Box::new(m.manifests_signed.clone()),
+            Box::new(m.chunks_uploaded.clone()),
         ] {
             let _ = m.registry.register(c);
         }

@@ -142,18 +142,22 @@ pub async fn run(
     checker.cycle().await;
     let checker_task = tokio::spawn(checker.run());
     let jobs_task = replica.role.has_api().then(|| {
-        tokio::spawn(
-            crate::jobs::Jobs {
-                store: parts.store.clone(),
-                live: parts.live.clone(),
-                replica: replica.clone(),
-                metrics: parts.metrics.clone(),
-                lease_ttl: Duration::from_secs(5),
-                every: Duration::from_secs(2),
-                lost_after: parts.replica_lost_after,
-            }
-            .run_cleanup(),
-        )
+        let jobs = crate::jobs::Jobs {
+            store: parts.store.clone(),
+            live: parts.live.clone(),
+            replica: replica.clone(),
+            metrics: parts.metrics.clone(),
+            lease_ttl: Duration::from_secs(5),
+            every: Duration::from_secs(2),
+            lost_after: parts.replica_lost_after,
+        };
+        let (cleanup, fanout) = (jobs.clone(), jobs);
+        tokio::spawn(async move {
+            tokio::join!(
+                cleanup.run(crate::jobs::CLEANUP, Duration::from_secs(2)),
+                fanout.run(crate::jobs::FANOUT, Duration::from_millis(250)),
+            );
+        })
     });
     let state = Arc::new(AppState {
         replica,

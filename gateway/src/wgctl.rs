@@ -100,6 +100,42 @@ pub enum Command {
         #[command(subcommand)]
         command: SystemCommand,
     },
+    /// Sessions waiting for an approver (needs an approver or admin token).
+    Approvals {
+        /// Subcommand.
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
+}
+
+/// `wgctl approvals …`.
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Pending requests, oldest first.
+    List,
+    /// Let session ID connect.
+    Approve {
+        /// Session id.
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// End session ID without connecting.
+    Deny {
+        /// Session id.
+        id: String,
+        /// Why (shown to the requester, kept in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Follow approval requests, decisions and session starts/ends as they happen (server-sent
+    /// events; reconnects and resumes where it left off). Stops after --count events if given.
+    Watch {
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
 }
 
 /// `wgctl targets …`
@@ -478,6 +514,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 );
             }
         }
+        Command::Approvals { command } => approvals(&client, command, json_out).await?,
         Command::System {
             command: SystemCommand::Status,
         } => {
@@ -491,6 +528,103 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+async fn approvals(
+    client: &Client,
+    command: ApprovalsCommand,
+    json_out: bool,
+) -> Result<(), ClientError> {
+    match command {
+        ApprovalsCommand::List => {
+            let pending: Vec<SessionRow> = client.get("/v1/approvals").await?;
+            if json_out {
+                print_json(&pending);
+            } else {
+                table(
+                    &["ID", "TARGET", "REQUESTER", "WAITING"],
+                    pending
+                        .into_iter()
+                        .map(|s| {
+                            let waited = (crate::store::now_ms() - s.created_at).max(0) / 1000;
+                            vec![s.id, s.target_name, s.token_id, format!("{waited}s")]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        ApprovalsCommand::Approve { id, reason } => {
+            decide(client, &id, "approve", &reason, json_out).await?
+        }
+        ApprovalsCommand::Deny { id, reason } => {
+            decide(client, &id, "deny", &reason, json_out).await?
+        }
+        ApprovalsCommand::Watch { count } => {
+            let mut seen = 0u64;
+            let mut last: Option<String> = None;
+            let quiet = !std::io::stderr().is_terminal();
+            loop {
+                let resume = last.clone();
+                let r = client
+                    .events("/v1/events", resume.as_deref(), |e| {
+                        if e.id.is_some() {
+                            last = e.id.clone();
+                        }
+                        if json_out {
+                            println!("{}", e.data);
+                        } else {
+                            let v: Value = serde_json::from_str(&e.data).unwrap_or_default();
+                            let detail: Value = v["detail"]
+                                .as_str()
+                                .and_then(|d| serde_json::from_str(d).ok())
+                                .unwrap_or_default();
+                            println!(
+                                "{:<20} {}  {}",
+                                e.event,
+                                v["subject"].as_str().unwrap_or_default(),
+                                detail
+                            );
+                        }
+                        seen += 1;
+                        count.is_none_or(|c| seen < c)
+                    })
+                    .await;
+                if count.is_some_and(|c| seen >= c) {
+                    return Ok(());
+                }
+                match r {
+                    // The server closed the stream (a replica restarting): resume elsewhere.
+                    Ok(()) => {}
+                    Err(e) if e.is_retryable() => note(quiet, &e),
+                    Err(e) => return Err(e),
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn decide(
+    client: &Client,
+    id: &str,
+    verb: &str,
+    reason: &str,
+    json_out: bool,
+) -> Result<(), ClientError> {
+    let r: crate::api::DecisionResult = client
+        .call(
+            Method::POST,
+            &format!("/v1/approvals/{id}/{verb}"),
+            Some(&json!({ "reason": reason })),
+        )
+        .await?;
+    if json_out {
+        print_json(&r);
+    } else {
+        println!("session {id} {}", r.decision.as_str());
     }
     Ok(())
 }

@@ -246,3 +246,150 @@ async fn replicas_starting_together_all_ensure_the_admin_token() {
         }
     }
 }
+
+async fn store(pg: &Postgres) -> Store {
+    let s = Store::connect(&pg.url(), Duration::from_secs(5)).unwrap();
+    s.migrate().await.unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrent_decisions_on_one_request_decide_it_exactly_once() {
+    use wardengate::store::{Decided, Decision};
+    let pg = Postgres::start().unwrap();
+    let s = store(&pg).await;
+    let mut row = session("p1", "t");
+    row.status = "pending".into();
+    s.create_session(&row).await.unwrap();
+    let attempts = (0..8).map(|i| {
+        let s = s.clone();
+        let d = if i % 2 == 0 {
+            Decision::Approved
+        } else {
+            Decision::Denied
+        };
+        async move {
+            s.decide("p1", d, &format!("approver-{i}"), "")
+                .await
+                .unwrap()
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let now: Vec<&Decided> = results
+        .iter()
+        .filter(|r| matches!(r, Decided::Now(_)))
+        .collect();
+    assert_eq!(now.len(), 1, "{results:?}");
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| matches!(r, Decided::Already(_)))
+            .count(),
+        7
+    );
+    let events = s.events_after(0, 100).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind.starts_with("approval."))
+            .count(),
+        1,
+        "{events:?}"
+    );
+    let after = s.session("p1").await.unwrap().unwrap();
+    assert!(
+        after.status == "authorized"
+            || (after.status == "ended" && after.end_reason.as_deref() == Some("denied")),
+        "{after:?}"
+    );
+    assert!(matches!(
+        s.decide("nope", Decision::Approved, "a", "").await.unwrap(),
+        Decided::NotPending
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn a_cursor_moves_only_for_the_current_epoch_and_only_once() {
+    let pg = Postgres::start().unwrap();
+    let s = store(&pg).await;
+    let old = s.fence_job("fanout", "r0").await.unwrap();
+    let new = s.fence_job("fanout", "r1").await.unwrap();
+    assert!(
+        !s.advance_cursor("fanout", 0, 5, old).await.unwrap(),
+        "a stale epoch cannot claim"
+    );
+    let racers = (0..6).map(|_| {
+        let s = s.clone();
+        async move { s.advance_cursor("fanout", 0, 5, new).await.unwrap() }
+    });
+    let won = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .filter(|w| *w)
+        .count();
+    assert_eq!(won, 1, "one claim of the same range");
+    assert_eq!(s.cursor("fanout").await.unwrap(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn a_cursor_following_concurrent_writers_never_skips_an_event() {
+    let pg = Postgres::start().unwrap();
+    let s = store(&pg).await;
+    const N: usize = 200;
+    // A writer whose commit is slow (a synchronous standby, a busy disk): it takes its id first
+    // and commits a second later, while the others keep writing.
+    let slow_url = pg.url();
+    let slow = std::thread::spawn(move || {
+        let sql = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({}); \
+             INSERT INTO events (at, kind, subject) VALUES (0, 'test', 'slow'); \
+             SELECT pg_sleep(1); COMMIT;",
+            wardengate::store::OUTBOX_LOCK
+        );
+        let out = std::process::Command::new("psql")
+            .arg(&slow_url)
+            .args(["-c", &sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let writers = (0..4).map(|w| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for i in 0..N / 4 {
+                s.emit("test", &format!("{w}-{i}"), &serde_json::json!({}))
+                    .await
+                    .unwrap();
+            }
+        })
+    });
+    let reader = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let (mut cursor, mut seen) = (0i64, 0usize);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while seen < N + 1 && Instant::now() < deadline {
+                let batch = s.events_after(cursor, 50).await.unwrap();
+                if let Some(last) = batch.last() {
+                    cursor = last.id;
+                    seen += batch.len();
+                }
+            }
+            seen
+        })
+    };
+    for w in writers {
+        w.await.unwrap();
+    }
+    slow.join().unwrap();
+    assert_eq!(
+        reader.await.unwrap(),
+        N + 1,
+        "the cursor passed an event committed after a later one"
+    );
+}

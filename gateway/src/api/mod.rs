@@ -1,7 +1,9 @@
 //! The HTTPS API on 8443: health, metrics, system status, the session API and the relay.
 
+mod approvals;
 mod auth;
 pub mod error;
+mod events;
 mod health;
 mod relay;
 mod sessions;
@@ -18,6 +20,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 
+pub use approvals::DecisionResult;
 pub use auth::Caller;
 pub use error::{ApiError, ErrorBody};
 pub use system::{DEFAULT_DRAIN_TIMEOUT, DRAIN_OUTCOME_HEADER, SystemStatus};
@@ -70,7 +73,17 @@ pub fn router(state: Arc<AppState>) -> Router {
             .route(
                 "/v1/sessions/{id}",
                 get(sessions::get).delete(sessions::terminate),
-            );
+            )
+            .route("/v1/approvals", get(approvals::list))
+            .route(
+                "/v1/approvals/{id}/approve",
+                axum::routing::post(approvals::approve),
+            )
+            .route(
+                "/v1/approvals/{id}/deny",
+                axum::routing::post(approvals::deny),
+            )
+            .route("/v1/events", get(events::stream));
     }
     if state.replica.role.has_relay() {
         r = r.route("/v1/sessions/{id}/relay", get(relay::relay));
@@ -81,6 +94,22 @@ pub fn router(state: Arc<AppState>) -> Router {
             count_requests,
         ))
         .with_state(state)
+}
+
+/// Appends an event to the outbox in the background: events inform subscribers, they never
+/// hold up or fail the request that caused them.
+pub(crate) fn emit(
+    st: &Arc<AppState>,
+    kind: &'static str,
+    subject: &str,
+    detail: serde_json::Value,
+) {
+    let (st, subject) = (st.clone(), subject.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = st.store.emit(kind, &subject, &detail).await {
+            tracing::warn!(kind, subject = %subject, error = %e, "could not record an event");
+        }
+    });
 }
 
 async fn count_requests(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {

@@ -70,10 +70,19 @@ pub async fn relay(
     match grant.state {
         GrantState::Authorized => {}
         GrantState::Pending => {
-            return Err(ApiError::conflict(
-                "approval_pending",
-                "the session is waiting for approval",
-            ));
+            // The durable decision wins over a live grant that missed its update (Redis was
+            // down when the approver decided).
+            let approved = st
+                .store
+                .session(&id)
+                .await?
+                .is_some_and(|s| s.status == "authorized");
+            if !approved {
+                return Err(ApiError::conflict(
+                    "approval_pending",
+                    "the session is waiting for approval",
+                ));
+            }
         }
         GrantState::Active => {
             return Err(ApiError::conflict(
@@ -113,6 +122,12 @@ pub async fn relay(
             "the session is already connected or ended",
         ));
     }
+    super::emit(
+        &st,
+        "session.started",
+        &id,
+        serde_json::json!({"session": id, "target": grant.target, "replica": st.replica.id}),
+    );
     let active = Grant {
         state: GrantState::Active,
         replica: Some(st.replica.id.clone()),
@@ -285,6 +300,12 @@ async fn run(st: Arc<AppState>, grant: Grant, socket: WebSocket, target: TcpStre
             tracing::error!(session = %id, "gave up recording the end of a session; the cleanup job will");
         });
     }
+    super::emit(
+        &st,
+        "session.ended",
+        &id,
+        serde_json::json!({"session": id, "reason": end.reason(), "bytes_up": up, "bytes_down": down, "replica": st.replica.id}),
+    );
     let _ = st.live.del(&session_key(&id)).await;
     drop(_guard);
     st.metrics.sessions_active.set(st.replica.relays());

@@ -97,6 +97,14 @@ pub async fn create(
         .audit(&caller.token_id, "session.authorize", &id, &target.name)
         .await;
     tracing::info!(event = "session_authorized", session = %id, target = %target.name, token = %caller.token_id, pending);
+    if pending {
+        super::emit(
+            &st,
+            "approval.requested",
+            &id,
+            serde_json::json!({"session": id, "target": target.name, "requester": caller.token_id}),
+        );
+    }
     let code = if pending {
         StatusCode::ACCEPTED
     } else {
@@ -174,5 +182,11 @@ pub async fn terminate(
         .audit(&caller.token_id, "session.terminate", &id, "")
         .await;
     tracing::info!(event = "session_terminated", session = %id, by = %caller.token_id);
+    super::emit(
+        &st,
+        "session.terminated",
+        &id,
+        serde_json::json!({"session": id, "by": caller.token_id}),
+    );
     Ok(Json(after))
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 struct Inner {
     values: HashMap<String, (String, Instant)>,
     hashes: HashMap<String, HashMap<String, String>>,
+    streams: HashMap<String, (u64, Vec<(u64, String)>)>,
 }
 
 /// A map with per-key expiry.
@@ -80,6 +81,49 @@ impl MemoryLive {
         if let Some(h) = self.lock().hashes.get_mut(key) {
             h.remove(field);
         }
+    }
+
+    pub(super) fn stream_add(&self, key: &str, value: &str, max_len: usize) -> String {
+        let mut g = self.lock();
+        let (seq, entries) = g.streams.entry(key.to_string()).or_default();
+        *seq += 1;
+        entries.push((*seq, value.to_string()));
+        if entries.len() > max_len {
+            let drop = entries.len() - max_len;
+            entries.drain(..drop);
+        }
+        format!("{seq}-0")
+    }
+
+    pub(super) fn stream_after(
+        &self,
+        key: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Vec<(String, String)> {
+        let after: u64 = after
+            .and_then(|a| a.split('-').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        self.lock()
+            .streams
+            .get(key)
+            .map(|(_, e)| {
+                e.iter()
+                    .filter(|(n, _)| *n > after)
+                    .take(count)
+                    .map(|(n, v)| (format!("{n}-0"), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(super) fn stream_last_id(&self, key: &str) -> Option<String> {
+        self.lock()
+            .streams
+            .get(key)
+            .and_then(|(_, e)| e.last())
+            .map(|(n, _)| format!("{n}-0"))
     }
 }
 

@@ -17,6 +17,9 @@ pub fn session_key(id: &str) -> String {
     format!("wg:session:{id}")
 }
 
+/// Stream the fan-out job publishes events to, and every replica's event subscribers read.
+pub const EVENTS_STREAM: &str = "wg:events";
+
 /// Hash holding one heartbeat field per replica.
 pub const HEARTBEATS_KEY: &str = "wg:replicas";
 
@@ -115,6 +118,41 @@ impl Live {
                 m.del(key);
                 Ok(())
             }
+        }
+    }
+
+    /// Appends `value` to the stream `key`, trimmed to about `max_len` entries; returns the
+    /// entry id.
+    pub async fn stream_add(
+        &self,
+        key: &str,
+        value: &str,
+        max_len: usize,
+    ) -> Result<String, LiveError> {
+        match self {
+            Live::Redis(r) => r.stream_add(key, value, max_len).await,
+            Live::Memory(m) => Ok(m.stream_add(key, value, max_len)),
+        }
+    }
+
+    /// Up to `count` entries of stream `key` after entry id `after` (from the start if `None`).
+    pub async fn stream_after(
+        &self,
+        key: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<(String, String)>, LiveError> {
+        match self {
+            Live::Redis(r) => r.stream_after(key, after, count).await,
+            Live::Memory(m) => Ok(m.stream_after(key, after, count)),
+        }
+    }
+
+    /// Id of the newest entry of stream `key`.
+    pub async fn stream_last_id(&self, key: &str) -> Result<Option<String>, LiveError> {
+        match self {
+            Live::Redis(r) => r.stream_last_id(key).await,
+            Live::Memory(m) => Ok(m.stream_last_id(key)),
         }
     }
 

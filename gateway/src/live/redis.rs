@@ -252,6 +252,62 @@ impl RedisLive {
             .map(|_| ())
     }
 
+    pub(super) async fn stream_add(
+        &self,
+        key: &str,
+        value: &str,
+        max_len: usize,
+    ) -> Result<String, LiveError> {
+        self.query(
+            redis::cmd("XADD")
+                .arg(key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(max_len)
+                .arg("*")
+                .arg("e")
+                .arg(value),
+        )
+        .await
+    }
+
+    pub(super) async fn stream_after(
+        &self,
+        key: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<(String, String)>, LiveError> {
+        let start = after.map(|a| format!("({a}")).unwrap_or_else(|| "-".into());
+        let entries: Vec<(String, Vec<String>)> = self
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count),
+            )
+            .await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(id, fields)| fields.get(1).cloned().map(|v| (id, v)))
+            .collect())
+    }
+
+    pub(super) async fn stream_last_id(&self, key: &str) -> Result<Option<String>, LiveError> {
+        let entries: Vec<(String, Vec<String>)> = self
+            .query(
+                redis::cmd("XREVRANGE")
+                    .arg(key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1),
+            )
+            .await?;
+        Ok(entries.into_iter().next().map(|(id, _)| id))
+    }
+
     pub(super) async fn ping(&self) -> Result<Duration, LiveError> {
         let start = Instant::now();
         if let Conn::Sentinel(s) = &self.conn {

@@ -7,6 +7,7 @@
 
 #[macro_use]
 mod rows;
+mod outbox;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
+pub use outbox::{ApprovalRow, Decided, Decision, EventRow, OUTBOX_LOCK};
 pub use rows::{SessionRow, SessionStatus, TargetRow, TokenRow};
 
 use crate::token::Role;

@@ -1,0 +1,241 @@
+//! Approvals end to end: a target that requires approval, a user's `wgctl connect` that waits,
+//! an approver who sees the request (list and the live `approvals watch` stream fed by the
+//! leased fan-out job) and decides; a pending request that outlives the replica that created it;
+//! a denial that `wgctl connect` reports with exit code 3.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wardengate_e2e::{Deps, Fleet, proxy_command};
+use wardengate_testkit::process::run;
+use wardengate_testkit::wait_until;
+
+const GATED: &str = "gated";
+
+fn token(fleet: &Fleet, role: &str) -> String {
+    let out = run(
+        &mut fleet.wgctl(&[
+            "-o", "json", "tokens", "create", "--role", role, "--name", role,
+        ]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+fn with_token(mut cmd: std::process::Command, token: &str) -> std::process::Command {
+    cmd.env("WG_TOKEN", token);
+    cmd
+}
+
+fn pending(fleet: &Fleet, approver: &str) -> Vec<Value> {
+    let out = run(
+        &mut with_token(fleet.wgctl(&["-o", "json", "approvals", "list"]), approver),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    serde_json::from_str(&out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gated_session_waits_for_an_approver_and_the_watch_stream_shows_it() {
+    let deps = Deps::start().unwrap();
+    let mut fleet = deps.fleet(2, &[]).await.unwrap();
+    let port = deps.sshd.port().to_string();
+    run(
+        &mut fleet.wgctl(&[
+            "targets",
+            "add",
+            GATED,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--require-approval",
+        ]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let user = token(&fleet, "user");
+    let approver = token(&fleet, "approver");
+
+    // The approver follows events through the load balancer.
+    let mut watch = with_token(
+        fleet.wgctl(&["-o", "json", "approvals", "watch", "--count", "3"]),
+        &approver,
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let watch_out = watch.stdout.take().unwrap();
+    let events = std::thread::spawn(move || {
+        BufReader::new(watch_out)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(&l.unwrap()).unwrap())
+            .collect::<Vec<_>>()
+    });
+    // Give the watcher time to subscribe before the request exists (it only sees new events).
+    wait_until("the watcher to connect", Duration::from_secs(10), || {
+        std::thread::sleep(Duration::from_millis(300));
+        true
+    })
+    .unwrap();
+
+    // The user connects: wgctl waits for the decision.
+    // The ssh host alias stays; the proxy command names the gated target.
+    let proxy = proxy_command().replace("%h", GATED);
+    let mut ssh = deps.sshd.ssh_via(&proxy, "echo approved-session").unwrap();
+    ssh.envs(fleet.wgctl_env())
+        .env("WG_TOKEN", &user)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let ssh = ssh.spawn().unwrap();
+    wait_until("the request to be pending", Duration::from_secs(30), || {
+        pending(&fleet, &approver).len() == 1
+    })
+    .unwrap();
+    let id = pending(&fleet, &approver)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eprintln!("pending: {id}");
+
+    // The requester cannot approve its own request.
+    let own = with_token(fleet.wgctl(&["approvals", "approve", &id]), &user)
+        .output()
+        .unwrap();
+    assert_eq!(
+        own.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&own.stderr)
+    );
+
+    let out = run(
+        &mut with_token(
+            fleet.wgctl(&["approvals", "approve", &id, "--reason", "change 42"]),
+            &approver,
+        ),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(out.contains("approved"), "{out}");
+    let ssh = ssh.wait_with_output().unwrap();
+    assert!(
+        ssh.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ssh.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ssh.stdout).trim(),
+        "approved-session"
+    );
+
+    // Deciding twice is refused.
+    let again = with_token(fleet.wgctl(&["approvals", "deny", &id]), &approver)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    eprintln!("approved and connected; waiting for the watcher's three events");
+    let ended = wait_until(
+        "the watcher to see three events",
+        Duration::from_secs(20),
+        || watch.try_wait().unwrap().is_some(),
+    );
+    if ended.is_err() {
+        let _ = watch.kill();
+    }
+    let events = events.join().unwrap();
+    assert!(ended.is_ok(), "the watcher saw only {events:#?}");
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["approval.requested", "approval.approved", "session.started"],
+        "{events:#?}"
+    );
+    assert!(events.iter().all(|e| e["subject"] == id.as_str()));
+    let ids: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ordered, no duplicates: {ids:?}"
+    );
+
+    // A denial ends the waiting connect with exit code 3 and the reason.
+    let mut ssh = deps.sshd.ssh_via(&proxy, "echo never").unwrap();
+    ssh.envs(fleet.wgctl_env())
+        .env("WG_TOKEN", &user)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let ssh = ssh.spawn().unwrap();
+    wait_until("a second request", Duration::from_secs(30), || {
+        pending(&fleet, &approver).len() == 1
+    })
+    .unwrap();
+    let id2 = pending(&fleet, &approver)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    run(
+        &mut with_token(
+            fleet.wgctl(&["approvals", "deny", &id2, "--reason", "not now"]),
+            &approver,
+        ),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let ssh = ssh.wait_with_output().unwrap();
+    assert!(!ssh.status.success());
+    assert!(
+        String::from_utf8_lossy(&ssh.stderr).contains("denied"),
+        "{}",
+        String::from_utf8_lossy(&ssh.stderr)
+    );
+
+    // A pending request outlives the replica that created it.
+    let r0 = wardengate::client::Client::new(
+        &fleet.replica_addr(0),
+        Some(&std::fs::read_to_string(fleet.wgctl_env()[1].1.clone()).unwrap()),
+        Some(user.clone()),
+    )
+    .unwrap();
+    let created: Value = r0
+        .call(
+            reqwest::Method::POST,
+            "/v1/sessions",
+            Some(&json!({"target": GATED})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created["status"], "pending");
+    let id3 = created["id"].as_str().unwrap().to_string();
+    fleet.kill9(0);
+    assert_eq!(pending(&fleet, &approver)[0]["id"], id3.as_str());
+    run(
+        &mut with_token(fleet.wgctl(&["approvals", "approve", &id3]), &approver),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let r1 = wardengate::client::Client::new(
+        &fleet.replica_addr(1),
+        Some(&std::fs::read_to_string(fleet.wgctl_env()[1].1.clone()).unwrap()),
+        Some(user),
+    )
+    .unwrap();
+    let relay = r1.open_relay(&id3).await;
+    assert!(
+        relay.is_ok(),
+        "the approved session connects through the surviving replica: {:?}",
+        relay.err()
+    );
+}

@@ -1,0 +1,266 @@
+//! Approval decisions, the event outbox and fenced job cursors.
+//!
+//! Events must become visible in id order, or a cursor could pass an id whose transaction
+//! commits later and skip it for good. On Postgres every event insert therefore takes one
+//! transaction-scoped advisory lock, so ids are assigned and committed in the same order
+//! (SQLite serialises writers anyway). Events are few; the lock costs nothing measurable.
+//!
+//! A decision and its event commit in one transaction with the session's new status, so a
+//! decision is never half-made. Events get increasing ids; the fan-out job walks them with a
+//! cursor it can only advance while its fencing epoch is current, so a job that lost its lease
+//! cannot publish an event a second time.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Backend, SessionRow, Store, StoreError, now_ms};
+
+/// Advisory lock key serialising outbox inserts on Postgres (every writer of `events` takes it).
+pub const OUTBOX_LOCK: i64 = 0x7767_6f75_7462_6f78; // "wgoutbox"
+
+async fn lock_outbox(
+    backend: Backend,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+) -> Result<(), sqlx::Error> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(OUTBOX_LOCK)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// An approver's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// The session may connect.
+    Approved,
+    /// The session ends.
+    Denied,
+}
+
+impl Decision {
+    /// Stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approved => "approved",
+            Decision::Denied => "denied",
+        }
+    }
+}
+
+/// A recorded decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct ApprovalRow {
+    /// Session decided on.
+    pub session_id: String,
+    /// `approved` or `denied`.
+    pub decision: String,
+    /// Token id of the approver.
+    pub decided_by: String,
+    /// Free text given with the decision.
+    pub reason: String,
+    /// Unix ms.
+    pub decided_at: i64,
+}
+
+/// One event of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct EventRow {
+    /// Increasing id (the SSE event id).
+    pub id: i64,
+    /// Unix ms.
+    pub at: i64,
+    /// `approval.requested`, `approval.approved`, `approval.denied`, `session.started`,
+    /// `session.ended`, `session.terminated`.
+    pub kind: String,
+    /// What it is about (a session id).
+    pub subject: String,
+    /// JSON details.
+    pub detail: String,
+}
+
+/// Outcome of [`Store::decide`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    /// This call decided; the session row after the change.
+    Now(SessionRow),
+    /// Someone decided before.
+    Already(ApprovalRow),
+    /// No pending session with that id.
+    NotPending,
+}
+
+impl Store {
+    /// Appends an event to the outbox.
+    pub async fn emit(
+        &self,
+        kind: &str,
+        subject: &str,
+        detail: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let (pool, backend) = (self.pool.clone(), self.backend);
+        let work = async move {
+            let mut tx = pool.begin().await?;
+            lock_outbox(backend, &mut tx).await?;
+            sqlx::query("INSERT INTO events (at, kind, subject, detail) VALUES ($1, $2, $3, $4)")
+                .bind(now_ms())
+                .bind(kind)
+                .bind(subject)
+                .bind(detail.to_string())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        };
+        self.bounded(work).await
+    }
+
+    /// Events with an id above `after`, oldest first.
+    pub async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+        self.bounded(
+            sqlx::query_as("SELECT id, at, kind, subject, detail FROM events WHERE id > $1 ORDER BY id LIMIT $2")
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool),
+        )
+        .await
+    }
+
+    /// Records `decision` on a pending session, atomically with its new status (`authorized`,
+    /// or `ended` with reason `denied`) and an `approval.<decision>` event.
+    pub async fn decide(
+        &self,
+        session_id: &str,
+        decision: Decision,
+        by: &str,
+        reason: &str,
+    ) -> Result<Decided, StoreError> {
+        let now = now_ms();
+        let (pool, backend) = (self.pool.clone(), self.backend);
+        let work = async move {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO approvals (session_id, decision, decided_by, reason, decided_at) \
+                 SELECT id, $2, $3, $4, $5 FROM sessions WHERE id = $1 AND status = 'pending' \
+                 ON CONFLICT (session_id) DO NOTHING",
+            )
+            .bind(session_id)
+            .bind(decision.as_str())
+            .bind(by)
+            .bind(reason)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                tx.rollback().await?;
+                return Ok::<bool, sqlx::Error>(false);
+            }
+            let update = match decision {
+                Decision::Approved => {
+                    "UPDATE sessions SET status = 'authorized' WHERE id = $1 AND status = 'pending'"
+                }
+                Decision::Denied => {
+                    "UPDATE sessions SET status = 'ended', end_reason = 'denied', ended_at = $2 \
+                     WHERE id = $1 AND status = 'pending'"
+                }
+            };
+            let mut q = sqlx::query(update).bind(session_id);
+            if decision == Decision::Denied {
+                q = q.bind(now);
+            }
+            q.execute(&mut *tx).await?;
+            lock_outbox(backend, &mut tx).await?;
+            sqlx::query("INSERT INTO events (at, kind, subject, detail) VALUES ($1, $2, $3, $4)")
+                .bind(now)
+                .bind(format!("approval.{}", decision.as_str()))
+                .bind(session_id)
+                .bind(
+                    serde_json::json!({"session": session_id, "by": by, "reason": reason})
+                        .to_string(),
+                )
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
+        };
+        if self.bounded(work).await? {
+            return Ok(match self.session(session_id).await? {
+                Some(row) => Decided::Now(row),
+                None => Decided::NotPending,
+            });
+        }
+        match self.approval(session_id).await? {
+            Some(a) => Ok(Decided::Already(a)),
+            None => Ok(Decided::NotPending),
+        }
+    }
+
+    /// The decision on a session, if any.
+    pub async fn approval(&self, session_id: &str) -> Result<Option<ApprovalRow>, StoreError> {
+        self.bounded(
+            sqlx::query_as(
+                "SELECT session_id, decision, decided_by, reason, decided_at FROM approvals WHERE session_id = $1",
+            )
+            .bind(session_id)
+            .fetch_optional(&self.pool),
+        )
+        .await
+    }
+
+    /// Where `job`'s cursor stands (0 before its first pass).
+    pub async fn cursor(&self, job: &str) -> Result<i64, StoreError> {
+        let row: Option<(i64,)> = self
+            .bounded(
+                sqlx::query_as("SELECT position FROM job_cursors WHERE job = $1")
+                    .bind(job)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        Ok(row.map(|r| r.0).unwrap_or(0))
+    }
+
+    /// Moves `job`'s cursor from `from` to `to` if it still stands at `from` and `epoch` is the
+    /// job's current fencing epoch. Returns whether this call moved it: only then may the
+    /// caller act on the events in between, so each is acted on at most once.
+    pub async fn advance_cursor(
+        &self,
+        job: &str,
+        from: i64,
+        to: i64,
+        epoch: i64,
+    ) -> Result<bool, StoreError> {
+        self.bounded(
+            sqlx::query("INSERT INTO job_cursors (job, position) VALUES ($1, 0) ON CONFLICT (job) DO NOTHING")
+                .bind(job)
+                .execute(&self.pool),
+        )
+        .await?;
+        let r = self
+            .bounded(
+                sqlx::query(
+                    "UPDATE job_cursors SET position = $1 WHERE job = $2 AND position = $3 \
+                     AND EXISTS (SELECT 1 FROM job_fences WHERE job = $2 AND epoch = $4)",
+                )
+                .bind(to)
+                .bind(job)
+                .bind(from)
+                .bind(epoch)
+                .execute(&self.pool),
+            )
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Sessions waiting for an approver, oldest first.
+    pub async fn pending_sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
+        self.bounded(
+            sqlx::query_as(select_sessions!(
+                "WHERE status = 'pending' ORDER BY created_at"
+            ))
+            .fetch_all(&self.pool),
+        )
+        .await
+    }
+}
