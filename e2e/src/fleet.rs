@@ -141,6 +141,9 @@ impl Fleet {
                 &format!("r{i}"),
                 "--health-interval",
                 "500ms",
+                // Per replica and kept across its restarts, like a pod's emptyDir.
+                "--recordings-spool",
+                &dir.join(format!("spool-r{i}")).display().to_string(),
             ]
             .iter()
             .map(|s| s.to_string())

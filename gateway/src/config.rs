@@ -40,9 +40,18 @@ pub struct ServeArgs {
     /// File holding the bootstrap admin token (at least 24 characters).
     #[arg(long, env = "WG_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
-    /// Where recordings go: file:///path or s3://bucket/prefix.
+    /// Where recordings go: file:///path or s3://bucket/prefix (S3 credentials and region from
+    /// the usual AWS_* variables). Unset: sessions are not recorded.
     #[arg(long, env = "WG_RECORDINGS_URL")]
     pub recordings_url: Option<String>,
+    /// Local spool for recording chunks not yet uploaded; per replica, kept across restarts
+    /// (default: <temp dir>/wardengate-spool/<replica id>).
+    #[arg(long, env = "WG_RECORDINGS_SPOOL")]
+    pub recordings_spool: Option<PathBuf>,
+    /// A recording whose replica died before finishing its upload is signed as incomplete
+    /// after this long.
+    #[arg(long, env = "WG_RECORDING_SEAL_AFTER", default_value = "10m")]
+    pub recording_seal_after: String,
     /// Postgres statement_timeout for every connection (also bounds calls client-side).
     #[arg(long, env = "WG_STATEMENT_TIMEOUT", default_value = "5s")]
     pub statement_timeout: String,
@@ -101,6 +110,10 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// Recordings destination.
     pub recordings_url: Option<String>,
+    /// Recording spool directory.
+    pub recordings_spool: PathBuf,
+    /// Grace before an unfinished recording is signed as incomplete.
+    pub recording_seal_after: Duration,
     /// statement_timeout.
     pub statement_timeout: Duration,
     /// Replica id.
@@ -283,6 +296,18 @@ impl ServeArgs {
             Some(_) => return Err(err("replica-id", "WG_REPLICA_ID", "must not be empty")),
             None => default_replica_id(),
         };
+        let recording_seal_after = parse_duration(
+            "recording-seal-after",
+            "WG_RECORDING_SEAL_AFTER",
+            &self.recording_seal_after,
+            Duration::from_secs(1),
+            Duration::from_secs(7 * 86_400),
+        )?;
+        let recordings_spool = self.recordings_spool.clone().unwrap_or_else(|| {
+            std::env::temp_dir()
+                .join("wardengate-spool")
+                .join(&replica_id)
+        });
         Ok(ServeConfig {
             role: self.role,
             listen,
@@ -293,6 +318,8 @@ impl ServeArgs {
             keyring,
             admin_token,
             recordings_url: self.recordings_url.clone(),
+            recordings_spool,
+            recording_seal_after,
             statement_timeout,
             replica_id,
             health_interval,

@@ -38,6 +38,9 @@ pub enum DevError {
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The recordings directory could not be used.
+    #[error(transparent)]
+    Recordings(#[from] crate::recording::RecordingError),
 }
 
 /// Options of `wardengate dev`.
@@ -148,7 +151,15 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         ca = abs(&dir.join("dev-cert.pem")).display(),
         tok = abs(&token_path).display(),
     );
+    // Recordings on by default in dev: into the data directory.
+    let recordings = crate::recording::Recordings::open(
+        &format!("file://{}", abs(&dir.join("recordings")).display()),
+        dir.join("spool"),
+        metrics.chunks_uploaded.clone(),
+    )?;
     let parts = Parts {
+        recordings: Some(recordings),
+        recording_seal_after: Duration::from_secs(60),
         replica_id,
         role: Role::All,
         store,

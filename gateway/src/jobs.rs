@@ -24,6 +24,8 @@ use crate::store::{Store, now_ms};
 
 /// Name (and fencing key) of the cleanup job.
 pub const CLEANUP: &str = "cleanup";
+/// Name (and fencing key) of the recording-manifest signing job.
+pub const MANIFESTS: &str = "manifests";
 /// Name (and fencing key) of the notification fan-out job.
 pub const FANOUT: &str = "fanout";
 /// Events kept in the Redis stream for subscribers that fall behind (older ones are replayed
@@ -47,6 +49,12 @@ pub struct Jobs {
     pub every: Duration,
     /// A replica whose heartbeat is older than this is gone; its sessions end as `replica_lost`.
     pub lost_after: Duration,
+    /// Recording storage (the manifest job runs only with it).
+    pub recordings: Option<crate::recording::Recordings>,
+    /// Keys that sign manifests.
+    pub keyring: crate::signing::Keyring,
+    /// An ended recording without its end marker is signed as incomplete after this long.
+    pub seal_after: Duration,
 }
 
 impl Jobs {
@@ -98,6 +106,7 @@ impl Jobs {
                 let r = match job {
                     CLEANUP => self.cleanup(epoch).await,
                     FANOUT => self.fanout(epoch).await.map(|_| ()),
+                    MANIFESTS => self.sign_manifests(epoch).await.map(|_| ()),
                     _ => Ok(()),
                 };
                 if let Err(e) = r {
@@ -105,6 +114,41 @@ impl Jobs {
                 }
             }
         }
+    }
+
+    /// One manifest pass under fencing epoch `epoch`: every ended session whose recording is
+    /// complete in object storage (or whose replica never finished it, after the grace) gets a
+    /// signed manifest, claimed in Postgres first so it is signed once. Returns how many.
+    pub async fn sign_manifests(
+        &self,
+        epoch: i64,
+    ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+        let Some(rec) = &self.recordings else {
+            return Ok(0);
+        };
+        let mut signed = 0;
+        for r in self.store.unsigned_recordings().await? {
+            let finished = rec.has_end(&r.session_id).await?;
+            let overdue = now_ms() - r.ended_at >= self.seal_after.as_millis() as i64;
+            if !finished && !overdue {
+                continue;
+            }
+            let manifest = rec.manifest(&r.session_id).await?;
+            let (doc, sha) =
+                crate::recording::Recordings::signed_document(&manifest, &self.keyring);
+            if !self
+                .store
+                .claim_signature(&r.session_id, &sha, manifest.complete, MANIFESTS, epoch)
+                .await?
+            {
+                continue;
+            }
+            rec.put_manifest(&r.session_id, doc).await?;
+            self.metrics.manifests_signed.inc();
+            signed += 1;
+            tracing::info!(event = "recording_signed", session = %r.session_id, complete = manifest.complete, objects = manifest.objects.len(), epoch);
+        }
+        Ok(signed)
     }
 
     /// One fan-out pass under fencing epoch `epoch`: claims the next outbox events by moving

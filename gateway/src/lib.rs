@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod live;
 pub mod logging;
 pub mod metrics;
+pub mod recording;
 pub mod redis_url;
 pub mod relay_protocol;
 pub mod replica;

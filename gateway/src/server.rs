@@ -42,6 +42,10 @@ pub enum ServeError {
 /// The parts a replica is made of.
 #[derive(Debug)]
 pub struct Parts {
+    /// Recording storage, when sessions are recorded.
+    pub recordings: Option<crate::recording::Recordings>,
+    /// Grace before an unfinished recording is signed as incomplete.
+    pub recording_seal_after: Duration,
     /// Replica id.
     pub replica_id: String,
     /// Role.
@@ -150,15 +154,41 @@ pub async fn run(
             lease_ttl: Duration::from_secs(5),
             every: Duration::from_secs(2),
             lost_after: parts.replica_lost_after,
+            recordings: parts.recordings.clone(),
+            keyring: parts.keyring.clone(),
+            seal_after: parts.recording_seal_after,
         };
-        let (cleanup, fanout) = (jobs.clone(), jobs);
+        let (cleanup, fanout, manifests) = (jobs.clone(), jobs.clone(), jobs);
         tokio::spawn(async move {
+            let sign = async {
+                if manifests.recordings.is_some() {
+                    manifests
+                        .run(crate::jobs::MANIFESTS, Duration::from_secs(1))
+                        .await;
+                }
+            };
             tokio::join!(
                 cleanup.run(crate::jobs::CLEANUP, Duration::from_secs(2)),
                 fanout.run(crate::jobs::FANOUT, Duration::from_millis(250)),
+                sign,
             );
         })
     });
+    // Uploads left over from an earlier run first, then a retry loop for failed uploads.
+    if let Some(rec) = parts.recordings.clone() {
+        tokio::spawn(async move {
+            let mut at_startup = true;
+            loop {
+                match rec.resume_spool(at_startup).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(event = "recordings_resumed", objects = n, at_startup),
+                    Err(e) => tracing::warn!(error = %e, "recording spool upload failed; retrying"),
+                }
+                at_startup = false;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+        });
+    }
     let state = Arc::new(AppState {
         replica,
         store: parts.store,
@@ -168,6 +198,7 @@ pub async fn run(
         health,
         dial_timeout: Duration::from_secs(10),
         relay_poll: parts.health_interval.max(Duration::from_millis(500)),
+        recordings: parts.recordings.clone(),
     });
     let handle = Handle::new();
     let h = handle.clone();
@@ -176,12 +207,18 @@ pub async fn run(
         state.metrics.clone(),
         parts.drain_timeout,
     );
+    let flush = state.recordings.clone();
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!(event = "shutdown_requested", drain_timeout = ?drain_timeout, "draining before shutdown");
         let deadline = replica.begin_drain(drain_timeout);
         metrics.draining.set(1);
         let outcome = replica.wait_drained(deadline).await;
+        if let Some(rec) = &flush {
+            // Finished sessions' recordings go up now if they can; the rest stay spooled for
+            // the next start.
+            let _ = tokio::time::timeout(Duration::from_secs(10), rec.resume_spool(false)).await;
+        }
         tracing::info!(event = "shutting_down", outcome = ?outcome);
         h.graceful_shutdown(Some(Duration::from_secs(10)));
     });

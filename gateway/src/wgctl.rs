@@ -100,11 +100,28 @@ pub enum Command {
         #[command(subcommand)]
         command: SystemCommand,
     },
+    /// Session recordings (needs an approver or admin token).
+    Recordings {
+        /// Subcommand.
+        #[command(subcommand)]
+        command: RecordingsCommand,
+    },
     /// Sessions waiting for an approver (needs an approver or admin token).
     Approvals {
         /// Subcommand.
         #[command(subcommand)]
         command: ApprovalsCommand,
+    },
+}
+
+/// `wgctl recordings …`.
+#[derive(Debug, Subcommand)]
+pub enum RecordingsCommand {
+    /// Check the signature of session ID's recording manifest and the hash of every chunk.
+    /// Exit code 0 when everything verifies, 1 with the problems listed otherwise.
+    Verify {
+        /// Session id.
+        id: String,
     },
 }
 
@@ -515,6 +532,40 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             }
         }
         Command::Approvals { command } => approvals(&client, command, json_out).await?,
+        Command::Recordings {
+            command: RecordingsCommand::Verify { id },
+        } => {
+            let v: crate::recording::Verification =
+                client.get(&format!("/v1/recordings/{id}/verify")).await?;
+            if json_out {
+                print_json(&v);
+            } else if v.ok {
+                println!(
+                    "recording {id}: OK — signature valid (key {}), {} objects, {} bytes, {}",
+                    v.key_id.clone().unwrap_or_default(),
+                    v.objects,
+                    v.bytes,
+                    if v.complete {
+                        "complete"
+                    } else {
+                        "INCOMPLETE (its replica died before finishing)"
+                    }
+                );
+            } else {
+                println!("recording {id}: FAILED");
+                for p in &v.problems {
+                    println!("  {p}");
+                }
+            }
+            if !v.ok {
+                return Err(ClientError::Api {
+                    status: 422,
+                    code: "recording_invalid".into(),
+                    message: format!("recording {id} did not verify: {}", v.problems.join("; ")),
+                    retry_after: None,
+                });
+            }
+        }
         Command::System {
             command: SystemCommand::Status,
         } => {

@@ -67,6 +67,8 @@ fn init_logging(format: &str) {
 
 fn run(args: RunArgs) -> ExitCode {
     init_logging(&args.log_format);
+    // Other crates in a workspace build may enable a second rustls provider; choose one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

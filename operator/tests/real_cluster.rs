@@ -45,6 +45,7 @@ async fn the_operator_reconciles_a_cluster_on_a_real_apiserver() {
         eprintln!("skipped: set WG_REAL_CLUSTER=1 with a kubeconfig to run the real-cluster suite");
         return;
     }
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = kube::Client::try_default()
         .await
         .expect("a kubeconfig or in-cluster config");

@@ -5,6 +5,7 @@ mod auth;
 pub mod error;
 mod events;
 mod health;
+mod recordings;
 mod relay;
 mod sessions;
 mod system;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub dial_timeout: Duration,
     /// How often a relay re-reads its grant (termination, state loss).
     pub relay_poll: Duration,
+    /// Recording storage, when sessions are recorded.
+    pub recordings: Option<crate::recording::Recordings>,
 }
 
 /// Builds the router for `state`'s role.
@@ -83,7 +86,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "/v1/approvals/{id}/deny",
                 axum::routing::post(approvals::deny),
             )
-            .route("/v1/events", get(events::stream));
+            .route("/v1/events", get(events::stream))
+            .route("/v1/recordings/{id}/verify", get(recordings::verify));
     }
     if state.replica.role.has_relay() {
         r = r.route("/v1/sessions/{id}/relay", get(relay::relay));

@@ -149,6 +149,41 @@ pub async fn relay(
             .await;
         return Err(e.into());
     }
+    let recorder = match &st.recordings {
+        None => None,
+        Some(rec) => {
+            let meta = crate::recording::Meta {
+                session: id.clone(),
+                target: grant.target.clone(),
+                address: format!("{}:{}", grant.host, grant.port),
+                token_id: grant.token_id.clone(),
+                replica: st.replica.id.clone(),
+                started_ms: now_ms(),
+                note: "bytes as relayed; for SSH and TLS targets they are ciphertext".into(),
+            };
+            let started = match st.store.start_recording(&id, &st.replica.id).await {
+                Ok(()) => rec.start(&meta).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match started {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    // No unrecorded sessions when recording is on.
+                    tracing::error!(session = %id, error = %e, "cannot record the session; refusing it");
+                    let _ = st
+                        .store
+                        .end_session(&id, &st.replica.id, 0, 0, "recording_unavailable")
+                        .await;
+                    let _ = st.live.del(&key).await;
+                    return Err(ApiError::unavailable(
+                        "recording_unavailable",
+                        format!("the session cannot be recorded: {e}"),
+                        5,
+                    ));
+                }
+            }
+        }
+    };
     let failed = st.clone();
     let failed_id = id.clone();
     Ok(ws
@@ -163,7 +198,7 @@ pub async fn relay(
                 let _ = failed.live.del(&session_key(&failed_id)).await;
             });
         })
-        .on_upgrade(move |socket| run(st, active, socket, target)))
+        .on_upgrade(move |socket| run(st, active, socket, target, recorder)))
 }
 
 /// Why a relay ended, and the close frame that tells the client.
@@ -206,7 +241,13 @@ impl End {
     }
 }
 
-async fn run(st: Arc<AppState>, grant: Grant, socket: WebSocket, target: TcpStream) {
+async fn run(
+    st: Arc<AppState>,
+    grant: Grant,
+    socket: WebSocket,
+    target: TcpStream,
+    recorder: Option<crate::recording::Recorder>,
+) {
     let id = grant.session_id.clone();
     let _guard = st.replica.relay_guard();
     st.metrics.sessions_active.set(st.replica.relays());
@@ -219,6 +260,9 @@ async fn run(st: Arc<AppState>, grant: Grant, socket: WebSocket, target: TcpStre
         while let Some(msg) = ws_rx.next().await {
             match msg {
                 Ok(Message::Binary(b)) => {
+                    if let Some(r) = &recorder {
+                        r.record(crate::recording::Direction::Up, &b);
+                    }
                     if tcp_tx.write_all(&b).await.is_err() {
                         return End::TargetClosed;
                     }
@@ -240,6 +284,9 @@ async fn run(st: Arc<AppState>, grant: Grant, socket: WebSocket, target: TcpStre
             match tcp_rx.read(&mut buf).await {
                 Ok(0) | Err(_) => return End::TargetClosed,
                 Ok(n) => {
+                    if let Some(r) = &recorder {
+                        r.record(crate::recording::Direction::Down, &buf[..n]);
+                    }
                     if ws_tx
                         .send(Message::Binary(buf[..n].to_vec().into()))
                         .await
@@ -258,6 +305,9 @@ async fn run(st: Arc<AppState>, grant: Grant, socket: WebSocket, target: TcpStre
         e = downstream => e,
         e = control => e,
     };
+    if let Some(r) = recorder.clone() {
+        r.finish(end.reason(), up, down);
+    }
     let (code, why) = end.close();
     let _ = ws_tx
         .send(Message::Close(Some(CloseFrame {

@@ -39,7 +39,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Metrics::new(&cfg.replica_id);
     let store = Store::connect(&cfg.database_url, cfg.statement_timeout)?;
     let live: Live = connect_redis(cfg.redis.clone(), metrics.clone()).await?;
+    let recordings = match &cfg.recordings_url {
+        Some(url) => Some(wardengate::recording::Recordings::open(
+            url,
+            cfg.recordings_spool.clone(),
+            metrics.chunks_uploaded.clone(),
+        )?),
+        None => None,
+    };
     let parts = Parts {
+        recordings,
+        recording_seal_after: cfg.recording_seal_after,
         replica_id: cfg.replica_id,
         role: cfg.role,
         store,

@@ -8,6 +8,7 @@
 #[macro_use]
 mod rows;
 mod outbox;
+mod recordings;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use outbox::{ApprovalRow, Decided, Decision, EventRow, OUTBOX_LOCK};
+pub use recordings::UnsignedRecording;
 pub use rows::{SessionRow, SessionStatus, TargetRow, TokenRow};
 
 use crate::token::Role;
