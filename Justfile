@@ -34,5 +34,12 @@ services: deps
       RUST_TEST_THREADS=1 cargo test --workspace --all-features; \
     fi
 
+# Benchmarks (release build): relay throughput/latency and session setup against direct TCP and
+# HAProxy, memory per idle session, operator render/reconcile cost. Prints ratios; never fails on
+# timing.
+bench: deps
+    cargo build --release -p wardengate --bins
+    WG_BIN_DIR=target/release cargo run --release -p wardengate-e2e --features services --bin wg-bench
+
 # The README's test command: dependencies, lints, then every suite.
 test: deps lint services

@@ -182,6 +182,28 @@ impl Fleet {
         for i in 0..n {
             fleet.wait_ready(i, Duration::from_secs(60)).await?;
         }
+        // HAProxy marks backends up only after its health checks pass: wait until it has
+        // routed to every replica (round robin), so tests see the whole fleet from the start.
+        let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+        let (_, _) = Self::eventually(
+            "the load balancer to reach every replica",
+            Duration::from_secs(30),
+            || {
+                // A new client each time: a kept-alive connection would stay on one backend.
+                let (lb, seen) = (fleet.client(&fleet.lb_addr()), &seen);
+                async move {
+                    if let Ok(s) = lb.get::<serde_json::Value>("/v1/system/status").await
+                        && let Some(r) = s["replica"].as_str()
+                    {
+                        seen.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(r.to_string());
+                    }
+                    (seen.lock().unwrap_or_else(|p| p.into_inner()).len() >= n).then_some(())
+                }
+            },
+        )
+        .await?;
         Ok(fleet)
     }
 
@@ -242,6 +264,11 @@ impl Fleet {
         }
     }
 
+    /// Process id of replica `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.replicas[i].service.as_ref().map(|s| s.pid())
+    }
+
     /// True while replica `i`'s process runs.
     pub fn is_running(&mut self, i: usize) -> bool {
         self.replicas[i]
@@ -255,6 +282,15 @@ impl Fleet {
         let text = self.client_for(i).get_text("/metrics").await.ok()?;
         text.lines()
             .find(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Value of metric `name` whose labels include `label` (e.g. `job="cleanup"`) on replica `i`.
+    pub async fn metric_labeled(&self, i: usize, name: &str, label: &str) -> Option<f64> {
+        let text = self.client_for(i).get_text("/metrics").await.ok()?;
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
     }

@@ -11,13 +11,18 @@ use std::path::PathBuf;
 
 /// Path of a binary of this workspace (`wardengate`, `wgctl`), built next to the test binary.
 /// `cargo test --workspace` / `cargo nextest run --workspace` build them.
+/// `WG_BIN_DIR` overrides the directory (the benchmark runs release binaries).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .map(PathBuf::from)
-        .unwrap_or_default();
+    let dir = match std::env::var_os("WG_BIN_DIR") {
+        // Processes start in their sandbox: the path must not be relative.
+        Some(d) => std::path::absolute(PathBuf::from(d)).unwrap_or_default(),
+        None => exe
+            .parent()
+            .and_then(|d| d.parent())
+            .map(PathBuf::from)
+            .unwrap_or_default(),
+    };
     let p = dir.join(name);
     assert!(
         p.is_file(),

@@ -10,7 +10,9 @@ use serde_json::Value;
 use wardengate_e2e::{Deps, Fleet, proxy_command};
 use wardengate_testkit::process::run;
 
-const LEASES: &str = "wg_leader_leases_gauge";
+/// Held per job; `wg_leader_leases_gauge` sums every job this replica leads.
+const LEASES: &str = "wg_job_lease_held";
+const CLEANUP: &str = "job=\"cleanup\"";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_lease_holder_loses_its_lease_and_its_sessions_end_as_replica_lost() {
@@ -25,8 +27,8 @@ async fn killed_lease_holder_loses_its_lease_and_its_sessions_end_as_replica_los
     let (holder, _) = Fleet::eventually("one lease holder", Duration::from_secs(20), || {
         let f = &fleet;
         async move {
-            let a = f.metric(0, LEASES).await.unwrap_or(0.0);
-            let b = f.metric(1, LEASES).await.unwrap_or(0.0);
+            let a = f.metric_labeled(0, LEASES, CLEANUP).await.unwrap_or(0.0);
+            let b = f.metric_labeled(1, LEASES, CLEANUP).await.unwrap_or(0.0);
             match (a as i64, b as i64) {
                 (1, 0) => Some(0),
                 (0, 1) => Some(1),
@@ -57,16 +59,19 @@ async fn killed_lease_holder_loses_its_lease_and_its_sessions_end_as_replica_los
 
     let killed = Instant::now();
     fleet.kill9(holder);
-    let (_, moved) = Fleet::eventually(
-        "the lease to move to the survivor",
-        Duration::from_secs(20),
-        || {
-            let f = &fleet;
-            async move { (f.metric(other, LEASES).await? as i64 == 1).then_some(()) }
-        },
-    )
-    .await
-    .unwrap();
+    let (_, moved) =
+        Fleet::eventually(
+            "the lease to move to the survivor",
+            Duration::from_secs(20),
+            || {
+                let f = &fleet;
+                async move {
+                    (f.metric_labeled(other, LEASES, CLEANUP).await? as i64 == 1).then_some(())
+                }
+            },
+        )
+        .await
+        .unwrap();
     let (row, lost) = Fleet::eventually(
         "the session to end as replica_lost",
         Duration::from_secs(30),

@@ -29,6 +29,22 @@ async fn rolling_restart_by_drain_under_continuous_session_load() {
     .await
     .unwrap();
     fleet.add_ssh_target(&sshd).unwrap();
+    // Long sessions use their own target name, so the test can tell them from the load's.
+    let port = sshd.port().to_string();
+    run(
+        &mut fleet.wgctl(&[
+            "targets",
+            "add",
+            "long",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+        ]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let long_proxy = proxy_command().replace("%h", "long");
 
     // The client: one short session after another through the load balancer.
     let stop = Arc::new(AtomicBool::new(false));
@@ -65,15 +81,33 @@ async fn rolling_restart_by_drain_under_continuous_session_load() {
         // A long session owned by the replica about to restart; it ends by itself well before
         // the drain deadline, so it must complete untouched.
         let mut long = sshd
-            .ssh_via(&proxy_command(), &format!("sleep 4; echo long-{i}-done"))
+            .ssh_via(&long_proxy, &format!("sleep 4; echo long-{i}-done"))
             .unwrap();
         long.envs(fleet.wgctl_env_for(i))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let long = long.spawn().unwrap();
-        fleet
-            .wait_owned_sessions(i, 1, Duration::from_secs(30))
-            .unwrap();
+        let replica = format!("r{i}");
+        let lb = fleet.client(&fleet.lb_addr());
+        let ((), _) = Fleet::eventually(
+            &format!("the long session to run on {replica}"),
+            Duration::from_secs(30),
+            || {
+                let (lb, replica) = (lb.clone(), replica.clone());
+                async move {
+                    let s: Vec<serde_json::Value> = lb.get("/v1/sessions?limit=20").await.ok()?;
+                    s.iter()
+                        .any(|s| {
+                            s["target_name"] == "long"
+                                && s["status"] == "active"
+                                && s["replica"] == replica.as_str()
+                        })
+                        .then_some(())
+                }
+            },
+        )
+        .await
+        .unwrap();
 
         let t = Instant::now();
         fleet.signal(i, nix::sys::signal::Signal::SIGTERM);

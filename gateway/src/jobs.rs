@@ -78,6 +78,11 @@ impl Jobs {
                     }
                     other => {
                         self.metrics.leader_leases.dec();
+                        self.metrics
+                            .lease_changes
+                            .with_label_values(&[job, "lost"])
+                            .inc();
+                        self.metrics.job_lease_held.with_label_values(&[job]).set(0);
                         tracing::warn!(event = "lease_lost", job, epoch, error = ?other.err(), "lease lost");
                         None
                     }
@@ -87,6 +92,11 @@ impl Jobs {
                         Ok(epoch) => {
                             last_renew = Instant::now();
                             self.metrics.leader_leases.inc();
+                            self.metrics
+                                .lease_changes
+                                .with_label_values(&[job, "acquired"])
+                                .inc();
+                            self.metrics.job_lease_held.with_label_values(&[job]).set(1);
                             tracing::info!(event = "lease_acquired", job, epoch, replica = %self.replica.id);
                             Some(epoch)
                         }

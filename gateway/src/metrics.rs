@@ -2,8 +2,8 @@
 //! a constant `replica` label so dashboards can compare replicas.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// All metrics of a replica.
@@ -32,6 +32,10 @@ pub struct Metrics {
     pub drains: IntCounterVec,
     /// Outbox events published to subscribers by the fan-out job on this replica.
     pub events_published: IntCounter,
+    /// Lease changes of background jobs on this replica, by job and change (`acquired`, `lost`).
+    pub lease_changes: IntCounterVec,
+    /// 1 for each background job whose lease this replica holds.
+    pub job_lease_held: IntGaugeVec,
     /// Approval decisions made through this replica, by decision.
     pub approvals: IntCounterVec,
     /// Recordings whose manifest this replica signed.
@@ -109,6 +113,22 @@ impl Metrics {
                 "Outbox events published to subscribers by the fan-out job",
             )
             .unwrap_or_else(|_| unreachable_metric()),
+            lease_changes: IntCounterVec::new(
+                Opts::new(
+                    "wg_lease_changes_total",
+                    "Background-job lease changes on this replica, by job and change",
+                ),
+                &["job", "change"],
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            job_lease_held: IntGaugeVec::new(
+                Opts::new(
+                    "wg_job_lease_held",
+                    "1 while this replica holds the job's lease",
+                ),
+                &["job"],
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
             approvals: IntCounterVec::new(
                 Opts::new("wg_approvals_total", "Approval decisions, by decision"),
                 &["decision"],
@@ -138,6 +158,8 @@ impl Metrics {
             Box::new(m.draining.clone()),
             Box::new(m.drains.clone()),
             Box::new(m.events_published.clone()),
+            Box::new(m.lease_changes.clone()),
+            Box::new(m.job_lease_held.clone()),
             Box::new(m.approvals.clone()),
             Box::new(m.manifests_signed.clone()),
             Box::new(m.chunks_uploaded.clone()),

@@ -431,6 +431,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             }
             loop {
                 let (sock, peer) = listener.accept().await?;
+                let _ = sock.set_nodelay(true);
                 let (client, target) = (client.clone(), target.clone());
                 tokio::spawn(async move {
                     let (r, w) = sock.into_split();
