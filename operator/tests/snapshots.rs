@@ -1,0 +1,43 @@
+//! Snapshot tests: every example rendered as `render` prints it, pinned in
+//! `tests/snapshots/`. A change to any builder shows up as a reviewable diff; accept an
+//! intended one with `INSTA_UPDATE=always cargo test -p wardengate-operator --test snapshots`
+//! (or `cargo insta review`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../examples/{name}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn rendered(yaml: &str) -> String {
+    wardengate_operator::render::render(yaml).unwrap().to_yaml()
+}
+
+#[test]
+fn quickstart() {
+    insta::assert_snapshot!(rendered(&example("quickstart")));
+}
+
+#[test]
+fn three_zone_ha_with_its_gateway_pool() {
+    let both = format!(
+        "{}\n---\n{}",
+        example("three-zone-ha"),
+        example("remote-gateway-pool")
+    );
+    insta::assert_snapshot!(rendered(&both));
+}
+
+#[test]
+fn cloudnativepg() {
+    insta::assert_snapshot!(rendered(&example("cloudnativepg")));
+}
+
+#[test]
+fn redis_cluster() {
+    insta::assert_snapshot!(rendered(&example("redis-cluster")));
+}
