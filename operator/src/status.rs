@@ -170,35 +170,12 @@ pub fn cluster(
             "Progressing",
         )
     };
-    let mut conditions = vec![
-        condition(
-            prev_conditions,
-            types::READY,
-            ready_cond.0,
-            ready_cond.1,
-            ready_cond.2,
-            generation,
-            now,
-        ),
-        condition(
-            prev_conditions,
-            types::RECONCILING,
-            reconciling.0,
-            reconciling.1,
-            reconciling.2,
-            generation,
-            now,
-        ),
-        condition(
-            prev_conditions,
-            types::STALLED,
-            stalled.0,
-            stalled.1,
-            stalled.2,
-            generation,
-            now,
-        ),
-    ];
+    let mut conditions = conditions(
+        prev_conditions,
+        (ready_cond, reconciling, stalled),
+        generation,
+        now,
+    );
     if !v.warnings.is_empty() {
         conditions.push(condition(
             prev_conditions,
@@ -255,35 +232,16 @@ pub fn stalled(
     let mut s = previous.cloned().unwrap_or_default();
     s.observed_generation = Some(generation);
     s.phase = Some("Stalled".to_string());
-    s.conditions = vec![
-        condition(
-            prev_conditions,
-            types::READY,
-            false,
-            reason,
-            message.clone(),
-            generation,
-            now,
+    s.conditions = conditions(
+        prev_conditions,
+        (
+            (false, reason, message.clone()),
+            (false, reason, message.clone()),
+            (true, reason, message),
         ),
-        condition(
-            prev_conditions,
-            types::RECONCILING,
-            false,
-            reason,
-            message.clone(),
-            generation,
-            now,
-        ),
-        condition(
-            prev_conditions,
-            types::STALLED,
-            true,
-            reason,
-            message,
-            generation,
-            now,
-        ),
-    ];
+        generation,
+        now,
+    );
     s
 }
 

@@ -22,7 +22,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use wardengate_crds::{GatewayPool, WardengateCluster, WardengateClusterStatus};
+use wardengate_crds::{GatewayPool, WardengateCluster};
 
 use crate::build::{self, Owned, SecretMaterial};
 use crate::labels::{MANAGER, names};
@@ -120,14 +120,18 @@ fn key(c: &WardengateCluster) -> String {
     format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any())
 }
 
-async fn publish(
+/// Records an Event about `obj`. Events are for humans: failing to record one is logged and
+/// never fails the reconcile.
+pub(crate) async fn publish<K>(
     ctx: &Context,
-    c: &WardengateCluster,
+    obj: &K,
     type_: EventType,
     reason: &str,
     action: &str,
     note: String,
-) {
+) where
+    K: Resource<DynamicType = ()>,
+{
     let ev = Event {
         type_,
         reason: reason.to_string(),
@@ -135,34 +139,59 @@ async fn publish(
         action: action.to_string(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &c.object_ref(&())).await {
-        // Events are for humans; failing to record one must not fail the reconcile.
-        tracing::warn!(cluster = %key(c), error = %e, "could not record an event");
+    if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
+        tracing::warn!(kind = %K::kind(&()), name = %obj.name_any(), error = %e, "could not record an event");
     }
 }
 
-async fn write_status(
+/// Server-side-applies `status` to `obj`'s status subresource unless it equals `current`.
+/// Returns whether it wrote.
+pub(crate) async fn write_status<K, S>(
     ctx: &Context,
-    c: &WardengateCluster,
-    status: &WardengateClusterStatus,
-) -> Result<bool, kube::Error> {
-    if c.status.as_ref() == Some(status) {
+    obj: &K,
+    current: Option<&S>,
+    status: &S,
+) -> Result<bool, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: PartialEq + serde::Serialize,
+{
+    if current == Some(status) {
         return Ok(false);
     }
-    let api: Api<WardengateCluster> =
-        Api::namespaced(ctx.client.clone(), &c.namespace().unwrap_or_default());
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let patch = json!({
-        "apiVersion": WardengateCluster::api_version(&()),
-        "kind": WardengateCluster::kind(&()),
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
         "status": status,
     });
     api.patch_status(
-        &c.name_any(),
+        &obj.name_any(),
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&patch),
     )
     .await?;
     Ok(true)
+}
+
+/// Counts and reports (as Events) what an apply step wrote and deleted.
+pub(crate) async fn report<K>(ctx: &Context, obj: &K, outcome: &apply::Outcome)
+where
+    K: Resource<DynamicType = ()>,
+{
+    if !outcome.applied.is_empty() {
+        ctx.metrics.applied.inc_by(outcome.applied.len() as u64);
+        let note = format!("applied {}", outcome.applied.join(", "));
+        publish(ctx, obj, EventType::Normal, "Applied", "Apply", note).await;
+    }
+    if !outcome.deleted.is_empty() {
+        ctx.metrics.deleted.inc_by(outcome.deleted.len() as u64);
+        let note = format!("deleted {}", outcome.deleted.join(", "));
+        publish(ctx, obj, EventType::Normal, "Pruned", "Delete", note).await;
+    }
 }
 
 fn now() -> Time {
@@ -208,7 +237,7 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
                 c.status.as_ref(),
                 &now,
             );
-            if write_status(ctx, c, &s).await? {
+            if write_status(ctx, c, c.status.as_ref(), &s).await? {
                 publish(
                     ctx,
                     c,
@@ -240,7 +269,7 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
             c.status.as_ref(),
             &now,
         );
-        if write_status(ctx, c, &s).await? {
+        if write_status(ctx, c, c.status.as_ref(), &s).await? {
             publish(
                 ctx,
                 c,
@@ -304,30 +333,7 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
 
     // Apply.
     let outcome = apply::apply(&ctx.client, &ns, &desired, &observed, &plan.hold).await?;
-    if !outcome.applied.is_empty() {
-        ctx.metrics.applied.inc_by(outcome.applied.len() as u64);
-        publish(
-            ctx,
-            c,
-            EventType::Normal,
-            "Applied",
-            "Apply",
-            format!("applied {}", outcome.applied.join(", ")),
-        )
-        .await;
-    }
-    if !outcome.deleted.is_empty() {
-        ctx.metrics.deleted.inc_by(outcome.deleted.len() as u64);
-        publish(
-            ctx,
-            c,
-            EventType::Normal,
-            "Pruned",
-            "Delete",
-            format!("deleted {}", outcome.deleted.join(", ")),
-        )
-        .await;
-    }
+    report(ctx, c, &outcome).await;
     if let Some(zone) = &plan.stopped_at {
         tracing::warn!(cluster = %key(c), zone, "rollout stopped: progress deadline exceeded");
     }
@@ -342,7 +348,7 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
     let s = status::cluster(&v, generation, &applied, &plan, c.status.as_ref(), &now);
     let became_ready = s.phase.as_deref() == Some("Ready")
         && c.status.as_ref().and_then(|p| p.phase.as_deref()) != Some("Ready");
-    write_status(ctx, c, &s).await?;
+    write_status(ctx, c, c.status.as_ref(), &s).await?;
     if became_ready {
         publish(
             ctx,

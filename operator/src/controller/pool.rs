@@ -6,16 +6,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
-use wardengate_crds::{GatewayPool, GatewayPoolStatus, WardengateCluster};
+use wardengate_crds::{GatewayPool, WardengateCluster};
 
-use super::{Context, Error, RESYNC, apply, observe};
+use super::{Context, Error, RESYNC, apply, observe, publish, report, write_status};
 use crate::build::{Owned, pool_objects};
-use crate::labels::MANAGER;
 use crate::rollout::{self, Progress, Wanted};
 use crate::status::{self, Applied, reasons};
 use crate::validate::{self, pool_version, validate_pool};
@@ -26,50 +24,6 @@ fn key(p: &GatewayPool) -> String {
         p.namespace().unwrap_or_default(),
         p.name_any()
     )
-}
-
-async fn publish(
-    ctx: &Context,
-    p: &GatewayPool,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let ev = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
-        action: action.to_string(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &p.object_ref(&())).await {
-        tracing::warn!(pool = %key(p), error = %e, "could not record an event");
-    }
-}
-
-async fn write_status(
-    ctx: &Context,
-    p: &GatewayPool,
-    status: &GatewayPoolStatus,
-) -> Result<bool, kube::Error> {
-    if p.status.as_ref() == Some(status) {
-        return Ok(false);
-    }
-    let api: Api<GatewayPool> =
-        Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": GatewayPool::api_version(&()),
-        "kind": GatewayPool::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &p.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(true)
 }
 
 async fn blocked(
@@ -89,7 +43,7 @@ async fn blocked(
         p.status.as_ref(),
         now,
     );
-    if write_status(ctx, p, &s).await? && stalled {
+    if write_status(ctx, p, p.status.as_ref(), &s).await? && stalled {
         publish(ctx, p, EventType::Warning, reason, "Validate", message).await;
     }
     Ok(())
@@ -174,30 +128,7 @@ async fn reconcile_inner(p: &GatewayPool, ctx: &Context) -> Result<Action, Error
         .collect();
     let plan = rollout::plan(&wanted, &progress, vp.spec.rollout.paused);
     let outcome = apply::apply(&ctx.client, &ns, &desired, &observed, &plan.hold).await?;
-    if !outcome.applied.is_empty() {
-        ctx.metrics.applied.inc_by(outcome.applied.len() as u64);
-        publish(
-            ctx,
-            p,
-            EventType::Normal,
-            "Applied",
-            "Apply",
-            format!("applied {}", outcome.applied.join(", ")),
-        )
-        .await;
-    }
-    if !outcome.deleted.is_empty() {
-        ctx.metrics.deleted.inc_by(outcome.deleted.len() as u64);
-        publish(
-            ctx,
-            p,
-            EventType::Normal,
-            "Pruned",
-            "Delete",
-            format!("deleted {}", outcome.deleted.join(", ")),
-        )
-        .await;
-    }
+    report(ctx, p, &outcome).await;
     let applied = Applied {
         deployments: wanted
             .iter()
@@ -213,7 +144,7 @@ async fn reconcile_inner(p: &GatewayPool, ctx: &Context) -> Result<Action, Error
         p.status.as_ref(),
         &now,
     );
-    write_status(ctx, p, &s).await?;
+    write_status(ctx, p, p.status.as_ref(), &s).await?;
     Ok(Action::requeue(RESYNC))
 }
 
