@@ -28,6 +28,8 @@ pub const CLEANUP: &str = "cleanup";
 pub const MANIFESTS: &str = "manifests";
 /// Name (and fencing key) of the notification fan-out job.
 pub const FANOUT: &str = "fanout";
+/// Default for [`Jobs::max_hold`].
+pub const MAX_HOLD: Duration = Duration::from_secs(300);
 /// Events kept in the Redis stream for subscribers that fall behind (older ones are replayed
 /// from Postgres).
 pub const STREAM_LEN: usize = 10_000;
@@ -55,6 +57,8 @@ pub struct Jobs {
     pub keyring: crate::signing::Keyring,
     /// An ended recording without its end marker is signed as incomplete after this long.
     pub seal_after: Duration,
+    /// A holder releases a lease after holding it this long (leadership rotates).
+    pub max_hold: Duration,
 }
 
 impl Jobs {
@@ -67,8 +71,29 @@ impl Jobs {
         let mut tick = tokio::time::interval((self.lease_ttl / 3).min(every));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_renew = Instant::now();
+        let mut held_since = Instant::now();
+        let mut sit_out_until = Instant::now();
         loop {
             tick.tick().await;
+            // Hand the lease over now and then, so leadership ticks across replicas and a
+            // holder that is slow but alive does not keep a job forever.
+            if let Some(epoch) = held
+                && held_since.elapsed() >= self.max_hold
+            {
+                let _ = self.live.lease_release(&key, &token).await;
+                self.metrics.leader_leases.dec();
+                self.metrics
+                    .lease_changes
+                    .with_label_values(&[job, "released"])
+                    .inc();
+                self.metrics.job_lease_held.with_label_values(&[job]).set(0);
+                tracing::info!(event = "lease_released", job, epoch, replica = %self.replica.id, "handing the lease over");
+                held = None;
+                sit_out_until = Instant::now() + self.lease_ttl;
+            }
+            if held.is_none() && Instant::now() < sit_out_until {
+                continue;
+            }
             held = match held {
                 Some(epoch) if last_renew.elapsed() < self.lease_ttl / 3 => Some(epoch),
                 Some(epoch) => match self.live.lease_renew(&key, &token, self.lease_ttl).await {
@@ -91,6 +116,7 @@ impl Jobs {
                     Ok(true) => match self.store.fence_job(job, &self.replica.id).await {
                         Ok(epoch) => {
                             last_renew = Instant::now();
+                            held_since = Instant::now();
                             self.metrics.leader_leases.inc();
                             self.metrics
                                 .lease_changes

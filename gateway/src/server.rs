@@ -157,6 +157,7 @@ pub async fn run(
             recordings: parts.recordings.clone(),
             keyring: parts.keyring.clone(),
             seal_after: parts.recording_seal_after,
+            max_hold: crate::jobs::MAX_HOLD,
         };
         let (cleanup, fanout, manifests) = (jobs.clone(), jobs.clone(), jobs);
         tokio::spawn(async move {

@@ -1,6 +1,7 @@
 //! Recordings against real Postgres and a `file://` object store: chunks spooled and uploaded,
 //! a manifest signed once by the fenced job, verification that catches altered, missing and
-//! added objects, and a spool left by a dead process uploaded on the next start.
+//! added objects, a spool left by a dead process uploaded on the next start; and the leases of
+//! the jobs that run all this rotating between replicas without ever overlapping.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -94,6 +95,7 @@ fn jobs(s: &Setup) -> Jobs {
         recordings: Some(s.rec.clone()),
         keyring: s.keyring.clone(),
         seal_after: Duration::from_secs(600),
+        max_hold: Duration::from_secs(300),
     }
 }
 
@@ -210,4 +212,52 @@ async fn a_spool_left_by_a_dead_process_is_uploaded_on_the_next_start() {
     assert_eq!(j.sign_manifests(epoch).await.unwrap(), 1);
     let v = s.rec.verify("s2", &s.keyring).await.unwrap();
     assert!(v.ok && v.complete, "{v:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_ticks_across_replicas_and_never_overlaps() {
+    let s = setup().await;
+    let live = Live::Memory(MemoryLive::default());
+    let replicas: Vec<Jobs> = ["r0", "r1"]
+        .iter()
+        .map(|id| Jobs {
+            live: live.clone(),
+            replica: Replica::new(*id, Role::All),
+            metrics: Metrics::new(id),
+            lease_ttl: Duration::from_millis(600),
+            max_hold: Duration::from_millis(800),
+            ..jobs(&s)
+        })
+        .collect();
+    let held = |j: &Jobs| {
+        j.metrics
+            .job_lease_held
+            .with_label_values(&[wardengate::jobs::FANOUT])
+            .get()
+    };
+    let tasks: Vec<_> = replicas
+        .iter()
+        .cloned()
+        .map(|j| tokio::spawn(j.run(wardengate::jobs::FANOUT, Duration::from_millis(100))))
+        .collect();
+    let mut holders = std::collections::BTreeSet::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (a, b) = (held(&replicas[0]), held(&replicas[1]));
+        assert!(a + b <= 1, "two holders at once");
+        if a == 1 {
+            holders.insert("r0");
+        }
+        if b == 1 {
+            holders.insert("r1");
+        }
+    }
+    for t in tasks {
+        t.abort();
+    }
+    assert_eq!(
+        holders.len(),
+        2,
+        "the lease moved between replicas over 5 s: {holders:?}"
+    );
 }
