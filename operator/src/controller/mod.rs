@@ -177,6 +177,47 @@ where
     Ok(true)
 }
 
+/// Records `Stalled=True` with `reason` (and a Warning event the first time).
+async fn stall(
+    ctx: &Context,
+    c: &WardengateCluster,
+    generation: i64,
+    reason: &str,
+    action: &str,
+    msg: String,
+    now: &Time,
+) -> Result<(), kube::Error> {
+    let s = status::stalled(generation, reason, msg.clone(), c.status.as_ref(), now);
+    if write_status(ctx, c, c.status.as_ref(), &s).await? {
+        publish(ctx, c, EventType::Warning, reason, action, msg).await;
+    }
+    Ok(())
+}
+
+/// The rollout planner's next step for `wanted` given the observed Deployments.
+pub(crate) fn plan_rollout(
+    wanted: &[Wanted],
+    observed: &observe::Observed,
+    paused: bool,
+) -> rollout::Plan {
+    let progress: BTreeMap<String, Progress> = observed
+        .deployments
+        .iter()
+        .map(|(n, d)| (n.clone(), Progress::of(d)))
+        .collect();
+    rollout::plan(wanted, &progress, paused)
+}
+
+/// The wanted Deployments as apply left them: what status is computed from.
+pub(crate) fn applied(wanted: &[Wanted], outcome: &apply::Outcome) -> Applied {
+    Applied {
+        deployments: wanted
+            .iter()
+            .filter_map(|w| outcome.deployments.get(&w.name).cloned())
+            .collect(),
+    }
+}
+
 /// Counts and reports (as Events) what an apply step wrote and deleted.
 pub(crate) async fn report<K>(ctx: &Context, obj: &K, outcome: &apply::Outcome)
 where
@@ -230,24 +271,7 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
         Ok(v) => v,
         Err(invalid) => {
             let msg = invalid.to_string();
-            let s = status::stalled(
-                generation,
-                reasons::INVALID,
-                msg.clone(),
-                c.status.as_ref(),
-                &now,
-            );
-            if write_status(ctx, c, c.status.as_ref(), &s).await? {
-                publish(
-                    ctx,
-                    c,
-                    EventType::Warning,
-                    reasons::INVALID,
-                    "Validate",
-                    msg,
-                )
-                .await;
-            }
+            stall(ctx, c, generation, reasons::INVALID, "Validate", msg, &now).await?;
             ctx.metrics.invalid.inc();
             return Ok(Action::await_change());
         }
@@ -262,24 +286,16 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
             .map(|(field, name)| format!("{field}: Secret {ns}/{name} not found"))
             .collect::<Vec<_>>()
             .join("; ");
-        let s = status::stalled(
+        stall(
+            ctx,
+            c,
             generation,
             reasons::SECRET_NOT_FOUND,
-            msg.clone(),
-            c.status.as_ref(),
+            "Dereference",
+            msg,
             &now,
-        );
-        if write_status(ctx, c, c.status.as_ref(), &s).await? {
-            publish(
-                ctx,
-                c,
-                EventType::Warning,
-                reasons::SECRET_NOT_FOUND,
-                "Dereference",
-                msg,
-            )
-            .await;
-        }
+        )
+        .await?;
         return Ok(Action::requeue(MISSING_SECRET_RETRY));
     }
 
@@ -324,12 +340,7 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
             template_hash: rollout::template_hash(d),
         })
         .collect();
-    let progress: BTreeMap<String, Progress> = observed
-        .deployments
-        .iter()
-        .map(|(n, d)| (n.clone(), Progress::of(d)))
-        .collect();
-    let plan = rollout::plan(&wanted, &progress, v.spec.rollout.paused);
+    let plan = plan_rollout(&wanted, &observed, v.spec.rollout.paused);
 
     // Apply.
     let outcome = apply::apply(&ctx.client, &ns, &desired, &observed, &plan.hold).await?;
@@ -339,12 +350,7 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
     }
 
     // Status, from what apply returned.
-    let applied = Applied {
-        deployments: wanted
-            .iter()
-            .filter_map(|w| outcome.deployments.get(&w.name).cloned())
-            .collect(),
-    };
+    let applied = applied(&wanted, &outcome);
     let s = status::cluster(&v, generation, &applied, &plan, c.status.as_ref(), &now);
     let became_ready = s.phase.as_deref() == Some("Ready")
         && c.status.as_ref().and_then(|p| p.phase.as_deref()) != Some("Ready");

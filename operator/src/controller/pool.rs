@@ -1,7 +1,6 @@
 //! The `GatewayPool` controller: the same pipeline as the cluster's. Its one extra read is the
 //! cluster the pool serves, whose reported version caps the pool's.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,10 +11,12 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use wardengate_crds::{GatewayPool, WardengateCluster};
 
-use super::{Context, Error, RESYNC, apply, observe, publish, report, write_status};
+use super::{
+    Context, Error, RESYNC, applied, apply, observe, plan_rollout, publish, report, write_status,
+};
 use crate::build::{Owned, pool_objects};
-use crate::rollout::{self, Progress, Wanted};
-use crate::status::{self, Applied, reasons};
+use crate::rollout::{self, Wanted};
+use crate::status::{self, reasons};
 use crate::validate::{self, pool_version, validate_pool};
 
 fn key(p: &GatewayPool) -> String {
@@ -121,20 +122,10 @@ async fn reconcile_inner(p: &GatewayPool, ctx: &Context) -> Result<Action, Error
             _ => None,
         })
         .collect();
-    let progress: BTreeMap<String, Progress> = observed
-        .deployments
-        .iter()
-        .map(|(n, d)| (n.clone(), Progress::of(d)))
-        .collect();
-    let plan = rollout::plan(&wanted, &progress, vp.spec.rollout.paused);
+    let plan = plan_rollout(&wanted, &observed, vp.spec.rollout.paused);
     let outcome = apply::apply(&ctx.client, &ns, &desired, &observed, &plan.hold).await?;
     report(ctx, p, &outcome).await;
-    let applied = Applied {
-        deployments: wanted
-            .iter()
-            .filter_map(|w| outcome.deployments.get(&w.name).cloned())
-            .collect(),
-    };
+    let applied = applied(&wanted, &outcome);
     let s = status::pool(
         &vp,
         &version,
