@@ -64,9 +64,19 @@ async fn a_gated_session_waits_for_an_approver_and_the_watch_stream_shows_it() {
     let user = token(&fleet, "user");
     let approver = token(&fleet, "approver");
 
-    // The approver follows events through the load balancer.
+    // The approver follows events through the load balancer, from the first one on (so it
+    // does not matter when its stream connects).
     let mut watch = with_token(
-        fleet.wgctl(&["-o", "json", "approvals", "watch", "--count", "3"]),
+        fleet.wgctl(&[
+            "-o",
+            "json",
+            "approvals",
+            "watch",
+            "--count",
+            "3",
+            "--since",
+            "0",
+        ]),
         &approver,
     )
     .stdout(Stdio::piped())
@@ -80,13 +90,6 @@ async fn a_gated_session_waits_for_an_approver_and_the_watch_stream_shows_it() {
             .map(|l| serde_json::from_str::<Value>(&l.unwrap()).unwrap())
             .collect::<Vec<_>>()
     });
-    // Give the watcher time to subscribe before the request exists (it only sees new events).
-    wait_until("the watcher to connect", Duration::from_secs(10), || {
-        std::thread::sleep(Duration::from_millis(300));
-        true
-    })
-    .unwrap();
-
     // The user connects: wgctl waits for the decision.
     // The ssh host alias stays; the proxy command names the gated target.
     let proxy = proxy_command().replace("%h", GATED);

@@ -152,6 +152,10 @@ pub enum ApprovalsCommand {
         /// Exit after this many events.
         #[arg(long)]
         count: Option<u64>,
+        /// First replay the recorded events after this event id (0: from the beginning);
+        /// without it, only events from now on.
+        #[arg(long)]
+        since: Option<i64>,
     },
 }
 
@@ -613,9 +617,9 @@ async fn approvals(
         ApprovalsCommand::Deny { id, reason } => {
             decide(client, &id, "deny", &reason, json_out).await?
         }
-        ApprovalsCommand::Watch { count } => {
+        ApprovalsCommand::Watch { count, since } => {
             let mut seen = 0u64;
-            let mut last: Option<String> = None;
+            let mut last: Option<String> = since.map(|s| s.to_string());
             let quiet = !std::io::stderr().is_terminal();
             loop {
                 let resume = last.clone();
