@@ -8,7 +8,8 @@ default:
 
 # Start `wardengate dev`: one process, embedded store, generated certificate; no services.
 run *ARGS:
-    cargo run --quiet -p wardengate --bin wardengate -- dev {{ARGS}}
+    cargo build --quiet -p wardengate --bins
+    target/debug/wardengate dev {{ARGS}}
 
 # Install what the service suites need: Debian packages (postgresql, redis, patroni, haproxy, …)
 # and kubernetes-validate (offline Kubernetes schemas) into .tools/py.

@@ -76,3 +76,103 @@ fn dev_mode_prints_a_working_ssh_example() {
     ssh.envs(env);
     assert_eq!(run(&mut ssh, Duration::from_secs(60)).unwrap(), "dev works");
 }
+
+/// Runs `wardengate dev` the way `./task run` does (no arguments: the default data directory,
+/// relative to a fresh working directory, and the default address), waits for its "Try it"
+/// block, and returns the block's lines and the process.
+fn start_like_task_run(cwd: &std::path::Path) -> (Vec<String>, Kill) {
+    let out_path = cwd.join("dev.stdout");
+    let dev = Command::new(bin("wardengate"))
+        .arg("dev")
+        .current_dir(cwd)
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(cwd.join("dev.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut dev = Kill(dev);
+    let printed = || std::fs::read_to_string(&out_path).unwrap_or_default();
+    wait_until(
+        "dev server to print its lines and listen",
+        Duration::from_secs(30),
+        || {
+            if let Ok(Some(status)) = dev.0.try_wait() {
+                panic!(
+                    "`wardengate dev` exited with {status}:\n{}\n{}",
+                    printed(),
+                    std::fs::read_to_string(cwd.join("dev.stderr")).unwrap_or_default()
+                );
+            }
+            printed().contains("ssh -o ProxyCommand=") && port_open(8443)
+        },
+    )
+    .unwrap();
+    let lines = printed()
+        .lines()
+        .skip_while(|l| !l.starts_with("Try it"))
+        .skip(1)
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    (lines, dev)
+}
+
+/// Pastes the printed lines into bash as a user would. Two edits a user makes too: the target's
+/// port is where this test's sshd listens, and ssh gets the throwaway user's key and pinned host
+/// key (a user answers the host-key prompt instead). `add_target`: false on a second run, where
+/// the target exists already.
+fn paste(lines: &[String], sshd: &Sshd, cwd: &std::path::Path, add_target: bool) -> String {
+    assert_eq!(
+        lines.len(),
+        3,
+        "expected export, targets add and ssh lines: {lines:?}"
+    );
+    assert!(
+        lines[0].starts_with("export WG_ADDR=https://127.0.0.1:8443 "),
+        "{lines:?}"
+    );
+    let add = lines[1].replace("--port 22", &format!("--port {}", sshd.port()));
+    assert_ne!(
+        add, lines[1],
+        "targets add line without --port 22: {lines:?}"
+    );
+    let quoted: Vec<String> = sshd
+        .client_options()
+        .into_iter()
+        .chain(["-o".into(), format!("HostKeyAlias={HOST_ALIAS}")])
+        .map(|o| format!("'{o}'"))
+        .collect();
+    let ssh = lines[2]
+        .replacen("ssh ", &format!("ssh {} ", quoted.join(" ")), 1)
+        .replace("$USER@", &format!("{}@", sshd.user()));
+    let add = if add_target { add.as_str() } else { "" };
+    let script = format!(
+        "set -euo pipefail\n{}\n{add}\n{ssh} 'echo pasted lines work'\n",
+        lines[0]
+    );
+    run(
+        Command::new("bash").arg("-c").arg(script).current_dir(cwd),
+        Duration::from_secs(60),
+    )
+    .unwrap()
+}
+
+#[test]
+fn task_run_lines_work_as_printed_on_first_and_second_run() {
+    let sshd = Sshd::start().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let (lines, dev) = start_like_task_run(cwd.path());
+    assert!(
+        cwd.path().join(".wardengate-dev/admin-token").is_file(),
+        "default data directory not under the working directory"
+    );
+    assert!(paste(&lines, &sshd, cwd.path(), true).ends_with("pasted lines work"));
+    drop(dev);
+    // Second run: same directory, token not shown again, the same lines still work, pasted
+    // from another directory.
+    let (again, _dev) = start_like_task_run(cwd.path());
+    let elsewhere = tempfile::tempdir().unwrap();
+    assert_eq!(
+        paste(&again, &sshd, elsewhere.path(), false),
+        "pasted lines work"
+    );
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::live::{Live, MemoryLive};
 use crate::metrics::Metrics;
 use crate::replica::Role;
-use crate::server::{Parts, ServeError};
+use crate::server::{LiveSource, Parts, ServeError};
 use crate::signing::Keyring;
 use crate::store::Store;
 use crate::tls::{PemPair, self_signed};
@@ -104,8 +104,10 @@ pub fn load_or_create_cert(dir: &Path) -> Result<PemPair, DevError> {
 
 /// Runs the dev server until Ctrl-C / SIGTERM.
 pub async fn run(opts: DevOptions) -> Result<(), DevError> {
-    let dir = &opts.data_dir;
-    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    std::fs::create_dir_all(&opts.data_dir).map_err(io("creating", &opts.data_dir))?;
+    // Absolute from here on: the printed lines must work from any directory, and the
+    // recordings URL must name an absolute path.
+    let dir = &std::fs::canonicalize(&opts.data_dir).map_err(io("resolving", &opts.data_dir))?;
     let tls = load_or_create_cert(dir)?;
     let keys_path = dir.join("internal-keys");
     let (keys, _) = load_or_create(&keys_path, || Keyring::generate_file("dev1"))?;
@@ -123,24 +125,35 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
     .map_err(ServeError::from)?;
     let replica_id = format!("dev-{}", std::process::id());
     let metrics = Metrics::new(&replica_id);
-    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let wgctl = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("wgctl")))
         .filter(|p| p.exists())
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "wgctl".into());
+    // Recordings on by default in dev: into the data directory. Opened before anything is
+    // printed, so a failure never follows instructions that cannot work.
+    let recordings_url =
+        url::Url::from_directory_path(dir.join("recordings")).map_err(|()| DevError::Corrupt {
+            path: dir.join("recordings"),
+            reason: "not an absolute path".into(),
+        })?;
+    let recordings = crate::recording::Recordings::open(
+        recordings_url.as_str(),
+        dir.join("spool"),
+        metrics.chunks_uploaded.clone(),
+    )?;
     println!("Wardengate dev server on https://{}", opts.listen);
     if new_token {
         println!(
             "Admin token (shown once; saved to {}):\n  {}",
-            abs(&token_path).display(),
+            token_path.display(),
             admin_token.trim()
         );
     } else {
         println!(
             "Admin token: saved in {} at first start",
-            abs(&token_path).display()
+            token_path.display()
         );
     }
     println!(
@@ -148,22 +161,16 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
          {wgctl} targets add myserver --host 127.0.0.1 --port 22\n  \
          ssh -o ProxyCommand='{wgctl} connect %h' $USER@myserver\n",
         addr = opts.listen,
-        ca = abs(&dir.join("dev-cert.pem")).display(),
-        tok = abs(&token_path).display(),
+        ca = dir.join("dev-cert.pem").display(),
+        tok = token_path.display(),
     );
-    // Recordings on by default in dev: into the data directory.
-    let recordings = crate::recording::Recordings::open(
-        &format!("file://{}", abs(&dir.join("recordings")).display()),
-        dir.join("spool"),
-        metrics.chunks_uploaded.clone(),
-    )?;
     let parts = Parts {
         recordings: Some(recordings),
         recording_seal_after: Duration::from_secs(60),
         replica_id,
         role: Role::All,
         store,
-        live: Live::Memory(MemoryLive::default()),
+        live: LiveSource::Ready(Live::Memory(MemoryLive::default())),
         keyring,
         metrics,
         tls,
@@ -173,6 +180,8 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         admin_token: Some(admin_token.trim().to_string()),
         drain_timeout: Duration::from_secs(5),
         replica_lost_after: Duration::from_secs(15),
+        live_session_ttl: crate::grant::DEFAULT_LIVE_SESSION_TTL,
+        admin_socket: None,
     };
     crate::server::run(parts, crate::server::shutdown_signal()).await?;
     Ok(())
