@@ -393,3 +393,61 @@ async fn a_cursor_following_concurrent_writers_never_skips_an_event() {
         "the cursor passed an event committed after a later one"
     );
 }
+
+/// Behind PgBouncer in transaction mode (one server connection, so every client shares it):
+/// session mode breaks — one client's named prepared statement collides with another's — while
+/// `PoolMode::Transaction` migrates from three replicas at once, holds `statement_timeout` on
+/// every call and runs concurrent work without a collision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn through_pgbouncer_in_transaction_mode() {
+    use wardengate::store::PoolMode;
+    let pg = Postgres::start().unwrap();
+    let bouncer = wardengate_testkit::PgBouncer::transaction_mode(pg.port(), 1).unwrap();
+
+    let a = Store::connect(&bouncer.url(), Duration::from_secs(5)).unwrap();
+    let b = Store::connect(&bouncer.url(), Duration::from_secs(5)).unwrap();
+    a.current_setting("server_version").await.unwrap();
+    let collided = b.current_setting("server_version").await.unwrap_err();
+    assert!(
+        collided.to_string().contains("prepared statement"),
+        "session mode behind a transaction pooler should collide: {collided}"
+    );
+
+    let stores: Vec<Store> = (0..3)
+        .map(|_| {
+            Store::connect_with(
+                &bouncer.url(),
+                Duration::from_millis(700),
+                PoolMode::Transaction,
+            )
+            .unwrap()
+        })
+        .collect();
+    for r in futures::future::join_all(stores.iter().map(|s| s.migrate())).await {
+        r.unwrap();
+    }
+    for s in &stores {
+        assert_eq!(
+            s.current_setting("statement_timeout").await.unwrap(),
+            "700ms"
+        );
+    }
+    let work = (0..60).map(|i| {
+        let s = stores[i % 3].clone();
+        async move {
+            let t = s
+                .create_target(&format!("t{i}"), "127.0.0.1", 22, false)
+                .await?;
+            s.create_session(&session(&format!("s{i}"), &t.id)).await?;
+            s.audit("actor", "test", &format!("s{i}"), "").await?;
+            s.emit("test", &format!("s{i}"), &serde_json::json!({"i": i}))
+                .await?;
+            s.list_targets().await.map(|_| ())
+        }
+    });
+    for r in futures::future::join_all(work).await {
+        r.unwrap();
+    }
+    assert_eq!(stores[0].list_targets().await.unwrap().len(), 60);
+    assert_eq!(stores[1].events_after(0, 1000).await.unwrap().len(), 60);
+}

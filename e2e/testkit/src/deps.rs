@@ -41,14 +41,15 @@ fn package_of(binary: &str) -> &'static str {
     }
 }
 
-/// Resolves `binary` to a path: Postgres server tools from [`PG_BIN_DIR`], `sshd` from
-/// `/usr/sbin`, everything else from `PATH`.
+/// Resolves `binary` to a path: Postgres server tools from [`PG_BIN_DIR`], `sshd` and
+/// `pgbouncer` from `/usr/sbin`, everything else from `PATH`.
 pub fn require(binary: &str) -> Result<PathBuf> {
     let candidates: Vec<PathBuf> = match binary {
         "postgres" | "initdb" | "pg_ctl" | "pg_basebackup" => {
             vec![Path::new(PG_BIN_DIR).join(binary)]
         }
         "sshd" => vec![PathBuf::from("/usr/sbin/sshd")],
+        "pgbouncer" => vec![PathBuf::from("/usr/sbin/pgbouncer")],
         _ => std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).map(|d| d.join(binary)).collect())
             .unwrap_or_default(),

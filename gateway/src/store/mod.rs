@@ -77,13 +77,32 @@ pub enum Backend {
     Sqlite,
 }
 
+/// How the gateway's connections reach Postgres.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PoolMode {
+    /// Directly, or through a pooler in session mode: settings and prepared statements live as
+    /// long as a connection.
+    #[default]
+    Session,
+    /// Through a pooler in transaction mode (PgBouncer `pool_mode = transaction`, pgcat, RDS
+    /// Proxy): a server connection is ours only inside a transaction. Every call then runs in a
+    /// transaction that sets `statement_timeout` locally, with unnamed statements only.
+    Transaction,
+}
+
 /// Handle to the durable store.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
     call_timeout: Duration,
+    mode: PoolMode,
+    /// `BEGIN` plus the transaction-scoped settings of [`PoolMode::Transaction`].
+    begin_sql: String,
 }
+
+/// Advisory lock key serialising migrations across replicas (`pg_advisory_xact_lock`).
+const MIGRATE_LOCK: i64 = 0x5767_6d69_6772_6174; // "Wgmigrat"
 
 /// Current time in unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -97,6 +116,15 @@ impl Store {
     /// Connects lazily (start-up does not fail while the database is briefly down; `/readyz`
     /// reports it) with `statement_timeout` on every Postgres connection.
     pub fn connect(url: &str, statement_timeout: Duration) -> Result<Self, StoreError> {
+        Self::connect_with(url, statement_timeout, PoolMode::Session)
+    }
+
+    /// [`Store::connect`] through a pooler in `mode`.
+    pub fn connect_with(
+        url: &str,
+        statement_timeout: Duration,
+        mode: PoolMode,
+    ) -> Result<Self, StoreError> {
         install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -111,7 +139,10 @@ impl Store {
             .idle_timeout(Duration::from_secs(300))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
-                    if backend == Backend::Postgres {
+                    if backend == Backend::Postgres && mode == PoolMode::Transaction {
+                        // Session settings would stick to a server connection other clients
+                        // share: they are set per transaction instead (see `begin_sql`).
+                    } else if backend == Backend::Postgres {
                         conn.execute(sqlx::AssertSqlSafe(format!("SET statement_timeout = {ms}")))
                             .await?;
                         conn.execute("SET idle_in_transaction_session_timeout = 60000")
@@ -130,7 +161,70 @@ impl Store {
             pool,
             backend,
             call_timeout,
+            mode,
+            begin_sql: format!(
+                "BEGIN; SET LOCAL statement_timeout = {ms}; \
+                 SET LOCAL idle_in_transaction_session_timeout = 60000"
+            ),
         })
+    }
+
+    /// Runs one call's work on a connection, bounded client-side. Through a transaction-mode
+    /// pooler the work runs inside a transaction whose first statement sets `statement_timeout`
+    /// (the only way a setting holds there); otherwise on a pooled connection as it is.
+    async fn run<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut sqlx::AnyConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, StoreError> {
+        self.bounded(async {
+            if self.transactional() {
+                let mut tx = self.begin().await?;
+                let out = work(&mut tx).await?;
+                tx.commit().await?;
+                Ok(out)
+            } else {
+                let mut conn = self.pool.acquire().await?;
+                work(&mut conn).await
+            }
+        })
+        .await
+    }
+
+    fn transactional(&self) -> bool {
+        self.backend == Backend::Postgres && self.mode == PoolMode::Transaction
+    }
+
+    /// Begins a transaction (with the transaction-scoped settings through a transaction-mode
+    /// pooler).
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        if self.transactional() {
+            self.pool
+                .begin_with(sqlx::AssertSqlSafe(self.begin_sql.clone()))
+                .await
+        } else {
+            self.pool.begin().await
+        }
+    }
+
+    /// A query with this store's statement policy: named, cached prepared statements on a
+    /// connection of our own; unnamed ones through a transaction-mode pooler, where a named
+    /// statement would outlive the transaction on a server connection others share.
+    fn query(
+        &self,
+        sql: &'static str,
+    ) -> sqlx::query::Query<'static, sqlx::Any, <sqlx::Any as sqlx::Database>::Arguments> {
+        sqlx::query(sql).persistent(!self.transactional())
+    }
+
+    /// [`Store::query`] mapping rows to `O`.
+    fn query_as<O>(
+        &self,
+        sql: &'static str,
+    ) -> sqlx::query::QueryAs<'static, sqlx::Any, O, <sqlx::Any as sqlx::Database>::Arguments>
+    where
+        O: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+    {
+        sqlx::query_as(sql).persistent(!self.transactional())
     }
 
     /// Which database this is.
@@ -151,23 +245,104 @@ impl Store {
         }
     }
 
-    /// Applies pending migrations. On Postgres sqlx holds an advisory lock while migrating, so
-    /// replicas starting together migrate once.
+    /// Applies pending migrations. On Postgres they run in one transaction under a
+    /// transaction-scoped advisory lock, with unnamed statements only: replicas starting
+    /// together migrate once, and it holds behind a transaction-mode pooler too (where sqlx's
+    /// session-level lock would be taken and released on different server connections, and its
+    /// named statements would collide with other clients'). The bookkeeping table is sqlx's own
+    /// `_sqlx_migrations`, checksums included. An unreachable database is
+    /// [`StoreError::Unavailable`], so start-up waits for it.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let migrator = match self.backend {
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-        };
-        migrator
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Migrate(e.to_string()))
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite")
+                .run(&self.pool)
+                .await
+                .map_err(|e| match e {
+                    sqlx::migrate::MigrateError::Execute(e) => StoreError::from(e),
+                    other => StoreError::Migrate(other.to_string()),
+                }),
+            Backend::Postgres => {
+                let migrator = sqlx::migrate!("./migrations/postgres");
+                let work = async {
+                    let mut tx = self
+                        .pool
+                        .begin_with("BEGIN; SET LOCAL statement_timeout = 600000")
+                        .await?;
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(MIGRATE_LOCK)
+                        .persistent(false)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::raw_sql(
+                        "CREATE TABLE IF NOT EXISTS _sqlx_migrations ( \
+                           version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+                           installed_on TIMESTAMPTZ NOT NULL DEFAULT now(), \
+                           success BOOLEAN NOT NULL, checksum BYTEA NOT NULL, \
+                           execution_time BIGINT NOT NULL)",
+                    )
+                    .execute(&mut *tx)
+                    .await?;
+                    let applied: Vec<(i64, bool, Vec<u8>)> = sqlx::query_as(
+                        "SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version",
+                    )
+                    .persistent(false)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for m in migrator.iter() {
+                        if m.migration_type.is_down_migration() {
+                            continue;
+                        }
+                        match applied.iter().find(|(v, _, _)| *v == m.version) {
+                            Some((_, false, _)) => {
+                                return Ok(Err(format!(
+                                    "migration {} was left partially applied; repair it by hand",
+                                    m.version
+                                )));
+                            }
+                            Some((_, true, sum)) if sum.as_slice() != &*m.checksum => {
+                                return Ok(Err(format!(
+                                    "migration {} changed after it was applied (checksum differs)",
+                                    m.version
+                                )));
+                            }
+                            Some(_) => continue,
+                            None => {}
+                        }
+                        let started = Instant::now();
+                        sqlx::raw_sql(m.sql.clone()).execute(&mut *tx).await?;
+                        sqlx::query(
+                            "INSERT INTO _sqlx_migrations \
+                             (version, description, success, checksum, execution_time) \
+                             VALUES ($1, $2, TRUE, $3, $4)",
+                        )
+                        .bind(m.version)
+                        .bind(m.description.to_string())
+                        .bind(m.checksum.to_vec())
+                        .bind(i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX))
+                        .persistent(false)
+                        .execute(&mut *tx)
+                        .await?;
+                        tracing::info!(event = "migration_applied", version = m.version, description = %m.description);
+                    }
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(Ok(()))
+                };
+                match tokio::time::timeout(Duration::from_secs(600), work).await {
+                    Err(_) => Err(StoreError::Unavailable(
+                        "migrations did not finish within 10 minutes".into(),
+                    )),
+                    Ok(Err(e)) => Err(StoreError::from(e)),
+                    Ok(Ok(Err(reason))) => Err(StoreError::Migrate(reason)),
+                    Ok(Ok(Ok(()))) => Ok(()),
+                }
+            }
+        }
     }
 
     /// A round trip (`SELECT 1`), returning its duration.
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         let start = Instant::now();
-        self.bounded(sqlx::query("SELECT 1").execute(&self.pool))
+        self.run(async |c| self.query("SELECT 1").execute(&mut *c).await)
             .await?;
         Ok(start.elapsed())
     }
@@ -176,11 +351,12 @@ impl Store {
     /// Postgres, e.g. `statement_timeout`).
     pub async fn current_setting(&self, name: &str) -> Result<String, StoreError> {
         let (v,): (String,) = self
-            .bounded(
-                sqlx::query_as("SELECT current_setting($1)")
+            .run(async |c| {
+                self.query_as("SELECT current_setting($1)")
                     .bind(name)
-                    .fetch_one(&self.pool),
-            )
+                    .fetch_one(&mut *c)
+                    .await
+            })
             .await?;
         Ok(v)
     }
@@ -193,15 +369,14 @@ impl Store {
         subject: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        self.bounded(
-            sqlx::query("INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)")
+        self.run(async |c| {
+            self.query("INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)")
                 .bind(now_ms())
                 .bind(actor)
                 .bind(action)
                 .bind(subject)
                 .bind(detail)
-                .execute(&self.pool),
-        )
+                .execute(&mut *c).await})
         .await
         .map(|_| ())
     }
@@ -212,13 +387,14 @@ impl Store {
         subject: &str,
     ) -> Result<Vec<(String, String, String)>, StoreError> {
         let rows: Vec<(String, String, String)> = self
-            .bounded(
-                sqlx::query_as(
+            .run(async |c| {
+                self.query_as(
                     "SELECT actor, action, detail FROM audit_events WHERE subject = $1 ORDER BY id",
                 )
                 .bind(subject)
-                .fetch_all(&self.pool),
-            )
+                .fetch_all(&mut *c)
+                .await
+            })
             .await?;
         Ok(rows)
     }
@@ -230,16 +406,15 @@ impl Store {
     /// (hash and id), whereas `ON CONFLICT (hash)` let the loser fail on the id index.
     pub async fn ensure_admin_token(&self, token_hash: &str) -> Result<(), StoreError> {
         let id = format!("bootstrap-{}", &token_hash[..12]);
-        self.bounded(
-            sqlx::query(
+        self.run(async |c| {
+            self.query(
                 "INSERT INTO tokens (hash, id, name, role, created_at) VALUES ($1, $2, 'bootstrap-admin', 'admin', $3) \
                  ON CONFLICT DO NOTHING",
             )
             .bind(token_hash)
             .bind(id)
             .bind(now_ms())
-            .execute(&self.pool),
-        )
+            .execute(&mut *c).await})
         .await
         .map(|_| ())
     }
@@ -252,8 +427,8 @@ impl Store {
         role: Role,
     ) -> Result<String, StoreError> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
-        self.bounded(
-            sqlx::query(
+        self.run(async |c| {
+            self.query(
                 "INSERT INTO tokens (hash, id, name, role, created_at) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(token_hash)
@@ -261,21 +436,23 @@ impl Store {
             .bind(name)
             .bind(role.as_str())
             .bind(now_ms())
-            .execute(&self.pool),
-        )
+            .execute(&mut *c)
+            .await
+        })
         .await?;
         Ok(id)
     }
 
     /// Looks up a non-revoked token by hash.
     pub async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRow>, StoreError> {
-        self.bounded(
-            sqlx::query_as(
+        self.run(async |c| {
+            self.query_as(
                 "SELECT id, name, role FROM tokens WHERE hash = $1 AND revoked_at IS NULL",
             )
             .bind(token_hash)
-            .fetch_optional(&self.pool),
-        )
+            .fetch_optional(&mut *c)
+            .await
+        })
         .await
     }
 
@@ -297,8 +474,8 @@ impl Store {
             require_approval: i64::from(require_approval),
             created_at: now_ms(),
         };
-        self.bounded(
-            sqlx::query(
+        self.run(async |c| {
+            self.query(
                 "INSERT INTO targets (id, name, host, port, require_approval, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&row.id)
@@ -307,39 +484,37 @@ impl Store {
             .bind(row.port)
             .bind(row.require_approval)
             .bind(row.created_at)
-            .execute(&self.pool),
-        )
+            .execute(&mut *c).await})
         .await?;
         Ok(row)
     }
 
     /// All targets by name.
     pub async fn list_targets(&self) -> Result<Vec<TargetRow>, StoreError> {
-        self.bounded(
-            sqlx::query_as("SELECT id, name, host, port, require_approval, created_at FROM targets ORDER BY name")
-                .fetch_all(&self.pool),
-        )
+        self.run(async |c| {
+            self.query_as("SELECT id, name, host, port, require_approval, created_at FROM targets ORDER BY name")
+                .fetch_all(&mut *c).await})
         .await
     }
 
     /// One target by name.
     pub async fn target(&self, name: &str) -> Result<Option<TargetRow>, StoreError> {
-        self.bounded(
-            sqlx::query_as("SELECT id, name, host, port, require_approval, created_at FROM targets WHERE name = $1")
+        self.run(async |c| {
+            self.query_as("SELECT id, name, host, port, require_approval, created_at FROM targets WHERE name = $1")
                 .bind(name)
-                .fetch_optional(&self.pool),
-        )
+                .fetch_optional(&mut *c).await})
         .await
     }
 
     /// Deletes a target by name; returns whether it existed.
     pub async fn delete_target(&self, name: &str) -> Result<bool, StoreError> {
         let r = self
-            .bounded(
-                sqlx::query("DELETE FROM targets WHERE name = $1")
+            .run(async |c| {
+                self.query("DELETE FROM targets WHERE name = $1")
                     .bind(name)
-                    .execute(&self.pool),
-            )
+                    .execute(&mut *c)
+                    .await
+            })
             .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -348,8 +523,8 @@ impl Store {
 
     /// Records a new session (authorised or pending approval).
     pub async fn create_session(&self, s: &SessionRow) -> Result<(), StoreError> {
-        self.bounded(
-            sqlx::query(
+        self.run(async |c| {
+            self.query(
                 "INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
@@ -361,8 +536,7 @@ impl Store {
             .bind(s.port)
             .bind(&s.status)
             .bind(s.created_at)
-            .execute(&self.pool),
-        )
+            .execute(&mut *c).await})
         .await
         .map(|_| ())
     }
@@ -371,16 +545,17 @@ impl Store {
     /// claims: exactly one replica wins; the others get `false`.
     pub async fn claim_session(&self, id: &str, replica: &str) -> Result<bool, StoreError> {
         let r = self
-            .bounded(
-                sqlx::query(
+            .run(async |c| {
+                self.query(
                     "UPDATE sessions SET status = 'active', replica = $1, started_at = $2 \
                      WHERE id = $3 AND status = 'authorized'",
                 )
                 .bind(replica)
                 .bind(now_ms())
                 .bind(id)
-                .execute(&self.pool),
-            )
+                .execute(&mut *c)
+                .await
+            })
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -394,8 +569,8 @@ impl Store {
         down: u64,
         reason: &str,
     ) -> Result<(), StoreError> {
-        self.bounded(
-            sqlx::query(
+        self.run(async |c| {
+            self.query(
                 "UPDATE sessions SET status = 'ended', ended_at = $1, bytes_up = $2, bytes_down = $3, \
                  end_reason = $4, replica = $5 WHERE id = $6 AND status IN ('active', 'terminating')",
             )
@@ -405,8 +580,7 @@ impl Store {
             .bind(reason)
             .bind(replica)
             .bind(id)
-            .execute(&self.pool),
-        )
+            .execute(&mut *c).await})
         .await
         .map(|_| ())
     }
@@ -416,16 +590,15 @@ impl Store {
     /// the change.
     pub async fn terminate_session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
         let now = now_ms();
-        self.bounded(
-            sqlx::query(
+        self.run(async |c| {
+            self.query(
                 "UPDATE sessions SET status = CASE WHEN status = 'active' THEN 'terminating' ELSE 'ended' END, \
                  end_reason = 'terminated', ended_at = CASE WHEN status = 'active' THEN ended_at ELSE $1 END \
                  WHERE id = $2 AND status IN ('authorized', 'pending', 'active')",
             )
             .bind(now)
             .bind(id)
-            .execute(&self.pool),
-        )
+            .execute(&mut *c).await})
         .await?;
         self.session(id).await
     }
@@ -436,8 +609,8 @@ impl Store {
     /// job's lease; side effects carry the epoch so a holder that lost its lease cannot act.
     pub async fn fence_job(&self, job: &str, holder: &str) -> Result<i64, StoreError> {
         let (epoch,): (i64,) = self
-            .bounded(
-                sqlx::query_as(
+            .run(async |c| {
+                self.query_as(
                     "INSERT INTO job_fences (job, epoch, holder, at) VALUES ($1, 1, $2, $3) \
                      ON CONFLICT (job) DO UPDATE SET epoch = job_fences.epoch + 1, holder = excluded.holder, at = excluded.at \
                      RETURNING epoch",
@@ -445,20 +618,20 @@ impl Store {
                 .bind(job)
                 .bind(holder)
                 .bind(now_ms())
-                .fetch_one(&self.pool),
-            )
+                .fetch_one(&mut *c).await})
             .await?;
         Ok(epoch)
     }
 
     /// Sessions a relay carries or carried (`active`, `terminating`).
     pub async fn live_sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
-        self.bounded(
-            sqlx::query_as(select_sessions!(
+        self.run(async |c| {
+            self.query_as(select_sessions!(
                 "WHERE status IN ('active', 'terminating') ORDER BY created_at"
             ))
-            .fetch_all(&self.pool),
-        )
+            .fetch_all(&mut *c)
+            .await
+        })
         .await
     }
 
@@ -472,8 +645,8 @@ impl Store {
         epoch: i64,
     ) -> Result<bool, StoreError> {
         let r = self
-            .bounded(
-                sqlx::query(
+            .run(async |c| {
+                self.query(
                     "UPDATE sessions SET status = 'ended', ended_at = $1, end_reason = 'replica_lost' \
                      WHERE id = $2 AND replica = $3 AND status IN ('active', 'terminating') \
                      AND EXISTS (SELECT 1 FROM job_fences WHERE job = $4 AND epoch = $5)",
@@ -483,44 +656,49 @@ impl Store {
                 .bind(replica)
                 .bind(job)
                 .bind(epoch)
-                .execute(&self.pool),
-            )
+                .execute(&mut *c).await})
             .await?;
         Ok(r.rows_affected() == 1)
     }
 
-    /// Ends authorisations never used before `created_before` (unix ms), fenced like
-    /// [`Store::end_lost_session`]. Returns how many.
+    /// Ends, as `expired`, requests still pending a decision made before `pending_before`, and
+    /// authorisations never used that were granted (created, or approved) before
+    /// `authorized_before` (unix ms); fenced like every cleanup side effect.
     pub async fn expire_unused_sessions(
         &self,
-        created_before: i64,
+        pending_before: i64,
+        authorized_before: i64,
         job: &str,
         epoch: i64,
     ) -> Result<u64, StoreError> {
         let r = self
-            .bounded(
-                sqlx::query(
+            .run(async |c| {
+                self.query(
                     "UPDATE sessions SET status = 'ended', ended_at = $1, end_reason = 'expired' \
-                     WHERE status IN ('authorized', 'pending') AND created_at < $2 \
-                     AND EXISTS (SELECT 1 FROM job_fences WHERE job = $3 AND epoch = $4)",
+                     WHERE ((status = 'pending' AND created_at < $2) \
+                        OR (status = 'authorized' AND COALESCE( \
+                              (SELECT decided_at FROM approvals a WHERE a.session_id = sessions.id), \
+                              created_at) < $3)) \
+                     AND EXISTS (SELECT 1 FROM job_fences WHERE job = $4 AND epoch = $5)",
                 )
                 .bind(now_ms())
-                .bind(created_before)
+                .bind(pending_before)
+                .bind(authorized_before)
                 .bind(job)
                 .bind(epoch)
-                .execute(&self.pool),
-            )
+                .execute(&mut *c).await})
             .await?;
         Ok(r.rows_affected())
     }
 
     /// One session.
     pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
-        self.bounded(
-            sqlx::query_as(select_sessions!("WHERE id = $1"))
+        self.run(async |c| {
+            self.query_as(select_sessions!("WHERE id = $1"))
                 .bind(id)
-                .fetch_optional(&self.pool),
-        )
+                .fetch_optional(&mut *c)
+                .await
+        })
         .await
     }
 
@@ -534,10 +712,12 @@ impl Store {
             Some(_) => select_sessions!("WHERE token_id = $1 ORDER BY created_at DESC LIMIT $2"),
             None => select_sessions!("ORDER BY created_at DESC LIMIT $1"),
         };
-        let mut query = sqlx::query_as(q);
+        let mut query = self.query_as(q);
         if let Some(t) = token_id {
             query = query.bind(t);
         }
-        self.bounded(query.bind(limit).fetch_all(&self.pool)).await
+        self.run(async |c| query.bind(limit).fetch_all(&mut *c).await)
+            .await
     }
 }
+

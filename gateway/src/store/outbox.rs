@@ -17,17 +17,20 @@ use super::{Backend, SessionRow, Store, StoreError, now_ms};
 /// Advisory lock key serialising outbox inserts on Postgres (every writer of `events` takes it).
 pub const OUTBOX_LOCK: i64 = 0x7767_6f75_7462_6f78; // "wgoutbox"
 
-async fn lock_outbox(
-    backend: Backend,
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-) -> Result<(), sqlx::Error> {
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(OUTBOX_LOCK)
-            .execute(&mut **tx)
-            .await?;
+impl Store {
+    /// Serialises outbox inserts (see [`OUTBOX_LOCK`]) until `tx` ends.
+    async fn lock_outbox(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    ) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            self.query("SELECT pg_advisory_xact_lock($1)")
+                .bind(OUTBOX_LOCK)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// An approver's decision.
@@ -100,11 +103,10 @@ impl Store {
         subject: &str,
         detail: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        let (pool, backend) = (self.pool.clone(), self.backend);
         let work = async move {
-            let mut tx = pool.begin().await?;
-            lock_outbox(backend, &mut tx).await?;
-            sqlx::query("INSERT INTO events (at, kind, subject, detail) VALUES ($1, $2, $3, $4)")
+            let mut tx = self.begin().await?;
+            self.lock_outbox(&mut tx).await?;
+            self.query("INSERT INTO events (at, kind, subject, detail) VALUES ($1, $2, $3, $4)")
                 .bind(now_ms())
                 .bind(kind)
                 .bind(subject)
@@ -118,12 +120,11 @@ impl Store {
 
     /// Events with an id above `after`, oldest first.
     pub async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<EventRow>, StoreError> {
-        self.bounded(
-            sqlx::query_as("SELECT id, at, kind, subject, detail FROM events WHERE id > $1 ORDER BY id LIMIT $2")
+        self.run(async |c| {
+            self.query_as("SELECT id, at, kind, subject, detail FROM events WHERE id > $1 ORDER BY id LIMIT $2")
                 .bind(after)
                 .bind(limit)
-                .fetch_all(&self.pool),
-        )
+                .fetch_all(&mut *c).await})
         .await
     }
 
@@ -137,22 +138,22 @@ impl Store {
         reason: &str,
     ) -> Result<Decided, StoreError> {
         let now = now_ms();
-        let (pool, backend) = (self.pool.clone(), self.backend);
         let work = async move {
-            let mut tx = pool.begin().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO approvals (session_id, decision, decided_by, reason, decided_at) \
+            let mut tx = self.begin().await?;
+            let inserted = self
+                .query(
+                    "INSERT INTO approvals (session_id, decision, decided_by, reason, decided_at) \
                  SELECT id, $2, $3, $4, $5 FROM sessions WHERE id = $1 AND status = 'pending' \
                  ON CONFLICT (session_id) DO NOTHING",
-            )
-            .bind(session_id)
-            .bind(decision.as_str())
-            .bind(by)
-            .bind(reason)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+                )
+                .bind(session_id)
+                .bind(decision.as_str())
+                .bind(by)
+                .bind(reason)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if inserted == 0 {
                 tx.rollback().await?;
                 return Ok::<bool, sqlx::Error>(false);
@@ -166,13 +167,13 @@ impl Store {
                      WHERE id = $1 AND status = 'pending'"
                 }
             };
-            let mut q = sqlx::query(update).bind(session_id);
+            let mut q = self.query(update).bind(session_id);
             if decision == Decision::Denied {
                 q = q.bind(now);
             }
             q.execute(&mut *tx).await?;
-            lock_outbox(backend, &mut tx).await?;
-            sqlx::query("INSERT INTO events (at, kind, subject, detail) VALUES ($1, $2, $3, $4)")
+            self.lock_outbox(&mut tx).await?;
+            self.query("INSERT INTO events (at, kind, subject, detail) VALUES ($1, $2, $3, $4)")
                 .bind(now)
                 .bind(format!("approval.{}", decision.as_str()))
                 .bind(session_id)
@@ -199,24 +200,24 @@ impl Store {
 
     /// The decision on a session, if any.
     pub async fn approval(&self, session_id: &str) -> Result<Option<ApprovalRow>, StoreError> {
-        self.bounded(
-            sqlx::query_as(
+        self.run(async |c| {
+            self.query_as(
                 "SELECT session_id, decision, decided_by, reason, decided_at FROM approvals WHERE session_id = $1",
             )
             .bind(session_id)
-            .fetch_optional(&self.pool),
-        )
+            .fetch_optional(&mut *c).await})
         .await
     }
 
     /// Where `job`'s cursor stands (0 before its first pass).
     pub async fn cursor(&self, job: &str) -> Result<i64, StoreError> {
         let row: Option<(i64,)> = self
-            .bounded(
-                sqlx::query_as("SELECT position FROM job_cursors WHERE job = $1")
+            .run(async |c| {
+                self.query_as("SELECT position FROM job_cursors WHERE job = $1")
                     .bind(job)
-                    .fetch_optional(&self.pool),
-            )
+                    .fetch_optional(&mut *c)
+                    .await
+            })
             .await?;
         Ok(row.map(|r| r.0).unwrap_or(0))
     }
@@ -231,15 +232,14 @@ impl Store {
         to: i64,
         epoch: i64,
     ) -> Result<bool, StoreError> {
-        self.bounded(
-            sqlx::query("INSERT INTO job_cursors (job, position) VALUES ($1, 0) ON CONFLICT (job) DO NOTHING")
+        self.run(async |c| {
+            self.query("INSERT INTO job_cursors (job, position) VALUES ($1, 0) ON CONFLICT (job) DO NOTHING")
                 .bind(job)
-                .execute(&self.pool),
-        )
+                .execute(&mut *c).await})
         .await?;
         let r = self
-            .bounded(
-                sqlx::query(
+            .run(async |c| {
+                self.query(
                     "UPDATE job_cursors SET position = $1 WHERE job = $2 AND position = $3 \
                      AND EXISTS (SELECT 1 FROM job_fences WHERE job = $2 AND epoch = $4)",
                 )
@@ -247,20 +247,22 @@ impl Store {
                 .bind(job)
                 .bind(from)
                 .bind(epoch)
-                .execute(&self.pool),
-            )
+                .execute(&mut *c)
+                .await
+            })
             .await?;
         Ok(r.rows_affected() == 1)
     }
 
     /// Sessions waiting for an approver, oldest first.
     pub async fn pending_sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
-        self.bounded(
-            sqlx::query_as(select_sessions!(
+        self.run(async |c| {
+            self.query_as(select_sessions!(
                 "WHERE status = 'pending' ORDER BY created_at"
             ))
-            .fetch_all(&self.pool),
-        )
+            .fetch_all(&mut *c)
+            .await
+        })
         .await
     }
 }

@@ -14,30 +14,30 @@ pub struct UnsignedRecording {
 impl Store {
     /// Notes that `session` is being recorded by `replica`.
     pub async fn start_recording(&self, session: &str, replica: &str) -> Result<(), StoreError> {
-        self.bounded(
-            sqlx::query(
+        self.run(async |c| {
+            self.query(
                 "INSERT INTO recordings (session_id, replica, state, started_at) VALUES ($1, $2, 'recording', $3) \
                  ON CONFLICT (session_id) DO NOTHING",
             )
             .bind(session)
             .bind(replica)
             .bind(now_ms())
-            .execute(&self.pool),
-        )
+            .execute(&mut *c).await})
         .await
         .map(|_| ())
     }
 
     /// Recordings of ended sessions that have no signed manifest yet.
     pub async fn unsigned_recordings(&self) -> Result<Vec<UnsignedRecording>, StoreError> {
-        self.bounded(
-            sqlx::query_as(
+        self.run(async |c| {
+            self.query_as(
                 "SELECT r.session_id, COALESCE(s.ended_at, 0) AS ended_at FROM recordings r \
                  JOIN sessions s ON s.id = r.session_id \
                  WHERE r.state = 'recording' AND s.status = 'ended' ORDER BY s.ended_at LIMIT 100",
             )
-            .fetch_all(&self.pool),
-        )
+            .fetch_all(&mut *c)
+            .await
+        })
         .await
     }
 
@@ -53,8 +53,8 @@ impl Store {
         epoch: i64,
     ) -> Result<bool, StoreError> {
         let r = self
-            .bounded(
-                sqlx::query(
+            .run(async |c| {
+                self.query(
                     "UPDATE recordings SET state = 'signed', manifest_sha256 = $1, complete = $2, signed_at = $3 \
                      WHERE session_id = $4 AND state = 'recording' \
                      AND EXISTS (SELECT 1 FROM job_fences WHERE job = $5 AND epoch = $6)",
@@ -65,8 +65,7 @@ impl Store {
                 .bind(session)
                 .bind(job)
                 .bind(epoch)
-                .execute(&self.pool),
-            )
+                .execute(&mut *c).await})
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -74,11 +73,12 @@ impl Store {
     /// The manifest hash recorded for `session`, once signed.
     pub async fn manifest_hash(&self, session: &str) -> Result<Option<String>, StoreError> {
         let row: Option<(Option<String>,)> = self
-            .bounded(
-                sqlx::query_as("SELECT manifest_sha256 FROM recordings WHERE session_id = $1")
+            .run(async |c| {
+                self.query_as("SELECT manifest_sha256 FROM recordings WHERE session_id = $1")
                     .bind(session)
-                    .fetch_optional(&self.pool),
-            )
+                    .fetch_optional(&mut *c)
+                    .await
+            })
             .await?;
         Ok(row.and_then(|r| r.0))
     }
