@@ -36,3 +36,22 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn proxy_command() -> String {
     format!("{} connect %h", bin("wgctl").display())
 }
+
+/// A TCP echo server on a free loopback port, for tests and benchmarks that need a target
+/// which writes back while it reads. Runs on the current tokio runtime.
+pub async fn echo_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("binding an echo server: {e}"));
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    port
+}

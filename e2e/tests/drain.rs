@@ -188,3 +188,102 @@ async fn sigterm_drains_before_the_process_exits() {
         t.elapsed()
     );
 }
+
+/// The preStop path: `wgctl system drain --local` through the replica's admin socket needs no
+/// address, token or CA (it works whatever certificate the replica serves), and drains exactly
+/// like the API: it waits for the owned session, then returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_drain_through_the_admin_socket_needs_no_token_or_tls() {
+    let deps = Deps::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let socket_arg = socket.display().to_string();
+    let fleet = deps
+        .fleet(1, &["--admin-socket", &socket_arg])
+        .await
+        .unwrap();
+    {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let meta = std::fs::metadata(&socket).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "socket open to others"
+        );
+    }
+    let mut ssh = deps
+        .sshd
+        .ssh_via(&proxy(), "sleep 3; echo finished")
+        .unwrap();
+    ssh.envs(fleet.wgctl_env())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let session = ssh.spawn().unwrap();
+    fleet.wait_owned_sessions(0, 1, OWN_TIMEOUT).unwrap();
+    // No WG_ADDR, token or CA: only the socket.
+    let local = |args: &[&str]| {
+        let mut c = std::process::Command::new(wardengate_e2e::bin("wgctl"));
+        c.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("WG_ADMIN_SOCKET", &socket_arg);
+        c
+    };
+    let started = Instant::now();
+    let out = local(&[
+        "-o",
+        "json",
+        "system",
+        "drain",
+        "--local",
+        "--timeout",
+        "60s",
+    ])
+    .output()
+    .unwrap();
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["draining"], true);
+    assert_eq!(status["owned_sessions"], 0);
+    let ssh_out = session.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&ssh_out.stdout).trim(), "finished");
+    assert!(
+        took > Duration::from_secs(1),
+        "returned before the session ended: {took:?}"
+    );
+    // Readiness follows the drain; status over the socket says so too.
+    let e = fleet
+        .client_for(0)
+        .get::<Value>("/readyz")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("draining"), "{e}");
+    let s = run(
+        &mut local(&["-o", "json", "system", "status", "--local"]),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(s.contains("\"draining\": true"), "{s}");
+    // A missing socket is a clear error, not a hang.
+    let missing = local(&[
+        "system",
+        "drain",
+        "--local",
+        "--socket",
+        "/nonexistent/admin.sock",
+    ])
+    .output()
+    .unwrap();
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/admin.sock"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}

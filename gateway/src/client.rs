@@ -92,6 +92,8 @@ impl ClientError {
 #[derive(Debug, Clone)]
 pub struct Client {
     addr: String,
+    /// How errors name the server (the socket path for a local client).
+    shown: String,
     token: Option<String>,
     http: reqwest::Client,
     tls: Arc<rustls::ClientConfig>,
@@ -123,10 +125,34 @@ impl Client {
                 message: e.to_string(),
             })?;
         Ok(Self {
+            shown: addr.clone(),
             addr,
             token,
             http,
             tls,
+        })
+    }
+
+    /// A client for the replica on this machine, through its admin socket (`--admin-socket`):
+    /// plain HTTP over a Unix socket, no token.
+    pub fn local(socket: &std::path::Path) -> Result<Self, ClientError> {
+        let addr = format!("unix:{}", socket.display());
+        let http = reqwest::Client::builder()
+            .unix_socket(socket)
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ClientError::Transport {
+                addr: addr.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            // reqwest sends every request to the socket; the host part is only for the URL.
+            addr: "http://localhost".into(),
+            shown: addr,
+            token: None,
+            http,
+            tls: system_client_config()?,
         })
     }
 
@@ -137,7 +163,7 @@ impl Client {
 
     fn transport(&self, e: impl std::fmt::Display) -> ClientError {
         ClientError::Transport {
-            addr: self.addr.clone(),
+            addr: self.shown.clone(),
             message: e.to_string(),
         }
     }
@@ -379,54 +405,84 @@ pub struct Pumped {
 /// Copies `input` to the relay and the relay to `output` until the server closes it. Local EOF
 /// half-closes (the target sees EOF and may still answer). A close frame with a non-normal code
 /// becomes [`ClientError::RelayClosed`].
+///
+/// The two directions run independently: a send that waits for the relay to drain never stops
+/// this side from reading what the relay sends back (with a peer that writes while it reads —
+/// an echo, rsync, a COPY with notices — waiting in one loop filled every buffer and deadlocked).
 pub async fn pump<R, W>(ws: RelayStream, mut input: R, mut output: W) -> Result<Pumped, ClientError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let (mut tx, mut rx) = ws.split();
-    let mut counts = Pumped::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut input_open = true;
-    loop {
-        tokio::select! {
-            n = input.read(&mut buf), if input_open => {
-                match n {
-                    Ok(0) | Err(_) => {
-                        input_open = false;
-                        let _ = tx.send(Message::Text(HALF_CLOSE.into())).await;
-                    }
-                    Ok(n) => {
-                        tx.send(Message::Binary(buf[..n].to_vec().into())).await
-                            .map_err(|e| ClientError::RelayClosed { code: 1006, reason: e.to_string() })?;
-                        counts.up += n as u64;
-                    }
+    let (mut up, mut down) = (0u64, 0u64);
+    let upstream = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match input.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(Message::Text(HALF_CLOSE.into())).await;
+                    return;
                 }
-            }
-            msg = rx.next() => {
-                match msg {
-                    Some(Ok(Message::Binary(b))) => {
-                        output.write_all(&b).await?;
-                        output.flush().await?;
-                        counts.down += b.len() as u64;
+                Ok(n) => {
+                    if tx
+                        .send(Message::Binary(buf[..n].to_vec().into()))
+                        .await
+                        .is_err()
+                    {
+                        // The relay is gone; the downstream side reports how it ended.
+                        return;
                     }
-                    Some(Ok(Message::Close(frame))) => {
-                        let _ = output.flush().await;
-                        let (code, reason) = frame
-                            .map(|f| (u16::from(f.code), f.reason.to_string()))
-                            .unwrap_or((1000, String::new()));
-                        if code == u16::from(CloseCode::Normal) {
-                            return Ok(counts);
-                        }
-                        return Err(ClientError::RelayClosed { code, reason });
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(ClientError::RelayClosed { code: 1006, reason: e.to_string() }),
-                    None => return Err(ClientError::RelayClosed { code: 1006, reason: "connection lost".into() }),
+                    up += n as u64;
                 }
             }
         }
-    }
+    };
+    let downstream = async {
+        loop {
+            match rx.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    output.write_all(&b).await?;
+                    output.flush().await?;
+                    down += b.len() as u64;
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let _ = output.flush().await;
+                    let (code, reason) = frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1000, String::new()));
+                    if code == u16::from(CloseCode::Normal) {
+                        return Ok(());
+                    }
+                    return Err(ClientError::RelayClosed { code, reason });
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    return Err(ClientError::RelayClosed {
+                        code: 1006,
+                        reason: e.to_string(),
+                    });
+                }
+                None => {
+                    return Err(ClientError::RelayClosed {
+                        code: 1006,
+                        reason: "connection lost".into(),
+                    });
+                }
+            }
+        }
+    };
+    let ended = {
+        tokio::pin!(upstream, downstream);
+        let mut upstream_done = false;
+        loop {
+            tokio::select! {
+                () = &mut upstream, if !upstream_done => upstream_done = true,
+                r = &mut downstream => break r,
+            }
+        }
+    };
+    ended.map(|()| Pumped { up, down })
 }
 
 /// One server-sent event.

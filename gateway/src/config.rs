@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::redis_url::RedisTarget;
 use crate::replica::Role;
 use crate::signing::Keyring;
+use crate::store::PoolMode;
 use crate::tls::PemPair;
 
 /// Raw `serve` arguments as given (strings, so errors can name the variable, not only the flag).
@@ -25,6 +26,11 @@ pub struct ServeArgs {
     /// Postgres URL, e.g. postgres://user:pw@db:5432/wardengate?sslmode=require
     #[arg(long, env = "WG_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// How the database URL reaches Postgres: `session` (directly, or a pooler in session mode)
+    /// or `transaction` (PgBouncer `pool_mode = transaction`, pgcat, RDS Proxy): every call
+    /// then runs in a transaction that sets statement_timeout locally, without named statements.
+    #[arg(long, env = "WG_DATABASE_POOL_MODE", value_enum, default_value_t = PoolMode::Session)]
+    pub database_pool_mode: PoolMode,
     /// Redis URL: redis://, rediss://, sentinel://…/master or …?cluster=true
     #[arg(long, env = "WG_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -67,9 +73,18 @@ pub struct ServeArgs {
     /// Heartbeat age after which a replica counts as lost and its sessions end as replica_lost.
     #[arg(long, env = "WG_REPLICA_LOST_AFTER", default_value = "15s")]
     pub replica_lost_after: String,
-    /// How long Postgres may be unreachable (while peers reach it) before /healthz fails.
+    /// How long Postgres may be unreachable (while peers reach it) before /healthz fails; also
+    /// how long Postgres or Redis may fail before /readyz does.
     #[arg(long, env = "WG_ISOLATION_GRACE", default_value = "10s")]
     pub isolation_grace: String,
+    /// How long a live session's state stays valid without its relay renewing it (the relay
+    /// renews it every health interval for as long as the session lasts).
+    #[arg(long, env = "WG_LIVE_SESSION_TTL", default_value = "60s")]
+    pub live_session_ttl: String,
+    /// Local Unix socket for `wgctl system drain --local` (no token, no TLS; mode 0600). Off
+    /// unless set; the operator sets it for the preStop hook.
+    #[arg(long, env = "WG_ADMIN_SOCKET")]
+    pub admin_socket: Option<PathBuf>,
 }
 
 /// A configuration error naming what to fix.
@@ -100,6 +115,8 @@ pub struct ServeConfig {
     pub agent_listen: SocketAddr,
     /// Postgres URL.
     pub database_url: String,
+    /// How that URL reaches Postgres.
+    pub database_pool_mode: PoolMode,
     /// Parsed Redis target.
     pub redis: RedisTarget,
     /// Server certificate and key.
@@ -126,6 +143,10 @@ pub struct ServeConfig {
     pub drain_timeout: Duration,
     /// Heartbeat age that makes a replica lost.
     pub replica_lost_after: Duration,
+    /// Validity of a live session's state between renewals.
+    pub live_session_ttl: Duration,
+    /// Local admin socket.
+    pub admin_socket: Option<PathBuf>,
 }
 
 /// Parses a human duration (`5s`, `250ms`, `10m`) bounded to `[min, max]`.
@@ -291,6 +312,15 @@ impl ServeArgs {
             health_interval * 3,
             Duration::from_secs(3600),
         )?;
+        // A relay renews every health interval (at least every 500 ms): leave room for
+        // three missed renewals.
+        let live_session_ttl = parse_duration(
+            "live-session-ttl",
+            "WG_LIVE_SESSION_TTL",
+            &self.live_session_ttl,
+            (health_interval.max(Duration::from_millis(500)) * 3).max(Duration::from_secs(2)),
+            Duration::from_secs(3600),
+        )?;
         let replica_id = match &self.replica_id {
             Some(id) if !id.trim().is_empty() => id.trim().to_string(),
             Some(_) => return Err(err("replica-id", "WG_REPLICA_ID", "must not be empty")),
@@ -313,6 +343,7 @@ impl ServeArgs {
             listen,
             agent_listen,
             database_url,
+            database_pool_mode: self.database_pool_mode,
             redis,
             tls,
             keyring,
@@ -326,6 +357,8 @@ impl ServeArgs {
             isolation_grace,
             drain_timeout,
             replica_lost_after,
+            live_session_ttl,
+            admin_socket: self.admin_socket.clone(),
         })
     }
 }
@@ -416,6 +449,39 @@ mod tests {
         assert_eq!(c.statement_timeout, Duration::from_secs(5));
         assert_eq!(c.role, Role::All);
         assert!(c.admin_token.is_some());
+        assert_eq!(c.live_session_ttl, crate::grant::DEFAULT_LIVE_SESSION_TTL);
+        assert_eq!(c.database_pool_mode, PoolMode::Session);
+        assert_eq!(c.admin_socket, None);
+    }
+
+    #[test]
+    fn live_session_ttl_leaves_room_for_three_missed_renewals() {
+        let f = files();
+        let c = validate(
+            &f,
+            &["--live-session-ttl", "2s", "--health-interval", "500ms"],
+        )
+        .unwrap();
+        assert_eq!(c.live_session_ttl, Duration::from_secs(2));
+        let e = validate(&f, &["--live-session-ttl", "2s", "--health-interval", "1s"]).unwrap_err();
+        assert_eq!(e.setting, "--live-session-ttl / WG_LIVE_SESSION_TTL");
+        let e = validate(&f, &["--live-session-ttl", "1s"]).unwrap_err();
+        assert_eq!(e.setting, "--live-session-ttl / WG_LIVE_SESSION_TTL");
+        let c = validate(
+            &f,
+            &[
+                "--database-pool-mode",
+                "transaction",
+                "--admin-socket",
+                "/run/wg.sock",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.database_pool_mode, PoolMode::Transaction);
+        assert_eq!(
+            c.admin_socket.as_deref(),
+            Some(std::path::Path::new("/run/wg.sock"))
+        );
     }
 
     #[test]

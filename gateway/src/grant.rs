@@ -5,10 +5,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::signing::Expiring;
 
-/// How long an authorisation may wait before its relay connects.
+/// How long an authorisation may wait before its relay connects, counted from when it was
+/// granted (at creation, or at the approver's decision).
 pub const AUTHORIZED_TTL_MS: i64 = 10 * 60 * 1000;
-/// How long an active grant lives without its relay renewing it.
-pub const ACTIVE_TTL_MS: i64 = 60 * 1000;
+/// How long a request that needs approval waits for a decision. After that it ends as
+/// `expired`: a late decision is refused with `approval_expired`, and `wgctl connect` says the
+/// request expired (connect again to ask anew).
+pub const APPROVAL_WINDOW_MS: i64 = 10 * 60 * 1000;
+/// How long an active grant stays valid without its relay renewing it (`--live-session-ttl`).
+/// The relay re-signs it with a fresh expiry on every poll, so a session lasts as long as it is
+/// carried; this bounds only a relay that stopped renewing.
+pub const DEFAULT_LIVE_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where a session stands, as the live state says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

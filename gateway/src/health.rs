@@ -103,6 +103,11 @@ impl HealthState {
         })
     }
 
+    /// How long a dependency may fail before it counts (isolation, readiness).
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
     /// A copy of the latest observations.
     pub fn observations(&self) -> Observations {
         self.obs.read().unwrap_or_else(|p| p.into_inner()).clone()

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::grant::AUTHORIZED_TTL_MS;
+use crate::grant::{APPROVAL_WINDOW_MS, AUTHORIZED_TTL_MS};
 use crate::health::Heartbeat;
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -254,7 +254,12 @@ impl Jobs {
         }
         let expired = self
             .store
-            .expire_unused_sessions(now - AUTHORIZED_TTL_MS, CLEANUP, epoch)
+            .expire_unused_sessions(
+                now - APPROVAL_WINDOW_MS,
+                now - AUTHORIZED_TTL_MS,
+                CLEANUP,
+                epoch,
+            )
             .await?;
         if expired > 0 {
             tracing::info!(event = "sessions_expired", count = expired, epoch);

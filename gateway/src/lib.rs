@@ -1,6 +1,7 @@
 //! Wardengate: a stateless session broker and relay. One binary serves every role
 //! (control plane, gateway, or both); `wgctl` is its command-line client.
 
+pub mod admin_socket;
 pub mod api;
 pub mod client;
 pub mod config;

@@ -29,6 +29,14 @@ pub enum ServeError {
     /// Redis could not be set up.
     #[error(transparent)]
     Live(#[from] crate::live::LiveError),
+    /// The local admin socket could not be set up.
+    #[error("admin socket {path}: {source}")]
+    AdminSocket {
+        /// Socket path.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// The listener failed.
     #[error("serving on {addr}: {source}")]
     Listen {
@@ -37,6 +45,17 @@ pub enum ServeError {
         /// Cause.
         source: std::io::Error,
     },
+}
+
+/// How a replica gets its live store: ready-made (the in-process store of `dev`), or by
+/// connecting to Redis after the listener is up, so health endpoints answer while Redis is
+/// still out of reach.
+#[derive(Debug)]
+pub enum LiveSource {
+    /// Already usable.
+    Ready(Live),
+    /// Connect (retrying while unreachable) once serving.
+    Redis(crate::redis_url::RedisTarget),
 }
 
 /// The parts a replica is made of.
@@ -53,7 +72,7 @@ pub struct Parts {
     /// Durable store (migrated by [`run`]).
     pub store: Store,
     /// Live state.
-    pub live: Live,
+    pub live: LiveSource,
     /// Signing keys.
     pub keyring: Keyring,
     /// Metrics (shared with the Redis layer).
@@ -64,7 +83,7 @@ pub struct Parts {
     pub listen: SocketAddr,
     /// Health-check cycle.
     pub health_interval: Duration,
-    /// Isolation grace.
+    /// Isolation grace (also how long a dependency may fail before readiness does).
     pub isolation_grace: Duration,
     /// Admin token to ensure at start.
     pub admin_token: Option<String>,
@@ -72,9 +91,14 @@ pub struct Parts {
     pub drain_timeout: Duration,
     /// Heartbeat age after which a replica's sessions end as `replica_lost`.
     pub replica_lost_after: Duration,
+    /// How long a live session's state stays valid without its relay renewing it.
+    pub live_session_ttl: Duration,
+    /// Local admin socket (drain and status without a token), if any.
+    pub admin_socket: Option<std::path::PathBuf>,
 }
 
-/// Connects Redis for `serve`, retrying a Cluster whose nodes are not up yet.
+/// Connects Redis for `serve`, retrying while it is unreachable (and a Cluster whose nodes are
+/// not up yet).
 pub async fn connect_redis(
     target: crate::redis_url::RedisTarget,
     metrics: Metrics,
@@ -113,135 +137,213 @@ async fn retry_while_unavailable<
     }
 }
 
-/// Migrates (retrying while the database is unreachable), then serves until `shutdown`
-/// resolves; then drains (readiness fails, new relays are refused, owned sessions get
-/// `drain_timeout` to end before being closed recoverably) and only then stops serving.
+/// Serves HTTPS at once — `/healthz` answers 200 and `/readyz` 503 naming what start-up waits
+/// for, every other request 503 with `Retry-After` — while Redis is connected and migrations
+/// run (both retried while unreachable, so a replica started during an outage waits instead of
+/// crash-looping); then serves the full API until `shutdown` resolves; then drains (readiness
+/// fails, new relays are refused, owned sessions get `drain_timeout` to end before being closed
+/// recoverably) and only then stops serving.
 pub async fn run(
     parts: Parts,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let tls = RustlsConfig::from_config(Arc::new(crate::tls::server_config(&parts.tls)?));
-    retry_while_unavailable(
-        "postgres (migrations wait)",
-        || parts.store.migrate(),
-        |e| matches!(e, crate::store::StoreError::Unavailable(_)),
-    )
-    .await?;
-    if let Some(t) = &parts.admin_token {
-        parts
-            .store
-            .ensure_admin_token(&crate::token::hash(t))
-            .await?;
-    }
     let replica = Replica::new(parts.replica_id.clone(), parts.role);
     let health = HealthState::new(parts.isolation_grace);
-    let checker = Checker {
-        store: parts.store.clone(),
-        live: parts.live.clone(),
-        metrics: parts.metrics.clone(),
-        state: health.clone(),
-        interval: parts.health_interval,
-        replica_state: replica.clone(),
+    let phase = crate::api::StartPhase::new("waiting for redis");
+    let app = crate::api::Starting::new(phase.clone());
+    let handle = Handle::new();
+    // The local admin socket works from the first moment: a preStop drain may come early.
+    let admin_task = match &parts.admin_socket {
+        Some(path) => Some(crate::admin_socket::serve(
+            path,
+            replica.clone(),
+            parts.metrics.clone(),
+        )?),
+        None => None,
     };
-    checker.cycle().await;
-    let checker_task = tokio::spawn(checker.run());
-    let jobs_task = replica.role.has_api().then(|| {
-        let jobs = crate::jobs::Jobs {
-            store: parts.store.clone(),
-            live: parts.live.clone(),
-            replica: replica.clone(),
-            metrics: parts.metrics.clone(),
-            lease_ttl: Duration::from_secs(5),
-            every: Duration::from_secs(2),
-            lost_after: parts.replica_lost_after,
-            recordings: parts.recordings.clone(),
-            keyring: parts.keyring.clone(),
-            seal_after: parts.recording_seal_after,
-            max_hold: crate::jobs::MAX_HOLD,
-        };
-        let (cleanup, fanout, manifests) = (jobs.clone(), jobs.clone(), jobs);
+    let (startup_failed_tx, startup_failed) = tokio::sync::oneshot::channel::<ServeError>();
+    let flush = parts.recordings.clone();
+    let ready = {
+        let (replica, health, app, metrics) = (
+            replica.clone(),
+            health.clone(),
+            app.clone(),
+            parts.metrics.clone(),
+        );
+        let Parts {
+            recordings,
+            recording_seal_after,
+            store,
+            live,
+            keyring,
+            health_interval,
+            admin_token,
+            replica_lost_after,
+            live_session_ttl,
+            ..
+        } = parts;
         tokio::spawn(async move {
-            let sign = async {
-                if manifests.recordings.is_some() {
-                    manifests
-                        .run(crate::jobs::MANIFESTS, Duration::from_secs(1))
-                        .await;
+            let started = async {
+                let live = match live {
+                    LiveSource::Ready(l) => l,
+                    LiveSource::Redis(target) => connect_redis(target, metrics.clone()).await?,
+                };
+                phase.set("waiting for postgres (migrations)");
+                retry_while_unavailable(
+                    "postgres (migrations wait)",
+                    || store.migrate(),
+                    |e| matches!(e, crate::store::StoreError::Unavailable(_)),
+                )
+                .await?;
+                if let Some(t) = &admin_token {
+                    let hashed = crate::token::hash(t);
+                    retry_while_unavailable(
+                        "postgres (admin token)",
+                        || store.ensure_admin_token(&hashed),
+                        |e| matches!(e, crate::store::StoreError::Unavailable(_)),
+                    )
+                    .await?;
+                }
+                Ok::<_, ServeError>(live)
+            };
+            let live = match started.await {
+                Ok(live) => live,
+                Err(e) => {
+                    let _ = startup_failed_tx.send(e);
+                    return None;
                 }
             };
-            tokio::join!(
-                cleanup.run(crate::jobs::CLEANUP, Duration::from_secs(2)),
-                fanout.run(crate::jobs::FANOUT, Duration::from_millis(250)),
-                sign,
-            );
-        })
-    });
-    // Uploads left over from an earlier run first, then a retry loop for failed uploads.
-    if let Some(rec) = parts.recordings.clone() {
-        tokio::spawn(async move {
-            let mut at_startup = true;
-            loop {
-                match rec.resume_spool(at_startup).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(event = "recordings_resumed", objects = n, at_startup),
-                    Err(e) => tracing::warn!(error = %e, "recording spool upload failed; retrying"),
-                }
-                at_startup = false;
-                tokio::time::sleep(Duration::from_secs(3)).await;
+            let checker = Checker {
+                store: store.clone(),
+                live: live.clone(),
+                metrics: metrics.clone(),
+                state: health.clone(),
+                interval: health_interval,
+                replica_state: replica.clone(),
+            };
+            checker.cycle().await;
+            let checker_task = tokio::spawn(checker.run());
+            let jobs_task = replica.role.has_api().then(|| {
+                spawn_jobs(crate::jobs::Jobs {
+                    store: store.clone(),
+                    live: live.clone(),
+                    replica: replica.clone(),
+                    metrics: metrics.clone(),
+                    lease_ttl: Duration::from_secs(5),
+                    every: Duration::from_secs(2),
+                    lost_after: replica_lost_after,
+                    recordings: recordings.clone(),
+                    keyring: keyring.clone(),
+                    seal_after: recording_seal_after,
+                    max_hold: crate::jobs::MAX_HOLD,
+                })
+            });
+            if let Some(rec) = recordings.clone() {
+                tokio::spawn(resume_uploads(rec));
             }
-        });
-    }
-    let state = Arc::new(AppState {
-        replica,
-        store: parts.store,
-        live: parts.live,
-        keyring: parts.keyring,
-        metrics: parts.metrics,
-        health,
-        dial_timeout: Duration::from_secs(10),
-        relay_poll: parts.health_interval.max(Duration::from_millis(500)),
-        recordings: parts.recordings.clone(),
-    });
-    let handle = Handle::new();
+            let state = Arc::new(AppState {
+                replica: replica.clone(),
+                store,
+                live,
+                keyring,
+                metrics,
+                health,
+                dial_timeout: Duration::from_secs(10),
+                relay_poll: health_interval.max(Duration::from_millis(500)),
+                live_session_ttl,
+                recordings,
+            });
+            app.ready(router(state));
+            tracing::info!(event = "ready_to_serve", replica = %replica.id);
+            Some((checker_task, jobs_task))
+        })
+    };
     let h = handle.clone();
-    let (replica, metrics, drain_timeout) = (
-        state.replica.clone(),
-        state.metrics.clone(),
-        parts.drain_timeout,
-    );
-    let flush = state.recordings.clone();
+    let (drain_replica, metrics, drain_timeout) =
+        (replica.clone(), parts.metrics.clone(), parts.drain_timeout);
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!(event = "shutdown_requested", drain_timeout = ?drain_timeout, "draining before shutdown");
-        let deadline = replica.begin_drain(drain_timeout);
-        metrics.draining.set(1);
-        let outcome = replica.wait_drained(deadline).await;
+        let drained =
+            crate::api::system::drain_replica(&drain_replica, &metrics, drain_timeout).await;
+        let outcome = drained
+            .headers()
+            .get(crate::api::DRAIN_OUTCOME_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         if let Some(rec) = &flush {
             // Finished sessions' recordings go up now if they can; the rest stay spooled for
             // the next start.
             let _ = tokio::time::timeout(Duration::from_secs(10), rec.resume_spool(false)).await;
         }
-        tracing::info!(event = "shutting_down", outcome = ?outcome);
+        tracing::info!(event = "shutting_down", outcome = %outcome);
         h.graceful_shutdown(Some(Duration::from_secs(10)));
     });
-    tracing::info!(event = "serving", listen = %parts.listen, replica = %state.replica.id, role = ?state.replica.role);
+    tracing::info!(event = "serving", listen = %parts.listen, replica = %replica.id, role = ?replica.role);
     // TCP_NODELAY on accepted connections: without it a handshake's small writes wait for
     // delayed ACKs (about 40 ms per session setup on Linux).
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
         .acceptor(axum_server::accept::NoDelayAcceptor::new());
-    let result = axum_server::bind(parts.listen)
+    let serving = axum_server::bind(parts.listen)
         .acceptor(acceptor)
-        .handle(handle)
-        .serve(router(state).into_make_service())
-        .await
-        .map_err(|source| ServeError::Listen {
+        .handle(handle.clone())
+        .serve(app.into_make_service());
+    let result = tokio::select! {
+        r = serving => r.map_err(|source| ServeError::Listen {
             addr: parts.listen,
             source,
-        });
-    checker_task.abort();
-    if let Some(t) = jobs_task {
+        }),
+        Ok(e) = startup_failed => {
+            handle.shutdown();
+            Err(e)
+        }
+    };
+    if let Some(t) = admin_task {
         t.abort();
     }
+    ready.abort();
+    if let Ok(Some((checker_task, jobs_task))) = ready.await {
+        checker_task.abort();
+        if let Some(t) = jobs_task {
+            t.abort();
+        }
+    }
     result
+}
+
+/// The leased background jobs of a replica that serves the API.
+fn spawn_jobs(jobs: crate::jobs::Jobs) -> tokio::task::JoinHandle<()> {
+    let (cleanup, fanout, manifests) = (jobs.clone(), jobs.clone(), jobs);
+    tokio::spawn(async move {
+        let sign = async {
+            if manifests.recordings.is_some() {
+                manifests
+                    .run(crate::jobs::MANIFESTS, Duration::from_secs(1))
+                    .await;
+            }
+        };
+        tokio::join!(
+            cleanup.run(crate::jobs::CLEANUP, Duration::from_secs(2)),
+            fanout.run(crate::jobs::FANOUT, Duration::from_millis(250)),
+            sign,
+        );
+    })
+}
+
+/// Uploads left over from an earlier run first, then retries failed uploads every 3 s.
+async fn resume_uploads(rec: crate::recording::Recordings) {
+    let mut at_startup = true;
+    loop {
+        match rec.resume_spool(at_startup).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(event = "recordings_resumed", objects = n, at_startup),
+            Err(e) => tracing::warn!(error = %e, "recording spool upload failed; retrying"),
+        }
+        at_startup = false;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -1,6 +1,7 @@
 //! `wgctl`: the command-line client. Human-readable output by default, `-o json` for scripts.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -219,15 +220,50 @@ pub enum TokensCommand {
 #[derive(Debug, Subcommand)]
 pub enum SystemCommand {
     /// Replica id, drain state and owned sessions of the replica that answers.
-    Status,
-    /// Drain the replica at --addr (use its own address, not the load balancer's): readiness
-    /// fails, new sessions go elsewhere, owned sessions get --timeout to end, then the rest are
-    /// closed with a recoverable error. Returns once the replica is empty.
+    Status {
+        /// Ask the replica on this machine through its admin socket (no token, no TLS).
+        #[command(flatten)]
+        local: LocalAdmin,
+    },
+    /// Drain the replica at --addr (use its own address, not the load balancer's), or with
+    /// --local the one on this machine: readiness fails, new sessions go elsewhere, owned
+    /// sessions get --timeout to end, then the rest are closed with a recoverable error.
+    /// Returns once the replica is empty.
     Drain {
         /// Eviction window.
         #[arg(long, default_value = "270s")]
         timeout: humantime::Duration,
+        /// Drain the replica on this machine through its admin socket.
+        #[command(flatten)]
+        local: LocalAdmin,
     },
+}
+
+/// `--local [--socket PATH]`: talk to the replica on this machine over its admin socket
+/// (`wardengate serve --admin-socket`), as a Kubernetes preStop hook does.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LocalAdmin {
+    /// Use the local admin socket instead of --addr.
+    #[arg(long)]
+    pub local: bool,
+    /// The admin socket (with --local).
+    #[arg(
+        long,
+        env = "WG_ADMIN_SOCKET",
+        default_value = "/run/wardengate/admin.sock"
+    )]
+    pub socket: PathBuf,
+}
+
+impl LocalAdmin {
+    /// The client to use: the admin socket with --local, else `remote`.
+    fn pick(&self, remote: &Client) -> Result<Client, ClientError> {
+        if self.local {
+            Client::local(&self.socket)
+        } else {
+            Ok(remote.clone())
+        }
+    }
 }
 
 impl Cli {
@@ -312,6 +348,18 @@ async fn authorize(
             match s.status.as_str() {
                 "pending" => continue,
                 "authorized" => break,
+                _ if s.end_reason.as_deref() == Some("expired") => {
+                    return Err(ClientError::Api {
+                        status: 403,
+                        code: "approval_expired".into(),
+                        message: format!(
+                            "session {id}: no approver decided within {} minutes, so the \
+                             request expired; run the command again to ask anew",
+                            crate::grant::APPROVAL_WINDOW_MS / 60_000
+                        ),
+                        retry_after: None,
+                    });
+                }
                 other => {
                     return Err(ClientError::Api {
                         status: 403,
@@ -497,8 +545,9 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             }
         }
         Command::System {
-            command: SystemCommand::Drain { timeout },
+            command: SystemCommand::Drain { timeout, local },
         } => {
+            let client = local.pick(&client)?;
             let path = format!("/v1/system/drain?timeout={}s", timeout.as_secs());
             let request = client.call_with_timeout::<(), Value>(
                 Method::POST,
@@ -572,8 +621,9 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             }
         }
         Command::System {
-            command: SystemCommand::Status,
+            command: SystemCommand::Status { local },
         } => {
+            let client = local.pick(&client)?;
             let s: SystemStatus = client.get("/v1/system/status").await?;
             if json_out {
                 print_json(&s);

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use wardengate::grant::{Grant, GrantState};
-use wardengate::live::{Live, RedisLive, session_key};
+use wardengate::live::{Live, RedisLive, Swap, session_key};
 use wardengate::metrics::Metrics;
 use wardengate::redis_url::RedisTarget;
 use wardengate::signing::{Keyring, SigningError};
@@ -69,6 +69,49 @@ async fn exercise(live: &Live) {
     live.heartbeat("r1", "{}").await.unwrap();
     live.heartbeat("r2", "{}").await.unwrap();
     assert_eq!(live.heartbeats().await.unwrap().len(), 2);
+    compare_and_set(live).await;
+}
+
+/// The relay's renewals and its authorised → active write are compare-and-set: a value written
+/// meanwhile (a terminate) is reported, never overwritten.
+async fn compare_and_set(live: &Live) {
+    let key = session_key("cas");
+    let ttl = Duration::from_secs(30);
+    live.set(&key, "authorized", ttl).await.unwrap();
+    assert_eq!(
+        live.compare_and_set(&key, "authorized", "active-1", ttl)
+            .await
+            .unwrap(),
+        Swap::Swapped
+    );
+    assert_eq!(live.get(&key).await.unwrap().as_deref(), Some("active-1"));
+    // A terminate lands; the next renewal must not overwrite it.
+    live.set(&key, "terminated", ttl).await.unwrap();
+    assert_eq!(
+        live.compare_and_set(&key, "active-1", "active-2", ttl)
+            .await
+            .unwrap(),
+        Swap::Current(Some("terminated".into()))
+    );
+    assert_eq!(live.get(&key).await.unwrap().as_deref(), Some("terminated"));
+    live.del(&key).await.unwrap();
+    assert_eq!(
+        live.compare_and_set(&key, "terminated", "x", ttl)
+            .await
+            .unwrap(),
+        Swap::Current(None)
+    );
+    assert!(live.get(&key).await.unwrap().is_none());
+    // The swap sets the TTL too.
+    live.set(&key, "a", ttl).await.unwrap();
+    live.compare_and_set(&key, "a", "b", Duration::from_millis(300))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while live.get(&key).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the swapped key did not expire");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use wardengate_e2e::Fleet;
+use wardengate_e2e::echo_server;
 use wardengate_testkit::haproxy::{Backend, HaProxy, HealthCheck};
 use wardengate_testkit::process::run;
 use wardengate_testkit::{Postgres, RedisServer};
@@ -30,24 +31,6 @@ const BULK: usize = 64 * 1024 * 1024;
 const PINGS: usize = 500;
 const SETUPS: usize = 30;
 const IDLE: usize = 100;
-
-async fn echo_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            let _ = s.set_nodelay(true);
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    port
-}
 
 async fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).await.unwrap();

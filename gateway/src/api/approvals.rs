@@ -98,6 +98,16 @@ async fn decide(
                 ),
             ));
         }
+        Decided::NotPending if row.end_reason.as_deref() == Some("expired") => {
+            return Err(ApiError::conflict(
+                "approval_expired",
+                format!(
+                    "session `{id}` waited longer than {} minutes for a decision and expired; \
+                     the requester must connect again",
+                    crate::grant::APPROVAL_WINDOW_MS / 60_000
+                ),
+            ));
+        }
         Decided::NotPending => {
             return Err(ApiError::conflict(
                 "not_pending",

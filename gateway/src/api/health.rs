@@ -24,34 +24,61 @@ pub async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// Readiness: Postgres and Redis as of the last check (stale checks count as failing), and the
-/// drain bit; the body names each check and its result.
+/// Readiness: not ready while draining, while isolated (see `/healthz`), or while Postgres or
+/// Redis has been failing for longer than the isolation grace (a stale checker counts as
+/// failing). A shorter hiccup keeps the replica ready: pulling every replica out of the
+/// Service on a brief database blip makes the outage worse, not shorter. The body names each
+/// check, its last error and how long it has been failing.
 pub async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     let o = st.health.observations();
+    let now = Instant::now();
+    let grace = st.health.grace();
     let fresh = o
         .checked_at
-        .is_some_and(|t| Instant::now().duration_since(t) < st.health_interval_bound());
-    let db_ok = fresh && o.db_failing_since.is_none() && o.db_last_ok.is_some();
-    let redis_ok = fresh && o.redis_failing_since.is_none();
-    let draining = st.replica.draining();
-    let check = |ok: bool, err: Option<String>| {
-        if ok {
-            json!({"ok": true})
-        } else {
-            json!({"ok": false, "error": err.unwrap_or_else(|| if fresh { "not checked yet".into() } else { "health check is stale".into() })})
+        .is_some_and(|t| now.duration_since(t) < st.health_interval_bound());
+    let failing_for = |since: Option<Instant>| since.map(|s| now.duration_since(s));
+    let check = |failing: Option<std::time::Duration>, error: Option<String>, ever_ok: bool| {
+        let within_grace = failing.is_none_or(|d| d <= grace);
+        let ok = fresh && ever_ok && within_grace;
+        let mut v = json!({ "ok": ok });
+        if let Some(d) = failing {
+            v["failing_for_ms"] = json!(d.as_millis() as u64);
+            v["grace_ms"] = json!(grace.as_millis() as u64);
         }
+        if !fresh {
+            v["error"] = json!("health check is stale");
+        } else if let Some(e) = error.filter(|_| failing.is_some()) {
+            v["error"] = json!(e);
+        }
+        (ok, v)
     };
-    let mut postgres = check(db_ok, o.db_error.clone());
-    if let (true, Some(rt)) = (db_ok, o.db_roundtrip) {
+    let (db_ok, mut postgres) = check(
+        failing_for(o.db_failing_since),
+        o.db_error.clone(),
+        o.db_last_ok.is_some(),
+    );
+    if let (None, Some(rt)) = (o.db_failing_since, o.db_roundtrip) {
         postgres["roundtrip_ms"] = json!(rt.as_secs_f64() * 1000.0);
     }
-    let ready = db_ok && redis_ok && !draining;
+    let (redis_ok, redis) = check(
+        failing_for(o.redis_failing_since),
+        o.redis_error.clone(),
+        true,
+    );
+    let draining = st.replica.draining();
+    let isolation = match st.health.liveness() {
+        Liveness::Live => json!({"ok": true}),
+        Liveness::Isolated(reason) => json!({"ok": false, "error": reason}),
+    };
+    let isolated = isolation["ok"] == false;
+    let ready = db_ok && redis_ok && !draining && !isolated;
     let body = json!({
         "ready": ready,
         "replica": st.replica.id,
         "checks": {
             "postgres": postgres,
-            "redis": check(redis_ok, o.redis_error.clone()),
+            "redis": redis,
+            "isolation": isolation,
             "drain": if draining { json!({"ok": false, "error": "draining"}) } else { json!({"ok": true}) },
         },
     });

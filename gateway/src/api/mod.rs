@@ -8,7 +8,8 @@ mod health;
 mod recordings;
 mod relay;
 mod sessions;
-mod system;
+mod starting;
+pub mod system;
 mod targets;
 mod tokens;
 
@@ -24,6 +25,7 @@ use axum::routing::get;
 pub use approvals::DecisionResult;
 pub use auth::Caller;
 pub use error::{ApiError, ErrorBody};
+pub use starting::{StartPhase, Starting};
 pub use system::{DEFAULT_DRAIN_TIMEOUT, DRAIN_OUTCOME_HEADER, SystemStatus};
 
 use crate::health::HealthState;
@@ -50,8 +52,10 @@ pub struct AppState {
     pub health: Arc<HealthState>,
     /// Timeout for dialling a target.
     pub dial_timeout: Duration,
-    /// How often a relay re-reads its grant (termination, state loss).
+    /// How often a relay renews its grant and checks it (termination, state loss).
     pub relay_poll: Duration,
+    /// How long a live session's state stays valid without its relay renewing it.
+    pub live_session_ttl: Duration,
     /// Recording storage, when sessions are recorded.
     pub recordings: Option<crate::recording::Recordings>,
 }

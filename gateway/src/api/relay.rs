@@ -14,8 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{ApiError, AppState, Caller};
-use crate::grant::{ACTIVE_TTL_MS, Grant, GrantState};
-use crate::live::{LiveError, session_key};
+use crate::grant::{Grant, GrantState};
+use crate::live::{LiveError, Swap, session_key};
 use crate::relay_protocol::*;
 use crate::store::now_ms;
 use crate::token::Role;
@@ -122,33 +122,54 @@ pub async fn relay(
             "the session is already connected or ended",
         ));
     }
+    let active = Grant {
+        state: GrantState::Active,
+        replica: Some(st.replica.id.clone()),
+        expires_at_ms: now_ms() + ttl_ms(st.live_session_ttl),
+        ..grant.clone()
+    };
+    let active_signed = st.keyring.sign(&active);
+    // Compare-and-set against the grant read above: a terminate (or a decision) that landed
+    // since is never overwritten by this relay.
+    let refused = match st
+        .live
+        .compare_and_set(&key, &signed, &active_signed, st.live_session_ttl)
+        .await
+    {
+        Ok(Swap::Swapped) => None,
+        Ok(Swap::Current(now)) => Some(match grant_state(&st, now.as_deref()) {
+            Some(GrantState::Terminated) => (
+                "terminated",
+                ApiError::new(
+                    axum::http::StatusCode::GONE,
+                    "session_terminated",
+                    "the session was terminated",
+                ),
+            ),
+            _ => (
+                "session_state_lost",
+                ApiError::new(
+                    axum::http::StatusCode::GONE,
+                    "session_expired",
+                    format!("session `{id}` changed while connecting; authorise it again"),
+                ),
+            ),
+        }),
+        Err(e) => Some(("session_state_lost", e.into())),
+    };
+    if let Some((reason, error)) = refused {
+        let _ = st
+            .store
+            .end_session(&id, &st.replica.id, 0, 0, reason)
+            .await;
+        return Err(error);
+    }
     super::emit(
         &st,
         "session.started",
         &id,
         serde_json::json!({"session": id, "target": grant.target, "replica": st.replica.id}),
     );
-    let active = Grant {
-        state: GrantState::Active,
-        replica: Some(st.replica.id.clone()),
-        expires_at_ms: now_ms() + ACTIVE_TTL_MS,
-        ..grant.clone()
-    };
-    if let Err(e) = st
-        .live
-        .set(
-            &key,
-            &st.keyring.sign(&active),
-            Duration::from_millis(ACTIVE_TTL_MS as u64),
-        )
-        .await
-    {
-        let _ = st
-            .store
-            .end_session(&id, &st.replica.id, 0, 0, "session_state_lost")
-            .await;
-        return Err(e.into());
-    }
     let recorder = match &st.recordings {
         None => None,
         Some(rec) => {
@@ -198,7 +219,7 @@ pub async fn relay(
                 let _ = failed.live.del(&session_key(&failed_id)).await;
             });
         })
-        .on_upgrade(move |socket| run(st, active, socket, target, recorder)))
+        .on_upgrade(move |socket| run(st, active, active_signed, socket, target, recorder)))
 }
 
 /// Why a relay ended, and the close frame that tells the client.
@@ -244,6 +265,7 @@ impl End {
 async fn run(
     st: Arc<AppState>,
     grant: Grant,
+    signed: String,
     socket: WebSocket,
     target: TcpStream,
     recorder: Option<crate::recording::Recorder>,
@@ -299,7 +321,7 @@ async fn run(
             }
         }
     };
-    let control = watch_session(&st, &id);
+    let control = watch_session(&st, &grant, signed);
     let end = tokio::select! {
         e = upstream => e,
         e = downstream => e,
@@ -362,14 +384,32 @@ async fn run(
     tracing::info!(event = "relay_ended", session = %id, reason = end.reason(), bytes_up = up, bytes_down = down);
 }
 
-/// Ends the relay when its grant is terminated or vanishes, when Redis stays unreachable for
-/// three polls, when this replica becomes isolated, or when its drain window passes. Renews the grant's TTL while it runs.
-async fn watch_session(st: &AppState, id: &str) -> End {
-    let key = session_key(id);
+/// The state of the grant `signed`, if it verifies.
+fn grant_state(st: &AppState, signed: Option<&str>) -> Option<GrantState> {
+    st.keyring
+        .verify::<Grant>(signed?, now_ms())
+        .ok()
+        .map(|g| g.state)
+}
+
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Keeps the session's live state valid for as long as this relay carries it, and ends the
+/// relay when that state says so. Every poll re-signs the active grant with a fresh expiry and
+/// writes it with compare-and-set against the value this relay wrote last: a session lasts as
+/// long as its user, while a relay that stops renewing lets its grant lapse within the live
+/// session TTL. Ends the relay when the grant was terminated or vanished, when Redis stays
+/// unreachable for three polls, when this replica becomes isolated, or when its drain window
+/// passes.
+async fn watch_session(st: &AppState, grant: &Grant, mut signed: String) -> End {
+    let key = session_key(&grant.session_id);
     let mut isolated = st.health.isolated();
     let mut evictions = st.replica.evictions();
     let mut tick = tokio::time::interval(st.relay_poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
     let mut failures = 0u32;
     loop {
         tokio::select! {
@@ -387,24 +427,43 @@ async fn watch_session(st: &AppState, id: &str) -> End {
                 continue;
             }
         }
-        match st.live.get(&key).await {
-            Ok(Some(signed)) => {
+        let renewed = st.keyring.sign(&Grant {
+            expires_at_ms: now_ms() + ttl_ms(st.live_session_ttl),
+            ..grant.clone()
+        });
+        match st
+            .live
+            .compare_and_set(&key, &signed, &renewed, st.live_session_ttl)
+            .await
+        {
+            Ok(Swap::Swapped) => {
                 failures = 0;
-                match st.keyring.verify::<Grant>(&signed, now_ms()) {
+                signed = renewed;
+            }
+            Ok(Swap::Current(Some(current))) => {
+                match st.keyring.verify::<Grant>(&current, now_ms()) {
                     Ok(g) if g.state == GrantState::Terminated => return End::Terminated,
-                    Ok(_) => {
-                        let _ = st
-                            .live
-                            .expire(&key, Duration::from_millis(ACTIVE_TTL_MS as u64))
-                            .await;
+                    // An earlier renewal of ours, brought back by a Redis failover that lost
+                    // the latest write: carry on from it.
+                    Ok(g)
+                        if g.state == GrantState::Active
+                            && g.session_id == grant.session_id
+                            && g.replica == grant.replica =>
+                    {
+                        failures = 0;
+                        signed = current;
+                    }
+                    Ok(g) => {
+                        tracing::warn!(event = "session_state_rejected", session = %grant.session_id, state = ?g.state, "live state changed under the relay");
+                        return End::StateLost;
                     }
                     Err(e) => {
-                        tracing::warn!(event = "session_state_rejected", session = %id, error = %e);
+                        tracing::warn!(event = "session_state_rejected", session = %grant.session_id, error = %e);
                         return End::StateLost;
                     }
                 }
             }
-            Ok(None) => return End::StateLost,
+            Ok(Swap::Current(None)) => return End::StateLost,
             Err(LiveError::Unavailable(_)) | Err(LiveError::Command(_)) => {
                 failures += 1;
                 if failures >= 3 {

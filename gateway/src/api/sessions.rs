@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, Caller};
-use crate::grant::{AUTHORIZED_TTL_MS, Grant, GrantState};
+use crate::grant::{APPROVAL_WINDOW_MS, AUTHORIZED_TTL_MS, Grant, GrantState};
 use crate::live::session_key;
 use crate::store::{SessionRow, SessionStatus, now_ms};
 use crate::token::Role;
@@ -60,14 +60,19 @@ pub async fn create(
             GrantState::Authorized
         },
         replica: None,
-        expires_at_ms: now + AUTHORIZED_TTL_MS,
+        expires_at_ms: now
+            + if pending {
+                APPROVAL_WINDOW_MS
+            } else {
+                AUTHORIZED_TTL_MS
+            },
     };
     // Live state first: if Redis is down the session is refused before anything durable exists.
     st.live
         .set(
             &session_key(&id),
             &st.keyring.sign(&grant),
-            Duration::from_millis(AUTHORIZED_TTL_MS as u64),
+            Duration::from_millis((grant.expires_at_ms - now).max(1) as u64),
         )
         .await?;
     let status = if pending {

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, Caller};
-use crate::replica::DrainOutcome;
+use crate::metrics::Metrics;
+use crate::replica::{DrainOutcome, Replica};
 use crate::token::Role;
 
 /// Drain timeout when the request does not name one (the chart's 300 s grace minus margins).
@@ -39,24 +40,43 @@ pub struct SystemStatus {
 
 /// Handler.
 pub async fn status(State(st): State<Arc<AppState>>) -> Json<SystemStatus> {
-    Json(SystemStatus {
-        replica: st.replica.id.clone(),
-        role: serde_json::to_value(st.replica.role)
+    Json(status_of(&st.replica))
+}
+
+/// The status of `replica`, for the API and the local admin socket.
+pub fn status_of(replica: &Replica) -> SystemStatus {
+    SystemStatus {
+        replica: replica.id.clone(),
+        role: serde_json::to_value(replica.role)
             .ok()
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default(),
-        draining: st.replica.draining(),
-        owned_sessions: st.replica.relays(),
+        draining: replica.draining(),
+        owned_sessions: replica.relays(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        drain_remaining_seconds: st.replica.drain_remaining().map(|d| d.as_secs_f64()),
-    })
+        drain_remaining_seconds: replica.drain_remaining().map(|d| d.as_secs_f64()),
+    }
 }
 
 /// `POST /v1/system/drain?timeout=10m` query.
 #[derive(Debug, Deserialize)]
 pub struct DrainQuery {
+    /// Eviction window (`90s`, `10m`); default [`DEFAULT_DRAIN_TIMEOUT`].
     #[serde(default)]
-    timeout: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// The drain window a request asks for, or the default.
+pub fn drain_timeout(q: &DrainQuery) -> Result<Duration, ApiError> {
+    match q.timeout.as_deref() {
+        None => Ok(DEFAULT_DRAIN_TIMEOUT),
+        Some(t) => humantime::parse_duration(t).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_timeout",
+                format!("timeout `{t}`: {e}; use e.g. 90s or 10m"),
+            )
+        }),
+    }
 }
 
 /// Drains this replica: readiness fails at once and new relays are refused with 503; returns
@@ -68,17 +88,7 @@ pub async fn drain(
     Query(q): Query<DrainQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Admin)?;
-    let timeout = match q.timeout.as_deref() {
-        None => DEFAULT_DRAIN_TIMEOUT,
-        Some(t) => humantime::parse_duration(t).map_err(|e| {
-            ApiError::bad_request(
-                "invalid_timeout",
-                format!("timeout `{t}`: {e}; use e.g. 90s or 10m"),
-            )
-        })?,
-    };
-    let deadline = st.replica.begin_drain(timeout);
-    st.metrics.draining.set(1);
+    let timeout = drain_timeout(&q)?;
     let _ = st
         .store
         .audit(
@@ -88,12 +98,21 @@ pub async fn drain(
             &format!("{timeout:?}"),
         )
         .await;
-    let outcome = st.replica.wait_drained(deadline).await;
+    Ok(drain_replica(&st.replica, &st.metrics, timeout).await)
+}
+
+/// The one drain path behind the API, the local admin socket and SIGTERM's caller: flips
+/// readiness, waits for owned sessions up to `timeout`, closes the rest recoverably, and answers
+/// 204 with the outcome in [`DRAIN_OUTCOME_HEADER`].
+pub async fn drain_replica(replica: &Replica, metrics: &Metrics, timeout: Duration) -> Response {
+    let deadline = replica.begin_drain(timeout);
+    metrics.draining.set(1);
+    let outcome = replica.wait_drained(deadline).await;
     let label = match outcome {
         DrainOutcome::Drained => "drained".to_string(),
         DrainOutcome::Evicted(n) => format!("evicted={n}"),
     };
-    st.metrics
+    metrics
         .drains
         .with_label_values(&[if matches!(outcome, DrainOutcome::Drained) {
             "drained"
@@ -105,5 +124,5 @@ pub async fn drain(
     if let Ok(v) = HeaderValue::from_str(&label) {
         resp.headers_mut().insert(DRAIN_OUTCOME_HEADER, v);
     }
-    Ok(resp)
+    resp
 }

@@ -6,9 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use wardengate::config::ServeArgs;
-use wardengate::live::Live;
 use wardengate::metrics::Metrics;
-use wardengate::server::{Parts, connect_redis, shutdown_signal};
+use wardengate::server::{LiveSource, Parts, shutdown_signal};
 use wardengate::store::Store;
 
 /// Wardengate access gateway.
@@ -37,8 +36,11 @@ enum Command {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = args.validate()?;
     let metrics = Metrics::new(&cfg.replica_id);
-    let store = Store::connect(&cfg.database_url, cfg.statement_timeout)?;
-    let live: Live = connect_redis(cfg.redis.clone(), metrics.clone()).await?;
+    let store = Store::connect_with(
+        &cfg.database_url,
+        cfg.statement_timeout,
+        cfg.database_pool_mode,
+    )?;
     let recordings = match &cfg.recordings_url {
         Some(url) => Some(wardengate::recording::Recordings::open(
             url,
@@ -53,7 +55,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         replica_id: cfg.replica_id,
         role: cfg.role,
         store,
-        live,
+        live: LiveSource::Redis(cfg.redis),
         keyring: cfg.keyring,
         metrics,
         tls: cfg.tls,
@@ -63,6 +65,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_token: cfg.admin_token,
         drain_timeout: cfg.drain_timeout,
         replica_lost_after: cfg.replica_lost_after,
+        live_session_ttl: cfg.live_session_ttl,
+        admin_socket: cfg.admin_socket,
     };
     wardengate::server::run(parts, shutdown_signal()).await?;
     Ok(())

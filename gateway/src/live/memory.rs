@@ -38,6 +38,25 @@ impl MemoryLive {
             .map(|(v, _)| v.clone())
     }
 
+    pub(super) fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> super::Swap {
+        let mut g = self.lock();
+        let now = Instant::now();
+        match g.values.get(key).filter(|(_, exp)| *exp > now) {
+            Some((v, _)) if v == expected => {
+                g.values
+                    .insert(key.to_string(), (value.to_string(), now + ttl));
+                super::Swap::Swapped
+            }
+            other => super::Swap::Current(other.map(|(v, _)| v.clone())),
+        }
+    }
+
     pub(super) fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> bool {
         let mut g = self.lock();
         let now = Instant::now();
@@ -140,5 +159,26 @@ mod tests {
         assert_eq!(m.get("b"), None);
         m.del("a");
         assert_eq!(m.get("a"), None);
+    }
+
+    #[test]
+    fn compare_and_set_swaps_only_the_expected_value() {
+        let m = MemoryLive::default();
+        m.set("k", "authorized", Duration::from_secs(60));
+        assert_eq!(
+            m.compare_and_set("k", "authorized", "active", Duration::from_secs(60)),
+            super::super::Swap::Swapped
+        );
+        m.set("k", "terminated", Duration::from_secs(60));
+        assert_eq!(
+            m.compare_and_set("k", "active", "active-2", Duration::from_secs(60)),
+            super::super::Swap::Current(Some("terminated".into()))
+        );
+        assert_eq!(m.get("k").as_deref(), Some("terminated"));
+        m.set("gone", "x", Duration::ZERO);
+        assert_eq!(
+            m.compare_and_set("gone", "x", "y", Duration::from_secs(60)),
+            super::super::Swap::Current(None)
+        );
     }
 }

@@ -34,6 +34,15 @@ pub enum LiveError {
     Command(String),
 }
 
+/// Outcome of [`Live::compare_and_set`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Swap {
+    /// The key held the expected value and now holds the new one.
+    Swapped,
+    /// The key held something else (or nothing): what it holds now, unchanged.
+    Current(Option<String>),
+}
+
 /// The live store in use.
 #[derive(Debug, Clone)]
 pub enum Live {
@@ -52,6 +61,22 @@ impl Live {
                 m.set(key, value, ttl);
                 Ok(())
             }
+        }
+    }
+
+    /// Replaces `key` with `value` (for `ttl`) only if it still holds `expected`, atomically:
+    /// a writer that lost a race (a terminate landing between a read and a write) is never
+    /// overwritten.
+    pub async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Swap, LiveError> {
+        match self {
+            Live::Redis(r) => r.compare_and_set(key, expected, value, ttl).await,
+            Live::Memory(m) => Ok(m.compare_and_set(key, expected, value, ttl)),
         }
     }
 

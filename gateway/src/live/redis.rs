@@ -17,7 +17,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError};
 use tokio::sync::Mutex;
 
-use super::LiveError;
+use super::{LiveError, Swap};
 use crate::metrics::Metrics;
 use crate::redis_url::{HostPort, RedisTarget};
 
@@ -220,6 +220,36 @@ impl RedisLive {
             )
             .await?;
         Ok(n == 1)
+    }
+
+    pub(super) async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Swap, LiveError> {
+        // One round trip: swap when the key still holds `expected`, else report what it holds.
+        const CAS: &str = "local v = redis.call('GET', KEYS[1]) \
+            if v == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) \
+            return {1, false} end return {0, v}";
+        let ms = ttl.as_millis().max(1) as u64;
+        let (swapped, current): (i64, Option<String>) = self
+            .query(
+                redis::cmd("EVAL")
+                    .arg(CAS)
+                    .arg(1)
+                    .arg(key)
+                    .arg(expected)
+                    .arg(value)
+                    .arg(ms),
+            )
+            .await?;
+        Ok(if swapped == 1 {
+            Swap::Swapped
+        } else {
+            Swap::Current(current)
+        })
     }
 
     pub(super) async fn lease_release(&self, key: &str, token: &str) -> Result<(), LiveError> {
