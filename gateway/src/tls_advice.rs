@@ -163,9 +163,7 @@ fn advice(f: &CertFailure, addr: &str, ca_given: bool) -> String {
             "the server's certificate expired at {} ({} ago; this machine's clock says {}): \
              renew the server's certificate (--tls-cert / WG_TLS_CERT)",
             rfc3339(*not_after),
-            humantime::format_duration(Duration::from_secs(
-                time.as_secs().saturating_sub(not_after.as_secs())
-            )),
+            ago(time.as_secs().saturating_sub(not_after.as_secs())),
             rfc3339(*time),
         ),
         CertificateError::Expired => "the server's certificate has expired: renew the server's \
@@ -216,11 +214,20 @@ fn with_host(addr: &str, host: &str) -> String {
         return format!("https://{host}");
     };
     // A wildcard name is not an address; show its shape instead.
-    let host = host.replacen("*.", "HOST.", 1);
+    let host = host.replacen("*.", "host.", 1);
     if url.set_host(Some(&host)).is_err() {
         return format!("https://{host}");
     }
     url.as_str().trim_end_matches('/').to_string()
+}
+
+/// `secs` as a rough age: whole days past a day, else hours/minutes/seconds.
+fn ago(secs: u64) -> String {
+    match secs / 86_400 {
+        0 => humantime::format_duration(Duration::from_secs(secs)).to_string(),
+        1 => "1 day".to_string(),
+        days => format!("{days} days"),
+    }
 }
 
 fn rfc3339(t: UnixTime) -> String {
@@ -230,6 +237,12 @@ fn rfc3339(t: UnixTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages_are_rough() {
+        assert_eq!(ago(90), "1m 30s");
+        assert_eq!(ago(86_400 * 2 + 5), "2 days");
+    }
 
     #[test]
     fn presented_names_are_shown_plainly() {
@@ -246,7 +259,7 @@ mod tests {
         );
         assert_eq!(
             with_host("https://10.0.0.1:9443", "*.gw.example.com"),
-            "https://HOST.gw.example.com:9443"
+            "https://host.gw.example.com:9443"
         );
     }
 }
