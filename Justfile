@@ -11,28 +11,39 @@ run *ARGS:
     cargo build --quiet -p wardengate --bins
     target/debug/wardengate dev {{ARGS}}
 
-# Install what the service suites need: Debian packages (postgresql, redis, patroni, haproxy, …)
-# and kubernetes-validate (offline Kubernetes schemas) into .tools/py.
+# Debian packages (postgresql, redis, patroni, haproxy, …), kubernetes-validate (offline Kubernetes
+# schemas) into .tools/py with pip (python3-pip from apt when missing), cargo-nextest into .tools/bin
+# (without it the suites run under `cargo test`).
+#
+# Install what the service suites need.
 deps:
     scripts/install-deps.sh
     PYTHONPATH=.tools/py python3 -c 'import kubernetes_validate' 2>/dev/null || \
-      python3 -m pip install --quiet --disable-pip-version-check --target .tools/py kubernetes-validate
+      scripts/pip-target.sh .tools/py kubernetes-validate
+    scripts/install-nextest.sh || echo "deps: no cargo-nextest; suites run with cargo test" >&2
 
 # Formatting and lints, as CI runs them.
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 
-# Unit tests only: no services needed.
+# Unit tests only: no services needed. cargo-nextest when installed (`./task deps`), else cargo test.
 unit:
-    cargo nextest run --workspace
+    if command -v cargo-nextest >/dev/null; then \
+      cargo nextest run --workspace; \
+    else \
+      cargo test --workspace; \
+    fi
+
+# Without nextest, cargo test runs one binary at a time and RUST_TEST_THREADS=1 one test at a time,
+# so service suites never overlap (nextest's `services` group, .config/nextest.toml).
 
 # Every suite, including those that start real Postgres/Patroni/Redis/Sentinel/HAProxy/OpenSSH.
 services: deps
     if command -v cargo-nextest >/dev/null; then \
       cargo nextest run --workspace --all-features --profile ci; \
     else \
-      RUST_TEST_THREADS=1 cargo test --workspace --all-features; \
+      RUST_TEST_THREADS=1 cargo test --workspace --all-features --no-fail-fast; \
     fi
 
 # Benchmarks (release build): relay throughput/latency and session setup against direct TCP and

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the service test suites drive, when any is missing.
+# Installs the Debian packages the service test suites drive, when any is missing; with arguments,
+# those packages instead (e.g. `scripts/install-deps.sh python3-pip`).
 # Non-interactive; uses sudo when not root. Prints what it installs; silent when nothing is missing.
 set -euo pipefail
 
 PACKAGES=(postgresql redis-server redis-sentinel patroni etcd-server etcd-client haproxy pgbouncer
           openssh-server openssh-client)
+[ $# -gt 0 ] && PACKAGES=("$@")
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -15,7 +15,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::api::ErrorBody;
 use crate::relay_protocol::{HALF_CLOSE, is_recoverable, relay_path};
-use crate::tls::{TlsError, client_config, system_client_config};
+use crate::tls::TlsError;
+use crate::tls_advice::{CertFailures, advising_client_config};
 
 /// Failures talking to a Wardengate server.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,14 @@ pub enum ClientError {
     /// No token configured.
     #[error("no token: pass --token, or set WG_TOKEN or WG_TOKEN_FILE")]
     NoToken,
+    /// The server's certificate cannot be trusted; `advice` says what to change.
+    #[error("cannot trust {addr}: {advice}")]
+    Certificate {
+        /// Server address.
+        addr: String,
+        /// What is wrong and what to do, in plain words.
+        advice: String,
+    },
     /// Connecting, TLS handshake or reading the answer failed.
     #[error("cannot reach {addr}: {message}")]
     Transport {
@@ -82,7 +91,10 @@ impl ClientError {
             ClientError::Api { status: 404, .. } => 4,
             ClientError::Api { code, .. } if code == "target_unreachable" => 69,
             e if e.is_retryable() => 75,
-            ClientError::NoToken | ClientError::Address(_) => 2,
+            ClientError::NoToken
+            | ClientError::Address(_)
+            | ClientError::Tls(_)
+            | ClientError::Certificate { .. } => 2,
             _ => 1,
         }
     }
@@ -97,6 +109,8 @@ pub struct Client {
     token: Option<String>,
     http: reqwest::Client,
     tls: Arc<rustls::ClientConfig>,
+    cert_failures: CertFailures,
+    ca_given: bool,
 }
 
 impl Client {
@@ -111,10 +125,7 @@ impl Client {
         if parsed.scheme() != "https" || parsed.host_str().is_none() {
             return Err(ClientError::Address(addr));
         }
-        let tls = match ca_pem {
-            Some(ca) => client_config(ca)?,
-            None => system_client_config()?,
-        };
+        let (tls, cert_failures) = advising_client_config(ca_pem)?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured((*tls).clone())
             .connect_timeout(Duration::from_secs(5))
@@ -130,6 +141,8 @@ impl Client {
             token,
             http,
             tls,
+            cert_failures,
+            ca_given: ca_pem.is_some(),
         })
     }
 
@@ -161,7 +174,14 @@ impl Client {
         &self.addr
     }
 
+    /// A failed connection or exchange; a refused server certificate becomes advice instead.
     fn transport(&self, e: impl std::fmt::Display) -> ClientError {
+        if let Some(advice) = self.cert_failures.take_advice(&self.addr, self.ca_given) {
+            return ClientError::Certificate {
+                addr: self.addr.clone(),
+                advice,
+            };
+        }
         ClientError::Transport {
             addr: self.shown.clone(),
             message: e.to_string(),

@@ -485,6 +485,25 @@ mod tests {
     }
 
     #[test]
+    fn internal_key_file_may_hold_one_bare_secret() {
+        use base64::Engine;
+        let f = files();
+        // What `openssl rand -base64 32 > internal-key` writes.
+        let bare = f._dir.path().join("bare");
+        let secret: [u8; 32] = rand::random();
+        let text = base64::engine::general_purpose::STANDARD.encode(secret);
+        std::fs::write(&bare, format!("{text}\n")).unwrap();
+        let c = validate(&f, &["--internal-key-file", bare.to_str().unwrap()]).unwrap();
+        assert!(c.keyring.signing_key_id().starts_with("sha256-"));
+        std::fs::write(&bare, &text[..20]).unwrap();
+        let e = validate(&f, &["--internal-key-file", bare.to_str().unwrap()]).unwrap_err();
+        assert_eq!(
+            e.setting, "--internal-key-file / WG_INTERNAL_KEY_FILE",
+            "{e}"
+        );
+    }
+
+    #[test]
     fn bad_values_name_flag_and_variable() {
         let f = files();
         let cases: &[(&[&str], &str)] = &[

@@ -20,5 +20,6 @@ pub mod server;
 pub mod signing;
 pub mod store;
 pub mod tls;
+pub mod tls_advice;
 pub mod token;
 pub mod wgctl;

@@ -20,7 +20,9 @@ pub const MIN_KEY_BYTES: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SigningError {
     /// The key file has no usable key.
-    #[error("no key found: expected lines of `<key-id> <base64 secret>`")]
+    #[error(
+        "no key found: expected lines of `<key-id> <base64 secret>`, or one bare base64 secret"
+    )]
     NoKeys,
     /// A key line is malformed.
     #[error("line {line}: {reason}")]
@@ -77,8 +79,13 @@ pub trait Expiring {
 
 impl Keyring {
     /// Parses the internal key file: one key per line, `<key-id> <base64 secret>`, `#` comments.
-    /// The first key signs; every key verifies.
+    /// The first key signs; every key verifies. A file of one bare base64 secret (what
+    /// `openssl rand -base64 32` prints; wrapped lines are joined) is one key whose id is derived
+    /// from the secret, so every replica given the same file agrees on it.
     pub fn parse(text: &str) -> Result<Self, SigningError> {
+        if let Some(ring) = Self::parse_bare(text)? {
+            return Ok(ring);
+        }
         let mut keys = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
@@ -91,7 +98,9 @@ impl Keyring {
             };
             let mut parts = line.split_whitespace();
             let (Some(kid), Some(secret), None) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(bad("expected `<key-id> <base64 secret>`"));
+                return Err(bad(
+                    "expected `<key-id> <base64 secret>` (or a file of one bare base64 secret)",
+                ));
             };
             if !kid
                 .chars()
@@ -99,16 +108,7 @@ impl Keyring {
             {
                 return Err(bad("key id may only contain letters, digits, '-' and '_'"));
             }
-            let secret = STANDARD
-                .decode(secret)
-                .or_else(|_| URL_SAFE_NO_PAD.decode(secret))
-                .map_err(|_| bad("secret is not base64"))?;
-            if secret.len() < MIN_KEY_BYTES {
-                return Err(bad(&format!(
-                    "secret is {} bytes; at least {MIN_KEY_BYTES} required",
-                    secret.len()
-                )));
-            }
+            let secret = decode_secret(secret).map_err(|reason| bad(&reason))?;
             if keys.iter().any(|(k, _)| k == kid) {
                 return Err(bad(&format!("duplicate key id `{kid}`")));
             }
@@ -118,6 +118,34 @@ impl Keyring {
             return Err(SigningError::NoKeys);
         }
         Ok(Self { keys })
+    }
+
+    /// A file whose key lines are all a single word holds one bare secret, possibly wrapped over
+    /// several lines: `Ok(None)` when the file is in the `<key-id> <secret>` format instead.
+    fn parse_bare(text: &str) -> Result<Option<Self>, SigningError> {
+        let lines: Vec<(usize, &str)> = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.trim()))
+            .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let Some(&(first, _)) = lines.first() else {
+            return Ok(None);
+        };
+        if lines.iter().any(|(_, l)| l.contains(char::is_whitespace)) {
+            return Ok(None);
+        }
+        let joined: String = lines.iter().map(|(_, l)| *l).collect();
+        let secret = decode_secret(&joined).map_err(|reason| SigningError::BadKeyLine {
+            line: first,
+            reason: format!(
+                "{reason} (a file of one word per line is read as one bare base64 secret; \
+                 use `<key-id> <base64 secret>` lines for several keys)"
+            ),
+        })?;
+        Ok(Some(Self {
+            keys: vec![(derived_key_id(&secret), secret)],
+        }))
     }
 
     /// A fresh key file text with one random key, for `wardengate dev` and the operator.
@@ -186,6 +214,32 @@ impl Keyring {
         }
         Ok(value)
     }
+}
+
+/// Decodes a base64 (standard or URL-safe) secret of at least [`MIN_KEY_BYTES`] bytes.
+fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
+    let bytes = STANDARD
+        .decode(secret)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(secret))
+        .map_err(|_| "secret is not base64".to_string())?;
+    if bytes.len() < MIN_KEY_BYTES {
+        return Err(format!(
+            "secret is {} bytes; at least {MIN_KEY_BYTES} required",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The key id of a bare secret: `sha256-` and the first 16 hex digits of the SHA-256 of the
+/// decoded secret (`base64 -d key | sha256sum | cut -c1-16`), so the id is the same on every
+/// replica and can be written out when the file moves to the two-column form for a rotation.
+/// A hash of a ≥ 256-bit random secret reveals nothing usable about it.
+fn derived_key_id(secret: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = Sha256::digest(secret);
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256-{hex}")
 }
 
 #[cfg(test)]
@@ -307,6 +361,65 @@ mod tests {
         let k = Keyring::generate_file("k1");
         assert!(
             matches!(Keyring::parse(&format!("{k}{k}")).unwrap_err(), SigningError::BadKeyLine { line: 2, reason } if reason.contains("duplicate"))
+        );
+    }
+
+    #[test]
+    fn bare_secret_file_is_one_key_with_a_derived_stable_id() {
+        let secret: [u8; 32] = rand::random();
+        let file = format!("{}\n", STANDARD.encode(secret));
+        let a = Keyring::parse(&file).unwrap();
+        let b =
+            Keyring::parse(&format!("# generated with openssl rand -base64 32\n{file}")).unwrap();
+        assert!(a.signing_key_id().starts_with("sha256-"), "{a:?}");
+        assert_eq!(a.signing_key_id().len(), "sha256-".len() + 16);
+        // The documented recipe: `head -c 32 /dev/zero | sha256sum | cut -c1-16`.
+        let zeros = Keyring::parse(&STANDARD.encode([0u8; 32])).unwrap();
+        assert_eq!(zeros.signing_key_id(), "sha256-66687aadf862bd77");
+        // Two replicas reading the same secret agree on the id and verify each other's state.
+        assert_eq!(a.signing_key_id(), b.signing_key_id());
+        let signed = a.sign(&Grant {
+            session: "s".into(),
+            exp: 10,
+        });
+        assert_eq!(b.verify::<Grant>(&signed, 1).unwrap().session, "s");
+        // A different secret is a different key.
+        let other = Keyring::parse(&Keyring::generate_file("x").replace("x ", "")).unwrap();
+        assert_ne!(other.signing_key_id(), a.signing_key_id());
+        assert!(matches!(
+            other.verify::<Grant>(&signed, 1).unwrap_err(),
+            SigningError::UnknownKey(_)
+        ));
+        // The same secret written as a `<key-id> <secret>` line verifies only under its own id.
+        let named = Keyring::parse(&format!("k1 {file}")).unwrap();
+        assert_eq!(named.signing_key_id(), "k1");
+    }
+
+    #[test]
+    fn wrapped_bare_secret_is_joined() {
+        // `openssl rand -base64 64` wraps at 64 columns.
+        let secret: [u8; 64] = rand::random();
+        let text = STANDARD.encode(secret);
+        let wrapped = format!("{}\n{}\n", &text[..64], &text[64..]);
+        let ring = Keyring::parse(&wrapped).unwrap();
+        let whole = Keyring::parse(&text).unwrap();
+        assert_eq!(ring.signing_key_id(), whole.signing_key_id());
+    }
+
+    #[test]
+    fn bad_bare_secrets_say_what_is_wrong() {
+        let short = STANDARD.encode([7u8; 16]);
+        assert!(
+            matches!(Keyring::parse(&short).unwrap_err(), SigningError::BadKeyLine { line: 1, reason } if reason.contains("16 bytes") && reason.contains("bare"))
+        );
+        assert!(
+            matches!(Keyring::parse("\nnot*base64\n").unwrap_err(), SigningError::BadKeyLine { line: 2, reason } if reason.contains("not base64"))
+        );
+        // A lone word among `<key-id> <secret>` lines is a malformed line, not a bare secret.
+        let k = Keyring::generate_file("k1");
+        let mixed = format!("{k}{}\n", STANDARD.encode([1u8; 32]));
+        assert!(
+            matches!(Keyring::parse(&mixed).unwrap_err(), SigningError::BadKeyLine { line: 2, reason } if reason.contains("bare base64 secret"))
         );
     }
 }

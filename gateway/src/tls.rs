@@ -23,6 +23,15 @@ pub enum TlsError {
     /// rustls rejected the certificate/key pair.
     #[error("building TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+    /// Neither `--ca-cert` nor the operating system supplied a CA to trust.
+    #[error(
+        "no trusted CA certificates: pass --ca-cert FILE (or WG_CA_CERT=FILE), or install the \
+         system's CA bundle (ca-certificates)"
+    )]
+    NoTrustedRoots,
+    /// The certificate verifier could not be built.
+    #[error("building the certificate verifier: {0}")]
+    Verifier(String),
 }
 
 /// Installs ring as the process-wide rustls crypto provider. Both ring and aws-lc-rs end up in
@@ -72,20 +81,35 @@ pub fn server_config(pair: &PemPair) -> Result<rustls::ServerConfig, TlsError> {
     Ok(cfg)
 }
 
+/// The CAs a client trusts: exactly the certificates in `ca_pem`, or the operating system's
+/// roots when `None`.
+pub fn trust_roots(ca_pem: Option<&str>) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|source| TlsError::Pem {
+                    what: "CA certificate",
+                    source,
+                })?;
+                roots.add(cert)?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    Ok(roots)
+}
+
 /// A rustls client configuration trusting exactly the certificates in `ca_pem`.
 pub fn client_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        let cert = cert.map_err(|source| TlsError::Pem {
-            what: "CA certificate",
-            source,
-        })?;
-        roots.add(cert)?;
-    }
     Ok(Arc::new(
         rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
+            .with_root_certificates(trust_roots(Some(ca_pem))?)
             .with_no_client_auth(),
     ))
 }
@@ -93,13 +117,9 @@ pub fn client_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, TlsError
 /// A rustls client configuration trusting the operating system's roots.
 pub fn system_client_config() -> Result<Arc<rustls::ClientConfig>, TlsError> {
     install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
     Ok(Arc::new(
         rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
+            .with_root_certificates(trust_roots(None)?)
             .with_no_client_auth(),
     ))
 }

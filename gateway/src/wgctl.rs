@@ -13,7 +13,7 @@ use crate::client::{Client, ClientError, pump, with_retries};
 use crate::store::{SessionRow, TargetRow};
 use crate::token::Role;
 
-const EXIT_CODES: &str = "Exit codes:\n  0  success\n  1  other error\n  2  usage or configuration error\n  \
+const EXIT_CODES: &str = "Exit codes:\n  0  success\n  1  other error\n  2  usage or configuration error (including a server certificate wgctl cannot trust)\n  \
 3  authentication or permission refused (401/403)\n  4  not found (404)\n  69 target unreachable from the gateway\n  \
 75 temporary failure (service unavailable, replica draining, relay closed recoverably): retry";
 
