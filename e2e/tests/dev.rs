@@ -34,8 +34,10 @@ fn dev_mode_prints_a_working_ssh_example() {
         .spawn()
         .unwrap();
     let _dev = Kill(dev);
-    wait_until("dev server to listen", Duration::from_secs(30), || {
+    // A user waits for the lines to paste: they appear once the server answers.
+    wait_until("dev server to print its lines", Duration::from_secs(30), || {
         port_open(port)
+            && std::fs::read_to_string(&out_path).is_ok_and(|s| s.contains("ProxyCommand"))
     })
     .unwrap();
     let printed = std::fs::read_to_string(&out_path).unwrap();

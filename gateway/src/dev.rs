@@ -143,27 +143,37 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         dir.join("spool"),
         metrics.chunks_uploaded.clone(),
     )?;
-    println!("Wardengate dev server on https://{}", opts.listen);
-    if new_token {
+    // The lines are printed once the server answers, so they work the moment they are pasted.
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (listen, token_shown, admin_shown) = (opts.listen, token_path.clone(), admin_token.clone());
+    let ca = dir.join("dev-cert.pem");
+    tokio::spawn(async move {
+        if ready_rx.await.is_err() {
+            return;
+        }
+        let (token_path, admin_token) = (token_shown, admin_shown);
+        println!("Wardengate dev server on https://{}", listen);
+        if new_token {
+            println!(
+                "Admin token (shown once; saved to {}):\n  {}",
+                token_path.display(),
+                admin_token.trim()
+            );
+        } else {
+            println!(
+                "Admin token: saved in {} at first start",
+                token_path.display()
+            );
+        }
         println!(
-            "Admin token (shown once; saved to {}):\n  {}",
-            token_path.display(),
-            admin_token.trim()
+            "\nTry it:\n  export WG_ADDR=https://{addr} WG_CA_CERT={ca} WG_TOKEN_FILE={tok}\n  \
+             {wgctl} targets add myserver --host 127.0.0.1 --port 22\n  \
+             ssh -o ProxyCommand='{wgctl} connect %h' $USER@myserver\n",
+            addr = listen,
+            ca = ca.display(),
+            tok = token_path.display(),
         );
-    } else {
-        println!(
-            "Admin token: saved in {} at first start",
-            token_path.display()
-        );
-    }
-    println!(
-        "\nTry it:\n  export WG_ADDR=https://{addr} WG_CA_CERT={ca} WG_TOKEN_FILE={tok}\n  \
-         {wgctl} targets add myserver --host 127.0.0.1 --port 22\n  \
-         ssh -o ProxyCommand='{wgctl} connect %h' $USER@myserver\n",
-        addr = opts.listen,
-        ca = dir.join("dev-cert.pem").display(),
-        tok = token_path.display(),
-    );
+    });
     let parts = Parts {
         recordings: Some(recordings),
         recording_seal_after: Duration::from_secs(60),
@@ -182,6 +192,7 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         replica_lost_after: Duration::from_secs(15),
         live_session_ttl: crate::grant::DEFAULT_LIVE_SESSION_TTL,
         admin_socket: None,
+        ready: Some(ready_tx),
     };
     crate::server::run(parts, crate::server::shutdown_signal()).await?;
     Ok(())

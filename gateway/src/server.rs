@@ -95,6 +95,8 @@ pub struct Parts {
     pub live_session_ttl: Duration,
     /// Local admin socket (drain and status without a token), if any.
     pub admin_socket: Option<std::path::PathBuf>,
+    /// Told once the full API serves (dev prints its instructions then).
+    pub ready: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Connects Redis for `serve`, retrying while it is unreachable (and a Cluster whose nodes are
@@ -181,6 +183,7 @@ pub async fn run(
             admin_token,
             replica_lost_after,
             live_session_ttl,
+            ready,
             ..
         } = parts;
         tokio::spawn(async move {
@@ -256,6 +259,9 @@ pub async fn run(
             });
             app.ready(router(state));
             tracing::info!(event = "ready_to_serve", replica = %replica.id);
+            if let Some(tx) = ready {
+                let _ = tx.send(());
+            }
             Some((checker_task, jobs_task))
         })
     };

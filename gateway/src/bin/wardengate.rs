@@ -67,6 +67,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         replica_lost_after: cfg.replica_lost_after,
         live_session_ttl: cfg.live_session_ttl,
         admin_socket: cfg.admin_socket,
+        ready: None,
     };
     wardengate::server::run(parts, shutdown_signal()).await?;
     Ok(())
