@@ -12,7 +12,7 @@ run *ARGS:
 
 # Install what the service suites need: Debian packages (postgresql, redis, patroni, haproxy, …)
 # and kubernetes-validate (offline Kubernetes schemas) into .tools/py.
-deps:
+deps: kube-tools
     scripts/install-deps.sh
     PYTHONPATH=.tools/py python3 -c 'import kubernetes_validate' 2>/dev/null || \
       python3 -m pip install --quiet --disable-pip-version-check --target .tools/py kubernetes-validate
@@ -43,3 +43,14 @@ bench: deps
 
 # The README's test command: dependencies, lints, then every suite.
 test: deps lint services
+
+# Build the Kubernetes tools from the Go modules in e2e/kube (etcd; kube-apiserver,
+# kube-controller-manager, kube-scheduler and kubectl v1.37; kwok; helm; kstatus) into .tools/bin.
+# Cached outside the clone per module hash: a warm run only links them.
+kube-tools:
+    scripts/build-kube-tools.sh
+
+# A real Kubernetes control plane on loopback in the foreground (six kwok nodes in zones a/b/c).
+# Prints `export KUBECONFIG=…` when ready; Ctrl-C stops everything.
+kube: kube-tools
+    cargo run --quiet -p wardengate-testkit --bin wg-kube
