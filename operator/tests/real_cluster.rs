@@ -612,7 +612,7 @@ fn crds_server_side_with_cel_and_defaults(env: &Env) {
         }
     }
     // Accepted variants of the same rules, and the apiserver's defaulting.
-    let ok = vec![
+    let ok = [
         cluster(with(base.clone(), &["replicas"], json!(1))),
         pool(json!({"clusterRef": {"name": "wg"}})),
     ];
