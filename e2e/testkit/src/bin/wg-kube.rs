@@ -36,8 +36,10 @@ fn main() -> ExitCode {
     );
     eprintln!("wg-kube: Ctrl-C stops everything and removes the directory");
     println!("export KUBECONFIG={}", cluster.kubeconfig().display());
-    let got = signals.wait();
-    eprintln!("wg-kube: {got:?}: stopping");
+    match signals.wait() {
+        Ok(sig) => eprintln!("wg-kube: {sig}: stopping"),
+        Err(e) => eprintln!("wg-kube: waiting for a signal failed ({e}): stopping"),
+    }
     drop(cluster);
     ExitCode::SUCCESS
 }
