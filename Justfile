@@ -11,12 +11,11 @@ run *ARGS:
     cargo build --quiet -p wardengate --bins
     target/debug/wardengate dev {{ARGS}}
 
-# Debian packages (postgresql, redis, patroni, haproxy, …), kubernetes-validate (offline Kubernetes
-# schemas) into .tools/py with pip (python3-pip from apt when missing), cargo-nextest into .tools/bin
-# (without it the suites run under `cargo test`).
-#
-# Install what the service suites need.
-deps:
+# Install what the suites need: Debian packages (postgresql, redis, patroni, haproxy, …),
+# kubernetes-validate (offline Kubernetes schemas) into .tools/py with pip (python3-pip from apt
+# when missing), cargo-nextest into .tools/bin (without it the suites run under `cargo test`), and
+# the Kubernetes 1.37 tools built from Go modules (kube-tools).
+deps: kube-tools
     scripts/install-deps.sh
     PYTHONPATH=.tools/py python3 -c 'import kubernetes_validate' 2>/dev/null || \
       scripts/pip-target.sh .tools/py kubernetes-validate
@@ -55,3 +54,14 @@ bench: deps
 
 # The README's test command: dependencies, lints, then every suite.
 test: deps lint services
+
+# Build the Kubernetes tools from the Go modules in e2e/kube (etcd; kube-apiserver,
+# kube-controller-manager, kube-scheduler and kubectl v1.37; kwok; helm; kstatus) into .tools/bin.
+# Cached outside the clone per module hash: a warm run only links them.
+kube-tools:
+    scripts/build-kube-tools.sh
+
+# A real Kubernetes control plane on loopback in the foreground (six kwok nodes in zones a/b/c).
+# Prints `export KUBECONFIG=…` when ready; Ctrl-C stops everything.
+kube: kube-tools
+    cargo run --quiet -p wardengate-testkit --bin wg-kube

@@ -1,149 +1,1179 @@
-//! The operator against a real cluster (kind, k3d or any other), for users who have one. Gated:
-//! runs only with `WG_REAL_CLUSTER=1` and a kubeconfig whose current context it may write to
-//! (it creates and deletes the namespace `wardengate-e2e-<random>`). CI machines have no cluster,
-//! so there it reports itself skipped.
+//! The operator against a real Kubernetes apiserver, the way its users run it: CRDs applied with
+//! `kubectl apply --server-side`, CEL rules enforced at admission, `kubectl apply -k
+//! config/default`, the operator as a process authenticated as its ServiceAccount (so with
+//! exactly `config/rbac`'s permissions), every example reconciled to `Ready`, printer columns,
+//! the scale subresource, server-side apply next to kubectl, zero writes at steady state, real
+//! garbage collection, zone scheduling, `kubectl drain` through the PDB, the zone-by-zone rollout
+//! with the real Deployment controller, leader election with a SIGKILL take-over, and kstatus
+//! health.
+//!
+//! One code path, two targets:
+//! - with the `services` feature (`./task test`), against the harness' [`KubeCluster`] (etcd,
+//!   kube-apiserver, controller-manager, scheduler and six kwok nodes in zones a/b/c; tools from
+//!   `./task kube-tools`);
+//! - with `WG_REAL_CLUSTER=1`, against the cluster of your kubeconfig (kind, k3d, a real one):
+//!   it must have nodes labelled `topology.kubernetes.io/zone` in at least three zones and pods
+//!   that become Ready with the image `wardengate/wardengate:<version>` (or kwok). It creates
+//!   namespaces `e2e-*`, installs `config/default` and labels the nodes `wardengate.io/pool`.
 //!
 //! ```text
-//! kind create cluster
-//! kubectl apply -k config/crd
+//! ./task kube-tools && cargo test -p wardengate-operator --features services --test real_cluster -- --nocapture
 //! WG_REAL_CLUSTER=1 cargo test -p wardengate-operator --test real_cluster -- --nocapture
 //! ```
-//!
-//! With `WG_E2E_IMAGE=registry/wardengate` (an image the cluster can pull, tag = `version`) it also
-//! waits for `Ready=True`; without it, it checks every owned object and the `Reconciling` status.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
-use kube::api::{Api, DeleteParams, PostParams};
-use serde_json::json;
-use wardengate_crds::WardengateCluster;
-use wardengate_operator::leader::LeaseConfig;
-use wardengate_operator::metrics::Metrics;
-use wardengate_operator::run::{RunConfig, run};
+use serde_json::{Value, json};
+use wardengate_testkit::kube::{kubectl_ok, service_account_kubeconfig, tool};
+use wardengate_testkit::net::free_port;
+use wardengate_testkit::process::Service;
+use wardengate_testkit::user::RunAs;
+use wardengate_testkit::{KubeCluster, Sandbox, wait_until};
 
-async fn wait<F, Fut>(what: &str, timeout: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+const SYSTEM_NS: &str = "wardengate-system";
+const OPERATOR_SA: &str = "system:serviceaccount:wardengate-system:wardengate-operator";
+const READY_TIMEOUT: &str = "--timeout=240s";
+
+/// Where the suite runs: the harness' cluster or the user's.
+struct Env {
+    cluster: Option<KubeCluster>,
+    own_sandbox: Option<Sandbox>,
+    kubectl: PathBuf,
+    admin: PathBuf,
+    work: tempfile::TempDir,
+    zones: Vec<String>,
+    started: Instant,
+}
+
+impl Env {
+    fn new() -> Option<Self> {
+        let started = Instant::now();
+        let real = std::env::var("WG_REAL_CLUSTER").as_deref() == Ok("1");
+        if !real && !cfg!(feature = "services") {
+            eprintln!(
+                "skipped: run with --features services (harness cluster) or WG_REAL_CLUSTER=1 (your kubeconfig)"
+            );
+            return None;
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (cluster, own_sandbox, admin) = if real {
+            let kc = std::env::var_os("KUBECONFIG")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var("HOME").unwrap()).join(".kube/config")
+                });
+            (None, Some(Sandbox::new("operator-e2e").unwrap()), kc)
+        } else {
+            let c = KubeCluster::start().expect("the harness' Kubernetes control plane starts");
+            let kc = c.kubeconfig().to_path_buf();
+            (Some(c), None, kc)
+        };
+        let kubectl = tool("kubectl").unwrap();
+        let mut env = Self {
+            cluster,
+            own_sandbox,
+            kubectl,
+            admin,
+            work: tempfile::tempdir().unwrap(),
+            zones: Vec::new(),
+            started,
+        };
+        let zones: BTreeSet<String> = env.json(&["get", "nodes"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| {
+                n["metadata"]["labels"]["topology.kubernetes.io/zone"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        env.zones = zones.into_iter().collect();
+        assert!(
+            env.zones.len() >= 3,
+            "the suite needs nodes in three zones, found {:?}",
+            env.zones
+        );
+        env.step(&format!("cluster up, zones {:?}", env.zones));
+        Some(env)
+    }
+
+    fn sandbox(&self) -> &Sandbox {
+        match (&self.cluster, &self.own_sandbox) {
+            (Some(c), _) => c.sandbox(),
+            (None, Some(s)) => s,
+            (None, None) => unreachable!("one of them is set in Env::new"),
+        }
+    }
+
+    fn step(&self, what: &str) {
+        eprintln!("[{:>6.1}s] {what}", self.started.elapsed().as_secs_f64());
+    }
+
+    /// kubectl as admin; Err carries stderr.
+    fn try_k(&self, args: &[&str]) -> Result<String, String> {
+        kubectl_ok(&self.kubectl, &self.admin, args).map_err(|e| e.to_string())
+    }
+
+    fn k(&self, args: &[&str]) -> String {
+        self.try_k(args)
+            .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.k(&a)).unwrap()
+    }
+
+    fn file(&self, name: &str, text: &str) -> String {
+        let p = self.work.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    }
+
+    fn apply_json(&self, name: &str, docs: &[Value]) -> String {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": docs});
+        let f = self.file(&format!("{name}.json"), &list.to_string());
+        self.k(&["apply", "-f", &f])
+    }
+
+    fn namespace(&self, ns: &str) {
+        self.apply_json(
+            &format!("ns-{ns}"),
+            &[json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})],
+        );
+    }
+
+    fn wait(&self, what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+        let mut last = Instant::now() - Duration::from_secs(1);
+        wait_until(what, Duration::from_secs(secs), || {
+            if last.elapsed() < Duration::from_millis(300) {
+                return false;
+            }
+            last = Instant::now();
+            cond()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn audit_log(&self) -> Option<&Path> {
+        self.cluster.as_ref().map(|c| c.audit_log())
+    }
+
+    fn kstatus(&self, kind: &str, ns: &str, name: &str) -> String {
+        let obj = self.k(&["get", kind, name, "-n", ns, "-o", "json"]);
+        let f = self.file("kstatus-in.json", &obj);
+        let out = Command::new(tool("kstatus").unwrap())
+            .stdin(std::fs::File::open(f).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kstatus: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_operator_reconciles_a_cluster_on_a_real_apiserver() {
-    if std::env::var("WG_REAL_CLUSTER").as_deref() != Ok("1") {
-        eprintln!("skipped: set WG_REAL_CLUSTER=1 with a kubeconfig to run the real-cluster suite");
-        return;
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = kube::Client::try_default()
-        .await
-        .expect("a kubeconfig or in-cluster config");
-    let ns = format!("wardengate-e2e-{}", std::process::id());
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "wardengate-db"},
-                "stringData": {"url": "postgres://wardengate:pw@postgres:5432/wardengate"}}))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let image = std::env::var("WG_E2E_IMAGE").ok();
-    let mut spec = json!({"version": "0.1.0", "replicas": 2,
-        "postgres": {"external": {"urlSecretRef": {"name": "wardengate-db", "key": "url"}}},
-        "redis": {"mode": "standalone", "hosts": ["redis:6379"]}});
-    if let Some(i) = &image {
-        spec["image"] = json!(i);
-    }
-    let clusters: Api<WardengateCluster> = Api::namespaced(client.clone(), &ns);
-    clusters
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"apiVersion": "wardengate.io/v1alpha1",
-            "kind": "WardengateCluster", "metadata": {"name": "wg"}, "spec": spec}))
-            .unwrap(),
-        )
-        .await
-        .expect("the CRDs are installed (kubectl apply -k config/crd)");
+/// One `wardengate-operator run` process, authenticated as its ServiceAccount.
+struct Operator {
+    svc: Service,
+    identity: String,
+    probe_port: u16,
+}
 
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let cfg = RunConfig {
-        namespace: Some(ns.clone()),
-        concurrency: 2,
-        lease: LeaseConfig::new(&ns, "wardengate-operator", "e2e"),
-    };
-    let op = tokio::spawn(run(
-        client.clone(),
-        cfg,
-        Metrics::new(),
-        Arc::new(AtomicBool::new(false)),
-        stop_rx,
+impl Operator {
+    fn start(env: &Env, identity: &str, kubeconfig: &Path) -> Self {
+        let probe_port = free_port().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardengate-operator"));
+        cmd.args([
+            "run",
+            "--probe-addr",
+            &format!("127.0.0.1:{probe_port}"),
+            "--lease-namespace",
+            SYSTEM_NS,
+            "--identity",
+            identity,
+            "--log-format",
+            "text",
+        ])
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info,kube=warn");
+        let svc = Service::spawn(env.sandbox(), identity, cmd, &RunAs::current()).unwrap();
+        Self {
+            svc,
+            identity: identity.to_string(),
+            probe_port,
+        }
+    }
+
+    /// Sum of `wg_operator_reconciles_total` (every controller, every result).
+    fn reconciles(&self) -> i64 {
+        let body = wardengate_testkit::http::get(self.probe_port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        body.lines()
+            .filter(|l| l.starts_with("wg_operator_reconciles_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as i64
+    }
+}
+
+fn lease_holder(env: &Env) -> Option<String> {
+    env.try_k(&[
+        "get",
+        "lease",
+        "wardengate-operator",
+        "-n",
+        SYSTEM_NS,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+    .ok()
+    .filter(|h| !h.is_empty())
+}
+
+fn condition(obj: &Value, type_: &str) -> Option<String> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| c["status"].as_str().unwrap_or_default().to_string())
+}
+
+fn base_spec() -> Value {
+    json!({
+        "version": "0.1.0",
+        "postgres": {"external": {"urlSecretRef": {"name": "db", "key": "url"}}},
+        "redis": {"mode": "standalone", "hosts": ["redis:6379"]},
+    })
+}
+
+fn with(mut v: Value, path: &[&str], value: Value) -> Value {
+    let mut cur = &mut v;
+    for p in &path[..path.len() - 1] {
+        cur = cur.as_object_mut().unwrap().entry(*p).or_insert(json!({}));
+    }
+    cur[path[path.len() - 1]] = value;
+    v
+}
+
+fn cr(kind: &str, ns: &str, name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "wardengate.io/v1alpha1", "kind": kind,
+           "metadata": {"name": name, "namespace": ns}, "spec": spec})
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Secrets an example references: every `*SecretRef` name, `tls.secretName` and CloudNativePG's
+/// `<cluster>-app`, with the keys the operator reads.
+fn referenced_secrets(spec: &Value, out: &mut BTreeSet<String>) {
+    if let Some(m) = spec.as_object() {
+        for (k, v) in m {
+            if k.ends_with("SecretRef")
+                && let Some(n) = v["name"].as_str()
+            {
+                out.insert(n.to_string());
+            }
+            if k == "secretName"
+                && let Some(n) = v.as_str()
+            {
+                out.insert(n.to_string());
+            }
+            if k == "cloudNativePG"
+                && let Some(n) = v["clusterName"].as_str()
+            {
+                out.insert(format!("{n}-app"));
+            }
+            referenced_secrets(v, out);
+        }
+    }
+}
+
+fn secret(ns: &str, name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
+           "stringData": {"url": "postgres://wardengate:pw@postgres:5432/wardengate",
+                          "uri": "postgres://wardengate:pw@postgres:5432/wardengate",
+                          "username": "wardengate", "password": "pw",
+                          "tls.crt": "unused", "tls.key": "unused", "ca.crt": "unused"}})
+}
+
+/// The pods of cluster `name` in `ns`, as (pod, node, zone, ready).
+fn pods(env: &Env, ns: &str, name: &str) -> Vec<(String, String, String, bool)> {
+    let nodes = env.json(&["get", "nodes"]);
+    let zone_of: BTreeMap<String, String> = nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["metadata"]["name"].as_str().unwrap().to_string(),
+                n["metadata"]["labels"]["topology.kubernetes.io/zone"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    let sel =
+        format!("app.kubernetes.io/instance={name},app.kubernetes.io/component=control-plane");
+    env.json(&["get", "pods", "-n", ns, "-l", &sel])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let node = p["spec"]["nodeName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                node.clone(),
+                zone_of.get(&node).cloned().unwrap_or_default(),
+                condition(p, "Ready").as_deref() == Some("True"),
+            )
+        })
+        .collect()
+}
+
+fn wait_ready(env: &Env, kind: &str, ns: &str, name: &str) {
+    let r = env.try_k(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("{kind}/{name}"),
+        "-n",
+        ns,
+        READY_TIMEOUT,
+    ]);
+    if let Err(e) = r {
+        let obj = env.try_k(&["get", kind, name, "-n", ns, "-o", "yaml"]);
+        let deps = env.try_k(&["get", "deploy,pods", "-n", ns, "-o", "wide"]);
+        panic!("{kind}/{name} in {ns} not Ready: {e}\n{obj:?}\n{deps:?}");
+    }
+}
+
+/// Every owned object of cluster `name` in `ns`: kind/name -> resourceVersion.
+fn owned_versions(env: &Env, ns: &str, name: &str) -> BTreeMap<String, String> {
+    let sel = format!("app.kubernetes.io/instance={name}");
+    let list = env.json(&[
+        "get",
+        "deployments,services,secrets,configmaps,serviceaccounts,poddisruptionbudgets",
+        "-n",
+        ns,
+        "-l",
+        &sel,
+    ]);
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                ),
+                o["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The operator's requests in the audit log after byte `from`: (verb resource[/sub] code) ->
+/// count.
+fn operator_requests(log: &Path, from: u64) -> BTreeMap<String, u64> {
+    let text = std::fs::read(log).unwrap();
+    let text = String::from_utf8_lossy(&text[(from as usize).min(text.len())..]).to_string();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Ok(ev) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if ev["user"]["username"] != OPERATOR_SA || ev["stage"] != "ResponseComplete" {
+            continue;
+        }
+        let r = &ev["objectRef"];
+        let res = match r["subresource"].as_str() {
+            Some(s) => format!("{}/{s}", r["resource"].as_str().unwrap_or("?")),
+            None => r["resource"].as_str().unwrap_or("?").to_string(),
+        };
+        let watch = ev["verb"] == "watch";
+        let key = format!(
+            "{} {res} {}",
+            ev["verb"].as_str().unwrap_or("?"),
+            if watch {
+                "-".to_string()
+            } else {
+                ev["responseStatus"]["code"].to_string()
+            }
+        );
+        *out.entry(key).or_insert(0) += 1;
+    }
+    out
+}
+
+fn audit_len(env: &Env) -> u64 {
+    env.audit_log()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_operator_on_a_real_apiserver() {
+    let Some(env) = Env::new() else { return };
+    crds_server_side_with_cel_and_defaults(&env);
+
+    env.step("kubectl apply -k config/default");
+    let kustomize = repo().join("config/default");
+    env.k(&["apply", "-k", &kustomize.display().to_string()]);
+    env.k(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/wardengateclusters.wardengate.io",
+        "crd/gatewaypools.wardengate.io",
+    ]);
+    // The operator as a process, authenticated as its ServiceAccount: config/rbac's rules only.
+    let sa_kubeconfig = env.work.path().join("operator.kubeconfig");
+    service_account_kubeconfig(
+        &env.kubectl,
+        &env.admin,
+        SYSTEM_NS,
+        "wardengate-operator",
+        Duration::from_secs(7200),
+        &sa_kubeconfig,
+    )
+    .unwrap();
+    let mut ops = vec![
+        Operator::start(&env, "operator-1", &sa_kubeconfig),
+        Operator::start(&env, "operator-2", &sa_kubeconfig),
+    ];
+    env.wait("one operator to hold the Lease", 60, || {
+        lease_holder(&env).is_some_and(|h| ops.iter().any(|o| o.identity == h))
+    });
+    env.step(&format!("leader: {:?}", lease_holder(&env)));
+
+    examples_reach_ready(&env);
+    printer_columns(&env);
+    assert_eq!(
+        env.kstatus("wgc", "ex-quickstart", "wardengate")
+            .split_whitespace()
+            .nth(1),
+        Some("Current"),
+        "kstatus of a Ready cluster"
+    );
+    scale_subresource(&env);
+    ssa_coexists(&env);
+    let leader = leader_of(&env, &ops);
+    steady_state_writes_nothing(&env, &ops[leader]);
+    zone_scheduling(&env);
+    drain_respects_the_pdb(&env);
+    zone_by_zone_rollout(&env);
+    stalled_is_failed_for_kstatus(&env);
+    garbage_collection(&env);
+    leader_takeover(&env, &mut ops);
+    no_forbidden_requests(&env);
+
+    env.k(&["label", "nodes", "--all", "wardengate.io/pool-"]);
+    env.step("done");
+}
+
+fn leader_of(env: &Env, ops: &[Operator]) -> usize {
+    let h = lease_holder(env).expect("a lease holder");
+    ops.iter()
+        .position(|o| o.identity == h)
+        .expect("the holder is one of ours")
+}
+
+fn crds_server_side_with_cel_and_defaults(env: &Env) {
+    env.step("CRDs: kubectl apply --server-side");
+    let crds = repo().join("config/crd/crds.yaml");
+    env.k(&["apply", "--server-side", "-f", &crds.display().to_string()]);
+    env.k(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/wardengateclusters.wardengate.io",
+        "crd/gatewaypools.wardengate.io",
+    ]);
+    let ns = "e2e-cel";
+    env.namespace(ns);
+    let base = base_spec();
+    let pool = |spec: Value| cr("GatewayPool", ns, "p", spec);
+    let cluster = |spec: Value| cr("WardengateCluster", ns, "wg", spec);
+    // The client-side test cases of crds/tests/crd.rs, now at admission by the apiserver.
+    let rejected: Vec<(Value, &str)> = vec![
+        (
+            cluster(with(base.clone(), &["replicas"], json!(0))),
+            "spec.replicas must be at least 1",
+        ),
+        (
+            pool(json!({"clusterRef": {"name": "wg"}, "replicas": 0})),
+            "spec.replicas must be at least 1",
+        ),
+        (
+            cluster(with(
+                with(base.clone(), &["drain", "timeoutSeconds"], json!(600)),
+                &["terminationGracePeriodSeconds"],
+                json!(300),
+            )),
+            "spec.terminationGracePeriodSeconds must not be shorter than spec.drain.timeoutSeconds",
+        ),
+        (
+            pool(
+                json!({"clusterRef": {"name": "wg"}, "drain": {"timeoutSeconds": 100}, "terminationGracePeriodSeconds": 10}),
+            ),
+            "spec.terminationGracePeriodSeconds",
+        ),
+        (
+            cluster(with(
+                base.clone(),
+                &["redis"],
+                json!({"mode": "sentinel", "masterName": "wg"}),
+            )),
+            "spec.redis: sentinel mode needs sentinels",
+        ),
+        (
+            cluster(with(
+                base.clone(),
+                &["redis"],
+                json!({"mode": "sentinel", "sentinels": ["s1:26379"]}),
+            )),
+            "masterName",
+        ),
+        (
+            cluster(with(base.clone(), &["redis"], json!({"mode": "cluster"}))),
+            "spec.redis.hosts",
+        ),
+        (
+            cluster(with(
+                base.clone(),
+                &["postgres", "external", "url"],
+                json!("postgres://u:secret@db/wg"),
+            )),
+            "spec.postgres.external.url: credentials must not be inline",
+        ),
+        (
+            cluster(with(base.clone(), &["redis", "password"], json!("secret"))),
+            "spec.redis.password: credentials must not be inline",
+        ),
+        (
+            cluster(with(base.clone(), &["postgres"], json!({}))),
+            "spec.postgres: set exactly one",
+        ),
+        (
+            cluster(with(
+                base.clone(),
+                &["postgres", "cloudNativePG"],
+                json!({"clusterName": "pg"}),
+            )),
+            "spec.postgres: set exactly one",
+        ),
+        (
+            pool(json!({})),
+            "spec.clusterRef.name: a GatewayPool needs the WardengateCluster",
+        ),
+        (
+            pool(json!({"clusterRef": {"name": ""}})),
+            "spec.clusterRef.name",
+        ),
+    ];
+    for (i, (obj, needle)) in rejected.iter().enumerate() {
+        let f = env.file(&format!("bad-{i}.json"), &obj.to_string());
+        match env.try_k(&["create", "-f", &f]) {
+            Ok(out) => {
+                panic!("case {i} was admitted ({out}); expected a rejection naming `{needle}`")
+            }
+            Err(e) => {
+                assert!(
+                    e.contains("Invalid value") || e.contains("invalid"),
+                    "case {i}: not an admission rejection: {e}"
+                );
+                assert!(
+                    e.contains(needle),
+                    "case {i}: `{e}` does not name `{needle}`"
+                );
+            }
+        }
+    }
+    // Accepted variants of the same rules, and the apiserver's defaulting.
+    let ok = [
+        cluster(with(base.clone(), &["replicas"], json!(1))),
+        pool(json!({"clusterRef": {"name": "wg"}})),
+    ];
+    for (i, obj) in ok.iter().enumerate() {
+        let f = env.file(&format!("ok-{i}.json"), &obj.to_string());
+        env.k(&["create", "-f", &f]);
+    }
+    let c = env.json(&["get", "wgc", "wg", "-n", ns]);
+    assert_eq!(c["spec"]["replicas"], 1);
+    assert_eq!(c["spec"]["drain"]["timeoutSeconds"], 270, "{c}");
+    assert_eq!(c["spec"]["topologyKey"], "topology.kubernetes.io/zone");
+    assert_eq!(c["spec"]["service"]["type"], "LoadBalancer");
+    assert_eq!(c["spec"]["rollout"]["paused"], false);
+    env.k(&["delete", "namespace", ns, "--wait=false"]);
+    env.step(&format!(
+        "CEL: {} bad CRs rejected at admission naming their field; defaults applied",
+        rejected.len()
     ));
+}
 
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    wait("owned objects", Duration::from_secs(60), || async {
-        deployments.get_opt("wg-cp").await.unwrap().is_some()
-            && services.get_opt("wg").await.unwrap().is_some()
-            && secrets.get_opt("wg-internal").await.unwrap().is_some()
-            && secrets.get_opt("wg-tls").await.unwrap().is_some()
-    })
-    .await;
-    wait("status", Duration::from_secs(60), || async {
-        let c = clusters.get("wg").await.unwrap();
-        c.status.is_some_and(|s| {
-            s.observed_generation == c.metadata.generation && !s.conditions.is_empty()
-        })
-    })
-    .await;
-    // Drift: a deleted Service comes back.
-    services
-        .delete("wg", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait("the Service back", Duration::from_secs(60), || async {
-        services
-            .get_opt("wg")
-            .await
-            .unwrap()
-            .is_some_and(|s| s.metadata.deletion_timestamp.is_none())
-    })
-    .await;
-    if image.is_some() {
-        wait("Ready=True", Duration::from_secs(600), || async {
-            let c = clusters.get("wg").await.unwrap();
-            c.status.is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            })
-        })
-        .await;
+/// Each example in its own namespace (`ex-<file>`), with the Secrets it references; zones mapped
+/// onto the cluster's zones; the GatewayPool next to the quickstart cluster it references.
+fn examples_reach_ready(env: &Env) {
+    env.k(&[
+        "label",
+        "nodes",
+        "--all",
+        "wardengate.io/pool=gateways",
+        "--overwrite",
+    ]);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    // Pools after clusters: a pool joins the quickstart cluster.
+    files.sort_by_key(|p| p.to_string_lossy().contains("pool"));
+    let mut waits = Vec::new();
+    for f in &files {
+        let stem = f.file_stem().unwrap().to_string_lossy().to_string();
+        let mut doc: Value = serde_yaml::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        let kind = doc["kind"].as_str().unwrap().to_string();
+        let ns = if kind == "GatewayPool" {
+            "ex-quickstart".to_string()
+        } else {
+            format!("ex-{stem}")
+        };
+        doc["metadata"]["namespace"] = json!(ns);
+        if let Some(zones) = doc["spec"]["zones"].as_array().cloned() {
+            let mapped: Vec<&String> = env.zones.iter().take(zones.len()).collect();
+            doc["spec"]["zones"] = json!(mapped);
+        }
+        env.namespace(&ns);
+        let mut names = BTreeSet::new();
+        referenced_secrets(&doc["spec"], &mut names);
+        let mut docs: Vec<Value> = names.iter().map(|n| secret(&ns, n)).collect();
+        docs.push(doc.clone());
+        env.apply_json(&format!("example-{stem}"), &docs);
+        let short = if kind == "GatewayPool" { "wgp" } else { "wgc" };
+        waits.push((
+            short,
+            ns,
+            doc["metadata"]["name"].as_str().unwrap().to_string(),
+        ));
     }
-    stop.send(true).unwrap();
-    op.await.unwrap();
-    namespaces
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .unwrap();
+    for (kind, ns, name) in &waits {
+        wait_ready(env, kind, ns, name);
+        env.step(&format!(
+            "kubectl wait --for=condition=Ready {kind}/{name} -n {ns}: ok"
+        ));
+    }
+}
+
+fn printer_columns(env: &Env) {
+    let out = env.k(&["get", "wgc,wgp", "-A"]);
+    env.step(&format!("kubectl get wgc,wgp -A:\n{out}"));
+    let header = out.lines().next().unwrap();
+    for col in ["READY", "REPLICAS", "VERSION", "PHASE", "AGE"] {
+        assert!(header.contains(col), "column {col} missing: {header}");
+    }
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("ex-quickstart") && l.contains("wardengatecluster"))
+        .unwrap_or_else(|| panic!("no quickstart row:\n{out}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[2..6], ["True", "3", "0.1.0", "Ready"], "{row}");
+    let pool = out
+        .lines()
+        .find(|l| l.contains("gatewaypool.wardengate.io/us-east"))
+        .unwrap_or_else(|| panic!("no pool row:\n{out}"));
+    assert!(pool.contains("True") && pool.contains(" 2 "), "{pool}");
+}
+
+fn scale_subresource(env: &Env) {
+    let ns = "ex-quickstart";
+    let scale = env.json(&["get", "wgc", "wardengate", "-n", ns, "--subresource=scale"]);
+    assert_eq!(scale["spec"]["replicas"], 3, "{scale}");
+    assert_eq!(scale["status"]["replicas"], 3, "{scale}");
+    assert!(
+        scale["status"]["selector"]
+            .as_str()
+            .unwrap()
+            .contains("app.kubernetes.io/instance=wardengate"),
+        "{scale}"
+    );
+    env.k(&["scale", "wgc", "wardengate", "-n", ns, "--replicas", "5"]);
+    env.wait("5 ready replicas after kubectl scale", 180, || {
+        let c = env.json(&["get", "wgc", "wardengate", "-n", ns]);
+        c["status"]["readyReplicas"] == 5 && condition(&c, "Ready").as_deref() == Some("True")
+    });
+    let d = env.json(&["get", "deployment", "wardengate-cp", "-n", ns]);
+    assert_eq!(d["spec"]["replicas"], 5);
+    env.step("kubectl scale wgc --replicas 5: reconciled to 5 ready");
+}
+
+fn ssa_coexists(env: &Env) {
+    let ns = "ex-quickstart";
+    env.k(&[
+        "label",
+        "deployment",
+        "wardengate-cp",
+        "-n",
+        ns,
+        "e2e.example/added-by=kubectl",
+    ]);
+    env.k(&[
+        "annotate",
+        "deployment",
+        "wardengate-cp",
+        "-n",
+        ns,
+        "e2e.example/note=kept",
+    ]);
+    // A field the operator owns, changed by another manager: restored.
+    env.k(&[
+        "scale",
+        "deployment",
+        "wardengate-cp",
+        "-n",
+        ns,
+        "--replicas",
+        "1",
+    ]);
+    env.wait("the operator to restore spec.replicas", 120, || {
+        env.json(&["get", "deployment", "wardengate-cp", "-n", ns])["spec"]["replicas"] == 5
+    });
+    // A reconcile with nothing to restore keeps the other manager's fields.
+    env.k(&[
+        "annotate",
+        "wgc",
+        "wardengate",
+        "-n",
+        ns,
+        "e2e.example/nudge=ssa",
+        "--overwrite",
+    ]);
+    env.wait("Ready again", 120, || {
+        condition(&env.json(&["get", "wgc", "wardengate", "-n", ns]), "Ready").as_deref()
+            == Some("True")
+    });
+    let d = env.json(&[
+        "get",
+        "deployment",
+        "wardengate-cp",
+        "-n",
+        ns,
+        "--show-managed-fields",
+    ]);
+    assert_eq!(d["metadata"]["labels"]["e2e.example/added-by"], "kubectl");
+    assert_eq!(d["metadata"]["annotations"]["e2e.example/note"], "kept");
+    let managers: Vec<&str> = d["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(
+        managers.contains(&"wardengate-operator"),
+        "managers: {managers:?}"
+    );
+    env.step(&format!(
+        "SSA: kubectl's label/annotation kept, spec.replicas restored; managers {managers:?}"
+    ));
+}
+
+fn steady_state_writes_nothing(env: &Env, leader: &Operator) {
+    let ns = "ex-quickstart";
+    // Settled: nothing owned changed for 5 s (the Deployment controller finished the scale-up).
+    let mut last = owned_versions(env, ns, "wardengate");
+    let mut since = Instant::now();
+    env.wait("the owned objects to settle", 120, || {
+        let now = owned_versions(env, ns, "wardengate");
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+        since.elapsed() >= Duration::from_secs(5)
+    });
+    let before = owned_versions(env, ns, "wardengate");
+    assert!(before.len() >= 6, "owned objects: {before:?}");
+    let status_before = env.json(&["get", "wgc", "wardengate", "-n", ns])["status"].clone();
+    let from = audit_len(env);
+    let n = 5;
+    for i in 0..n {
+        let seen = leader.reconciles();
+        env.k(&[
+            "annotate",
+            "wgc",
+            "wardengate",
+            "-n",
+            ns,
+            &format!("e2e.example/nudge=steady-{i}"),
+            "--overwrite",
+        ]);
+        env.wait("a reconcile of the nudged cluster", 60, || {
+            leader.reconciles() > seen
+        });
+    }
+    let after = owned_versions(env, ns, "wardengate");
+    assert_eq!(before, after, "owned objects changed at steady state");
+    let status_after = env.json(&["get", "wgc", "wardengate", "-n", ns])["status"].clone();
+    assert_eq!(
+        status_before, status_after,
+        "status rewritten at steady state"
+    );
+    if let Some(log) = env.audit_log() {
+        // Audit batches flush every second.
+        std::thread::sleep(Duration::from_millis(1500));
+        let reqs = operator_requests(log, from);
+        env.step(&format!(
+            "steady state: {n} reconciles, the apiserver saw from the operator: {reqs:#?}"
+        ));
+        let writes: Vec<_> = reqs
+            .keys()
+            .filter(|k| {
+                let verb = k.split(' ').next().unwrap();
+                matches!(verb, "create" | "update" | "patch" | "delete") && !k.contains(" leases ")
+            })
+            .collect();
+        assert!(writes.is_empty(), "writes at steady state: {writes:?}");
+    }
+    env.step(&format!(
+        "steady state: {n} reconciles, {} owned objects' resourceVersions unchanged",
+        before.len()
+    ));
+}
+
+fn zone_scheduling(env: &Env) {
+    // Pinned zones: the three-zone example, one pod per zone, each in its Deployment's zone.
+    let p = pods(env, "ex-three-zone-ha", "wardengate");
+    let zones: BTreeSet<&str> = p.iter().map(|x| x.2.as_str()).collect();
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert_eq!(zones.len(), 3, "pods not one per zone: {p:?}");
+    for (pod, _, zone, _) in &p {
+        assert!(
+            pod.starts_with(&format!("wardengate-cp-{zone}-")),
+            "{pod} in zone {zone}"
+        );
+    }
+    // No zones: the spread constraint (quickstart scaled to 5, redis-cluster with 6).
+    for (ns, want) in [("ex-quickstart", 5), ("ex-redis-cluster", 6)] {
+        let p = pods(env, ns, "wardengate");
+        assert_eq!(p.len(), want, "{p:?}");
+        let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+        for x in &p {
+            *per.entry(x.2.as_str()).or_default() += 1;
+        }
+        let (lo, hi) = (
+            per.values().min().copied().unwrap_or(0),
+            per.values().max().copied().unwrap_or(0),
+        );
+        assert!(per.len() == 3 && hi - lo <= 1, "{ns}: {per:?}");
+    }
+    env.step("scheduling: one pod per pinned zone; unpinned pods spread with skew <= 1");
+}
+
+fn drain_respects_the_pdb(env: &Env) {
+    let ns = "e2e-drain";
+    env.namespace(ns);
+    let spec = with(base_spec(), &["replicas"], json!(2));
+    env.apply_json(
+        "drain",
+        &[secret(ns, "db"), cr("WardengateCluster", ns, "wg", spec)],
+    );
+    wait_ready(env, "wgc", ns, "wg");
+    let p = pods(env, ns, "wg");
+    let nodes: BTreeSet<String> = p.iter().map(|x| x.1.clone()).collect();
+    assert_eq!(p.len(), 2);
+    // Drain every node holding a gateway pod at once: only the PDB keeps one serving.
+    let min_ready = Arc::new(AtomicI64::new(i64::MAX));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (min_ready, stop) = (min_ready.clone(), stop.clone());
+        let (kubectl, admin) = (env.kubectl.clone(), env.admin.clone());
+        std::thread::spawn(move || {
+            let sel = "app.kubernetes.io/instance=wg";
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(out) = kubectl_ok(
+                    &kubectl,
+                    &admin,
+                    &["get", "pods", "-n", "e2e-drain", "-l", sel, "-o", "json"],
+                ) {
+                    let v: Value = serde_json::from_str(&out).unwrap();
+                    let ready = v["items"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter(|p| {
+                            p["metadata"]["deletionTimestamp"].is_null()
+                                && condition(p, "Ready").as_deref() == Some("True")
+                        })
+                        .count() as i64;
+                    min_ready.fetch_min(ready, Ordering::SeqCst);
+                }
+                // A sampling interval, not a wait: keeps kubectl from hogging the two cores.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut args = vec!["drain"];
+    args.extend(nodes.iter().map(String::as_str));
+    args.extend([
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=240s",
+    ]);
+    let out = env.try_k(&args);
+    stop.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
+    let mut uncordon = vec!["uncordon"];
+    uncordon.extend(nodes.iter().map(String::as_str));
+    env.k(&uncordon);
+    let out = out.unwrap_or_else(|e| panic!("kubectl drain failed (deadlock?): {e}"));
+    assert!(out.contains("evicted"), "{out}");
+    let min = min_ready.load(Ordering::SeqCst);
+    assert!(
+        min >= 1,
+        "the drain took both replicas at once (min ready {min})"
+    );
+    let after = pods(env, ns, "wg");
+    assert!(
+        after.iter().all(|x| !nodes.contains(&x.1)),
+        "pods still on drained nodes"
+    );
+    env.step(&format!(
+        "drain of {nodes:?} through the eviction API and PDB: done in {:.0?}, never fewer than {min} ready",
+        started.elapsed()
+    ));
+}
+
+fn zone_by_zone_rollout(env: &Env) {
+    let ns = "ex-three-zone-ha";
+    let image_of = |d: &Value| -> String {
+        d["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let complete = |d: &Value| {
+        let want = &d["spec"]["replicas"];
+        let s = &d["status"];
+        s["observedGeneration"] == d["metadata"]["generation"]
+            && &s["updatedReplicas"] == want
+            && &s["readyReplicas"] == want
+            && &s["availableReplicas"] == want
+            && &s["replicas"] == want
+    };
+    let deployments = || -> BTreeMap<String, Value> {
+        env.json(&[
+            "get",
+            "deployments",
+            "-n",
+            ns,
+            "-l",
+            "app.kubernetes.io/instance=wardengate",
+        ])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["metadata"]["name"].as_str().unwrap().to_string(),
+                    d.clone(),
+                )
+            })
+            .collect()
+    };
+    let zones: Vec<String> = env.zones.iter().take(3).cloned().collect();
+    let dname = |z: &str| format!("wardengate-cp-{z}");
+    let old = image_of(&deployments()[&dname(&zones[0])]);
+    // Paused: the version bump is accepted but no Deployment changes.
+    env.k(&[
+        "patch",
+        "wgc",
+        "wardengate",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"version":"0.2.0","rollout":{"paused":true}}}"#,
+    ]);
+    env.wait("the paused rollout to be reported", 60, || {
+        let c = env.json(&["get", "wgc", "wardengate", "-n", ns]);
+        c["status"]["observedGeneration"] == c["metadata"]["generation"]
+            && c["status"]["phase"] == "Paused"
+    });
+    let ks = env.kstatus("wgc", ns, "wardengate");
+    assert_eq!(ks.split_whitespace().nth(1), Some("InProgress"), "{ks}");
+    for d in deployments().values() {
+        assert_eq!(image_of(d), old, "a paused rollout changed a Deployment");
+    }
+    env.step(&format!(
+        "rollout paused: no Deployment changed; kstatus {ks}"
+    ));
+    // Unpaused: zone by zone.
+    env.k(&[
+        "patch",
+        "wgc",
+        "wardengate",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"rollout":{"paused":false}}}"#,
+    ]);
+    let mut order: Vec<String> = Vec::new();
+    let mut saw_in_progress = false;
+    env.wait("the rollout through every zone", 300, || {
+        let ds = deployments();
+        for (i, z) in zones.iter().enumerate() {
+            let d = &ds[&dname(z)];
+            if image_of(d) != old && !order.contains(z) {
+                // Zone i changed: every earlier zone was already updated and ready.
+                for earlier in &zones[..i] {
+                    let e = &ds[&dname(earlier)];
+                    assert!(
+                        image_of(e) != old && complete(e),
+                        "zone {z} changed before zone {earlier} was updated and ready"
+                    );
+                }
+                order.push(z.clone());
+            }
+        }
+        if !saw_in_progress && order.len() < zones.len() {
+            saw_in_progress = env.kstatus("wgc", ns, "wardengate").contains(" InProgress");
+        }
+        order.len() == zones.len() && ds.values().all(complete)
+    });
+    assert_eq!(order, zones, "zones changed out of order");
+    wait_ready(env, "wgc", ns, "wardengate");
+    let c = env.json(&["get", "wgc", "wardengate", "-n", ns]);
+    assert_eq!(c["status"]["version"], "0.2.0");
+    assert!(
+        saw_in_progress,
+        "kstatus never reported InProgress during the rollout"
+    );
+    env.step(&format!(
+        "rollout zone by zone in order {order:?}; kstatus InProgress meanwhile, Current after"
+    ));
+}
+
+fn stalled_is_failed_for_kstatus(env: &Env) {
+    let ns = "e2e-stalled";
+    env.namespace(ns);
+    env.apply_json("stalled", &[cr("WardengateCluster", ns, "wg", base_spec())]);
+    env.wait("Stalled=True (Secret missing)", 120, || {
+        condition(&env.json(&["get", "wgc", "wg", "-n", ns]), "Stalled").as_deref() == Some("True")
+    });
+    let ks = env.kstatus("wgc", ns, "wg");
+    assert_eq!(ks.split_whitespace().nth(1), Some("Failed"), "{ks}");
+    env.step(&format!("Stalled cluster: kstatus {ks}"));
+}
+
+fn garbage_collection(env: &Env) {
+    let ns = "ex-redis-cluster";
+    let owned = owned_versions(env, ns, "wardengate");
+    assert!(owned.len() >= 6, "{owned:?}");
+    env.k(&["delete", "wgc", "wardengate", "-n", ns, "--wait=true"]);
+    env.wait(
+        "the garbage collector to remove every owned object",
+        120,
+        || {
+            owned_versions(env, ns, "wardengate").is_empty()
+                && pods(env, ns, "wardengate").is_empty()
+        },
+    );
+    env.step(&format!(
+        "GC: {} owned objects and their pods removed",
+        owned.len()
+    ));
+}
+
+fn leader_takeover(env: &Env, ops: &mut [Operator]) {
+    let i = leader_of(env, ops);
+    let old = ops[i].identity.clone();
+    let killed = Instant::now();
+    ops[i].svc.kill9();
+    let other = ops[1 - i].identity.clone();
+    env.wait("the standby to take the Lease", 90, || {
+        lease_holder(env).as_deref() == Some(other.as_str())
+    });
+    let took = killed.elapsed();
+    // The new leader reconciles: a deleted Service comes back.
+    let ns = "ex-quickstart";
+    env.k(&["delete", "service", "wardengate", "-n", ns]);
+    env.wait("the new leader to restore the Service", 90, || {
+        env.try_k(&["get", "service", "wardengate", "-n", ns])
+            .is_ok()
+    });
+    env.step(&format!(
+        "leader {old} SIGKILLed; {other} took the Lease after {took:.1?} and reconciles"
+    ));
+}
+
+fn no_forbidden_requests(env: &Env) {
+    let Some(log) = env.audit_log() else { return };
+    std::thread::sleep(Duration::from_millis(1500));
+    let reqs = operator_requests(log, 0);
+    // Denied by RBAC, as the authorizer decided (a 403 from admission, such as creating an
+    // Event in a namespace being deleted, is not a missing permission).
+    let text = std::fs::read_to_string(log).unwrap();
+    let allowed = text
+        .lines()
+        .filter(|l| {
+            l.contains(OPERATOR_SA) && l.contains(r#""authorization.k8s.io/decision":"allow""#)
+        })
+        .count();
+    assert!(
+        allowed > 0,
+        "the audit log records no authorization decisions"
+    );
+    let denied: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|ev| {
+            ev["user"]["username"] == OPERATOR_SA
+                && ev["annotations"]["authorization.k8s.io/decision"] == "forbid"
+        })
+        .map(|ev| {
+            format!(
+                "{} {}/{} in {}",
+                ev["verb"].as_str().unwrap_or("?"),
+                ev["objectRef"]["apiGroup"].as_str().unwrap_or(""),
+                ev["objectRef"]["resource"].as_str().unwrap_or("?"),
+                ev["objectRef"]["namespace"].as_str().unwrap_or("(cluster)")
+            )
+        })
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "requests config/rbac does not allow: {denied:?}"
+    );
+    let total: u64 = reqs.values().sum();
+    let other_403: u64 = reqs
+        .iter()
+        .filter(|(k, _)| k.ends_with(" 403"))
+        .map(|(_, n)| n)
+        .sum();
+    env.step(&format!(
+        "RBAC: {total} requests as {OPERATOR_SA}, none denied by the authorizer ({other_403} refused by admission)"
+    ));
 }

@@ -20,6 +20,11 @@ pub enum TestkitError {
         /// The Debian package that ships it.
         package: &'static str,
     },
+    /// A Kubernetes tool built from the Go modules under `e2e/kube/` is missing.
+    #[error(
+        "`{0}` not found: build the Kubernetes tools with `./task kube-tools` (part of `./task deps`)"
+    )]
+    MissingKubeTool(String),
     /// A helper command ran but reported failure.
     #[error("`{command}` failed ({status}): {output}")]
     CommandFailed {

@@ -13,6 +13,7 @@ pub mod deps;
 pub mod error;
 pub mod haproxy;
 pub mod http;
+pub mod kube;
 pub mod net;
 pub mod patroni;
 pub mod pgbouncer;
@@ -27,6 +28,7 @@ pub mod wait;
 
 pub use error::{Result, TestkitError};
 pub use haproxy::{Backend, HaProxy, HealthCheck};
+pub use kube::KubeCluster;
 pub use patroni::{PatroniCluster, PatroniTiming};
 pub use pgbouncer::PgBouncer;
 pub use postgres::{PgServer, Postgres, PostgresPair};
