@@ -87,15 +87,15 @@ async fn a_session_outlives_every_internal_ttl_with_the_defaults() {
     eprintln!("session held {held:?} and ended normally");
 }
 
-/// With the live session TTL cut to 2 s (renewed every 500 ms), a session survives more than 20
-/// renewals, and a terminate still ends it within a poll.
+/// With the live session TTL cut to 2 s (renewed every 500 ms, the fleet's health interval), a
+/// session survives more than 20 renewals, and a terminate still ends it within a poll.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn short_ttls_renew_twenty_times_and_terminate_stays_prompt() {
     let deps = Deps::start().unwrap();
     let fleet = deps
         .fleet(
             2,
-            &["--live-session-ttl", "2s", "--health-interval", "500ms"],
+            &["--live-session-ttl", "2s"],
         )
         .await
         .unwrap();

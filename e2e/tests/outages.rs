@@ -93,7 +93,7 @@ async fn a_three_second_postgres_outage_does_not_fail_readiness() {
         .fleet_each(
             2,
             &|i| format!("postgres://postgres@127.0.0.1:{}/postgres", ports[i]),
-            &["--health-interval", "500ms"],
+            &[],
         )
         .await
         .unwrap();
