@@ -17,8 +17,15 @@ fn default_topology_key() -> String {
     "topology.kubernetes.io/zone".into()
 }
 
+/// Repository of the gateway image (`wardengate` and `wgctl`; the Dockerfile's `gateway`
+/// target). The operator's own image is [`OPERATOR_IMAGE`].
+pub const GATEWAY_IMAGE: &str = "ghcr.io/wardengate/wardengate";
+/// Repository of the operator image (the Dockerfile's `operator` target), as `config/manager`
+/// names it.
+pub const OPERATOR_IMAGE: &str = "ghcr.io/wardengate/wardengate-operator";
+
 fn default_image() -> String {
-    "wardengate/wardengate".into()
+    GATEWAY_IMAGE.into()
 }
 
 /// Desired state of a Wardengate control plane.
@@ -62,7 +69,8 @@ fn default_image() -> String {
 pub struct WardengateClusterSpec {
     /// Wardengate version (image tag).
     pub version: String,
-    /// Image repository; the tag is `version`.
+    /// Repository of the gateway image (the Dockerfile's `gateway` target); the tag is
+    /// `version`.
     #[serde(default = "default_image")]
     pub image: String,
     /// Control plane replicas in total (spread over `zones` when listed).
@@ -157,7 +165,8 @@ pub struct PatroniPostgres {
     pub port: i32,
     /// Database name.
     pub database: String,
-    /// Patroni REST health URL (e.g. `http://patroni:8008/primary`), reported in status.
+    /// Patroni REST health URL (e.g. `http://patroni:8008/primary`): while it does not answer
+    /// 2xx, the operator holds template changes to running pods (reason `DatabaseUnhealthy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rest_health_url: Option<String>,
     /// Secret with keys `username` and `password`.
@@ -263,7 +272,9 @@ pub struct RecordingsSpec {
     /// `file:///path` or `s3://bucket/prefix`.
     #[schemars(regex(pattern = r"^(file:///|s3://).+"))]
     pub url: String,
-    /// Secret whose keys become the object store's environment (e.g. AWS_ACCESS_KEY_ID).
+    /// Secret whose keys all become environment variables of the pods, for `s3://`:
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, and optionally
+    /// `AWS_SESSION_TOKEN`, `AWS_ENDPOINT` (an S3-compatible store) and `AWS_ALLOW_HTTP`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
 }

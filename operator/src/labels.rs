@@ -60,6 +60,10 @@ pub mod names {
     pub fn internal_secret(cluster: &str) -> String {
         format!("{cluster}-internal")
     }
+    /// Secret with the connection URLs the operator builds from referenced credentials.
+    pub fn connection_secret(cluster: &str) -> String {
+        format!("{cluster}-connection")
+    }
     /// Generated TLS Secret.
     pub fn tls_secret(cluster: &str) -> String {
         format!("{cluster}-tls")

@@ -99,6 +99,42 @@ pub struct Plan {
     pub paused: bool,
     /// A Deployment that exceeded its progress deadline: the rollout stops here.
     pub stopped_at: Option<String>,
+    /// Why every template change is held although the plan would proceed (the Patroni health
+    /// URL does not answer 2xx).
+    pub database_unhealthy: Option<String>,
+}
+
+/// Whether applying `plan` would change the template of a Deployment that exists (creating a
+/// missing one replaces nothing).
+pub fn replaces_pods(
+    wanted: &[Wanted],
+    observed: &BTreeMap<String, Progress>,
+    plan: &Plan,
+) -> bool {
+    wanted.iter().any(|w| {
+        !plan.hold.contains(&w.name)
+            && observed
+                .get(&w.name)
+                .is_some_and(|o| o.template_hash.as_deref() != Some(w.template_hash.as_str()))
+    })
+}
+
+/// Holds every template change to an existing Deployment, for `why`.
+pub fn hold_changes(
+    plan: &mut Plan,
+    wanted: &[Wanted],
+    observed: &BTreeMap<String, Progress>,
+    why: String,
+) {
+    for w in wanted {
+        if observed
+            .get(&w.name)
+            .is_some_and(|o| o.template_hash.as_deref() != Some(w.template_hash.as_str()))
+        {
+            plan.hold.insert(w.name.clone());
+        }
+    }
+    plan.database_unhealthy = Some(why);
 }
 
 /// Decides which Deployments may take their rendered template now.
@@ -172,6 +208,25 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn an_unhealthy_database_holds_changes_to_running_zones_but_not_creations() {
+        let w = wanted(&["a", "b", "c"], "new");
+        let mut o = observed(&[("a", "old", true), ("b", "old", true)]);
+        let mut p = plan(&w, &o, false);
+        assert!(replaces_pods(&w, &o, &p));
+        hold_changes(&mut p, &w, &o, "503".into());
+        assert_eq!(
+            p.hold.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["cp-a", "cp-b"],
+            "zone c does not exist yet: creating it replaces nothing"
+        );
+        assert!(!replaces_pods(&w, &o, &p));
+        assert_eq!(p.database_unhealthy.as_deref(), Some("503"));
+        // Nothing to replace: the URL is not even asked.
+        o = observed(&[("a", "new", true), ("b", "new", true), ("c", "new", true)]);
+        assert!(!replaces_pods(&w, &o, &plan(&w, &o, false)));
     }
 
     #[test]

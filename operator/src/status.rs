@@ -45,6 +45,8 @@ pub mod reasons {
     pub const HEALTHY: &str = "Healthy";
     /// The spec has warnings.
     pub const SPEC_WARNINGS: &str = "SpecWarnings";
+    /// The Patroni health URL does not answer 2xx: template changes wait.
+    pub const DATABASE_UNHEALTHY: &str = "DatabaseUnhealthy";
     /// A pool's cluster does not exist or is invalid.
     pub const CLUSTER_NOT_FOUND: &str = "ClusterNotFound";
     /// A pool waits for its cluster to report a version.
@@ -141,6 +143,18 @@ pub fn cluster(
             (false, reasons::AVAILABLE, msg),
             (false, reasons::HEALTHY, String::new()),
             "Ready",
+        )
+    } else if let Some(why) = &plan.database_unhealthy {
+        let msg = format!(
+            "rollout to {} held: spec.postgres.patroni.restHealthUrl reports no healthy primary ({why}); \
+             it resumes when the URL answers 2xx ({ready}/{replicas} ready, {updated} updated)",
+            v.spec.version
+        );
+        (
+            (false, reasons::DATABASE_UNHEALTHY, msg.clone()),
+            (true, reasons::DATABASE_UNHEALTHY, msg),
+            (false, reasons::HEALTHY, String::new()),
+            "Progressing",
         )
     } else if plan.paused {
         let msg = format!(

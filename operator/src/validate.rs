@@ -103,6 +103,30 @@ pub fn validate(c: &WardengateCluster) -> Result<ValidCluster, Invalid> {
         })?,
         None => Duration::from_secs(5),
     };
+    if let Some(r) = &spec.recordings
+        && r.credentials_secret_ref.is_some()
+        && !r.url.starts_with("s3://")
+    {
+        return Err(field(
+            "spec.recordings.credentialsSecretRef",
+            format!(
+                "credentials are for an object store; `{}` is not s3://, remove the reference",
+                r.url
+            ),
+        ));
+    }
+    if let Some(u) = spec
+        .postgres
+        .patroni
+        .as_ref()
+        .and_then(|p| p.rest_health_url.as_deref())
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        return Err(field(
+            "spec.postgres.patroni.restHealthUrl",
+            format!("`{u}` is not an http:// or https:// URL (e.g. http://patroni:8008/primary)"),
+        ));
+    }
     let drain = spec.drain.timeout_seconds;
     let grace_seconds = spec
         .termination_grace_period_seconds

@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use k8s_openapi::api::apps::v1::Deployment;
-use wardengate_operator::build::{Owned, SecretMaterial, cluster_objects};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
+use wardengate_operator::build::{Credentials, Owned, SecretMaterial, cluster_objects};
 use wardengate_operator::render::{RenderError, render};
 use wardengate_operator::validate::validate;
 
@@ -164,10 +165,21 @@ fn probes_drain_and_grace_follow_the_guide() {
         .command
         .clone()
         .unwrap();
-    assert_eq!(pre[0], "wgctl");
     assert_eq!(
-        &pre[pre.len() - 4..],
-        ["system", "drain", "--timeout", "270s"]
+        pre,
+        ["wgctl", "system", "drain", "--local", "--timeout", "270s"],
+        "through the local admin socket: no token, no CA"
+    );
+    let startup = c.startup_probe.as_ref().unwrap();
+    let get = startup.http_get.as_ref().unwrap();
+    assert_eq!(
+        (get.path.as_deref(), get.scheme.as_deref()),
+        (Some("/healthz"), Some("HTTPS"))
+    );
+    assert_eq!(
+        (startup.period_seconds, startup.failure_threshold),
+        (Some(2), Some(60)),
+        "two minutes of start-up (a Postgres outage) before liveness may restart it"
     );
     assert_eq!(
         c.ports
@@ -225,33 +237,33 @@ fn secrets_are_referenced_never_copied() {
             .find(|e| e.name == n)
             .unwrap_or_else(|| panic!("no env {n}"))
     };
-    let pw = by_name("WG_DATABASE_PASSWORD")
-        .value_from
-        .as_ref()
-        .unwrap()
-        .secret_key_ref
-        .as_ref()
-        .unwrap();
-    assert_eq!(
-        (pw.name.as_str(), pw.key.as_str()),
-        ("wardengate-pg", "password")
+    // URLs built from credentials come from the operator's connection Secret, never by
+    // splicing a raw password into a URL with $(VAR).
+    for (var, key) in [
+        ("WG_DATABASE_URL", "database-url"),
+        ("WG_REDIS_URL", "redis-url"),
+    ] {
+        let r = by_name(var)
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.key.as_str()),
+            ("wardengate-connection", key)
+        );
+    }
+    assert!(
+        env.iter()
+            .all(|e| e.value.as_deref().is_none_or(|v| !v.contains("$("))),
+        "{env:?}"
     );
-    assert_eq!(
-        by_name("WG_DATABASE_URL").value.as_deref(),
-        Some(
-            "postgres://$(WG_DATABASE_USER):$(WG_DATABASE_PASSWORD)@pg-primary.db.svc:5432/wardengate?sslmode=require"
-        )
-    );
-    assert_eq!(
-        by_name("WG_REDIS_URL").value.as_deref(),
-        Some(
-            "sentinel://:$(WG_REDIS_PASSWORD)@sentinel-0.redis.svc:26379,sentinel-1.redis.svc:26379,sentinel-2.redis.svc:26379/wardengate"
-        )
-    );
-    // $(VAR) expansion only sees variables defined earlier.
-    let pos = |n: &str| env.iter().position(|e| e.name == n).unwrap();
-    assert!(pos("WG_REDIS_PASSWORD") < pos("WG_REDIS_URL"));
-    assert!(pos("WG_DATABASE_PASSWORD") < pos("WG_DATABASE_URL"));
+    let Owned::Secret(conn) = find(&objs, "Secret/wardengate-connection") else {
+        unreachable!()
+    };
+    assert_eq!(conn.data, None, "a preview reads no Secret");
     // CloudNativePG: the app Secret's URI.
     let objs = objects(&example("cloudnativepg"));
     let env = deployments(&objs)[0]
@@ -521,6 +533,288 @@ fn a_pool_in_another_namespace_than_its_cluster_is_refused_naming_the_field() {
     let err = render(&yaml).unwrap_err();
     assert!(
         err.to_string().contains("spec.clusterRef.namespace"),
+        "{err}"
+    );
+}
+
+fn pod(d: &Deployment) -> &PodSpec {
+    d.spec.template.spec.as_ref().unwrap()
+}
+
+fn env_value<'a>(c: &'a Container, name: &str) -> Option<&'a EnvVar> {
+    c.env.as_ref().unwrap().iter().find(|e| e.name == name)
+}
+
+fn pre_stop(c: &Container) -> Vec<String> {
+    c.lifecycle
+        .as_ref()
+        .unwrap()
+        .pre_stop
+        .as_ref()
+        .unwrap()
+        .exec
+        .as_ref()
+        .unwrap()
+        .command
+        .clone()
+        .unwrap()
+}
+
+fn mount<'a>(c: &'a Container, path: &str) -> Option<&'a str> {
+    c.volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.mount_path == path)
+        .map(|m| m.name.as_str())
+}
+
+fn volume<'a>(p: &'a PodSpec, name: &str) -> &'a k8s_openapi::api::core::v1::Volume {
+    p.volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("no volume {name}"))
+}
+
+#[test]
+fn the_drain_timeout_reaches_sigterm_and_the_hook_of_each_deployment() {
+    let yaml = format!(
+        "{}\n---\n{}",
+        example("three-zone-ha").replace("timeoutSeconds: 270", "timeoutSeconds: 420"),
+        example("remote-gateway-pool").replace(
+            "  replicas: 2",
+            "  replicas: 2\n  drain: {timeoutSeconds: 90}"
+        )
+    );
+    let objs = objects(&yaml);
+    for (name, want) in [
+        ("Deployment/wardengate-cp-eu-west-1a", "420s"),
+        ("Deployment/us-east-gw", "90s"),
+    ] {
+        let Owned::Deployment(d) = find(&objs, name) else {
+            unreachable!()
+        };
+        let c = &pod(d).containers[0];
+        assert_eq!(
+            env_value(c, "WG_DRAIN_TIMEOUT").unwrap().value.as_deref(),
+            Some(want),
+            "{name}"
+        );
+        assert_eq!(pre_stop(c).last().map(String::as_str), Some(want), "{name}");
+    }
+}
+
+#[test]
+fn the_drain_hook_uses_the_local_admin_socket_so_a_users_tls_secret_works() {
+    let yaml = example("quickstart").replace(
+        "  version: \"0.1.0\"",
+        "  version: \"0.1.0\"\n  tls: {secretName: my-own-cert}",
+    );
+    let objs = objects(&yaml);
+    assert!(
+        !objs.iter().any(|o| o.describe() == "Secret/wardengate-tls"),
+        "the user's certificate is used"
+    );
+    let d = deployments(&objs)[0];
+    let p = pod(d);
+    let c = &p.containers[0];
+    let hook = pre_stop(c);
+    assert!(hook.contains(&"--local".to_string()), "{hook:?}");
+    assert!(
+        !hook.iter().any(|a| a.contains("ca.crt") || a == "--addr"),
+        "no CA file and no TLS address: {hook:?}"
+    );
+    assert_eq!(
+        env_value(c, "WG_ADMIN_SOCKET").unwrap().value.as_deref(),
+        Some("/run/wardengate/admin.sock")
+    );
+    for gone in ["WG_ADDR", "WG_TOKEN_FILE", "WG_CA_CERT"] {
+        assert!(env_value(c, gone).is_none(), "{gone} is no longer needed");
+    }
+    let run = mount(c, "/run/wardengate").expect("the socket's directory is a volume");
+    assert!(volume(p, run).empty_dir.is_some());
+    assert_eq!(
+        volume(p, "tls")
+            .secret
+            .as_ref()
+            .unwrap()
+            .secret_name
+            .as_deref(),
+        Some("my-own-cert")
+    );
+}
+
+#[test]
+fn recordings_get_a_spool_that_survives_restarts_and_their_credentials() {
+    let objs = objects(&example("three-zone-ha"));
+    let p = pod(deployments(&objs)[0]);
+    let c = &p.containers[0];
+    let spool = env_value(c, "WG_RECORDINGS_SPOOL")
+        .unwrap()
+        .value
+        .clone()
+        .unwrap();
+    let vol = mount(c, &spool).expect("the spool is a mounted volume");
+    assert!(
+        volume(p, vol).empty_dir.is_some(),
+        "an emptyDir outlives container restarts"
+    );
+    let from: Vec<_> = c
+        .env_from
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.secret_ref.as_ref())
+        .collect();
+    assert_eq!(from.len(), 1);
+    assert_eq!(
+        (from[0].name.as_str(), from[0].optional),
+        ("wardengate-recordings", Some(false))
+    );
+    // Without recordings: no spool, no credentials.
+    let objs = objects(&example("quickstart"));
+    let c = &pod(deployments(&objs)[0]).containers[0];
+    assert!(env_value(c, "WG_RECORDINGS_SPOOL").is_none());
+    assert!(mount(c, "/var/lib/wardengate/spool").is_none());
+    assert!(
+        c.env_from
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|f| f.secret_ref.is_none())
+    );
+    // Credentials with a local directory make no sense: refused, naming the field.
+    let yaml = example("three-zone-ha").replace(
+        "s3://wardengate-recordings/prod",
+        "file:///var/lib/recordings",
+    );
+    let err = render(&yaml).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("spec.recordings.credentialsSecretRef"),
+        "{err}"
+    );
+}
+
+/// Percent-decoding, as the gateway does.
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn passwords_in_urls_are_percent_encoded() {
+    let nasty = "p@:/%#?w";
+    let c: wardengate_crds::WardengateCluster =
+        serde_yaml::from_str(&example("three-zone-ha")).unwrap();
+    let v = validate(&c).unwrap();
+    let m = SecretMaterial {
+        credentials: Credentials {
+            database_user: Some("wg@ops".into()),
+            database_password: Some(nasty.into()),
+            redis_password: Some(nasty.into()),
+        },
+        ..SecretMaterial::default()
+    };
+    let objs = cluster_objects(&v, None, &m);
+    let Owned::Secret(s) = find(&objs, "Secret/wardengate-connection") else {
+        unreachable!()
+    };
+    let data = s.data.as_ref().unwrap();
+    let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    let db = text("database-url");
+    assert_eq!(
+        db,
+        "postgres://wg%40ops:p%40%3A%2F%25%23%3Fw@pg-primary.db.svc:5432/wardengate?sslmode=require"
+    );
+    // The URL splits where a URL parser splits it, and decodes to the credentials.
+    let rest = db.strip_prefix("postgres://").unwrap();
+    let (userinfo, host) = rest.split_once('@').unwrap();
+    assert!(host.starts_with("pg-primary.db.svc:5432/"), "{host}");
+    let (user, pw) = userinfo.split_once(':').unwrap();
+    assert_eq!(
+        (decode(user).as_str(), decode(pw).as_str()),
+        ("wg@ops", nasty)
+    );
+    let redis = text("redis-url");
+    let rest = redis.strip_prefix("sentinel://:").unwrap();
+    let (pw, hosts) = rest.split_once('@').unwrap();
+    assert_eq!(decode(pw), nasty);
+    assert!(hosts.starts_with("sentinel-0.redis.svc:26379,"), "{hosts}");
+    assert!(!redis.contains('#') && !db.contains('#'));
+    // The Secret is never marked immutable: a rotated password must be writable.
+    assert_ne!(s.immutable, Some(true));
+}
+
+#[test]
+fn gateway_pools_do_not_mount_the_bootstrap_admin_token() {
+    let yaml = format!(
+        "{}\n---\n{}",
+        example("three-zone-ha"),
+        example("remote-gateway-pool")
+    );
+    let objs = objects(&yaml);
+    let Owned::Deployment(gw) = find(&objs, "Deployment/us-east-gw") else {
+        unreachable!()
+    };
+    let p = pod(gw);
+    let items = volume(p, "internal")
+        .secret
+        .as_ref()
+        .unwrap()
+        .items
+        .clone()
+        .expect("only chosen keys");
+    assert_eq!(
+        items.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(),
+        ["keys"]
+    );
+    assert!(env_value(&p.containers[0], "WG_ADMIN_TOKEN_FILE").is_none());
+    // The shared ConfigMap does not name it either; the control plane gets it by env.
+    let Owned::ConfigMap(cm) = find(&objs, "ConfigMap/wardengate-config") else {
+        unreachable!()
+    };
+    assert!(
+        !cm.data
+            .as_ref()
+            .unwrap()
+            .contains_key("WG_ADMIN_TOKEN_FILE")
+    );
+    let cp = pod(deployments(&objs)[0]);
+    assert!(env_value(&cp.containers[0], "WG_ADMIN_TOKEN_FILE").is_some());
+    assert!(
+        volume(cp, "internal")
+            .secret
+            .as_ref()
+            .unwrap()
+            .items
+            .is_none()
+    );
+}
+
+#[test]
+fn a_patroni_health_url_must_be_http() {
+    let yaml = example("three-zone-ha").replace(
+        "http://pg-primary.db.svc:8008/primary",
+        "pg-primary.db.svc:8008",
+    );
+    let err = render(&yaml).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("spec.postgres.patroni.restHealthUrl"),
         "{err}"
     );
 }

@@ -41,6 +41,12 @@ fn secret(name: &str, key: &str) -> Value {
            "data": {key: "dmFsdWU="}})
 }
 
+/// Patroni's credentials Secret: `username` and `password`.
+fn patroni_secret() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wardengate-pg", "namespace": NS},
+           "data": {"username": "d2FyZGVuZ2F0ZQ==", "password": "cEA6LyUjP3c="}})
+}
+
 /// A fake holding the quickstart cluster and the Secret it references.
 fn quickstart() -> FakeApi {
     let fake = FakeApi::new();
@@ -52,15 +58,20 @@ fn quickstart() -> FakeApi {
 /// A fake holding the three-zone cluster and its Secrets.
 fn three_zones() -> FakeApi {
     let fake = FakeApi::new();
+    fake.create("v1/secrets", patroni_secret());
     for (n, k) in [
-        ("wardengate-pg", "password"),
         ("wardengate-redis", "password"),
-        ("wardengate-recordings", "key"),
+        ("wardengate-recordings", "AWS_ACCESS_KEY_ID"),
     ] {
         fake.create("v1/secrets", secret(n, k));
     }
     let mut cr = example("three-zone-ha");
     cr["metadata"]["namespace"] = json!(NS);
+    // Nothing serves the example's Patroni health URL here; the Patroni gate test sets its own.
+    cr["spec"]["postgres"]["patroni"]
+        .as_object_mut()
+        .unwrap()
+        .remove("restHealthUrl");
     fake.create(CLUSTERS, cr);
     fake
 }
@@ -868,4 +879,148 @@ async fn watches_bring_a_pool_to_ready_after_its_cluster() {
     assert!(gateway_image(&fake).unwrap().ends_with(":0.1.0"));
     op.stop.send(true).unwrap();
     op.task.await.unwrap();
+}
+
+/// A stand-in for Patroni's REST `/primary`: answers 200 while `healthy`, else 503.
+async fn patroni_stub() -> (String, Arc<AtomicBool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/primary", listener.local_addr().unwrap());
+    let healthy = Arc::new(AtomicBool::new(true));
+    let h = healthy.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let status = if h.load(std::sync::atomic::Ordering::SeqCst) {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            let reply =
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = s.write_all(reply.as_bytes()).await;
+        }
+    });
+    (url, healthy)
+}
+
+#[tokio::test]
+async fn a_rollout_waits_while_patroni_reports_no_primary_and_resumes_by_itself() {
+    let (url, healthy) = patroni_stub().await;
+    let fake = three_zones();
+    fake.patch(
+        CLUSTERS,
+        Some(NS),
+        "wardengate",
+        json!({"spec": {"postgres": {"patroni": {"restHealthUrl": url}}}}),
+    );
+    let ctx = context(&fake);
+    // Creating the fleet is never held, even with the database down.
+    healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    assert_eq!(fake.names(DEPLOYMENTS, Some(NS)).len(), 3);
+    deployments_become_ready(&fake);
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    assert_eq!(condition(&fake, "wardengate", "Ready").unwrap().0, "True");
+
+    fake.patch(
+        CLUSTERS,
+        Some(NS),
+        "wardengate",
+        json!({"spec": {"version": "0.2.0"}}),
+    );
+    let r = reconcile_once(&fake, &ctx, "wardengate").await;
+    assert!(
+        !writes(&r).iter().any(|w| w.contains("deployments")),
+        "no pod is replaced while Patroni has no primary:\n{}",
+        summary(&r)
+    );
+    let (status, reason, message) = condition(&fake, "wardengate", "Reconciling").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "DatabaseUnhealthy")
+    );
+    assert!(
+        message.contains("restHealthUrl") && message.contains("503"),
+        "{message}"
+    );
+
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = reconcile_once(&fake, &ctx, "wardengate").await;
+    let rolled: Vec<String> = writes(&r)
+        .into_iter()
+        .filter(|w| w.contains("deployments"))
+        .collect();
+    assert_eq!(rolled.len(), 1, "the first zone rolls: {rolled:?}");
+    let (_, reason, _) = condition(&fake, "wardengate", "Reconciling").unwrap();
+    assert_eq!(reason, "Progressing");
+}
+
+#[tokio::test]
+async fn the_connection_secret_carries_percent_encoded_urls_built_from_the_referenced_secrets() {
+    let fake = three_zones();
+    let ctx = context(&fake);
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    let s = fake
+        .get("v1/secrets", Some(NS), "wardengate-connection")
+        .expect("the connection Secret");
+    use base64::Engine;
+    let url = |k: &str| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(s["data"][k].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    // wardengate-pg holds the password `p@:/%#?w`.
+    assert_eq!(
+        url("database-url"),
+        "postgres://wardengate:p%40%3A%2F%25%23%3Fw@pg-primary.db.svc:5432/wardengate?sslmode=require"
+    );
+    assert!(url("redis-url").starts_with("sentinel://:value@sentinel-0.redis.svc:26379,"));
+    // A rotated password reaches the Secret on the next reconcile.
+    fake.patch(
+        "v1/secrets",
+        Some(NS),
+        "wardengate-pg",
+        json!({"data": {"password": "bmV3"}}),
+    );
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    let s = fake
+        .get("v1/secrets", Some(NS), "wardengate-connection")
+        .unwrap();
+    let db = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(s["data"]["database-url"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(db.starts_with("postgres://wardengate:new@"), "{db}");
+    // A Secret without the key the spec names is reported, naming field, Secret and key.
+    fake.patch(
+        "v1/secrets",
+        Some(NS),
+        "wardengate-pg",
+        json!({"data": {"username": null}}),
+    );
+    reconcile_once(&fake, &ctx, "wardengate").await;
+    let (stalled, reason, message) = condition(&fake, "wardengate", "Stalled").unwrap();
+    assert_eq!(
+        (stalled.as_str(), reason.as_str()),
+        ("True", "SecretNotFound")
+    );
+    assert!(
+        message.contains("spec.postgres.patroni.credentialsSecretRef")
+            && message.contains("wardengate-pg")
+            && message.contains("username"),
+        "{message}"
+    );
 }

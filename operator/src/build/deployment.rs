@@ -1,7 +1,9 @@
 //! Control-plane Deployments: one per listed zone (pinned by node affinity, so rollouts can go
 //! zone by zone), or one spread over zones by `topologySpreadConstraints`. Hostname
-//! anti-affinity, `minReadySeconds`, surge-only rolling updates, the HA guide's probes, and a
-//! `preStop` drain bounded by a derived termination grace.
+//! anti-affinity, `minReadySeconds`, surge-only rolling updates, the HA guide's probes (plus a
+//! startup probe that outlasts a database outage), and a `preStop` drain through the local
+//! admin socket bounded by a derived termination grace, with `WG_DRAIN_TIMEOUT` equal to it for
+//! a SIGTERM without the hook. Recordings get a spool volume that outlives container restarts.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +14,7 @@ use k8s_openapi::api::core::v1::*;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{meta, redis_url};
+use super::{DATABASE_URL_KEY, REDIS_URL_KEY, meta, redis_url};
 use crate::labels::{self, names};
 use crate::validate::ValidCluster;
 
@@ -20,6 +22,24 @@ use crate::validate::ValidCluster;
 pub const CONFIG_DIR: &str = "/etc/wardengate";
 /// Seconds a new pod must stay Ready before it counts as available.
 pub const MIN_READY_SECONDS: i32 = 10;
+/// Directory of the local admin socket (an `emptyDir`, so the preStop `wgctl` reaches it).
+pub const RUN_DIR: &str = "/run/wardengate";
+/// The local admin socket: `wgctl system drain --local` drains through it with no token and no
+/// TLS, so the drain works with any serving certificate (a user's Secret has no `ca.crt` and no
+/// `127.0.0.1` name).
+pub const ADMIN_SOCKET: &str = "/run/wardengate/admin.sock";
+/// Recordings spool (an `emptyDir`: it lives as long as the pod, so chunks not yet uploaded
+/// survive a container restart and are uploaded by the next run).
+pub const SPOOL_DIR: &str = "/var/lib/wardengate/spool";
+/// Key of the bootstrap admin token in the internal Secret (mounted by control-plane pods only).
+pub const ADMIN_TOKEN_KEY: &str = "admin-token";
+/// Key of the signing keys in the internal Secret.
+pub const KEYS_KEY: &str = "keys";
+/// Startup probe: `/healthz` every 2 s, up to 60 times (2 minutes) before liveness takes over,
+/// so a replica starting while Postgres is down is not restarted in a loop.
+pub const STARTUP_PERIOD_SECONDS: i32 = 2;
+/// See [`STARTUP_PERIOD_SECONDS`].
+pub const STARTUP_FAILURE_THRESHOLD: i32 = 60;
 
 fn env(name: &str, value: &str) -> EnvVar {
     EnvVar {
@@ -44,8 +64,10 @@ fn env_secret(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
-/// Environment carrying secrets by reference; order matters for `$(VAR)` expansion.
-fn secret_env(v: &ValidCluster) -> Vec<EnvVar> {
+/// Environment of the container, in order (`$(VAR)` expansion only sees earlier variables):
+/// connection URLs by Secret reference, then the per-Deployment settings the shared ConfigMap
+/// cannot carry (a pool's drain timeout differs from its cluster's).
+fn container_env(v: &ValidCluster) -> Vec<EnvVar> {
     let mut e = vec![EnvVar {
         name: "WG_REPLICA_ID".into(),
         value_from: Some(EnvVarSource {
@@ -58,35 +80,16 @@ fn secret_env(v: &ValidCluster) -> Vec<EnvVar> {
         ..Default::default()
     }];
     let pg = &v.spec.postgres;
+    let connection = names::connection_secret(&v.name);
     if let Some(x) = &pg.external {
         e.push(env_secret(
             "WG_DATABASE_URL",
             &x.url_secret_ref.name,
             &x.url_secret_ref.key,
         ));
-    } else if let Some(p) = &pg.patroni {
-        e.push(env_secret(
-            "WG_DATABASE_USER",
-            &p.credentials_secret_ref.name,
-            "username",
-        ));
-        e.push(env_secret(
-            "WG_DATABASE_PASSWORD",
-            &p.credentials_secret_ref.name,
-            "password",
-        ));
-        let ssl = p
-            .ssl_mode
-            .as_deref()
-            .map(|m| format!("?sslmode={m}"))
-            .unwrap_or_default();
-        e.push(env(
-            "WG_DATABASE_URL",
-            &format!(
-                "postgres://$(WG_DATABASE_USER):$(WG_DATABASE_PASSWORD)@{}:{}/{}{ssl}",
-                p.primary_host, p.port, p.database
-            ),
-        ));
+    } else if pg.patroni.is_some() {
+        // Built by the operator from the credentials Secret, percent-encoded.
+        e.push(env_secret("WG_DATABASE_URL", &connection, DATABASE_URL_KEY));
     } else if let Some(c) = &pg.cloud_native_pg {
         // CloudNativePG's app Secret carries a ready URI pointing at the `<cluster>-rw` Service.
         e.push(env_secret(
@@ -95,23 +98,27 @@ fn secret_env(v: &ValidCluster) -> Vec<EnvVar> {
             "uri",
         ));
     }
-    if let Some(r) = &v.spec.redis.password_secret_ref {
-        e.push(env_secret("WG_REDIS_PASSWORD", &r.name, &r.key));
+    if v.spec.redis.password_secret_ref.is_some() {
+        e.push(env_secret("WG_REDIS_URL", &connection, REDIS_URL_KEY));
+    } else {
+        e.push(env("WG_REDIS_URL", &redis_url(v, None)));
     }
-    e.push(env("WG_REDIS_URL", &redis_url(v)));
-    // For the preStop drain: wgctl talks to this pod with the bootstrap admin token.
     e.push(env(
-        "WG_ADDR",
-        &format!("https://127.0.0.1:{}", labels::HTTPS_PORT),
+        "WG_DRAIN_TIMEOUT",
+        &format!("{}s", v.spec.drain.timeout_seconds),
     ));
+    e.push(env("WG_ADMIN_SOCKET", ADMIN_SOCKET));
     e.push(env(
-        "WG_TOKEN_FILE",
-        &format!("{CONFIG_DIR}/internal/admin-token"),
+        "WG_ADMIN_TOKEN_FILE",
+        &format!("{CONFIG_DIR}/internal/{ADMIN_TOKEN_KEY}"),
     ));
+    if v.spec.recordings.is_some() {
+        e.push(env("WG_RECORDINGS_SPOOL", SPOOL_DIR));
+    }
     e
 }
 
-fn probe(path: &str, failure_threshold: i32) -> Probe {
+fn probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -119,10 +126,45 @@ fn probe(path: &str, failure_threshold: i32) -> Probe {
             scheme: Some("HTTPS".into()),
             ..Default::default()
         }),
-        period_seconds: Some(5),
+        period_seconds: Some(period_seconds),
         timeout_seconds: Some(2),
         failure_threshold: Some(failure_threshold),
         success_threshold: Some(1),
+        ..Default::default()
+    }
+}
+
+/// `envFrom`: the shared ConfigMap and, for an object store, the recordings credentials Secret
+/// (its keys, e.g. `AWS_ACCESS_KEY_ID`, become variables).
+fn env_from(v: &ValidCluster) -> Vec<EnvFromSource> {
+    let mut out = vec![EnvFromSource {
+        config_map_ref: Some(ConfigMapEnvSource {
+            name: names::config_map(&v.name),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    }];
+    if let Some(r) = v
+        .spec
+        .recordings
+        .as_ref()
+        .and_then(|r| r.credentials_secret_ref.as_ref())
+    {
+        out.push(EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: r.name.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        });
+    }
+    out
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Default::default()
     }
 }
@@ -153,25 +195,24 @@ fn pod_spec(v: &ValidCluster, zone: Option<&str>, selector: &BTreeMap<String, St
                 ..Default::default()
             },
         ]),
-        env_from: Some(vec![EnvFromSource {
-            config_map_ref: Some(ConfigMapEnvSource {
-                name: names::config_map(&v.name),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }]),
-        env: Some(secret_env(v)),
-        liveness_probe: Some(probe("/healthz", 3)),
-        readiness_probe: Some(probe("/readyz", 2)),
+        env_from: Some(env_from(v)),
+        env: Some(container_env(v)),
+        startup_probe: Some(probe(
+            "/healthz",
+            STARTUP_PERIOD_SECONDS,
+            STARTUP_FAILURE_THRESHOLD,
+        )),
+        liveness_probe: Some(probe("/healthz", 5, 3)),
+        readiness_probe: Some(probe("/readyz", 5, 2)),
         lifecycle: Some(Lifecycle {
             pre_stop: Some(LifecycleHandler {
                 exec: Some(ExecAction {
+                    // Through the local admin socket (`WG_ADMIN_SOCKET`): no token, no TLS.
                     command: Some(vec![
                         "wgctl".into(),
-                        "--ca-cert".into(),
-                        format!("{CONFIG_DIR}/tls/ca.crt"),
                         "system".into(),
                         "drain".into(),
+                        "--local".into(),
                         "--timeout".into(),
                         drain,
                     ]),
@@ -181,25 +222,39 @@ fn pod_spec(v: &ValidCluster, zone: Option<&str>, selector: &BTreeMap<String, St
             ..Default::default()
         }),
         resources: v.spec.resources.clone(),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "tls".into(),
-                mount_path: format!("{CONFIG_DIR}/tls"),
-                read_only: Some(true),
+        volume_mounts: Some(
+            vec![
+                VolumeMount {
+                    name: "tls".into(),
+                    mount_path: format!("{CONFIG_DIR}/tls"),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "internal".into(),
+                    mount_path: format!("{CONFIG_DIR}/internal"),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "scratch".into(),
+                    mount_path: "/tmp".into(),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "run".into(),
+                    mount_path: RUN_DIR.into(),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(v.spec.recordings.is_some().then(|| VolumeMount {
+                name: "spool".into(),
+                mount_path: SPOOL_DIR.into(),
                 ..Default::default()
-            },
-            VolumeMount {
-                name: "internal".into(),
-                mount_path: format!("{CONFIG_DIR}/internal"),
-                read_only: Some(true),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "scratch".into(),
-                mount_path: "/tmp".into(),
-                ..Default::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -243,15 +298,17 @@ fn pod_spec(v: &ValidCluster, zone: Option<&str>, selector: &BTreeMap<String, St
         automount_service_account_token: Some(false),
         termination_grace_period_seconds: Some(v.grace_seconds),
         containers: vec![container],
-        volumes: Some(vec![
-            secret_volume("tls", tls_secret),
-            secret_volume("internal", names::internal_secret(&v.name)),
-            Volume {
-                name: "scratch".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Default::default()
-            },
-        ]),
+        volumes: Some(
+            [
+                secret_volume("tls", tls_secret),
+                secret_volume("internal", names::internal_secret(&v.name)),
+                empty_dir("scratch"),
+                empty_dir("run"),
+            ]
+            .into_iter()
+            .chain(v.spec.recordings.is_some().then(|| empty_dir("spool")))
+            .collect(),
+        ),
         affinity: Some(Affinity {
             node_affinity,
             pod_anti_affinity: Some(PodAntiAffinity {

@@ -3,6 +3,7 @@
 //! same objects (a steady-state reconcile then writes nothing, and operator upgrades only roll
 //! fleets when the rendered template really changes).
 
+mod connection;
 mod deployment;
 mod pool;
 mod service;
@@ -16,9 +17,14 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
-use wardengate_crds::RedisMode;
 
-pub use deployment::{CONFIG_DIR, deployments};
+pub use connection::{
+    Credentials, DATABASE_URL_KEY, REDIS_URL_KEY, connection_secret, database_url, encode,
+    redis_url,
+};
+pub use deployment::{
+    ADMIN_SOCKET, ADMIN_TOKEN_KEY, CONFIG_DIR, KEYS_KEY, RUN_DIR, SPOOL_DIR, deployments,
+};
 pub use pool::{GATEWAY, pool_objects, pool_selector};
 pub use service::service;
 
@@ -71,6 +77,9 @@ pub struct SecretMaterial {
     pub internal: BTreeMap<String, ByteString>,
     /// Data of the generated TLS Secret (`tls.crt`, `tls.key`, `ca.crt`); empty in previews.
     pub tls: BTreeMap<String, ByteString>,
+    /// Credentials read from the Secrets the spec references, for the URLs the operator
+    /// builds; empty in previews.
+    pub credentials: Credentials,
 }
 
 /// Metadata of an owned object.
@@ -111,6 +120,9 @@ pub fn cluster_objects(
             Some("kubernetes.io/tls"),
         )));
     }
+    if let Some(c) = connection_secret(v, &owner, &secrets.credentials) {
+        out.push(Owned::Secret(c));
+    }
     out.push(Owned::ConfigMap(config_map(v, &owner)));
     out.extend(deployments(v, &owner).into_iter().map(|mut d| {
         crate::rollout::stamp(&mut d);
@@ -144,39 +156,6 @@ fn generated_secret(
     }
 }
 
-/// The Redis URL without credentials; a password is spliced in by Kubernetes from
-/// `WG_REDIS_PASSWORD` via `$(…)` expansion (so it must be URL-safe or percent-encoded).
-pub fn redis_url(v: &ValidCluster) -> String {
-    let r = &v.spec.redis;
-    let auth = if r.password_secret_ref.is_some() {
-        ":$(WG_REDIS_PASSWORD)@"
-    } else {
-        ""
-    };
-    match r.mode {
-        RedisMode::Standalone => {
-            format!(
-                "{}://{auth}{}",
-                if r.tls { "rediss" } else { "redis" },
-                r.hosts.first().cloned().unwrap_or_default()
-            )
-        }
-        RedisMode::Sentinel => format!(
-            "{}://{auth}{}/{}",
-            if r.tls { "sentinels" } else { "sentinel" },
-            r.sentinels.join(","),
-            r.master_name.clone().unwrap_or_default()
-        ),
-        RedisMode::Cluster => {
-            format!(
-                "{}://{auth}{}?cluster=true",
-                if r.tls { "rediss" } else { "redis" },
-                r.hosts.join(",")
-            )
-        }
-    }
-}
-
 /// Non-secret settings, as `WG_*` variables. Never holds a secret value.
 fn config_map(v: &ValidCluster, owner: &Option<OwnerReference>) -> ConfigMap {
     let mut data = BTreeMap::from([
@@ -203,11 +182,7 @@ fn config_map(v: &ValidCluster, owner: &Option<OwnerReference>) -> ConfigMap {
         ),
         (
             "WG_INTERNAL_KEY_FILE".to_string(),
-            format!("{CONFIG_DIR}/internal/keys"),
-        ),
-        (
-            "WG_ADMIN_TOKEN_FILE".to_string(),
-            format!("{CONFIG_DIR}/internal/admin-token"),
+            format!("{CONFIG_DIR}/internal/{KEYS_KEY}"),
         ),
     ]);
     if let Some(r) = &v.spec.recordings {

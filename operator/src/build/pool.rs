@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{EnvVar, Service};
+use k8s_openapi::api::core::v1::{EnvVar, KeyToPath, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 
-use super::{Owned, deployments, pdb, service};
+use super::{KEYS_KEY, Owned, deployments, pdb, service};
 use crate::labels::{self, COMPONENT, POOL, names};
 use crate::validate::{ValidCluster, ValidPool};
 
@@ -126,11 +126,26 @@ fn gatewayify(d: &mut Deployment, p: &ValidPool) {
         relabel_selector(&mut t.label_selector, p);
     }
     for c in &mut pod.containers {
+        let env = c.env.get_or_insert_with(Vec::new);
+        // Gateways never bootstrap an admin token: they neither read nor mount it.
+        env.retain(|e| e.name != "WG_ADMIN_TOKEN_FILE");
         // `env` wins over the ConfigMap's `envFrom`, so the shared ConfigMap stays one object.
-        c.env.get_or_insert_with(Vec::new).push(EnvVar {
+        env.push(EnvVar {
             name: "WG_ROLE".into(),
             value: Some(GATEWAY.into()),
             ..Default::default()
         });
+    }
+    // Of the internal Secret, gateways get the signing keys only.
+    for vol in pod.volumes.iter_mut().flatten() {
+        if let Some(s) = vol.secret.as_mut()
+            && vol.name == "internal"
+        {
+            s.items = Some(vec![KeyToPath {
+                key: KEYS_KEY.into(),
+                path: KEYS_KEY.into(),
+                ..Default::default()
+            }]);
+        }
     }
 }

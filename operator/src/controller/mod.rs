@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod observe;
+pub mod patroni;
 pub mod pool;
 
 use std::collections::{BTreeMap, HashMap};
@@ -194,18 +195,22 @@ async fn stall(
     Ok(())
 }
 
+/// What the planner needs of each observed Deployment.
+pub(crate) fn observed_progress(observed: &observe::Observed) -> BTreeMap<String, Progress> {
+    observed
+        .deployments
+        .iter()
+        .map(|(n, d)| (n.clone(), Progress::of(d)))
+        .collect()
+}
+
 /// The rollout planner's next step for `wanted` given the observed Deployments.
 pub(crate) fn plan_rollout(
     wanted: &[Wanted],
     observed: &observe::Observed,
     paused: bool,
 ) -> rollout::Plan {
-    let progress: BTreeMap<String, Progress> = observed
-        .deployments
-        .iter()
-        .map(|(n, d)| (n.clone(), Progress::of(d)))
-        .collect();
-    rollout::plan(wanted, &progress, paused)
+    rollout::plan(wanted, &observed_progress(observed), paused)
 }
 
 /// The wanted Deployments as apply left them: what status is computed from.
@@ -280,12 +285,7 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
     // Dereference.
     let observed = observe::observe(&ctx.client, &v, &uid).await?;
     if !observed.missing.is_empty() {
-        let msg = observed
-            .missing
-            .iter()
-            .map(|(field, name)| format!("{field}: Secret {ns}/{name} not found"))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let msg = observed.missing.join("; ");
         stall(
             ctx,
             c,
@@ -324,7 +324,11 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
     let desired = build::cluster_objects(
         &v,
         c.controller_owner_ref(&()),
-        &SecretMaterial { internal, tls },
+        &SecretMaterial {
+            internal,
+            tls,
+            credentials: observed.credentials.clone(),
+        },
     );
     // Deployments render in placement order, so the zones zip with them.
     let wanted: Vec<Wanted> = desired
@@ -340,7 +344,20 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
             template_hash: rollout::template_hash(d),
         })
         .collect();
-    let plan = plan_rollout(&wanted, &observed, v.spec.rollout.paused);
+    let mut plan = plan_rollout(&wanted, &observed, v.spec.rollout.paused);
+    // Patroni gate: only asked when a rollout would replace running pods.
+    if let Some(url) = v
+        .spec
+        .postgres
+        .patroni
+        .as_ref()
+        .and_then(|p| p.rest_health_url.as_deref())
+        && rollout::replaces_pods(&wanted, &observed_progress(&observed), &plan)
+        && let Err(why) = patroni::primary_healthy(url).await
+    {
+        tracing::warn!(cluster = %key(c), %why, "rollout held: Patroni reports no healthy primary");
+        rollout::hold_changes(&mut plan, &wanted, &observed_progress(&observed), why);
+    }
 
     // Apply.
     let outcome = apply::apply(&ctx.client, &ns, &desired, &observed, &plan.hold).await?;

@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::build::Credentials;
 use crate::labels::{self, names};
 use crate::validate::ValidCluster;
 
@@ -25,9 +26,42 @@ pub struct Observed {
     pub deployments: BTreeMap<String, Deployment>,
     /// Owned Secrets, typed (generated material is reused, never regenerated).
     pub secrets: BTreeMap<String, Secret>,
-    /// Referenced Secrets that do not exist: `(spec field, secret name)`.
-    pub missing: Vec<(String, String)>,
+    /// What is missing of the referenced Secrets, one message each naming the spec field and
+    /// the Secret (and the key, when the Secret exists without it).
+    pub missing: Vec<String>,
+    /// Credentials read from referenced Secrets, for the URLs the operator builds.
+    pub credentials: Credentials,
 }
+
+/// Which credential a referenced key fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    DatabaseUser,
+    DatabasePassword,
+    RedisPassword,
+}
+
+/// The keys whose values the operator reads from the Secret `field` references (only those it
+/// builds URLs from; every other Secret is checked for existence only).
+fn needed_keys(v: &ValidCluster, field: &str) -> Vec<(String, Slot)> {
+    match field {
+        PATRONI_FIELD => vec![
+            ("username".into(), Slot::DatabaseUser),
+            ("password".into(), Slot::DatabasePassword),
+        ],
+        REDIS_FIELD => v
+            .spec
+            .redis
+            .password_secret_ref
+            .as_ref()
+            .map(|r| vec![(r.key.clone(), Slot::RedisPassword)])
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+const PATRONI_FIELD: &str = "spec.postgres.patroni.credentialsSecretRef";
+const REDIS_FIELD: &str = "spec.redis.passwordSecretRef";
 
 /// Lists `K` objects of the cluster owned by `uid`.
 async fn owned<K>(
@@ -71,10 +105,7 @@ pub fn referenced_secrets(v: &ValidCluster) -> Vec<(String, String)> {
         ));
     }
     if let Some(p) = &s.postgres.patroni {
-        out.push((
-            "spec.postgres.patroni.credentialsSecretRef".into(),
-            p.credentials_secret_ref.name.clone(),
-        ));
+        out.push((PATRONI_FIELD.into(), p.credentials_secret_ref.name.clone()));
     }
     if let Some(c) = &s.postgres.cloud_native_pg {
         out.push((
@@ -83,7 +114,7 @@ pub fn referenced_secrets(v: &ValidCluster) -> Vec<(String, String)> {
         ));
     }
     if let Some(r) = &s.redis.password_secret_ref {
-        out.push(("spec.redis.passwordSecretRef".into(), r.name.clone()));
+        out.push((REDIS_FIELD.into(), r.name.clone()));
     }
     if let Some(t) = &s.tls.secret_name {
         out.push(("spec.tls.secretName".into(), t.clone()));
@@ -132,8 +163,45 @@ pub async fn observe(
         if name == names::internal_secret(&v.name) {
             continue;
         }
-        if secrets.get_metadata_opt(&name).await?.is_none() {
-            out.missing.push((field, name));
+        let needed = needed_keys(v, &field);
+        if needed.is_empty() {
+            if secrets.get_metadata_opt(&name).await?.is_none() {
+                out.missing
+                    .push(format!("{field}: Secret {ns}/{name} not found"));
+            }
+            continue;
+        }
+        let Some(secret) = secrets.get_opt(&name).await? else {
+            out.missing
+                .push(format!("{field}: Secret {ns}/{name} not found"));
+            continue;
+        };
+        for (key, slot) in needed {
+            let value = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&key))
+                .map(|b| String::from_utf8(b.0.clone()));
+            let value = match value {
+                Some(Ok(v)) => v,
+                Some(Err(_)) => {
+                    out.missing.push(format!(
+                        "{field}: key `{key}` of Secret {ns}/{name} is not UTF-8 text"
+                    ));
+                    continue;
+                }
+                None => {
+                    out.missing
+                        .push(format!("{field}: Secret {ns}/{name} has no key `{key}`"));
+                    continue;
+                }
+            };
+            let c = &mut out.credentials;
+            match slot {
+                Slot::DatabaseUser => c.database_user = Some(value),
+                Slot::DatabasePassword => c.database_password = Some(value),
+                Slot::RedisPassword => c.redis_password = Some(value),
+            }
         }
     }
     Ok(out)
