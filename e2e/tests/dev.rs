@@ -35,10 +35,14 @@ fn dev_mode_prints_a_working_ssh_example() {
         .unwrap();
     let _dev = Kill(dev);
     // A user waits for the lines to paste: they appear once the server answers.
-    wait_until("dev server to print its lines", Duration::from_secs(30), || {
-        port_open(port)
-            && std::fs::read_to_string(&out_path).is_ok_and(|s| s.contains("ProxyCommand"))
-    })
+    wait_until(
+        "dev server to print its lines",
+        Duration::from_secs(30),
+        || {
+            port_open(port)
+                && std::fs::read_to_string(&out_path).is_ok_and(|s| s.contains("ProxyCommand"))
+        },
+    )
     .unwrap();
     let printed = std::fs::read_to_string(&out_path).unwrap();
     assert!(printed.contains("Admin token (shown once"), "{printed}");

@@ -92,13 +92,7 @@ async fn a_session_outlives_every_internal_ttl_with_the_defaults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn short_ttls_renew_twenty_times_and_terminate_stays_prompt() {
     let deps = Deps::start().unwrap();
-    let fleet = deps
-        .fleet(
-            2,
-            &["--live-session-ttl", "2s"],
-        )
-        .await
-        .unwrap();
+    let fleet = deps.fleet(2, &["--live-session-ttl", "2s"]).await.unwrap();
     // 6 s idle + traffic + 6 s idle = more than 24 renewals of a 2 s grant.
     let out = idle_traffic_idle(&deps, &fleet, 6, 1 << 20).await;
     check_output(&out, 1 << 20);

@@ -13,7 +13,7 @@
 //!   `./task kube-tools`);
 //! - with `WG_REAL_CLUSTER=1`, against the cluster of your kubeconfig (kind, k3d, a real one):
 //!   it must have nodes labelled `topology.kubernetes.io/zone` in at least three zones and pods
-//!   that become Ready with the image `wardengate/wardengate:<version>` (or kwok). It creates
+//!   that become Ready with the image `ghcr.io/wardengate/wardengate:<version>` (or kwok). It creates
 //!   namespaces `e2e-*`, installs `config/default` and labels the nodes `wardengate.io/pool`.
 //!
 //! ```text
