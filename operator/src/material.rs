@@ -39,7 +39,8 @@ pub fn internal() -> BTreeMap<String, ByteString> {
 }
 
 /// The names a cluster's serving certificate covers: the Service in its short and qualified
-/// forms, and loopback (the preStop `wgctl` talks to its own pod on 127.0.0.1).
+/// forms, and loopback (for `wgctl --addr https://127.0.0.1:8443` inside a pod; the preStop drain
+/// uses the admin socket and needs no certificate).
 pub fn serving_names(service: &str, namespace: &str) -> Vec<String> {
     vec![
         service.to_string(),

@@ -1029,7 +1029,8 @@ fn zone_by_zone_rollout(env: &Env) {
     env.step(&format!(
         "rollout paused: no Deployment changed; kstatus {ks}"
     ));
-    // Unpaused: zone by zone.
+    // Unpaused while the example's Patroni REST health URL answers nothing (no Patroni here):
+    // the operator holds the rollout, naming the reason, and changes no Deployment.
     env.k(&[
         "patch",
         "wgc",
@@ -1039,6 +1040,49 @@ fn zone_by_zone_rollout(env: &Env) {
         "--type=merge",
         "-p",
         r#"{"spec":{"rollout":{"paused":false}}}"#,
+    ]);
+    env.wait(
+        "the rollout to be held on the Patroni health URL",
+        60,
+        || {
+            let c = env.json(&["get", "wgc", "wardengate", "-n", ns]);
+            c["status"]["observedGeneration"] == c["metadata"]["generation"]
+                && c["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|x| x["type"] == "Reconciling" && x["reason"] == "DatabaseUnhealthy")
+                })
+        },
+    );
+    for d in deployments().values() {
+        assert_eq!(image_of(d), old, "a held rollout changed a Deployment");
+    }
+    env.step("rollout held while spec.postgres.patroni.restHealthUrl does not answer 2xx");
+    // A healthy primary (an HTTP endpoint answering 200, as Patroni's /primary does): zone by zone.
+    let patroni = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let health_url = format!(
+        "http://127.0.0.1:{}/primary",
+        patroni.local_addr().unwrap().port()
+    );
+    std::thread::spawn(move || {
+        for conn in patroni.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+            let _ = std::io::Write::write_all(
+                &mut conn,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+            );
+        }
+    });
+    env.k(&[
+        "patch",
+        "wgc",
+        "wardengate",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        &json!({"spec": {"postgres": {"patroni": {"restHealthUrl": health_url}}}}).to_string(),
     ]);
     let mut order: Vec<String> = Vec::new();
     let mut saw_in_progress = false;

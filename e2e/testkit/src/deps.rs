@@ -42,7 +42,8 @@ fn package_of(binary: &str) -> &'static str {
 }
 
 /// Resolves `binary` to a path: Postgres server tools from [`PG_BIN_DIR`], `sshd` and
-/// `pgbouncer` from `/usr/sbin`, everything else from `PATH`.
+/// `pgbouncer` from `/usr/sbin`, Debian's `etcd`/`etcdctl` from `/usr/bin`, everything else from
+/// `PATH`.
 pub fn require(binary: &str) -> Result<PathBuf> {
     let candidates: Vec<PathBuf> = match binary {
         "postgres" | "initdb" | "pg_ctl" | "pg_basebackup" => {
@@ -50,6 +51,9 @@ pub fn require(binary: &str) -> Result<PathBuf> {
         }
         "sshd" => vec![PathBuf::from("/usr/sbin/sshd")],
         "pgbouncer" => vec![PathBuf::from("/usr/sbin/pgbouncer")],
+        // Debian's etcd 3.4 with its v2 API, which Patroni 3.0 speaks; never the v3.6 etcd that
+        // `./task kube-tools` puts first on PATH for the Kubernetes control plane.
+        "etcd" | "etcdctl" => vec![PathBuf::from("/usr/bin").join(binary)],
         _ => std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).map(|d| d.join(binary)).collect())
             .unwrap_or_default(),
