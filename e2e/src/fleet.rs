@@ -382,6 +382,20 @@ impl Fleet {
         c
     }
 
+    /// Waits until the newest session is `active` (a relay carries it) and returns its id.
+    pub async fn wait_active_session(&self, timeout: Duration) -> Result<String> {
+        Self::eventually("the newest session to be active", timeout, || async {
+            let rows: Vec<serde_json::Value> =
+                self.client_for(0).get("/v1/sessions?limit=1").await.ok()?;
+            let row = rows.into_iter().next()?;
+            (row["status"] == "active")
+                .then(|| row["id"].as_str().map(String::from))
+                .flatten()
+        })
+        .await
+        .map(|(id, _)| id)
+    }
+
     /// Polls `probe` (async) until it yields, with a deadline.
     pub async fn eventually<T, F, Fut>(
         what: &str,

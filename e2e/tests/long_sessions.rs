@@ -106,18 +106,10 @@ async fn short_ttls_renew_twenty_times_and_terminate_stays_prompt() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let id = Fleet::eventually(
-        "the session to be active",
-        Duration::from_secs(30),
-        || async {
-            let rows: Vec<Value> = fleet.client_for(0).get("/v1/sessions?limit=1").await.ok()?;
-            let row = rows.into_iter().next()?;
-            (row["status"] == "active").then(|| row["id"].as_str().unwrap().to_string())
-        },
-    )
-    .await
-    .unwrap()
-    .0;
+    let id = fleet
+        .wait_active_session(Duration::from_secs(30))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await; // let it renew ~10 times
     assert!(
         child.try_wait().unwrap().is_none(),

@@ -134,14 +134,10 @@ async fn redis_gone_drops_sessions_recoverably_refuses_new_ones_and_recovers() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let live = ssh.spawn().unwrap();
-    let id = Fleet::eventually("a live session", Duration::from_secs(30), || async {
-        let rows: Vec<Value> = fleet.client_for(0).get("/v1/sessions?limit=1").await.ok()?;
-        let row = rows.into_iter().next()?;
-        (row["status"] == "active").then(|| row["id"].as_str().unwrap().to_string())
-    })
-    .await
-    .unwrap()
-    .0;
+    let id = fleet
+        .wait_active_session(Duration::from_secs(30))
+        .await
+        .unwrap();
 
     deps.redis.kill9();
     let gone = Instant::now();
