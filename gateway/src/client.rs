@@ -100,6 +100,22 @@ impl ClientError {
     }
 }
 
+/// The HTTP client every [`Client`] uses: 5 s to connect, 30 s per call unless a call says
+/// otherwise; a build failure names the server.
+fn http_client(
+    builder: reqwest::ClientBuilder,
+    addr: &str,
+) -> Result<reqwest::Client, ClientError> {
+    builder
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| ClientError::Transport {
+            addr: addr.to_string(),
+            message: e.to_string(),
+        })
+}
+
 /// A configured connection to one server address.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -126,15 +142,10 @@ impl Client {
             return Err(ClientError::Address(addr));
         }
         let (tls, cert_failures) = advising_client_config(ca_pem)?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured((*tls).clone())
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| ClientError::Transport {
-                addr: addr.clone(),
-                message: e.to_string(),
-            })?;
+        let http = http_client(
+            reqwest::Client::builder().tls_backend_preconfigured((*tls).clone()),
+            &addr,
+        )?;
         Ok(Self {
             shown: addr.clone(),
             addr,
@@ -151,15 +162,7 @@ impl Client {
     pub fn local(socket: &std::path::Path) -> Result<Self, ClientError> {
         crate::tls::install_crypto_provider();
         let addr = format!("unix:{}", socket.display());
-        let http = reqwest::Client::builder()
-            .unix_socket(socket)
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| ClientError::Transport {
-                addr: addr.clone(),
-                message: e.to_string(),
-            })?;
+        let http = http_client(reqwest::Client::builder().unix_socket(socket), &addr)?;
         Ok(Self {
             // reqwest sends every request to the socket; the host part is only for the URL.
             addr: "http://localhost".into(),
