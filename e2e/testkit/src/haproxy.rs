@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use crate::deps::require;
 use crate::error::{IoContext, Result};
-use crate::net::{free_port, port_open};
+use crate::net::free_port;
 use crate::process::{Service, run};
 use crate::sandbox::Sandbox;
 use crate::user::RunAs;
-use crate::wait::{wait_until, with_log};
 
 /// Check timing of the HA guide's load balancer, scaled to tests: every 1 s, 3 failures to mark
 /// down, 2 successes to mark up.
@@ -96,11 +95,14 @@ impl HaProxy {
         )?;
         let mut cmd = Command::new(bin);
         cmd.arg("-f").arg(&config);
-        let mut svc = Service::spawn(&sandbox, &format!("haproxy-{port}"), cmd, &RunAs::current())?;
-        let up = wait_until("haproxy to listen", Duration::from_secs(10), || {
-            svc.is_running() && port_open(port)
-        });
-        with_log(up, || svc.log_tail())?;
+        let svc = Service::spawn_listening(
+            &sandbox,
+            &format!("haproxy-{port}"),
+            cmd,
+            &RunAs::current(),
+            port,
+            Duration::from_secs(10),
+        )?;
         Ok(Self {
             port,
             _service: svc,

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use crate::deps::require;
 use crate::error::{IoContext, Result};
-use crate::net::{free_port, port_open};
+use crate::net::free_port;
 use crate::process::Service;
 use crate::sandbox::Sandbox;
 use crate::user::RunAs;
-use crate::wait::{wait_until, with_log};
 
 /// A running PgBouncer (`pool_mode = transaction`) in front of one Postgres.
 #[derive(Debug)]
@@ -56,11 +55,14 @@ impl PgBouncer {
         user.chown(&config)?;
         let mut cmd = Command::new(bin);
         cmd.arg(&config);
-        let mut svc = Service::spawn(&sandbox, &format!("pgbouncer-{port}"), cmd, &user)?;
-        let up = wait_until("pgbouncer to listen", Duration::from_secs(10), || {
-            svc.is_running() && port_open(port)
-        });
-        with_log(up, || svc.log_tail())?;
+        let svc = Service::spawn_listening(
+            &sandbox,
+            &format!("pgbouncer-{port}"),
+            cmd,
+            &user,
+            port,
+            Duration::from_secs(10),
+        )?;
         Ok(Self {
             port,
             _service: svc,

@@ -25,6 +25,24 @@ pub struct Service {
 }
 
 impl Service {
+    /// [`Service::spawn`], then waits until the process listens on `port` (127.0.0.1) within
+    /// `timeout`; a failure carries the log's tail.
+    pub fn spawn_listening(
+        sandbox: &Sandbox,
+        name: &str,
+        cmd: Command,
+        user: &RunAs,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let mut svc = Self::spawn(sandbox, name, cmd, user)?;
+        let up = crate::wait::wait_until(&format!("{name} to listen"), timeout, || {
+            svc.is_running() && crate::net::port_open(port)
+        });
+        crate::wait::with_log(up, || svc.log_tail())?;
+        Ok(svc)
+    }
+
     /// Spawns `cmd` as `user` inside `sandbox`, with stdout/stderr going to `<sandbox>/<name>.log`.
     pub fn spawn(sandbox: &Sandbox, name: &str, mut cmd: Command, user: &RunAs) -> Result<Self> {
         let log = sandbox.path().join(format!("{name}.log"));

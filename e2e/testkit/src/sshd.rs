@@ -11,11 +11,10 @@ use nix::unistd::Uid;
 
 use crate::deps::require;
 use crate::error::{IoContext, Result};
-use crate::net::{free_port, port_open};
+use crate::net::free_port;
 use crate::process::{Service, run};
 use crate::sandbox::{Sandbox, set_mode};
 use crate::user::RunAs;
-use crate::wait::{wait_until, with_log};
 
 /// Host alias written into `known_hosts`, for `ssh -o HostKeyAlias=…` through a proxy.
 pub const HOST_ALIAS: &str = "wg-target";
@@ -91,11 +90,14 @@ impl Sshd {
         )?;
         let mut cmd = Command::new(sshd);
         cmd.arg("-D").arg("-e").arg("-f").arg(&config);
-        let mut svc = Service::spawn(&sandbox, "sshd", cmd, &RunAs::current())?;
-        let up = wait_until("sshd to listen", Duration::from_secs(10), || {
-            svc.is_running() && port_open(port)
-        });
-        with_log(up, || svc.log_tail())?;
+        let svc = Service::spawn_listening(
+            &sandbox,
+            "sshd",
+            cmd,
+            &RunAs::current(),
+            port,
+            Duration::from_secs(10),
+        )?;
         Ok(Self {
             port,
             user,
