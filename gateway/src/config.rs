@@ -449,7 +449,7 @@ mod tests {
         assert_eq!(c.statement_timeout, Duration::from_secs(5));
         assert_eq!(c.role, Role::All);
         assert!(c.admin_token.is_some());
-        assert_eq!(c.live_session_ttl, crate::grant::DEFAULT_LIVE_SESSION_TTL);
+        assert_eq!(c.live_session_ttl, crate::session::DEFAULT_LIVE_SESSION_TTL);
         assert_eq!(c.database_pool_mode, PoolMode::Session);
         assert_eq!(c.admin_socket, None);
     }

@@ -190,7 +190,7 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         admin_token: Some(admin_token.trim().to_string()),
         drain_timeout: Duration::from_secs(5),
         replica_lost_after: Duration::from_secs(15),
-        live_session_ttl: crate::grant::DEFAULT_LIVE_SESSION_TTL,
+        live_session_ttl: crate::session::DEFAULT_LIVE_SESSION_TTL,
         admin_socket: None,
         ready: Some(ready_tx),
     };

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::grant::{APPROVAL_WINDOW_MS, AUTHORIZED_TTL_MS};
 use crate::health::Heartbeat;
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -37,6 +36,8 @@ pub const STREAM_LEN: usize = 10_000;
 /// Settings of the job runner.
 #[derive(Debug, Clone)]
 pub struct Jobs {
+    /// The session core (cleanup ends sessions through it).
+    pub sessions: crate::session::Sessions,
     /// Durable store.
     pub store: Store,
     /// Live store (leases, heartbeats).
@@ -233,37 +234,18 @@ impl Jobs {
             })
             .map(|(id, _)| id)
             .collect();
-        for s in self.store.live_sessions().await? {
+        for s in self.sessions.live_sessions().await? {
             let Some(replica) = s.replica.as_deref() else {
                 continue;
             };
             let started_long_ago = s.started_at.unwrap_or(s.created_at) < cutoff;
-            if !alive.contains(replica)
-                && started_long_ago
-                && self
-                    .store
-                    .end_lost_session(&s.id, replica, CLEANUP, epoch)
-                    .await?
-            {
-                self.metrics
-                    .relays_ended
-                    .with_label_values(&["replica_lost"])
-                    .inc();
-                tracing::warn!(event = "session_replica_lost", session = %s.id, replica, epoch);
+            if !alive.contains(replica) && started_long_ago {
+                self.sessions
+                    .mark_lost(&s.id, replica, CLEANUP, epoch)
+                    .await?;
             }
         }
-        let expired = self
-            .store
-            .expire_unused_sessions(
-                now - APPROVAL_WINDOW_MS,
-                now - AUTHORIZED_TTL_MS,
-                CLEANUP,
-                epoch,
-            )
-            .await?;
-        if expired > 0 {
-            tracing::info!(event = "sessions_expired", count = expired, epoch);
-        }
+        self.sessions.expire_unused(CLEANUP, epoch).await?;
         Ok(())
     }
 }

@@ -227,8 +227,21 @@ pub async fn run(
             };
             checker.cycle().await;
             let checker_task = tokio::spawn(checker.run());
+            let sessions = crate::session::Sessions::new(
+                store.clone(),
+                live.clone(),
+                keyring.clone(),
+                metrics.clone(),
+                crate::session::SessionsConfig {
+                    replica: replica.id.clone(),
+                    live_session_ttl,
+                    poll: health_interval.max(Duration::from_millis(500)),
+                    max_failed_renewals: 3,
+                },
+            );
             let jobs_task = replica.role.has_api().then(|| {
                 spawn_jobs(crate::jobs::Jobs {
+                    sessions: sessions.clone(),
                     store: store.clone(),
                     live: live.clone(),
                     replica: replica.clone(),
@@ -253,8 +266,7 @@ pub async fn run(
                 metrics,
                 health,
                 dial_timeout: Duration::from_secs(10),
-                relay_poll: health_interval.max(Duration::from_millis(500)),
-                live_session_ttl,
+                sessions,
                 recordings,
             });
             app.ready(router(state));

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::api::SystemStatus;
 use crate::client::{Client, ClientError, pump, with_retries};
+use crate::session::{EndReason, SessionStatus};
 use crate::store::{SessionRow, TargetRow};
 use crate::token::Role;
 
@@ -345,17 +346,17 @@ async fn authorize(
             let path = format!("/v1/sessions/{id}");
             let s: SessionRow =
                 with_retries(retry_for, |e| note(quiet, e), || client.get(&path)).await?;
-            match s.status.as_str() {
-                "pending" => continue,
-                "authorized" => break,
-                _ if s.end_reason.as_deref() == Some("expired") => {
+            match s.status {
+                SessionStatus::Pending => continue,
+                SessionStatus::Authorized => break,
+                _ if s.end_reason == Some(EndReason::Expired) => {
                     return Err(ClientError::Api {
                         status: 403,
                         code: "approval_expired".into(),
                         message: format!(
                             "session {id}: no approver decided within {} minutes, so the \
                              request expired; run the command again to ask anew",
-                            crate::grant::APPROVAL_WINDOW_MS / 60_000
+                            crate::session::APPROVAL_WINDOW_MS / 60_000
                         ),
                         retry_after: None,
                     });
@@ -366,7 +367,7 @@ async fn authorize(
                         code: "session_denied".into(),
                         message: format!(
                             "session {id} was not approved ({other}, {})",
-                            s.end_reason.unwrap_or_default()
+                            s.end_reason.map(EndReason::as_str).unwrap_or("-")
                         ),
                         retry_after: None,
                     });
@@ -507,11 +508,11 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                                 vec![
                                     s.id,
                                     s.target_name,
-                                    s.status,
+                                    s.status.to_string(),
                                     s.replica.unwrap_or_else(|| "-".into()),
                                     s.bytes_up.to_string(),
                                     s.bytes_down.to_string(),
-                                    s.end_reason.unwrap_or_else(|| "-".into()),
+                                    s.end_reason.map_or_else(|| "-".into(), |r| r.to_string()),
                                 ]
                             })
                             .collect(),

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use wardengate::grant::{Grant, GrantState};
 use wardengate::live::{Live, RedisLive, Swap, session_key};
 use wardengate::metrics::Metrics;
 use wardengate::redis_url::RedisTarget;
+use wardengate::session::{Grant, GrantState};
 use wardengate::signing::{Keyring, SigningError};
 use wardengate::store::now_ms;
 use wardengate_testkit::{RedisCluster, RedisSentinel, RedisServer};

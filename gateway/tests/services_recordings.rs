@@ -12,6 +12,7 @@ use wardengate::live::{Live, MemoryLive};
 use wardengate::metrics::Metrics;
 use wardengate::recording::{Direction, Meta, Recordings};
 use wardengate::replica::{Replica, Role};
+use wardengate::session::{EndReason, SessionStatus, Sessions, SessionsConfig};
 use wardengate::signing::Keyring;
 use wardengate::store::{SessionRow, Store, now_ms};
 use wardengate_testkit::Postgres;
@@ -36,7 +37,7 @@ async fn ended_session(store: &Store, id: &str) {
         target_name: "db".into(),
         host: "127.0.0.1".into(),
         port: 22,
-        status: "authorized".into(),
+        status: SessionStatus::Authorized,
         replica: None,
         created_at: now_ms(),
         started_at: None,
@@ -49,7 +50,7 @@ async fn ended_session(store: &Store, id: &str) {
     assert!(store.claim_session(id, "r0").await.unwrap());
     store.start_recording(id, "r0").await.unwrap();
     store
-        .end_session(id, "r0", 3, 5, "client_closed")
+        .end_session(id, "r0", 3, 5, EndReason::ClientClosed)
         .await
         .unwrap();
 }
@@ -84,9 +85,17 @@ async fn setup() -> Setup {
 }
 
 fn jobs(s: &Setup) -> Jobs {
+    let live = Live::Memory(MemoryLive::default());
     Jobs {
+        sessions: Sessions::new(
+            s.store.clone(),
+            live.clone(),
+            s.keyring.clone(),
+            Metrics::new("r0"),
+            SessionsConfig::for_replica("r0"),
+        ),
         store: s.store.clone(),
-        live: Live::Memory(MemoryLive::default()),
+        live,
         replica: Replica::new("r0", Role::All),
         metrics: Metrics::new("r0"),
         lease_ttl: Duration::from_secs(5),

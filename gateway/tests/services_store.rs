@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use wardengate::session::{EndReason, SessionStatus};
 use wardengate::store::{SessionRow, Store, StoreError, now_ms};
 use wardengate::token::{Role, hash};
 use wardengate_testkit::{Postgres, PostgresPair};
@@ -16,7 +17,7 @@ fn session(id: &str, target_id: &str) -> SessionRow {
         target_name: "db".into(),
         host: "127.0.0.1".into(),
         port: 5432,
-        status: "authorized".into(),
+        status: SessionStatus::Authorized,
         replica: None,
         created_at: now_ms(),
         started_at: None,
@@ -118,7 +119,7 @@ async fn three_replicas_migrate_together_and_share_state() {
     .await;
     assert_eq!(claims.iter().filter(|c| **c).count(), 1);
     stores[1]
-        .end_session("s1", "r0", 10, 20, "client_closed")
+        .end_session("s1", "r0", 10, 20, EndReason::ClientClosed)
         .await
         .unwrap();
     let row = stores[2].session("s1").await.unwrap().unwrap();
@@ -126,7 +127,7 @@ async fn three_replicas_migrate_together_and_share_state() {
         (row.status.as_str(), row.bytes_up, row.bytes_down),
         ("ended", 10, 20)
     );
-    assert_eq!(row.end_reason.as_deref(), Some("client_closed"));
+    assert_eq!(row.end_reason, Some(EndReason::ClientClosed));
     assert!(
         !stores[0].claim_session("s1", "late").await.unwrap(),
         "an ended session cannot be claimed again"
@@ -144,14 +145,19 @@ async fn terminate_moves_active_sessions_to_terminating_and_others_to_ended() {
     assert!(s.claim_session("a", "r1").await.unwrap());
     assert_eq!(
         s.terminate_session("a").await.unwrap().unwrap().status,
-        "terminating"
+        SessionStatus::Terminating
     );
     assert_eq!(
         s.terminate_session("b").await.unwrap().unwrap().status,
-        "ended"
+        SessionStatus::Ended
     );
-    s.end_session("a", "r1", 1, 1, "terminated").await.unwrap();
-    assert_eq!(s.session("a").await.unwrap().unwrap().status, "ended");
+    s.end_session("a", "r1", 1, 1, EndReason::Terminated)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.session("a").await.unwrap().unwrap().status,
+        SessionStatus::Ended
+    );
 }
 
 #[tokio::test]
@@ -207,7 +213,10 @@ async fn fencing_epochs_stop_stale_job_holders() {
             .unwrap(),
         "stale epoch acted"
     );
-    assert_eq!(s.session("a").await.unwrap().unwrap().status, "active");
+    assert_eq!(
+        s.session("a").await.unwrap().unwrap().status,
+        SessionStatus::Active
+    );
     assert!(
         s.end_lost_session("a", "dead-replica", "cleanup", new)
             .await
@@ -221,7 +230,7 @@ async fn fencing_epochs_stop_stale_job_holders() {
     );
     let row = s.session("a").await.unwrap().unwrap();
     assert_eq!(
-        (row.status.as_str(), row.end_reason.as_deref()),
+        (row.status.as_str(), row.end_reason.map(EndReason::as_str)),
         ("ended", Some("replica_lost"))
     );
 }
@@ -259,7 +268,7 @@ async fn concurrent_decisions_on_one_request_decide_it_exactly_once() {
     let pg = Postgres::start().unwrap();
     let s = store(&pg).await;
     let mut row = session("p1", "t");
-    row.status = "pending".into();
+    row.status = SessionStatus::Pending;
     s.create_session(&row).await.unwrap();
     let attempts = (0..8).map(|i| {
         let s = s.clone();
@@ -298,8 +307,9 @@ async fn concurrent_decisions_on_one_request_decide_it_exactly_once() {
     );
     let after = s.session("p1").await.unwrap().unwrap();
     assert!(
-        after.status == "authorized"
-            || (after.status == "ended" && after.end_reason.as_deref() == Some("denied")),
+        after.status == SessionStatus::Authorized
+            || (after.status == SessionStatus::Ended
+                && after.end_reason == Some(EndReason::Denied)),
         "{after:?}"
     );
     assert!(matches!(

@@ -4,16 +4,13 @@
 //! Postgres, not in the replica that created it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, Caller};
-use crate::grant::{AUTHORIZED_TTL_MS, Grant, GrantState};
-use crate::live::session_key;
-use crate::store::{Decided, Decision, SessionRow, now_ms};
+use crate::store::{Decision, SessionRow};
 use crate::token::Role;
 
 /// Optional body of approve/deny.
@@ -39,7 +36,7 @@ pub async fn list(
     caller: Caller,
 ) -> Result<Json<Vec<SessionRow>>, ApiError> {
     caller.require(Role::Approver)?;
-    Ok(Json(st.store.pending_sessions().await?))
+    Ok(Json(st.sessions.pending().await?))
 }
 
 /// `POST /v1/approvals/{id}/approve`.
@@ -71,92 +68,9 @@ async fn decide(
 ) -> Result<Json<DecisionResult>, ApiError> {
     caller.require(Role::Approver)?;
     let reason = body.map(|b| b.0.reason).unwrap_or_default();
-    let Some(row) = st.store.session(&id).await? else {
-        return Err(ApiError::not_found(
-            "session_not_found",
-            format!("no session `{id}`"),
-        ));
-    };
-    if row.token_id == caller.token_id {
-        return Err(ApiError::forbidden(
-            "self_approval",
-            "a request cannot be decided by the token that made it; ask another approver",
-        ));
-    }
-    let session = match st
-        .store
+    let session = st
+        .sessions
         .decide(&id, decision, &caller.token_id, &reason)
-        .await?
-    {
-        Decided::Now(s) => s,
-        Decided::Already(a) => {
-            return Err(ApiError::conflict(
-                "already_decided",
-                format!(
-                    "session `{id}` was already {} by {}",
-                    a.decision, a.decided_by
-                ),
-            ));
-        }
-        Decided::NotPending if row.end_reason.as_deref() == Some("expired") => {
-            return Err(ApiError::conflict(
-                "approval_expired",
-                format!(
-                    "session `{id}` waited longer than {} minutes for a decision and expired; \
-                     the requester must connect again",
-                    crate::grant::APPROVAL_WINDOW_MS / 60_000
-                ),
-            ));
-        }
-        Decided::NotPending => {
-            return Err(ApiError::conflict(
-                "not_pending",
-                format!(
-                    "session `{id}` is not waiting for approval (status {})",
-                    row.status
-                ),
-            ));
-        }
-    };
-    // Mirror the durable decision into the live grant. If Redis is unavailable the decision
-    // still stands: the relay consults Postgres when it finds a grant still pending.
-    let grant = Grant {
-        session_id: id.clone(),
-        token_id: session.token_id.clone(),
-        target: session.target_name.clone(),
-        host: session.host.clone(),
-        port: u16::try_from(session.port).unwrap_or(0),
-        state: match decision {
-            Decision::Approved => GrantState::Authorized,
-            Decision::Denied => GrantState::Terminated,
-        },
-        replica: None,
-        expires_at_ms: now_ms() + AUTHORIZED_TTL_MS,
-    };
-    if let Err(e) = st
-        .live
-        .set(
-            &session_key(&id),
-            &st.keyring.sign(&grant),
-            Duration::from_millis(AUTHORIZED_TTL_MS as u64),
-        )
-        .await
-    {
-        tracing::warn!(session = %id, error = %e, "decision recorded; live grant not updated (the relay will read Postgres)");
-    }
-    let _ = st
-        .store
-        .audit(
-            &caller.token_id,
-            &format!("approval.{}", decision.as_str()),
-            &id,
-            &reason,
-        )
-        .await;
-    st.metrics
-        .approvals
-        .with_label_values(&[decision.as_str()])
-        .inc();
-    tracing::info!(event = "approval_decided", session = %id, decision = decision.as_str(), by = %caller.token_id);
+        .await?;
     Ok(Json(DecisionResult { session, decision }))
 }

@@ -128,3 +128,28 @@ impl IntoResponse for ApiError {
         r
     }
 }
+
+impl From<crate::session::SessionError> for ApiError {
+    fn from(e: crate::session::SessionError) -> Self {
+        use crate::session::SessionError as E;
+        let message = e.to_string();
+        match e {
+            E::TargetNotFound(_) => ApiError::not_found("target_not_found", message),
+            E::NotFound(_) => ApiError::not_found("session_not_found", message),
+            E::NoLiveGrant(_) | E::ChangedWhileConnecting(_) => {
+                ApiError::new(StatusCode::GONE, "session_expired", message)
+            }
+            E::Terminated => ApiError::new(StatusCode::GONE, "session_terminated", message),
+            E::InvalidState(_) => ApiError::forbidden("invalid_session_state", message),
+            E::NotYours => ApiError::forbidden("not_your_session", message),
+            E::ApprovalPending => ApiError::conflict("approval_pending", message),
+            E::InUse => ApiError::conflict("session_in_use", message),
+            E::SelfApproval => ApiError::forbidden("self_approval", message),
+            E::AlreadyDecided { .. } => ApiError::conflict("already_decided", message),
+            E::ApprovalExpired(_) => ApiError::conflict("approval_expired", message),
+            E::NotPending { .. } => ApiError::conflict("not_pending", message),
+            E::Store(e) => e.into(),
+            E::Live(e) => e.into(),
+        }
+    }
+}

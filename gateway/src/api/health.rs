@@ -103,6 +103,6 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
 impl AppState {
     /// A check older than this is stale: three relay polls or at least 5 s.
     fn health_interval_bound(&self) -> std::time::Duration {
-        (self.relay_poll * 3).max(std::time::Duration::from_secs(5))
+        (self.sessions.poll() * 3).max(std::time::Duration::from_secs(5))
     }
 }

@@ -52,10 +52,8 @@ pub struct AppState {
     pub health: Arc<HealthState>,
     /// Timeout for dialling a target.
     pub dial_timeout: Duration,
-    /// How often a relay renews its grant and checks it (termination, state loss).
-    pub relay_poll: Duration,
-    /// How long a live session's state stays valid without its relay renewing it.
-    pub live_session_ttl: Duration,
+    /// The session core every session handler calls.
+    pub sessions: crate::session::Sessions,
     /// Recording storage, when sessions are recorded.
     pub recordings: Option<crate::recording::Recordings>,
 }
@@ -102,22 +100,6 @@ pub fn router(state: Arc<AppState>) -> Router {
             count_requests,
         ))
         .with_state(state)
-}
-
-/// Appends an event to the outbox in the background: events inform subscribers, they never
-/// hold up or fail the request that caused them.
-pub(crate) fn emit(
-    st: &Arc<AppState>,
-    kind: &'static str,
-    subject: &str,
-    detail: serde_json::Value,
-) {
-    let (st, subject) = (st.clone(), subject.to_string());
-    tokio::spawn(async move {
-        if let Err(e) = st.store.emit(kind, &subject, &detail).await {
-            tracing::warn!(kind, subject = %subject, error = %e, "could not record an event");
-        }
-    });
 }
 
 async fn count_requests(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {

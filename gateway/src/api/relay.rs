@@ -4,7 +4,6 @@
 //! either side ends, an operator terminates it, or this replica can no longer vouch for it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
@@ -14,9 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{ApiError, AppState, Caller};
-use crate::grant::{Grant, GrantState};
-use crate::live::{LiveError, Swap, session_key};
 use crate::relay_protocol::*;
+use crate::session::{Active, EndReason, Moved, Requester};
 use crate::store::now_ms;
 use crate::token::Role;
 
@@ -42,62 +40,17 @@ pub async fn relay(
             1,
         ));
     }
-    let key = session_key(&id);
-    let signed = st.live.get(&key).await?.ok_or_else(|| {
-        ApiError::new(
-            axum::http::StatusCode::GONE,
-            "session_expired",
-            format!("session `{id}` has no live authorisation (expired or ended)"),
+    let opening = st
+        .sessions
+        .open(
+            &id,
+            Requester {
+                token_id: &caller.token_id,
+                admin: caller.role.allows(Role::Admin),
+            },
         )
-    })?;
-    let grant: Grant = st.keyring.verify(&signed, now_ms()).map_err(|e| {
-        tracing::warn!(event = "session_state_rejected", session = %id, error = %e, "refusing session state");
-        ApiError::forbidden("invalid_session_state", format!("session state rejected: {e}"))
-    })?;
-    if grant.session_id != id {
-        tracing::warn!(event = "session_state_rejected", session = %id, grant_for = %grant.session_id, "grant stored under another session's key");
-        return Err(ApiError::forbidden(
-            "invalid_session_state",
-            "session state belongs to another session",
-        ));
-    }
-    if grant.token_id != caller.token_id && !caller.role.allows(Role::Admin) {
-        return Err(ApiError::forbidden(
-            "not_your_session",
-            "this session was authorised for another token",
-        ));
-    }
-    match grant.state {
-        GrantState::Authorized => {}
-        GrantState::Pending => {
-            // The durable decision wins over a live grant that missed its update (Redis was
-            // down when the approver decided).
-            let approved = st
-                .store
-                .session(&id)
-                .await?
-                .is_some_and(|s| s.status == "authorized");
-            if !approved {
-                return Err(ApiError::conflict(
-                    "approval_pending",
-                    "the session is waiting for approval",
-                ));
-            }
-        }
-        GrantState::Active => {
-            return Err(ApiError::conflict(
-                "session_in_use",
-                "the session is already connected",
-            ));
-        }
-        GrantState::Terminated => {
-            return Err(ApiError::new(
-                axum::http::StatusCode::GONE,
-                "session_terminated",
-                "the session was terminated",
-            ));
-        }
-    }
+        .await?;
+    let grant = opening.grant().clone();
     let target = tokio::time::timeout(
         st.dial_timeout,
         TcpStream::connect((grant.host.as_str(), grant.port)),
@@ -116,60 +69,7 @@ pub async fn relay(
         )
     })?;
     let _ = target.set_nodelay(true);
-    if !st.store.claim_session(&id, &st.replica.id).await? {
-        return Err(ApiError::conflict(
-            "session_in_use",
-            "the session is already connected or ended",
-        ));
-    }
-    let active = Grant {
-        state: GrantState::Active,
-        replica: Some(st.replica.id.clone()),
-        expires_at_ms: now_ms() + ttl_ms(st.live_session_ttl),
-        ..grant.clone()
-    };
-    let active_signed = st.keyring.sign(&active);
-    // Compare-and-set against the grant read above: a terminate (or a decision) that landed
-    // since is never overwritten by this relay.
-    let refused = match st
-        .live
-        .compare_and_set(&key, &signed, &active_signed, st.live_session_ttl)
-        .await
-    {
-        Ok(Swap::Swapped) => None,
-        Ok(Swap::Current(now)) => Some(match grant_state(&st, now.as_deref()) {
-            Some(GrantState::Terminated) => (
-                "terminated",
-                ApiError::new(
-                    axum::http::StatusCode::GONE,
-                    "session_terminated",
-                    "the session was terminated",
-                ),
-            ),
-            _ => (
-                "session_state_lost",
-                ApiError::new(
-                    axum::http::StatusCode::GONE,
-                    "session_expired",
-                    format!("session `{id}` changed while connecting; authorise it again"),
-                ),
-            ),
-        }),
-        Err(e) => Some(("session_state_lost", e.into())),
-    };
-    if let Some((reason, error)) = refused {
-        let _ = st
-            .store
-            .end_session(&id, &st.replica.id, 0, 0, reason)
-            .await;
-        return Err(error);
-    }
-    super::emit(
-        &st,
-        "session.started",
-        &id,
-        serde_json::json!({"session": id, "target": grant.target, "replica": st.replica.id}),
-    );
+    let active = st.sessions.claim(opening).await?;
     let recorder = match &st.recordings {
         None => None,
         Some(rec) => {
@@ -191,11 +91,9 @@ pub async fn relay(
                 Err(e) => {
                     // No unrecorded sessions when recording is on.
                     tracing::error!(session = %id, error = %e, "cannot record the session; refusing it");
-                    let _ = st
-                        .store
-                        .end_session(&id, &st.replica.id, 0, 0, "recording_unavailable")
+                    st.sessions
+                        .end(&id, EndReason::RecordingUnavailable, Moved::default())
                         .await;
-                    let _ = st.live.del(&key).await;
                     return Err(ApiError::unavailable(
                         "recording_unavailable",
                         format!("the session cannot be recorded: {e}"),
@@ -212,68 +110,45 @@ pub async fn relay(
         .on_failed_upgrade(move |e| {
             tracing::warn!(session = %failed_id, error = %e, "websocket upgrade failed");
             tokio::spawn(async move {
-                let _ = failed
-                    .store
-                    .end_session(&failed_id, &failed.replica.id, 0, 0, "upgrade_failed")
+                failed
+                    .sessions
+                    .end(&failed_id, EndReason::UpgradeFailed, Moved::default())
                     .await;
-                let _ = failed.live.del(&session_key(&failed_id)).await;
             });
         })
-        .on_upgrade(move |socket| run(st, active, active_signed, socket, target, recorder)))
+        .on_upgrade(move |socket| run(st, active, socket, target, recorder)))
 }
 
-/// Why a relay ended, and the close frame that tells the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    ClientClosed,
-    TargetClosed,
-    Terminated,
-    Isolated,
-    StateLost,
-    Drained,
-}
-
-impl End {
-    fn reason(self) -> &'static str {
-        match self {
-            End::ClientClosed => "client_closed",
-            End::TargetClosed => "target_closed",
-            End::Terminated => "terminated",
-            End::Isolated => "replica_isolated",
-            End::StateLost => "session_state_lost",
-            End::Drained => "drained",
+/// The close frame that tells the client why its relay ended, and whether to reconnect.
+fn close_frame(reason: EndReason) -> (u16, &'static str) {
+    match reason {
+        EndReason::Terminated | EndReason::Denied => {
+            (CLOSE_TERMINATED, "terminated by an operator")
         }
-    }
-
-    fn close(self) -> (u16, &'static str) {
-        match self {
-            End::ClientClosed | End::TargetClosed => (CLOSE_NORMAL, "closed"),
-            End::Terminated => (CLOSE_TERMINATED, "terminated by an operator"),
-            End::Isolated => (
-                CLOSE_ISOLATED,
-                "replica isolated; reconnect through another replica",
-            ),
-            End::StateLost => (CLOSE_STATE_LOST, "session state unavailable; reconnect"),
-            End::Drained => (
-                CLOSE_DRAINED,
-                "replica drained; reconnect through another replica",
-            ),
-        }
+        EndReason::ReplicaIsolated => (
+            CLOSE_ISOLATED,
+            "replica isolated; reconnect through another replica",
+        ),
+        EndReason::SessionStateLost => (CLOSE_STATE_LOST, "session state unavailable; reconnect"),
+        EndReason::Drained => (
+            CLOSE_DRAINED,
+            "replica drained; reconnect through another replica",
+        ),
+        _ => (CLOSE_NORMAL, "closed"),
     }
 }
 
 async fn run(
     st: Arc<AppState>,
-    grant: Grant,
-    signed: String,
+    active: Active,
     socket: WebSocket,
     target: TcpStream,
     recorder: Option<crate::recording::Recorder>,
 ) {
-    let id = grant.session_id.clone();
+    let id = active.id().to_string();
     let _guard = st.replica.relay_guard();
     st.metrics.sessions_active.set(st.replica.relays());
-    tracing::info!(event = "relay_started", session = %id, target = %grant.target, replica = %st.replica.id);
+    tracing::info!(event = "relay_started", session = %id, target = %active.grant().target, replica = %st.replica.id);
     let (mut ws_tx, mut ws_rx) = socket.split();
     let (mut tcp_rx, mut tcp_tx) = target.into_split();
     let (mut up, mut down) = (0u64, 0u64);
@@ -286,25 +161,25 @@ async fn run(
                         r.record(crate::recording::Direction::Up, &b);
                     }
                     if tcp_tx.write_all(&b).await.is_err() {
-                        return End::TargetClosed;
+                        return EndReason::TargetClosed;
                     }
                     up += b.len() as u64;
                 }
                 Ok(Message::Text(t)) if t.as_str() == HALF_CLOSE => {
                     let _ = tcp_tx.shutdown().await;
                 }
-                Ok(Message::Close(_)) => return End::ClientClosed,
+                Ok(Message::Close(_)) => return EndReason::ClientClosed,
                 Ok(_) => {}
-                Err(_) => return End::ClientClosed,
+                Err(_) => return EndReason::ClientClosed,
             }
         }
-        End::ClientClosed
+        EndReason::ClientClosed
     };
     let downstream = async {
         let mut buf = vec![0u8; BUF];
         loop {
             match tcp_rx.read(&mut buf).await {
-                Ok(0) | Err(_) => return End::TargetClosed,
+                Ok(0) | Err(_) => return EndReason::TargetClosed,
                 Ok(n) => {
                     if let Some(r) = &recorder {
                         r.record(crate::recording::Direction::Down, &buf[..n]);
@@ -314,23 +189,25 @@ async fn run(
                         .await
                         .is_err()
                     {
-                        return End::ClientClosed;
+                        return EndReason::ClientClosed;
                     }
                     down += n as u64;
                 }
             }
         }
     };
-    let control = watch_session(&st, &grant, signed);
+    let control = st
+        .sessions
+        .watch(active, st.health.isolated(), st.replica.evictions());
     let end = tokio::select! {
         e = upstream => e,
         e = downstream => e,
         e = control => e,
     };
     if let Some(r) = recorder.clone() {
-        r.finish(end.reason(), up, down);
+        r.finish(end.as_str(), up, down);
     }
-    let (code, why) = end.close();
+    let (code, why) = close_frame(end);
     let _ = ws_tx
         .send(Message::Close(Some(CloseFrame {
             code,
@@ -338,138 +215,7 @@ async fn run(
         })))
         .await;
     let _ = ws_tx.close().await;
-    st.metrics.relay_bytes.with_label_values(&["up"]).inc_by(up);
-    st.metrics
-        .relay_bytes
-        .with_label_values(&["down"])
-        .inc_by(down);
-    st.metrics
-        .relays_ended
-        .with_label_values(&[end.reason()])
-        .inc();
-    if let Err(e) = st
-        .store
-        .end_session(&id, &st.replica.id, up, down, end.reason())
-        .await
-    {
-        // An isolated replica cannot reach Postgres now; keep trying so history is not lost.
-        tracing::warn!(session = %id, error = %e, "could not record the end of a session yet; retrying in the background");
-        let (st, id) = (st.clone(), id.clone());
-        tokio::spawn(async move {
-            let give_up = tokio::time::Instant::now() + Duration::from_secs(3600);
-            while tokio::time::Instant::now() < give_up {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                if st
-                    .store
-                    .end_session(&id, &st.replica.id, up, down, end.reason())
-                    .await
-                    .is_ok()
-                {
-                    tracing::info!(event = "session_end_recorded_late", session = %id);
-                    return;
-                }
-            }
-            tracing::error!(session = %id, "gave up recording the end of a session; the cleanup job will");
-        });
-    }
-    super::emit(
-        &st,
-        "session.ended",
-        &id,
-        serde_json::json!({"session": id, "reason": end.reason(), "bytes_up": up, "bytes_down": down, "replica": st.replica.id}),
-    );
-    let _ = st.live.del(&session_key(&id)).await;
+    st.sessions.end(&id, end, Moved { up, down }).await;
     drop(_guard);
     st.metrics.sessions_active.set(st.replica.relays());
-    tracing::info!(event = "relay_ended", session = %id, reason = end.reason(), bytes_up = up, bytes_down = down);
-}
-
-/// The state of the grant `signed`, if it verifies.
-fn grant_state(st: &AppState, signed: Option<&str>) -> Option<GrantState> {
-    st.keyring
-        .verify::<Grant>(signed?, now_ms())
-        .ok()
-        .map(|g| g.state)
-}
-
-fn ttl_ms(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Keeps the session's live state valid for as long as this relay carries it, and ends the
-/// relay when that state says so. Every poll re-signs the active grant with a fresh expiry and
-/// writes it with compare-and-set against the value this relay wrote last: a session lasts as
-/// long as its user, while a relay that stops renewing lets its grant lapse within the live
-/// session TTL. Ends the relay when the grant was terminated or vanished, when Redis stays
-/// unreachable for three polls, when this replica becomes isolated, or when its drain window
-/// passes.
-async fn watch_session(st: &AppState, grant: &Grant, mut signed: String) -> End {
-    let key = session_key(&grant.session_id);
-    let mut isolated = st.health.isolated();
-    let mut evictions = st.replica.evictions();
-    let mut tick = tokio::time::interval(st.relay_poll);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    let mut failures = 0u32;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            changed = isolated.changed() => {
-                if changed.is_ok() && *isolated.borrow() {
-                    return End::Isolated;
-                }
-                continue;
-            }
-            changed = evictions.changed() => {
-                if changed.is_ok() && *evictions.borrow() {
-                    return End::Drained;
-                }
-                continue;
-            }
-        }
-        let renewed = st.keyring.sign(&Grant {
-            expires_at_ms: now_ms() + ttl_ms(st.live_session_ttl),
-            ..grant.clone()
-        });
-        match st
-            .live
-            .compare_and_set(&key, &signed, &renewed, st.live_session_ttl)
-            .await
-        {
-            Ok(Swap::Swapped) => {
-                failures = 0;
-                signed = renewed;
-            }
-            Ok(Swap::Current(Some(current))) => {
-                match st.keyring.verify::<Grant>(&current, now_ms()) {
-                    Ok(g) if g.state == GrantState::Terminated => return End::Terminated,
-                    // An earlier renewal of ours, brought back by a Redis failover that lost
-                    // the latest write: carry on from it.
-                    Ok(g)
-                        if g.state == GrantState::Active
-                            && g.session_id == grant.session_id
-                            && g.replica == grant.replica =>
-                    {
-                        failures = 0;
-                        signed = current;
-                    }
-                    Ok(g) => {
-                        tracing::warn!(event = "session_state_rejected", session = %grant.session_id, state = ?g.state, "live state changed under the relay");
-                        return End::StateLost;
-                    }
-                    Err(e) => {
-                        tracing::warn!(event = "session_state_rejected", session = %grant.session_id, error = %e);
-                        return End::StateLost;
-                    }
-                }
-            }
-            Ok(Swap::Current(None)) => return End::StateLost,
-            Err(LiveError::Unavailable(_)) | Err(LiveError::Command(_)) => {
-                failures += 1;
-                if failures >= 3 {
-                    return End::StateLost;
-                }
-            }
-        }
-    }
 }

@@ -18,8 +18,9 @@ use sqlx::{AnyPool, Executor};
 
 pub use outbox::{ApprovalRow, Decided, Decision, EventRow, OUTBOX_LOCK};
 pub use recordings::UnsignedRecording;
-pub use rows::{SessionRow, SessionStatus, TargetRow, TokenRow};
+pub use rows::{SessionRow, TargetRow, TokenRow};
 
+use crate::session::EndReason;
 use crate::token::Role;
 
 /// Failures of the store a caller can act on.
@@ -534,7 +535,7 @@ impl Store {
             .bind(&s.target_name)
             .bind(&s.host)
             .bind(s.port)
-            .bind(&s.status)
+            .bind(s.status)
             .bind(s.created_at)
             .execute(&mut *c).await})
         .await
@@ -567,7 +568,7 @@ impl Store {
         replica: &str,
         up: u64,
         down: u64,
-        reason: &str,
+        reason: EndReason,
     ) -> Result<(), StoreError> {
         self.run(async |c| {
             self.query(

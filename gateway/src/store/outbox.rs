@@ -51,15 +51,26 @@ impl Decision {
             Decision::Denied => "denied",
         }
     }
+
+    /// Parses stored text (anything but `approved` reads as a denial: never let an unknown
+    /// value open a session).
+    pub fn from_text(text: &str) -> Self {
+        match text {
+            "approved" => Decision::Approved,
+            _ => Decision::Denied,
+        }
+    }
 }
+
+crate::session::stored_as_text!(Decision);
 
 /// A recorded decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct ApprovalRow {
     /// Session decided on.
     pub session_id: String,
-    /// `approved` or `denied`.
-    pub decision: String,
+    /// The decision.
+    pub decision: Decision,
     /// Token id of the approver.
     pub decided_by: String,
     /// Free text given with the decision.

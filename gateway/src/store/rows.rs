@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::session::{EndReason, SessionStatus};
+
 /// A target people connect to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct TargetRow {
@@ -28,38 +30,6 @@ pub struct TokenRow {
     pub name: String,
     /// Stored role name.
     pub role: String,
-}
-
-/// Lifecycle of a session as recorded in Postgres.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionStatus {
-    /// Waiting for an approver.
-    Pending,
-    /// May be relayed once.
-    Authorized,
-    /// A relay carries it.
-    Active,
-    /// Terminated by an operator; the relay has not yet closed it.
-    Terminating,
-    /// Over; see `end_reason`.
-    Ended,
-    /// Unknown value in the database (newer version wrote it).
-    Unknown,
-}
-
-impl SessionStatus {
-    /// The stored text.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Authorized => "authorized",
-            Self::Active => "active",
-            Self::Terminating => "terminating",
-            Self::Ended => "ended",
-            Self::Unknown => "unknown",
-        }
-    }
 }
 
 /// `SELECT <every SessionRow column> FROM sessions <tail>`, as a literal (sqlx only takes
@@ -89,8 +59,8 @@ pub struct SessionRow {
     pub host: String,
     /// Dialled port.
     pub port: i64,
-    /// Stored status text; see [`SessionRow::status`].
-    pub status: String,
+    /// Where the session stands.
+    pub status: SessionStatus,
     /// Replica that carried (or carries) the relay.
     pub replica: Option<String>,
     /// Unix ms.
@@ -103,20 +73,6 @@ pub struct SessionRow {
     pub bytes_up: i64,
     /// Bytes target → client.
     pub bytes_down: i64,
-    /// Why it ended (`client_closed`, `target_closed`, `terminated`, `replica_lost`, …).
-    pub end_reason: Option<String>,
-}
-
-impl SessionRow {
-    /// Parsed status.
-    pub fn status(&self) -> SessionStatus {
-        match self.status.as_str() {
-            "pending" => SessionStatus::Pending,
-            "authorized" => SessionStatus::Authorized,
-            "active" => SessionStatus::Active,
-            "terminating" => SessionStatus::Terminating,
-            "ended" => SessionStatus::Ended,
-            _ => SessionStatus::Unknown,
-        }
-    }
+    /// Why it ended.
+    pub end_reason: Option<EndReason>,
 }

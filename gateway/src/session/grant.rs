@@ -16,8 +16,12 @@ pub const APPROVAL_WINDOW_MS: i64 = 10 * 60 * 1000;
 /// The relay re-signs it with a fresh expiry on every poll, so a session lasts as long as it is
 /// carried; this bounds only a relay that stopped renewing.
 pub const DEFAULT_LIVE_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a terminated grant stays in Redis: long enough for the relay carrying the session to
+/// see it on its next poll (the session row is already `terminating` or `ended`).
+pub const TERMINATED_GRANT_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Where a session stands, as the live state says.
+/// Where a session stands, as its live grant says (the durable truth is
+/// [`super::SessionStatus`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantState {

@@ -1,0 +1,707 @@
+//! [`Sessions`]: the operations on a session, each owning its Postgres and Redis effects, its
+//! metrics and its events. Front ends (the HTTP API, the cleanup job, later the agent link and the
+//! SSH server) decide who may call what; this module decides what happens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::grant::{
+    APPROVAL_WINDOW_MS, AUTHORIZED_TTL_MS, Grant, GrantState, TERMINATED_GRANT_TTL,
+};
+use super::{EndReason, SessionError, SessionStatus};
+use crate::live::{Live, LiveError, Swap, session_key};
+use crate::metrics::Metrics;
+use crate::signing::Keyring;
+use crate::store::{Decided, Decision, SessionRow, Store, TargetRow, now_ms};
+
+/// Who asks to use a session: its owner, or an admin acting for anyone.
+#[derive(Debug, Clone, Copy)]
+pub struct Requester<'a> {
+    /// The caller's token id.
+    pub token_id: &'a str,
+    /// True when the caller may use sessions authorised for other tokens.
+    pub admin: bool,
+}
+
+/// A new authorisation, as `authorise` granted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    /// Session id.
+    pub id: String,
+    /// Target name.
+    pub target: String,
+    /// `Authorized`, or `Pending` when an approver must decide first.
+    pub status: SessionStatus,
+    /// Unix ms after which the authorisation can no longer be used to connect.
+    pub expires_at_ms: i64,
+}
+
+/// A session checked and ready to be claimed: its live grant verified, its state authorised.
+/// Made only by [`Sessions::open`].
+#[derive(Debug, Clone)]
+pub struct Opening {
+    grant: Grant,
+    signed: String,
+}
+
+impl Opening {
+    /// The verified grant: where to dial, whose it is.
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+}
+
+/// A session this replica carries: claimed in Postgres, its live grant active and renewed by
+/// [`Sessions::watch`]. Made only by [`Sessions::claim`].
+#[derive(Debug, Clone)]
+pub struct Active {
+    grant: Grant,
+    signed: String,
+}
+
+impl Active {
+    /// The active grant.
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
+    /// Session id.
+    pub fn id(&self) -> &str {
+        &self.grant.session_id
+    }
+}
+
+/// Bytes a relay moved each way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Client → target.
+    pub up: u64,
+    /// Target → client.
+    pub down: u64,
+}
+
+/// What the relay must do after one renewal of its grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Renewal {
+    /// Carry on.
+    Renewed,
+    /// Redis did not answer; try again next poll.
+    Unreachable,
+    /// The session must end.
+    End(EndReason),
+}
+
+/// Settings of [`Sessions`].
+#[derive(Debug, Clone)]
+pub struct SessionsConfig {
+    /// This replica's id (recorded on the sessions it carries).
+    pub replica: String,
+    /// How long an active grant stays valid without its relay renewing it.
+    pub live_session_ttl: Duration,
+    /// How often a relay renews its grant and checks it.
+    pub poll: Duration,
+    /// Consecutive failed renewals after which the relay ends (`session_state_lost`).
+    pub max_failed_renewals: u32,
+}
+
+impl SessionsConfig {
+    /// Defaults for `replica`: the default live session TTL, a 1 s poll, three missed renewals.
+    pub fn for_replica(replica: impl Into<String>) -> Self {
+        Self {
+            replica: replica.into(),
+            live_session_ttl: super::DEFAULT_LIVE_SESSION_TTL,
+            poll: Duration::from_secs(1),
+            max_failed_renewals: 3,
+        }
+    }
+}
+
+/// The session core: one per replica, shared by every front end.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    live: Live,
+    keyring: Keyring,
+    metrics: Metrics,
+    config: SessionsConfig,
+}
+
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn ms(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms.max(1)).unwrap_or(1))
+}
+
+impl Sessions {
+    /// The core over this replica's stores and keys.
+    pub fn new(
+        store: Store,
+        live: Live,
+        keyring: Keyring,
+        metrics: Metrics,
+        config: SessionsConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                live,
+                keyring,
+                metrics,
+                config,
+            }),
+        }
+    }
+
+    /// How often a relay renews its grant and checks it.
+    pub fn poll(&self) -> Duration {
+        self.inner.config.poll
+    }
+
+    /// This replica's id.
+    pub fn replica(&self) -> &str {
+        &self.inner.config.replica
+    }
+
+    /// Appends an event to the outbox in the background: events inform subscribers, they never
+    /// hold up or fail the operation that caused them.
+    fn emit(&self, kind: &'static str, subject: &str, detail: serde_json::Value) {
+        let (store, subject) = (self.inner.store.clone(), subject.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = store.emit(kind, &subject, &detail).await {
+                tracing::warn!(kind, subject = %subject, error = %e, "could not record an event");
+            }
+        });
+    }
+
+    fn audit(&self, by: &str, action: &'static str, subject: &str, detail: String) {
+        let (store, by, subject) = (
+            self.inner.store.clone(),
+            by.to_string(),
+            subject.to_string(),
+        );
+        tokio::spawn(async move {
+            let _ = store.audit(&by, action, &subject, &detail).await;
+        });
+    }
+
+    fn sign(&self, grant: &Grant) -> String {
+        self.inner.keyring.sign(grant)
+    }
+
+    fn verify(&self, id: &str, signed: &str) -> Result<Grant, SessionError> {
+        let grant: Grant = self
+            .inner
+            .keyring
+            .verify(signed, now_ms())
+            .map_err(|e| {
+                tracing::warn!(event = "session_state_rejected", session = %id, error = %e, "refusing session state");
+                SessionError::InvalidState(e.to_string())
+            })?;
+        if grant.session_id != id {
+            tracing::warn!(event = "session_state_rejected", session = %id, grant_for = %grant.session_id, "grant stored under another session's key");
+            return Err(SessionError::InvalidState(
+                "session state belongs to another session".into(),
+            ));
+        }
+        Ok(grant)
+    }
+
+    // ---- authorise and decide ----
+
+    /// Authorises `token_id` to connect to `target`: pending when the target needs an approver,
+    /// else authorised at once. The live grant is written first, so when Redis is down nothing
+    /// durable is left behind.
+    pub async fn authorise(
+        &self,
+        token_id: &str,
+        target: &str,
+    ) -> Result<Authorization, SessionError> {
+        let target = self
+            .inner
+            .store
+            .target(target)
+            .await?
+            .ok_or_else(|| SessionError::TargetNotFound(target.to_string()))?;
+        self.authorise_target(token_id, &target).await
+    }
+
+    async fn authorise_target(
+        &self,
+        token_id: &str,
+        target: &TargetRow,
+    ) -> Result<Authorization, SessionError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let pending = target.require_approval != 0;
+        let now = now_ms();
+        let (state, status, window) = if pending {
+            (
+                GrantState::Pending,
+                SessionStatus::Pending,
+                APPROVAL_WINDOW_MS,
+            )
+        } else {
+            (
+                GrantState::Authorized,
+                SessionStatus::Authorized,
+                AUTHORIZED_TTL_MS,
+            )
+        };
+        let grant = Grant {
+            session_id: id.clone(),
+            token_id: token_id.to_string(),
+            target: target.name.clone(),
+            host: target.host.clone(),
+            port: u16::try_from(target.port).unwrap_or(0),
+            state,
+            replica: None,
+            expires_at_ms: now + window,
+        };
+        self.inner
+            .live
+            .set(&session_key(&id), &self.sign(&grant), ms(window))
+            .await?;
+        let row = SessionRow {
+            id: id.clone(),
+            token_id: token_id.to_string(),
+            target_id: target.id.clone(),
+            target_name: target.name.clone(),
+            host: target.host.clone(),
+            port: target.port,
+            status,
+            replica: None,
+            created_at: now,
+            started_at: None,
+            ended_at: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            end_reason: None,
+        };
+        self.inner.store.create_session(&row).await?;
+        self.audit(token_id, "session.authorize", &id, target.name.to_string());
+        tracing::info!(event = "session_authorized", session = %id, target = %target.name, token = %token_id, pending);
+        if pending {
+            self.emit(
+                "approval.requested",
+                &id,
+                serde_json::json!({"session": id, "target": target.name, "requester": token_id}),
+            );
+        }
+        Ok(Authorization {
+            id,
+            target: target.name.clone(),
+            status,
+            expires_at_ms: grant.expires_at_ms,
+        })
+    }
+
+    /// Records an approver's decision (durable first, with its outbox event, in one
+    /// transaction), then mirrors it into the live grant. If Redis is down the decision still
+    /// stands: [`Sessions::open`] consults Postgres when it finds a grant still pending.
+    pub async fn decide(
+        &self,
+        id: &str,
+        decision: Decision,
+        by: &str,
+        reason: &str,
+    ) -> Result<SessionRow, SessionError> {
+        let store = &self.inner.store;
+        let row = store
+            .session(id)
+            .await?
+            .ok_or_else(|| SessionError::NotFound(id.to_string()))?;
+        if row.token_id == by {
+            return Err(SessionError::SelfApproval);
+        }
+        let session = match store.decide(id, decision, by, reason).await? {
+            Decided::Now(s) => s,
+            Decided::Already(a) => {
+                return Err(SessionError::AlreadyDecided {
+                    id: id.to_string(),
+                    decision: a.decision,
+                    by: a.decided_by,
+                });
+            }
+            Decided::NotPending if row.end_reason == Some(EndReason::Expired) => {
+                return Err(SessionError::ApprovalExpired(id.to_string()));
+            }
+            Decided::NotPending => {
+                return Err(SessionError::NotPending {
+                    id: id.to_string(),
+                    status: row.status,
+                });
+            }
+        };
+        let grant = Grant {
+            session_id: id.to_string(),
+            token_id: session.token_id.clone(),
+            target: session.target_name.clone(),
+            host: session.host.clone(),
+            port: u16::try_from(session.port).unwrap_or(0),
+            state: match decision {
+                Decision::Approved => GrantState::Authorized,
+                Decision::Denied => GrantState::Terminated,
+            },
+            replica: None,
+            expires_at_ms: now_ms() + AUTHORIZED_TTL_MS,
+        };
+        if let Err(e) = self
+            .inner
+            .live
+            .set(&session_key(id), &self.sign(&grant), ms(AUTHORIZED_TTL_MS))
+            .await
+        {
+            tracing::warn!(session = %id, error = %e, "decision recorded; live grant not updated (the relay will read Postgres)");
+        }
+        let action = match decision {
+            Decision::Approved => "approval.approved",
+            Decision::Denied => "approval.denied",
+        };
+        self.audit(by, action, id, reason.to_string());
+        self.inner
+            .metrics
+            .approvals
+            .with_label_values(&[decision.as_str()])
+            .inc();
+        tracing::info!(event = "approval_decided", session = %id, decision = decision.as_str(), by = %by);
+        Ok(session)
+    }
+
+    // ---- connect: open, claim, watch, end ----
+
+    /// Checks that `id` may be connected now by `who`: its live grant verifies, belongs to
+    /// `who` (or `who` is an admin), and is authorised (a grant still pending counts when the
+    /// durable decision says approved: Redis was down when the approver decided).
+    pub async fn open(&self, id: &str, who: Requester<'_>) -> Result<Opening, SessionError> {
+        let signed = self
+            .inner
+            .live
+            .get(&session_key(id))
+            .await?
+            .ok_or_else(|| SessionError::NoLiveGrant(id.to_string()))?;
+        let grant = self.verify(id, &signed)?;
+        if grant.token_id != who.token_id && !who.admin {
+            return Err(SessionError::NotYours);
+        }
+        match grant.state {
+            GrantState::Authorized => {}
+            GrantState::Pending => {
+                let approved = self
+                    .inner
+                    .store
+                    .session(id)
+                    .await?
+                    .is_some_and(|s| s.status == SessionStatus::Authorized);
+                if !approved {
+                    return Err(SessionError::ApprovalPending);
+                }
+            }
+            GrantState::Active => return Err(SessionError::InUse),
+            GrantState::Terminated => return Err(SessionError::Terminated),
+        }
+        Ok(Opening { grant, signed })
+    }
+
+    /// Claims an opened session for this replica: exactly one replica wins in Postgres, then the
+    /// live grant turns active with a compare-and-set against the grant `open` read, so a
+    /// terminate (or a decision) that landed since is never overwritten. Emits
+    /// `session.started`. On a lost race the session ends with the matching reason.
+    pub async fn claim(&self, opening: Opening) -> Result<Active, SessionError> {
+        let Opening { grant, signed } = opening;
+        let id = grant.session_id.clone();
+        let replica = self.replica().to_string();
+        if !self.inner.store.claim_session(&id, &replica).await? {
+            return Err(SessionError::InUse);
+        }
+        let ttl = self.inner.config.live_session_ttl;
+        let active = Grant {
+            state: GrantState::Active,
+            replica: Some(replica.clone()),
+            expires_at_ms: now_ms() + ttl_ms(ttl),
+            ..grant
+        };
+        let active_signed = self.sign(&active);
+        let refused = match self
+            .inner
+            .live
+            .compare_and_set(&session_key(&id), &signed, &active_signed, ttl)
+            .await
+        {
+            Ok(Swap::Swapped) => None,
+            Ok(Swap::Current(now)) => Some(
+                match now.and_then(|s| self.verify(&id, &s).ok()).map(|g| g.state) {
+                    Some(GrantState::Terminated) => {
+                        (EndReason::Terminated, SessionError::Terminated)
+                    }
+                    _ => (
+                        EndReason::SessionStateLost,
+                        SessionError::ChangedWhileConnecting(id.clone()),
+                    ),
+                },
+            ),
+            Err(e) => Some((EndReason::SessionStateLost, e.into())),
+        };
+        if let Some((reason, error)) = refused {
+            let _ = self
+                .inner
+                .store
+                .end_session(&id, &replica, 0, 0, reason)
+                .await;
+            return Err(error);
+        }
+        self.emit(
+            "session.started",
+            &id,
+            serde_json::json!({"session": id, "target": active.target, "replica": replica}),
+        );
+        Ok(Active {
+            grant: active,
+            signed: active_signed,
+        })
+    }
+
+    /// Re-signs the active grant with a fresh expiry and writes it with a compare-and-set on
+    /// what this relay wrote last.
+    async fn renew(&self, active: &mut Active) -> Renewal {
+        let key = session_key(active.id());
+        let ttl = self.inner.config.live_session_ttl;
+        let renewed = self.sign(&Grant {
+            expires_at_ms: now_ms() + ttl_ms(ttl),
+            ..active.grant.clone()
+        });
+        match self
+            .inner
+            .live
+            .compare_and_set(&key, &active.signed, &renewed, ttl)
+            .await
+        {
+            Ok(Swap::Swapped) => {
+                active.signed = renewed;
+                Renewal::Renewed
+            }
+            Ok(Swap::Current(Some(current))) => match self.verify(active.id(), &current) {
+                Ok(g) if g.state == GrantState::Terminated => Renewal::End(EndReason::Terminated),
+                // An earlier renewal of ours, brought back by a Redis failover that lost the
+                // latest write: carry on from it.
+                Ok(g) if g.state == GrantState::Active && g.replica == active.grant.replica => {
+                    active.signed = current;
+                    Renewal::Renewed
+                }
+                Ok(g) => {
+                    tracing::warn!(event = "session_state_rejected", session = %active.id(), state = ?g.state, "live state changed under the relay");
+                    Renewal::End(EndReason::SessionStateLost)
+                }
+                Err(_) => Renewal::End(EndReason::SessionStateLost),
+            },
+            Ok(Swap::Current(None)) => Renewal::End(EndReason::SessionStateLost),
+            Err(LiveError::Unavailable(_)) | Err(LiveError::Command(_)) => Renewal::Unreachable,
+        }
+    }
+
+    /// Keeps `active`'s live state valid for as long as the relay carries it, and returns when
+    /// the session must end: terminated, its state vanished, Redis unreachable for
+    /// `max_failed_renewals` polls, this replica isolated, or its drain window passed. A session
+    /// lasts as long as its user; a relay that stops renewing lets its grant lapse within the
+    /// live session TTL.
+    pub async fn watch(
+        &self,
+        mut active: Active,
+        mut isolated: watch::Receiver<bool>,
+        mut evictions: watch::Receiver<bool>,
+    ) -> EndReason {
+        let mut tick = tokio::time::interval(self.inner.config.poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut failures = 0u32;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = isolated.changed() => {
+                    if changed.is_ok() && *isolated.borrow() {
+                        return EndReason::ReplicaIsolated;
+                    }
+                    continue;
+                }
+                changed = evictions.changed() => {
+                    if changed.is_ok() && *evictions.borrow() {
+                        return EndReason::Drained;
+                    }
+                    continue;
+                }
+            }
+            match self.renew(&mut active).await {
+                Renewal::Renewed => failures = 0,
+                Renewal::End(reason) => return reason,
+                Renewal::Unreachable => {
+                    failures += 1;
+                    if failures >= self.inner.config.max_failed_renewals {
+                        return EndReason::SessionStateLost;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends a session this replica claimed: counts it, records it in Postgres (retried in the
+    /// background with jittered backoff for up to an hour when Postgres is unreachable — an
+    /// isolated replica must not lose history), emits `session.ended` and drops its live state.
+    pub async fn end(&self, id: &str, reason: EndReason, moved: Moved) {
+        let m = &self.inner.metrics;
+        m.relay_bytes.with_label_values(&["up"]).inc_by(moved.up);
+        m.relay_bytes
+            .with_label_values(&["down"])
+            .inc_by(moved.down);
+        m.relays_ended.with_label_values(&[reason.as_str()]).inc();
+        let replica = self.replica().to_string();
+        let record = {
+            let (store, id, replica) = (self.inner.store.clone(), id.to_string(), replica.clone());
+            move || {
+                let (store, id, replica) = (store.clone(), id.clone(), replica.clone());
+                async move {
+                    store
+                        .end_session(&id, &replica, moved.up, moved.down, reason)
+                        .await
+                }
+            }
+        };
+        if let Err(e) = record().await {
+            tracing::warn!(session = %id, error = %e, "could not record the end of a session yet; retrying in the background");
+            let id = id.to_string();
+            tokio::spawn(async move {
+                use backon::Retryable;
+                match record
+                    .retry(crate::retry::background(Duration::from_secs(3600)))
+                    .await
+                {
+                    Ok(()) => tracing::info!(event = "session_end_recorded_late", session = %id),
+                    Err(e) => {
+                        tracing::error!(session = %id, error = %e, "gave up recording the end of a session; the cleanup job will")
+                    }
+                }
+            });
+        }
+        self.emit(
+            "session.ended",
+            id,
+            serde_json::json!({"session": id, "reason": reason, "bytes_up": moved.up, "bytes_down": moved.down, "replica": replica}),
+        );
+        let _ = self.inner.live.del(&session_key(id)).await;
+        tracing::info!(event = "relay_ended", session = %id, reason = reason.as_str(), bytes_up = moved.up, bytes_down = moved.down);
+    }
+
+    // ---- terminate ----
+
+    /// Terminates a session: durable in Postgres first (an active one becomes `terminating`
+    /// until its relay notices; one not started ends at once), then the live grant is marked so
+    /// the relay, wherever it runs, closes within a poll. Returns the row after the change.
+    pub async fn terminate(&self, id: &str, by: &str) -> Result<SessionRow, SessionError> {
+        let store = &self.inner.store;
+        let after = match store.terminate_session(id).await? {
+            Some(row) => row,
+            None => store
+                .session(id)
+                .await?
+                .ok_or_else(|| SessionError::NotFound(id.to_string()))?,
+        };
+        let key = session_key(id);
+        if let Some(signed) = self.inner.live.get(&key).await?
+            && let Ok(mut g) = self.verify(id, &signed)
+        {
+            g.state = GrantState::Terminated;
+            g.expires_at_ms = now_ms() + ttl_ms(TERMINATED_GRANT_TTL);
+            self.inner
+                .live
+                .set(&key, &self.sign(&g), TERMINATED_GRANT_TTL)
+                .await?;
+        }
+        self.audit(by, "session.terminate", id, String::new());
+        tracing::info!(event = "session_terminated", session = %id, by = %by);
+        self.emit(
+            "session.terminated",
+            id,
+            serde_json::json!({"session": id, "by": by}),
+        );
+        Ok(after)
+    }
+
+    // ---- cleanup ----
+
+    /// Ends `id`, carried by `replica` which stopped heartbeating, as `replica_lost`, if `epoch`
+    /// is still the cleanup job's fencing epoch. Returns whether this call ended it.
+    pub async fn mark_lost(
+        &self,
+        id: &str,
+        replica: &str,
+        job: &str,
+        epoch: i64,
+    ) -> Result<bool, SessionError> {
+        let ended = self
+            .inner
+            .store
+            .end_lost_session(id, replica, job, epoch)
+            .await?;
+        if ended {
+            self.inner
+                .metrics
+                .relays_ended
+                .with_label_values(&[EndReason::ReplicaLost.as_str()])
+                .inc();
+            tracing::warn!(event = "session_replica_lost", session = %id, replica, epoch);
+        }
+        Ok(ended)
+    }
+
+    /// Ends as `expired` requests that waited longer than the approval window and
+    /// authorisations unused for longer than their validity, fenced by `epoch`. Returns how many.
+    pub async fn expire_unused(&self, job: &str, epoch: i64) -> Result<u64, SessionError> {
+        let now = now_ms();
+        let n = self
+            .inner
+            .store
+            .expire_unused_sessions(
+                now - APPROVAL_WINDOW_MS,
+                now - AUTHORIZED_TTL_MS,
+                job,
+                epoch,
+            )
+            .await?;
+        if n > 0 {
+            tracing::info!(event = "sessions_expired", count = n, epoch);
+        }
+        Ok(n)
+    }
+
+    // ---- reads ----
+
+    /// One session's record.
+    pub async fn get(&self, id: &str) -> Result<Option<SessionRow>, SessionError> {
+        Ok(self.inner.store.session(id).await?)
+    }
+
+    /// Recent sessions, newest first; only `owner`'s when given.
+    pub async fn list(
+        &self,
+        owner: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<SessionRow>, SessionError> {
+        Ok(self.inner.store.list_sessions(owner, limit).await?)
+    }
+
+    /// Sessions waiting for a decision.
+    pub async fn pending(&self) -> Result<Vec<SessionRow>, SessionError> {
+        Ok(self.inner.store.pending_sessions().await?)
+    }
+
+    /// Sessions a relay carries or carried (`active`, `terminating`): the cleanup job's input.
+    pub async fn live_sessions(&self) -> Result<Vec<SessionRow>, SessionError> {
+        Ok(self.inner.store.live_sessions().await?)
+    }
+}

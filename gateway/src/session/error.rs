@@ -1,0 +1,73 @@
+//! What can go wrong in a session operation, one variant per failure a front end answers
+//! differently (the HTTP API maps each to a status and error code; `wgctl` and the SSH front end
+//! print them).
+
+use crate::live::LiveError;
+use crate::store::{Decision, StoreError};
+
+use super::SessionStatus;
+
+/// A session operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// No target by that name.
+    #[error("no target named `{0}`")]
+    TargetNotFound(String),
+    /// No session by that id (or not one the caller may see).
+    #[error("no session `{0}`")]
+    NotFound(String),
+    /// The live authorisation is gone: never existed, expired, or the session ended.
+    #[error("session `{0}` has no live authorisation (expired or ended)")]
+    NoLiveGrant(String),
+    /// The live state did not verify (bad signature, expired, or stored under another key).
+    #[error("session state rejected: {0}")]
+    InvalidState(String),
+    /// The session belongs to another token and the caller may not use it.
+    #[error("this session was authorised for another token")]
+    NotYours,
+    /// An approver has not decided yet.
+    #[error("the session is waiting for approval")]
+    ApprovalPending,
+    /// Another relay carries (or carried) the session.
+    #[error("the session is already connected or ended")]
+    InUse,
+    /// An operator terminated the session (or an approver denied it).
+    #[error("the session was terminated")]
+    Terminated,
+    /// The live state changed between reading and claiming it.
+    #[error("session `{0}` changed while connecting; authorise it again")]
+    ChangedWhileConnecting(String),
+    /// An approver tried to decide on their own request.
+    #[error("a request cannot be decided by the token that made it; ask another approver")]
+    SelfApproval,
+    /// Someone decided first.
+    #[error("session `{id}` was already {decision} by {by}")]
+    AlreadyDecided {
+        /// Session id.
+        id: String,
+        /// The earlier decision.
+        decision: Decision,
+        /// Who made it.
+        by: String,
+    },
+    /// The request waited longer than the approval window.
+    #[error(
+        "session `{0}` waited longer than {minutes} minutes for a decision and expired; the requester must connect again",
+        minutes = super::APPROVAL_WINDOW_MS / 60_000
+    )]
+    ApprovalExpired(String),
+    /// The session is not waiting for a decision.
+    #[error("session `{id}` is not waiting for approval (status {status})")]
+    NotPending {
+        /// Session id.
+        id: String,
+        /// Its status.
+        status: SessionStatus,
+    },
+    /// The durable store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The live store failed.
+    #[error(transparent)]
+    Live(#[from] LiveError),
+}

@@ -1,0 +1,450 @@
+//! The state machine of the module table, on the embedded store (SQLite in a temp dir) and the
+//! in-process live store: every transition, and every refusal, through [`Sessions`] only.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use super::*;
+use crate::live::{Live, MemoryLive, session_key};
+use crate::metrics::Metrics;
+use crate::signing::Keyring;
+use crate::store::{Decision, Store};
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    live: Live,
+    keyring: Keyring,
+    core: Sessions,
+    isolated: tokio::sync::watch::Sender<bool>,
+    evict: tokio::sync::watch::Sender<bool>,
+}
+
+const ALICE: Requester<'static> = Requester {
+    token_id: "alice",
+    admin: false,
+};
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(
+        &format!("sqlite://{}?mode=rwc", dir.path().join("db").display()),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    store.migrate().await.unwrap();
+    store
+        .create_target("db", "127.0.0.1", 5432, false)
+        .await
+        .unwrap();
+    store
+        .create_target("prod", "127.0.0.1", 22, true)
+        .await
+        .unwrap();
+    let live = Live::Memory(MemoryLive::default());
+    let keyring = Keyring::parse(&Keyring::generate_file("k1")).unwrap();
+    let core = Sessions::new(
+        store.clone(),
+        live.clone(),
+        keyring.clone(),
+        Metrics::new("r1"),
+        SessionsConfig {
+            replica: "r1".into(),
+            live_session_ttl: Duration::from_secs(2),
+            poll: Duration::from_millis(50),
+            max_failed_renewals: 3,
+        },
+    );
+    World {
+        _dir: dir,
+        store,
+        live,
+        keyring,
+        core,
+        isolated: tokio::sync::watch::channel(false).0,
+        evict: tokio::sync::watch::channel(false).0,
+    }
+}
+
+impl World {
+    async fn status(&self, id: &str) -> (SessionStatus, Option<EndReason>) {
+        let row = self.core.get(id).await.unwrap().unwrap();
+        (row.status, row.end_reason)
+    }
+
+    async fn grant(&self, id: &str) -> Option<Grant> {
+        let signed = self.live.get(&session_key(id)).await.unwrap()?;
+        Some(
+            self.keyring
+                .verify(&signed, crate::store::now_ms())
+                .unwrap(),
+        )
+    }
+
+    fn watch(&self, active: Active) -> tokio::task::JoinHandle<EndReason> {
+        let core = self.core.clone();
+        let (i, e) = (self.isolated.subscribe(), self.evict.subscribe());
+        tokio::spawn(async move { core.watch(active, i, e).await })
+    }
+}
+
+#[tokio::test]
+async fn authorise_claim_end_runs_the_happy_path_once() {
+    let w = world().await;
+    let a = w.core.authorise("alice", "db").await.unwrap();
+    assert_eq!(a.status, SessionStatus::Authorized);
+    assert_eq!(w.status(&a.id).await, (SessionStatus::Authorized, None));
+    assert_eq!(w.grant(&a.id).await.unwrap().state, GrantState::Authorized);
+
+    let opening = w.core.open(&a.id, ALICE).await.unwrap();
+    assert_eq!(opening.grant().port, 5432);
+    let active = w.core.claim(opening).await.unwrap();
+    assert_eq!(w.status(&a.id).await.0, SessionStatus::Active);
+    let g = w.grant(&a.id).await.unwrap();
+    assert_eq!(g.state, GrantState::Active);
+    assert_eq!(g.replica.as_deref(), Some("r1"));
+    assert_eq!(active.id(), a.id);
+
+    // Claimed once: a second open sees the active grant, a second claim loses in the store.
+    assert!(matches!(
+        w.core.open(&a.id, ALICE).await,
+        Err(SessionError::InUse)
+    ));
+
+    w.core
+        .end(&a.id, EndReason::ClientClosed, Moved { up: 3, down: 5 })
+        .await;
+    let row = w.core.get(&a.id).await.unwrap().unwrap();
+    assert_eq!(row.status, SessionStatus::Ended);
+    assert_eq!(row.end_reason, Some(EndReason::ClientClosed));
+    assert_eq!((row.bytes_up, row.bytes_down), (3, 5));
+    assert!(w.grant(&a.id).await.is_none(), "live state dropped");
+    assert!(matches!(
+        w.core.open(&a.id, ALICE).await,
+        Err(SessionError::NoLiveGrant(_))
+    ));
+}
+
+#[tokio::test]
+async fn open_refuses_other_owners_unknown_targets_and_forged_state() {
+    let w = world().await;
+    assert!(matches!(
+        w.core.authorise("alice", "nope").await,
+        Err(SessionError::TargetNotFound(t)) if t == "nope"
+    ));
+    let a = w.core.authorise("alice", "db").await.unwrap();
+    let bob = Requester {
+        token_id: "bob",
+        admin: false,
+    };
+    assert!(matches!(
+        w.core.open(&a.id, bob).await,
+        Err(SessionError::NotYours)
+    ));
+    let admin = Requester {
+        token_id: "root",
+        admin: true,
+    };
+    assert!(w.core.open(&a.id, admin).await.is_ok());
+
+    // A grant signed by another key, and one copied under another session's key.
+    let other = Keyring::parse(&Keyring::generate_file("k1")).unwrap();
+    let mut g = w.grant(&a.id).await.unwrap();
+    w.live
+        .set(
+            &session_key(&a.id),
+            &other.sign(&g),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.core.open(&a.id, ALICE).await,
+        Err(SessionError::InvalidState(_))
+    ));
+    let b = w.core.authorise("alice", "db").await.unwrap();
+    g.session_id = b.id.clone();
+    w.live
+        .set(
+            &session_key(&a.id),
+            &w.keyring.sign(&g),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.core.open(&a.id, ALICE).await,
+        Err(SessionError::InvalidState(m)) if m.contains("another session")
+    ));
+}
+
+#[tokio::test]
+async fn approval_gates_the_session_and_is_decided_once_by_someone_else() {
+    let w = world().await;
+    let a = w.core.authorise("alice", "prod").await.unwrap();
+    assert_eq!(a.status, SessionStatus::Pending);
+    assert!(matches!(
+        w.core.open(&a.id, ALICE).await,
+        Err(SessionError::ApprovalPending)
+    ));
+    assert_eq!(w.core.pending().await.unwrap().len(), 1);
+    assert!(matches!(
+        w.core.decide(&a.id, Decision::Approved, "alice", "").await,
+        Err(SessionError::SelfApproval)
+    ));
+    let row = w
+        .core
+        .decide(&a.id, Decision::Approved, "carol", "ok")
+        .await
+        .unwrap();
+    assert_eq!(row.status, SessionStatus::Authorized);
+    assert_eq!(w.grant(&a.id).await.unwrap().state, GrantState::Authorized);
+    assert!(matches!(
+        w.core.decide(&a.id, Decision::Denied, "dave", "").await,
+        Err(SessionError::AlreadyDecided { decision: Decision::Approved, by, .. }) if by == "carol"
+    ));
+    assert!(w.core.open(&a.id, ALICE).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_decision_redis_missed_is_honoured_from_postgres() {
+    let w = world().await;
+    let a = w.core.authorise("alice", "prod").await.unwrap();
+    let pending = w.live.get(&session_key(&a.id)).await.unwrap().unwrap();
+    w.core
+        .decide(&a.id, Decision::Approved, "carol", "")
+        .await
+        .unwrap();
+    // Redis lost the decision's write (failover): the pending grant is back.
+    w.live
+        .set(&session_key(&a.id), &pending, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let opening = w.core.open(&a.id, ALICE).await.unwrap();
+    w.core.claim(opening).await.unwrap();
+    assert_eq!(w.status(&a.id).await.0, SessionStatus::Active);
+}
+
+#[tokio::test]
+async fn denial_ends_the_request_and_terminates_its_grant() {
+    let w = world().await;
+    let a = w.core.authorise("alice", "prod").await.unwrap();
+    let row = w
+        .core
+        .decide(&a.id, Decision::Denied, "carol", "no")
+        .await
+        .unwrap();
+    assert_eq!(row.status, SessionStatus::Ended);
+    assert_eq!(row.end_reason, Some(EndReason::Denied));
+    assert!(matches!(
+        w.core.open(&a.id, ALICE).await,
+        Err(SessionError::Terminated)
+    ));
+    assert!(matches!(
+        w.core.decide(&a.id, Decision::Approved, "dave", "").await,
+        Err(SessionError::AlreadyDecided { .. })
+    ));
+}
+
+#[tokio::test]
+async fn terminate_before_connect_ends_at_once_and_refuses_the_relay() {
+    let w = world().await;
+    let a = w.core.authorise("alice", "db").await.unwrap();
+    let row = w.core.terminate(&a.id, "root").await.unwrap();
+    assert_eq!(row.status, SessionStatus::Ended);
+    assert_eq!(row.end_reason, Some(EndReason::Terminated));
+    assert!(matches!(
+        w.core.open(&a.id, ALICE).await,
+        Err(SessionError::Terminated)
+    ));
+    assert!(matches!(
+        w.core.terminate("no-such-id", "root").await,
+        Err(SessionError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn terminate_between_open_and_claim_wins_and_ends_the_session() {
+    let w = world().await;
+    let a = w.core.authorise("alice", "db").await.unwrap();
+    let opening = w.core.open(&a.id, ALICE).await.unwrap();
+    w.core.terminate(&a.id, "root").await.unwrap();
+    // The row already ended, so the store refuses the claim.
+    assert!(matches!(
+        w.core.claim(opening).await,
+        Err(SessionError::InUse)
+    ));
+    assert_eq!(
+        w.status(&a.id).await,
+        (SessionStatus::Ended, Some(EndReason::Terminated))
+    );
+}
+
+#[tokio::test]
+async fn a_grant_changed_after_the_row_was_claimed_is_never_overwritten() {
+    let w = world().await;
+    let a = w.core.authorise("alice", "db").await.unwrap();
+    let opening = w.core.open(&a.id, ALICE).await.unwrap();
+    // Someone rewrote the live grant (e.g. a terminate that reached Redis only).
+    let mut g = w.grant(&a.id).await.unwrap();
+    g.state = GrantState::Terminated;
+    let terminated = w.keyring.sign(&g);
+    w.live
+        .set(&session_key(&a.id), &terminated, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.core.claim(opening).await,
+        Err(SessionError::Terminated)
+    ));
+    assert_eq!(
+        w.live.get(&session_key(&a.id)).await.unwrap().as_deref(),
+        Some(terminated.as_str())
+    );
+    assert_eq!(
+        w.status(&a.id).await,
+        (SessionStatus::Ended, Some(EndReason::Terminated))
+    );
+}
+
+#[tokio::test]
+async fn watch_renews_past_the_ttl_and_ends_on_terminate() {
+    let w = world().await;
+    let a = w.core.authorise("alice", "db").await.unwrap();
+    let active = w
+        .core
+        .claim(w.core.open(&a.id, ALICE).await.unwrap())
+        .await
+        .unwrap();
+    let first = w.grant(&a.id).await.unwrap().expires_at_ms;
+    let watcher = w.watch(active);
+    // Longer than the 2 s live TTL: renewals keep the grant.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!watcher.is_finished());
+    }
+    let later = w.grant(&a.id).await.expect("renewed past its TTL");
+    assert!(later.expires_at_ms > first + 500);
+    assert_eq!(later.state, GrantState::Active);
+
+    let row = w.core.terminate(&a.id, "root").await.unwrap();
+    assert_eq!(row.status, SessionStatus::Terminating);
+    let reason = tokio::time::timeout(Duration::from_secs(2), watcher)
+        .await
+        .expect("the relay ends within a few polls")
+        .unwrap();
+    assert_eq!(reason, EndReason::Terminated);
+    w.core.end(&a.id, reason, Moved::default()).await;
+    assert_eq!(
+        w.status(&a.id).await,
+        (SessionStatus::Ended, Some(EndReason::Terminated))
+    );
+}
+
+#[tokio::test]
+async fn watch_ends_on_state_loss_isolation_and_eviction() {
+    let w = world().await;
+    let start = async || {
+        let a = w.core.authorise("alice", "db").await.unwrap();
+        let active = w
+            .core
+            .claim(w.core.open(&a.id, ALICE).await.unwrap())
+            .await
+            .unwrap();
+        (a.id, w.watch(active))
+    };
+    let within = Duration::from_secs(2);
+
+    let (id, lost) = start().await;
+    w.live.del(&session_key(&id)).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(within, lost).await.unwrap().unwrap(),
+        EndReason::SessionStateLost
+    );
+
+    let (_, isolated) = start().await;
+    w.isolated.send_replace(true);
+    assert_eq!(
+        tokio::time::timeout(within, isolated)
+            .await
+            .unwrap()
+            .unwrap(),
+        EndReason::ReplicaIsolated
+    );
+    w.isolated.send_replace(false);
+
+    let (_, evicted) = start().await;
+    w.evict.send_replace(true);
+    assert_eq!(
+        tokio::time::timeout(within, evicted)
+            .await
+            .unwrap()
+            .unwrap(),
+        EndReason::Drained
+    );
+}
+
+#[tokio::test]
+async fn cleanup_marks_lost_and_expires_only_under_a_current_fence() {
+    let w = world().await;
+    let a = w.core.authorise("alice", "db").await.unwrap();
+    w.core
+        .claim(w.core.open(&a.id, ALICE).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(w.core.live_sessions().await.unwrap().len(), 1);
+    let epoch = w.store.fence_job("cleanup", "r2").await.unwrap();
+    assert!(
+        !w.core
+            .mark_lost(&a.id, "r1", "cleanup", epoch - 1)
+            .await
+            .unwrap(),
+        "a stale epoch changes nothing"
+    );
+    assert!(
+        w.core
+            .mark_lost(&a.id, "r1", "cleanup", epoch)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !w.core
+            .mark_lost(&a.id, "r1", "cleanup", epoch)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        w.status(&a.id).await,
+        (SessionStatus::Ended, Some(EndReason::ReplicaLost))
+    );
+    // Fresh authorisations are not expired yet.
+    let b = w.core.authorise("alice", "db").await.unwrap();
+    let p = w.core.authorise("alice", "prod").await.unwrap();
+    assert_eq!(w.core.expire_unused("cleanup", epoch).await.unwrap(), 0);
+    assert_eq!(w.status(&b.id).await.0, SessionStatus::Authorized);
+    assert_eq!(w.status(&p.id).await.0, SessionStatus::Pending);
+}
+
+#[tokio::test]
+async fn a_late_decision_on_an_expired_request_says_so() {
+    let w = world().await;
+    let a = w.core.authorise("alice", "prod").await.unwrap();
+    let epoch = w.store.fence_job("cleanup", "r1").await.unwrap();
+    // Expire everything older than "now + 1 ms".
+    let later = crate::store::now_ms() + 1 + APPROVAL_WINDOW_MS;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    w.store
+        .expire_unused_sessions(later - APPROVAL_WINDOW_MS, 0, "cleanup", epoch)
+        .await
+        .unwrap();
+    assert_eq!(
+        w.status(&a.id).await,
+        (SessionStatus::Ended, Some(EndReason::Expired))
+    );
+    assert!(matches!(
+        w.core.decide(&a.id, Decision::Approved, "carol", "").await,
+        Err(SessionError::ApprovalExpired(_))
+    ));
+}
