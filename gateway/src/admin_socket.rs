@@ -12,8 +12,7 @@ use axum::Router;
 use axum::extract::Query;
 use axum::routing::{get, post};
 
-use crate::api::system::{DrainQuery, drain_replica, drain_timeout, status_of};
-use crate::metrics::Metrics;
+use crate::api::system::{DrainQuery, drain_response, drain_timeout, status_of};
 use crate::replica::Replica;
 use crate::server::ServeError;
 
@@ -22,7 +21,6 @@ use crate::server::ServeError;
 pub fn serve(
     path: &Path,
     replica: Arc<Replica>,
-    metrics: Metrics,
 ) -> Result<tokio::task::JoinHandle<()>, ServeError> {
     let failed = |source| ServeError::AdminSocket {
         path: path.to_path_buf(),
@@ -43,11 +41,11 @@ pub fn serve(
         .route(
             "/v1/system/drain",
             post(move |Query(q): Query<DrainQuery>| {
-                let (replica, metrics) = (replica.clone(), metrics.clone());
+                let replica = replica.clone();
                 async move {
                     let timeout = drain_timeout(&q)?;
                     tracing::info!(event = "drain_requested", via = "admin_socket", timeout = ?timeout);
-                    Ok::<_, crate::api::ApiError>(drain_replica(&replica, &metrics, timeout).await)
+                    Ok::<_, crate::api::ApiError>(drain_response(replica.drain(timeout).await))
                 }
             }),
         );

@@ -391,37 +391,33 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Retries `op` while its error is retryable, until `deadline` has passed since the first try.
-/// Waits the server's `Retry-After` when given, else backs off from 200 ms to 2 s.
+/// Retries `op` while its error is retryable, until `deadline` has passed since the first try,
+/// with the client backoff of [`crate::retry::client`] (jittered, 200 ms to 2 s); waits the
+/// server's `Retry-After` when given (at most four times the current backoff).
 pub async fn with_retries<T, F, Fut>(
     deadline: Duration,
     mut on_retry: impl FnMut(&ClientError),
-    mut op: F,
+    op: F,
 ) -> Result<T, ClientError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ClientError>>,
 {
+    use backon::Retryable;
     let start = Instant::now();
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_retryable() && start.elapsed() < deadline => {
-                on_retry(&e);
-                let wait = match &e {
-                    ClientError::Api {
-                        retry_after: Some(s),
-                        ..
-                    } => Duration::from_secs(*s).min(backoff * 4),
-                    _ => backoff,
-                };
-                tokio::time::sleep(wait).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    op.retry(crate::retry::client(deadline))
+        .when(|e| e.is_retryable() && start.elapsed() < deadline)
+        .adjust(|e, backoff| {
+            backoff.map(|d| match e {
+                ClientError::Api {
+                    retry_after: Some(s),
+                    ..
+                } => Duration::from_secs(*s).min(d * 4),
+                _ => d,
+            })
+        })
+        .notify(|e, _| on_retry(e))
+        .await
 }
 
 /// Bytes moved by [`pump`].

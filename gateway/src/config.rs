@@ -68,7 +68,7 @@ pub struct ServeArgs {
     #[arg(long, env = "WG_HEALTH_INTERVAL", default_value = "1s")]
     pub health_interval: String,
     /// On SIGTERM, how long owned sessions may continue before they are closed recoverably.
-    #[arg(long, env = "WG_DRAIN_TIMEOUT", default_value = "270s")]
+    #[arg(long, env = "WG_DRAIN_TIMEOUT", default_value = crate::replica::DEFAULT_DRAIN_TIMEOUT_FLAG)]
     pub drain_timeout: String,
     /// Heartbeat age after which a replica counts as lost and its sessions end as replica_lost.
     #[arg(long, env = "WG_REPLICA_LOST_AFTER", default_value = "15s")]

@@ -1,7 +1,8 @@
 //! Identity and local, in-memory facts of this replica: its id and role, the drain state, and
 //! the relays it carries. Nothing here is durable: a replica can be lost and recycled freely.
 //!
-//! Drain: [`Replica::begin_drain`] flips the drain bit (readiness fails, new relays get 503) and
+//! Drain: [`Replica::drain`] is the one drain path (SIGTERM, the API and the local admin socket
+//! all call it). [`Replica::begin_drain`] flips the drain bit (readiness fails, new relays get 503) and
 //! sets an eviction window; [`Replica::wait_drained`] returns once every owned relay has ended,
 //! or at the window's end tells the remaining relays to close with a recoverable error and
 //! waits (bounded) for them to go.
@@ -12,6 +13,8 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
+
+use crate::metrics::Metrics;
 
 /// Which parts of the product this process serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -47,6 +50,32 @@ pub enum DrainOutcome {
     Evicted(i64),
 }
 
+impl DrainOutcome {
+    /// The `wg_drains_total` outcome label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DrainOutcome::Drained => "drained",
+            DrainOutcome::Evicted(_) => "evicted",
+        }
+    }
+}
+
+impl std::fmt::Display for DrainOutcome {
+    /// `drained` or `evicted=N`: the drain outcome header and log field.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DrainOutcome::Drained => f.write_str("drained"),
+            DrainOutcome::Evicted(n) => write!(f, "evicted={n}"),
+        }
+    }
+}
+
+/// How long a drain lets owned sessions continue when nobody says otherwise: the chart's 300 s
+/// termination grace minus margins for the preStop hook and the shutdown.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(270);
+/// [`DEFAULT_DRAIN_TIMEOUT`] as the `--drain-timeout`/`--timeout` flags spell it.
+pub const DEFAULT_DRAIN_TIMEOUT_FLAG: &str = "270s";
+
 /// How long evicted relays get to close before the drain reports anyway.
 const EVICTION_GRACE: Duration = Duration::from_secs(10);
 
@@ -62,11 +91,12 @@ pub struct Replica {
     relay_ended: Notify,
     deadline: Mutex<Option<Instant>>,
     evict: watch::Sender<bool>,
+    metrics: Metrics,
 }
 
 impl Replica {
-    /// A replica that is not draining and carries nothing.
-    pub fn new(id: impl Into<String>, role: Role) -> Arc<Self> {
+    /// A replica that is not draining and carries nothing; drains are counted in `metrics`.
+    pub fn new(id: impl Into<String>, role: Role, metrics: Metrics) -> Arc<Self> {
         Arc::new(Self {
             id: id.into(),
             role,
@@ -75,7 +105,23 @@ impl Replica {
             relay_ended: Notify::new(),
             deadline: Mutex::new(None),
             evict: watch::channel(false).0,
+            metrics,
         })
+    }
+
+    /// Drains this replica: readiness fails at once and new relays are refused; returns when
+    /// every owned session has ended, or when `timeout` passed and the rest were told to close
+    /// with a recoverable error. Idempotent: a second call joins the running drain (the earlier
+    /// deadline wins). Counted in `wg_draining` and `wg_drains_total{outcome}`.
+    pub async fn drain(&self, timeout: Duration) -> DrainOutcome {
+        let deadline = self.begin_drain(timeout);
+        self.metrics.draining.set(1);
+        let outcome = self.wait_drained(deadline).await;
+        self.metrics
+            .drains
+            .with_label_values(&[outcome.label()])
+            .inc();
+        outcome
     }
 
     /// True once a drain started.
@@ -165,7 +211,7 @@ mod tests {
 
     #[tokio::test]
     async fn drain_without_sessions_returns_at_once() {
-        let r = Replica::new("r", Role::All);
+        let r = Replica::new("r", Role::All, Metrics::new("t"));
         let d = r.begin_drain(Duration::from_secs(60));
         assert!(r.draining());
         assert_eq!(r.wait_drained(d).await, DrainOutcome::Drained);
@@ -173,7 +219,7 @@ mod tests {
 
     #[tokio::test]
     async fn drain_waits_for_sessions_to_end_by_themselves() {
-        let r = Replica::new("r", Role::All);
+        let r = Replica::new("r", Role::All, Metrics::new("t"));
         let g = r.relay_guard();
         let d = r.begin_drain(Duration::from_secs(60));
         let waiter = tokio::spawn({
@@ -192,7 +238,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn window_end_evicts_the_rest() {
-        let r = Replica::new("r", Role::All);
+        let r = Replica::new("r", Role::All, Metrics::new("t"));
         let g = r.relay_guard();
         let mut ev = r.evictions();
         let d = r.begin_drain(Duration::from_secs(5));
@@ -208,11 +254,39 @@ mod tests {
 
     #[tokio::test]
     async fn second_drain_joins_the_first_and_keeps_the_earlier_deadline() {
-        let r = Replica::new("r", Role::All);
+        let r = Replica::new("r", Role::All, Metrics::new("t"));
         let a = r.begin_drain(Duration::from_secs(10));
         let b = r.begin_drain(Duration::from_secs(600));
         assert_eq!(a, b);
         let c = r.begin_drain(Duration::from_secs(1));
         assert!(c < a);
+    }
+
+    #[tokio::test]
+    async fn drain_counts_every_caller_the_same_way() {
+        let m = Metrics::new("t");
+        let r = Replica::new("r", Role::All, m.clone());
+        assert_eq!(r.drain(Duration::from_secs(5)).await, DrainOutcome::Drained);
+        assert_eq!(m.draining.get(), 1);
+        assert_eq!(m.drains.with_label_values(&["drained"]).get(), 1);
+        let g = r.relay_guard();
+        let evict = tokio::spawn({
+            let r = r.clone();
+            async move { r.drain(Duration::from_millis(50)).await }
+        });
+        let mut ev = r.evictions();
+        ev.wait_for(|e| *e).await.unwrap();
+        drop(g);
+        let outcome = evict.await.unwrap();
+        assert_eq!(outcome.to_string(), "evicted=1");
+        assert_eq!(m.drains.with_label_values(&["evicted"]).get(), 1);
+    }
+
+    #[test]
+    fn the_default_drain_flag_says_the_default_drain_timeout() {
+        assert_eq!(
+            humantime::parse_duration(DEFAULT_DRAIN_TIMEOUT_FLAG).unwrap(),
+            DEFAULT_DRAIN_TIMEOUT
+        );
     }
 }

@@ -18,6 +18,18 @@ pub fn background(give_up: Duration) -> ExponentialBuilder {
         .with_total_delay(Some(give_up))
 }
 
+/// Backoff without an end, 200 ms doubling to 5 s, jittered: start-up waiting for a dependency
+/// (a replica started during an outage waits, answering `/readyz` 503, instead of
+/// crash-looping), and `wgctl` reconnecting a stream.
+pub fn forever() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+}
+
 /// Backoff for a client waiting on a server for at most `deadline` in total: 200 ms doubling to
 /// 2 s, jittered.
 pub fn client(deadline: Duration) -> ExponentialBuilder {

@@ -116,27 +116,24 @@ pub async fn connect_redis(
 }
 
 /// Runs `op` until it succeeds or fails with an error `unavailable` does not call transient,
-/// backing off from 200 ms to 5 s: start-up waits for dependencies instead of crash-looping.
+/// with the start-up backoff of [`crate::retry::forever`]: start-up waits for dependencies
+/// instead of crash-looping.
 async fn retry_while_unavailable<
     T,
     E: std::fmt::Display,
     Fut: std::future::Future<Output = Result<T, E>>,
 >(
     what: &str,
-    mut op: impl FnMut() -> Fut,
+    op: impl FnMut() -> Fut,
     unavailable: impl Fn(&E) -> bool,
 ) -> Result<T, E> {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match op().await {
-            Err(e) if unavailable(&e) => {
-                tracing::warn!(dependency = what, error = %e, retry_in = ?delay, "not reachable yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            other => return other,
-        }
-    }
+    use backon::Retryable;
+    op.retry(crate::retry::forever())
+        .when(unavailable)
+        .notify(|e, delay| {
+            tracing::warn!(dependency = what, error = %e, retry_in = ?delay, "not reachable yet");
+        })
+        .await
 }
 
 /// Serves HTTPS at once — `/healthz` answers 200 and `/readyz` 503 naming what start-up waits
@@ -150,18 +147,14 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let tls = RustlsConfig::from_config(Arc::new(crate::tls::server_config(&parts.tls)?));
-    let replica = Replica::new(parts.replica_id.clone(), parts.role);
+    let replica = Replica::new(parts.replica_id.clone(), parts.role, parts.metrics.clone());
     let health = HealthState::new(parts.isolation_grace);
     let phase = crate::api::StartPhase::new("waiting for redis");
     let app = crate::api::Starting::new(phase.clone());
     let handle = Handle::new();
     // The local admin socket works from the first moment: a preStop drain may come early.
     let admin_task = match &parts.admin_socket {
-        Some(path) => Some(crate::admin_socket::serve(
-            path,
-            replica.clone(),
-            parts.metrics.clone(),
-        )?),
+        Some(path) => Some(crate::admin_socket::serve(path, replica.clone())?),
         None => None,
     };
     let (startup_failed_tx, startup_failed) = tokio::sync::oneshot::channel::<ServeError>();
@@ -278,19 +271,11 @@ pub async fn run(
         })
     };
     let h = handle.clone();
-    let (drain_replica, metrics, drain_timeout) =
-        (replica.clone(), parts.metrics.clone(), parts.drain_timeout);
+    let (drain_replica, drain_timeout) = (replica.clone(), parts.drain_timeout);
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!(event = "shutdown_requested", drain_timeout = ?drain_timeout, "draining before shutdown");
-        let drained =
-            crate::api::system::drain_replica(&drain_replica, &metrics, drain_timeout).await;
-        let outcome = drained
-            .headers()
-            .get(crate::api::DRAIN_OUTCOME_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let outcome = drain_replica.drain(drain_timeout).await;
         if let Some(rec) = &flush {
             // Finished sessions' recordings go up now if they can; the rest stay spooled for
             // the next start.

@@ -232,7 +232,7 @@ pub enum SystemCommand {
     /// Returns once the replica is empty.
     Drain {
         /// Eviction window.
-        #[arg(long, default_value = "270s")]
+        #[arg(long, default_value = crate::replica::DEFAULT_DRAIN_TIMEOUT_FLAG)]
         timeout: humantime::Duration,
         /// Drain the replica on this machine through its admin socket.
         #[command(flatten)]
@@ -670,10 +670,12 @@ async fn approvals(
         }
         ApprovalsCommand::Watch { count, since } => {
             let mut seen = 0u64;
+            let mut backoff = backon::BackoffBuilder::build(crate::retry::forever());
             let mut last: Option<String> = since.map(|s| s.to_string());
             let quiet = !std::io::stderr().is_terminal();
             loop {
                 let resume = last.clone();
+                let seen_at_start = seen;
                 let r = client
                     .events("/v1/events", resume.as_deref(), |e| {
                         if e.id.is_some() {
@@ -707,7 +709,11 @@ async fn approvals(
                     Err(e) if e.is_retryable() => note(quiet, &e),
                     Err(e) => return Err(e),
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                if seen > seen_at_start {
+                    // The stream worked for a while: the next failure starts the backoff anew.
+                    backoff = backon::BackoffBuilder::build(crate::retry::forever());
+                }
+                tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(5))).await;
             }
         }
     }

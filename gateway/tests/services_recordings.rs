@@ -96,7 +96,7 @@ fn jobs(s: &Setup) -> Jobs {
         ),
         store: s.store.clone(),
         live,
-        replica: Replica::new("r0", Role::All),
+        replica: Replica::new("r0", Role::All, Metrics::new("r0")),
         metrics: Metrics::new("r0"),
         lease_ttl: Duration::from_secs(5),
         every: Duration::from_secs(1),
@@ -231,7 +231,7 @@ async fn leadership_ticks_across_replicas_and_never_overlaps() {
         .iter()
         .map(|id| Jobs {
             live: live.clone(),
-            replica: Replica::new(*id, Role::All),
+            replica: Replica::new(*id, Role::All, Metrics::new(id)),
             metrics: Metrics::new(id),
             lease_ttl: Duration::from_millis(600),
             max_hold: Duration::from_millis(800),

@@ -11,12 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, Caller};
-use crate::metrics::Metrics;
 use crate::replica::{DrainOutcome, Replica};
 use crate::token::Role;
 
-/// Drain timeout when the request does not name one (the chart's 300 s grace minus margins).
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(270);
+pub use crate::replica::DEFAULT_DRAIN_TIMEOUT;
 /// Header telling how a drain ended: `drained` or `evicted=N`.
 pub const DRAIN_OUTCOME_HEADER: &str = "wardengate-drain-outcome";
 
@@ -98,30 +96,14 @@ pub async fn drain(
             &format!("{timeout:?}"),
         )
         .await;
-    Ok(drain_replica(&st.replica, &st.metrics, timeout).await)
+    Ok(drain_response(st.replica.drain(timeout).await))
 }
 
-/// The one drain path behind the API, the local admin socket and SIGTERM's caller: flips
-/// readiness, waits for owned sessions up to `timeout`, closes the rest recoverably, and answers
-/// 204 with the outcome in [`DRAIN_OUTCOME_HEADER`].
-pub async fn drain_replica(replica: &Replica, metrics: &Metrics, timeout: Duration) -> Response {
-    let deadline = replica.begin_drain(timeout);
-    metrics.draining.set(1);
-    let outcome = replica.wait_drained(deadline).await;
-    let label = match outcome {
-        DrainOutcome::Drained => "drained".to_string(),
-        DrainOutcome::Evicted(n) => format!("evicted={n}"),
-    };
-    metrics
-        .drains
-        .with_label_values(&[if matches!(outcome, DrainOutcome::Drained) {
-            "drained"
-        } else {
-            "evicted"
-        }])
-        .inc();
+/// 204 with the drain's outcome in [`DRAIN_OUTCOME_HEADER`] (`drained` or `evicted=N`), for the
+/// API and the local admin socket.
+pub fn drain_response(outcome: DrainOutcome) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    if let Ok(v) = HeaderValue::from_str(&label) {
+    if let Ok(v) = HeaderValue::from_str(&outcome.to_string()) {
         resp.headers_mut().insert(DRAIN_OUTCOME_HEADER, v);
     }
     resp
