@@ -226,6 +226,25 @@ async fn api_errors_are_json_with_stable_codes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("target_unreachable"));
+    // wgctl authorised and dialled in one request: the attempt is in the history, ended.
+    let history: Vec<Value> = admin.get("/v1/sessions").await.unwrap();
+    let attempt = history
+        .iter()
+        .find(|s| s["target_name"] == "closed")
+        .expect("the failed attempt is recorded");
+    assert_eq!(attempt["status"], "ended", "{attempt}");
+    assert_eq!(attempt["end_reason"], "target_unreachable", "{attempt}");
+    // A target that needs an approver cannot be connected in one request.
+    admin
+        .call::<Value, Value>(
+            Method::POST,
+            "/v1/targets",
+            Some(&json!({"name": "guarded", "host": "127.0.0.1", "port": 1, "require_approval": true})),
+        )
+        .await
+        .unwrap();
+    let e = admin.open_target_relay("guarded").await.unwrap_err();
+    assert_eq!(code(e), (409, "approval_required".into()));
 }
 
 /// The relay's replica is gone before the target connection was made: the retry that

@@ -14,7 +14,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::api::ErrorBody;
-use crate::relay_protocol::{HALF_CLOSE, is_recoverable, relay_path};
+use crate::relay_protocol::{
+    HALF_CLOSE, SESSION_HEADER, is_recoverable, relay_path, target_relay_path,
+};
 use crate::tls::TlsError;
 use crate::tls_advice::{CertFailures, advising_client_config};
 
@@ -315,12 +317,25 @@ impl Client {
 
     /// Opens the relay WebSocket of session `id`.
     pub async fn open_relay(&self, id: &str) -> Result<RelayStream, ClientError> {
+        self.open_ws(&relay_path(id)).await.map(|(ws, _)| ws)
+    }
+
+    /// Authorises and opens a relay to `target` in one request (targets without approval; the
+    /// server answers 409 `approval_required` otherwise). Returns the relay and the session id.
+    pub async fn open_target_relay(
+        &self,
+        target: &str,
+    ) -> Result<(RelayStream, String), ClientError> {
+        let (ws, session) = self.open_ws(&target_relay_path(target)).await?;
+        let session =
+            session.ok_or_else(|| self.transport("the server did not name the session"))?;
+        Ok((ws, session))
+    }
+
+    /// Opens a relay WebSocket at `path`; also returns the session the server named, if any.
+    async fn open_ws(&self, path: &str) -> Result<(RelayStream, Option<String>), ClientError> {
         let token = self.token.as_ref().ok_or(ClientError::NoToken)?;
-        let url = format!(
-            "{}{}",
-            self.addr.replacen("https://", "wss://", 1),
-            relay_path(id)
-        );
+        let url = format!("{}{}", self.addr.replacen("https://", "wss://", 1), path);
         let mut req = url.into_client_request().map_err(|e| self.transport(e))?;
         let auth = format!("Bearer {token}")
             .parse()
@@ -331,7 +346,14 @@ impl Client {
             tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector));
         match tokio::time::timeout(Duration::from_secs(15), fut).await {
             Err(_) => Err(self.transport("relay handshake timed out")),
-            Ok(Ok((ws, _))) => Ok(ws),
+            Ok(Ok((ws, resp))) => {
+                let session = resp
+                    .headers()
+                    .get(SESSION_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from);
+                Ok((ws, session))
+            }
             Ok(Err(tungstenite::Error::Http(resp))) => {
                 let retry = retry_after(resp.headers());
                 let body = resp

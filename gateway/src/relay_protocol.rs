@@ -34,3 +34,12 @@ pub fn is_recoverable(code: u16) -> bool {
 pub fn relay_path(session_id: &str) -> String {
     format!("/v1/sessions/{session_id}/relay")
 }
+
+/// Relay path that authorises and connects a session to `target` in one request (targets that
+/// need no approval; others answer 409 `approval_required`).
+pub fn target_relay_path(target: &str) -> String {
+    format!("/v1/targets/{target}/relay")
+}
+
+/// Response header of the upgrade that names the session [`target_relay_path`] created.
+pub const SESSION_HEADER: &str = "wardengate-session";

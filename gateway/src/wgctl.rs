@@ -384,9 +384,11 @@ fn note(quiet: bool, e: &ClientError) {
     }
 }
 
-/// Authorises and relays one connection. Before the relay is established, retryable failures
-/// (a replica down, draining or isolated) retry through the load balancer on the same
-/// authorisation; afterwards a broken relay is reported, since a byte stream cannot resume.
+/// Authorises and relays one connection: in one request when the target needs no approval,
+/// else through `POST /v1/sessions` (waiting for an approver) and the session's relay. Before
+/// the relay is established, retryable failures (a replica down, draining or isolated) retry
+/// through the load balancer; afterwards a broken relay is reported, since a byte stream
+/// cannot resume.
 async fn relay_once<R, W>(
     client: &Client,
     target: &str,
@@ -399,8 +401,23 @@ where
     W: tokio::io::AsyncWrite + Unpin,
 {
     let quiet = !std::io::stderr().is_terminal();
-    let id = authorize(client, target, retry_for, quiet).await?;
-    let ws = with_retries(retry_for, |e| note(quiet, e), || client.open_relay(&id)).await?;
+    let direct = with_retries(
+        retry_for,
+        |e| note(quiet, e),
+        || client.open_target_relay(target),
+    )
+    .await;
+    let ws = match direct {
+        Ok((ws, _session)) => ws,
+        // Needs an approver (or an older server without the one-request relay).
+        Err(ClientError::Api { code, status, .. })
+            if code == "approval_required" || (status == 404 && code == "not_found") =>
+        {
+            let id = authorize(client, target, retry_for, quiet).await?;
+            with_retries(retry_for, |e| note(quiet, e), || client.open_relay(&id)).await?
+        }
+        Err(e) => return Err(e),
+    };
     pump(ws, input, output).await.map(|_| ())
 }
 

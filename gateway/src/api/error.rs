@@ -136,6 +136,7 @@ impl From<crate::session::SessionError> for ApiError {
         match e {
             E::TargetNotFound(_) => ApiError::not_found("target_not_found", message),
             E::NotFound(_) => ApiError::not_found("session_not_found", message),
+            E::ApprovalRequired(_) => ApiError::conflict("approval_required", message),
             E::NoLiveGrant(_) | E::ChangedWhileConnecting(_) => {
                 ApiError::new(StatusCode::GONE, "session_expired", message)
             }

@@ -92,7 +92,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             .route("/v1/recordings/{id}/verify", get(recordings::verify));
     }
     if state.replica.role.has_relay() {
-        r = r.route("/v1/sessions/{id}/relay", get(relay::relay));
+        r = r
+            .route("/v1/sessions/{id}/relay", get(relay::relay))
+            .route("/v1/targets/{name}/relay", get(relay::relay_target));
     }
     r.fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .layer(middleware::from_fn_with_state(

@@ -1,7 +1,9 @@
-//! `GET /v1/sessions/{id}/relay`: the WebSocket relay. Any replica can carry any authorised
+//! The WebSocket relay. `GET /v1/sessions/{id}/relay`: any replica can carry any authorised
 //! session: it reads the signed grant from Redis, dials the target, claims the session in
-//! Postgres (exactly one replica wins), then copies bytes both ways with back-pressure until
-//! either side ends, an operator terminates it, or this replica can no longer vouch for it.
+//! Postgres (exactly one replica wins). `GET /v1/targets/{name}/relay`: authorises and claims
+//! in one request, for targets without approval. Then bytes flow both ways with back-pressure
+//! until either side ends, an operator terminates it, or this replica can no longer vouch for
+//! it. Every lifecycle step goes through [`crate::session::Sessions`].
 
 use std::sync::Arc;
 
@@ -14,18 +16,70 @@ use tokio::net::TcpStream;
 
 use super::{ApiError, AppState, Caller};
 use crate::relay_protocol::*;
-use crate::session::{Active, EndReason, Moved, Requester};
+use crate::session::{Active, EndReason, Grant, Moved, Requester};
 use crate::store::now_ms;
 use crate::token::Role;
 
 const BUF: usize = 64 * 1024;
 
+/// `GET /v1/sessions/{id}/relay`: connects a session authorised before.
 pub async fn relay(
     State(st): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    refuse_new_relays(&st)?;
+    let opening = st
+        .sessions
+        .open(
+            &id,
+            Requester {
+                token_id: &caller.token_id,
+                admin: caller.role.allows(Role::Admin),
+            },
+        )
+        .await?;
+    let target = dial(&st, opening.grant()).await?;
+    let active = st.sessions.claim(opening).await?;
+    carry(st, active, target, ws).await
+}
+
+/// `GET /v1/targets/{name}/relay`: authorises and connects a session in one request, for a
+/// target that needs no approval (409 `approval_required` otherwise). The target is dialled
+/// while the session is written; the upgrade names the session in [`SESSION_HEADER`].
+pub async fn relay_target(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    refuse_new_relays(&st)?;
+    let direct = st.sessions.prepare_direct(&caller.token_id, &name).await?;
+    let (target, started) = tokio::join!(
+        dial(&st, direct.grant()),
+        st.sessions.start_direct(direct.clone())
+    );
+    let active = started?;
+    let target = match target {
+        Ok(t) => t,
+        Err(e) => {
+            st.sessions
+                .end(active.id(), EndReason::TargetUnreachable, Moved::default())
+                .await;
+            return Err(e);
+        }
+    };
+    let id = active.id().to_string();
+    let mut resp = carry(st, active, target, ws).await?;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(SESSION_HEADER, v);
+    }
+    Ok(resp)
+}
+
+/// New relays go elsewhere while this replica drains or is isolated (503, `Retry-After`).
+fn refuse_new_relays(st: &AppState) -> Result<(), ApiError> {
     if st.replica.draining() {
         return Err(ApiError::unavailable(
             "draining",
@@ -40,17 +94,11 @@ pub async fn relay(
             1,
         ));
     }
-    let opening = st
-        .sessions
-        .open(
-            &id,
-            Requester {
-                token_id: &caller.token_id,
-                admin: caller.role.allows(Role::Admin),
-            },
-        )
-        .await?;
-    let grant = opening.grant().clone();
+    Ok(())
+}
+
+/// Dials the grant's target within the dial timeout (502 `target_unreachable` otherwise).
+async fn dial(st: &AppState, grant: &Grant) -> Result<TcpStream, ApiError> {
     let target = tokio::time::timeout(
         st.dial_timeout,
         TcpStream::connect((grant.host.as_str(), grant.port)),
@@ -69,7 +117,19 @@ pub async fn relay(
         )
     })?;
     let _ = target.set_nodelay(true);
-    let active = st.sessions.claim(opening).await?;
+    Ok(target)
+}
+
+/// Starts the recording (when on) and upgrades to the relay of an active session. A session
+/// that cannot be recorded while recording is on is refused, never carried unrecorded.
+async fn carry(
+    st: Arc<AppState>,
+    active: Active,
+    target: TcpStream,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let id = active.id().to_string();
+    let grant = active.grant();
     let recorder = match &st.recordings {
         None => None,
         Some(rec) => {
@@ -89,7 +149,6 @@ pub async fn relay(
             match started {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    // No unrecorded sessions when recording is on.
                     tracing::error!(session = %id, error = %e, "cannot record the session; refusing it");
                     st.sessions
                         .end(&id, EndReason::RecordingUnavailable, Moved::default())

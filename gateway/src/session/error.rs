@@ -13,6 +13,9 @@ pub enum SessionError {
     /// No target by that name.
     #[error("no target named `{0}`")]
     TargetNotFound(String),
+    /// The target needs an approver: authorise with `POST /v1/sessions` and wait.
+    #[error("target `{0}` requires approval; request a session and wait for an approver")]
+    ApprovalRequired(String),
     /// No session by that id (or not one the caller may see).
     #[error("no session `{0}`")]
     NotFound(String),

@@ -12,6 +12,7 @@
 //! | `decide` approve   | `pending`                  | `authorized`                     | `Authorized`, 10 min from the decision  | `approval.approved`   |
 //! | `decide` deny      | `pending`                  | `ended` (`denied`)               | `Terminated`                            | `approval.denied`     |
 //! | `claim`            | `authorized`               | `active` (replica, started_at)   | `Active`, CAS on the grant `open` read  | `session.started`     |
+//! | `start_direct`     | — (no approval needed)     | `active` (replica, started_at)   | `Active` (authorised and claimed at once) | `session.started`   |
 //! | `watch` (renew)    | `active`                   | `active`                         | `Active` re-signed, CAS on last write   | —                     |
 //! | `terminate`        | `pending`/`authorized`     | `ended` (`terminated`)           | `Terminated` 60 s                       | `session.terminated`  |
 //! | `terminate`        | `active`                   | `terminating`                    | `Terminated` 60 s: the relay ends       | `session.terminated`  |

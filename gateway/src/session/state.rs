@@ -137,6 +137,8 @@ pub enum EndReason {
     RecordingUnavailable,
     /// The WebSocket upgrade failed after the session was claimed.
     UpgradeFailed,
+    /// The target did not answer a session authorised and claimed in one request.
+    TargetUnreachable,
     /// A value this version does not know (a newer version wrote it).
     #[serde(other)]
     Unknown,
@@ -144,7 +146,7 @@ pub enum EndReason {
 
 impl EndReason {
     /// Every reason this version writes (for metrics pre-registration and tests).
-    pub const ALL: [EndReason; 11] = [
+    pub const ALL: [EndReason; 12] = [
         Self::ClientClosed,
         Self::TargetClosed,
         Self::Terminated,
@@ -156,6 +158,7 @@ impl EndReason {
         Self::Drained,
         Self::RecordingUnavailable,
         Self::UpgradeFailed,
+        Self::TargetUnreachable,
     ];
 
     /// The stored text (also the metric label).
@@ -172,6 +175,7 @@ impl EndReason {
             Self::Drained => "drained",
             Self::RecordingUnavailable => "recording_unavailable",
             Self::UpgradeFailed => "upgrade_failed",
+            Self::TargetUnreachable => "target_unreachable",
             Self::Unknown => "unknown",
         }
     }

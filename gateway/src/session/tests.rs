@@ -448,3 +448,46 @@ async fn a_late_decision_on_an_expired_request_says_so() {
         Err(SessionError::ApprovalExpired(_))
     ));
 }
+
+#[tokio::test]
+async fn direct_sessions_start_active_and_approval_targets_are_refused() {
+    let w = world().await;
+    assert!(matches!(
+        w.core.prepare_direct("alice", "prod").await,
+        Err(SessionError::ApprovalRequired(t)) if t == "prod"
+    ));
+    assert!(matches!(
+        w.core.prepare_direct("alice", "nope").await,
+        Err(SessionError::TargetNotFound(_))
+    ));
+    let direct = w.core.prepare_direct("alice", "db").await.unwrap();
+    let id = direct.grant().session_id.clone();
+    assert!(
+        w.core.get(&id).await.unwrap().is_none(),
+        "prepare changes nothing"
+    );
+    let active = w.core.start_direct(direct).await.unwrap();
+    let row = w.core.get(&id).await.unwrap().unwrap();
+    assert_eq!(row.status, SessionStatus::Active);
+    assert_eq!(row.replica.as_deref(), Some("r1"));
+    assert!(row.started_at.is_some());
+    let g = w.grant(&id).await.unwrap();
+    assert_eq!(
+        (g.state, g.replica.as_deref()),
+        (GrantState::Active, Some("r1"))
+    );
+    // It is a session like any other: another relay cannot take it, terminate ends it.
+    assert!(matches!(
+        w.core.open(&id, ALICE).await,
+        Err(SessionError::InUse)
+    ));
+    let watcher = w.watch(active);
+    w.core.terminate(&id, "root").await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(2), watcher)
+            .await
+            .unwrap()
+            .unwrap(),
+        EndReason::Terminated
+    );
+}

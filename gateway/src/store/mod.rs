@@ -522,12 +522,13 @@ impl Store {
 
     // ---- sessions ----
 
-    /// Records a new session (authorised or pending approval).
+    /// Records a new session: authorised, pending approval, or already active on the replica
+    /// that authorised and claimed it in one request.
     pub async fn create_session(&self, s: &SessionRow) -> Result<(), StoreError> {
         self.run(async |c| {
             self.query(
-                "INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, created_at, \
+                 replica, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(&s.id)
             .bind(&s.token_id)
@@ -537,6 +538,8 @@ impl Store {
             .bind(s.port)
             .bind(s.status)
             .bind(s.created_at)
+            .bind(&s.replica)
+            .bind(s.started_at)
             .execute(&mut *c).await})
         .await
         .map(|_| ())
