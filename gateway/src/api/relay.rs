@@ -266,6 +266,9 @@ async fn run(
     if let Some(r) = recorder.clone() {
         r.finish(end.as_str(), up, down);
     }
+    // Recorded before the client hears the close, so a client that asks right after sees the
+    // session ended (the core bounds the wait).
+    st.sessions.end(&id, end, Moved { up, down }).await;
     let (code, why) = close_frame(end);
     let _ = ws_tx
         .send(Message::Close(Some(CloseFrame {
@@ -274,7 +277,6 @@ async fn run(
         })))
         .await;
     let _ = ws_tx.close().await;
-    st.sessions.end(&id, end, Moved { up, down }).await;
     drop(_guard);
     st.metrics.sessions_active.set(st.replica.relays());
 }

@@ -148,6 +148,10 @@ struct Inner {
     config: SessionsConfig,
 }
 
+/// How long [`Sessions::end`] waits for Postgres to record an end before retrying in the
+/// background.
+pub const END_RECORD_WAIT: Duration = Duration::from_secs(1);
+
 fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
 }
@@ -662,9 +666,10 @@ impl Sessions {
         }
     }
 
-    /// Ends a session this replica claimed: counts it, records it in Postgres (retried in the
-    /// background with jittered backoff for up to an hour when Postgres is unreachable — an
-    /// isolated replica must not lose history), emits `session.ended` and drops its live state.
+    /// Ends a session this replica claimed: counts it, records it in Postgres (waiting at most
+    /// [`END_RECORD_WAIT`], then retried in the background with jittered backoff for up to an
+    /// hour — an isolated replica must not lose history), emits `session.ended` and drops its
+    /// live state. Call it before telling the client the session is over.
     pub async fn end(&self, id: &str, reason: EndReason, moved: Moved) {
         let m = &self.inner.metrics;
         m.relay_bytes.with_label_values(&["up"]).inc_by(moved.up);
@@ -684,7 +689,16 @@ impl Sessions {
                 }
             }
         };
-        if let Err(e) = record().await {
+        // Bounded: a caller closes its client right after (so one that asks next sees the
+        // session ended), and a replica cut off from Postgres must still close promptly.
+        let first = tokio::time::timeout(END_RECORD_WAIT, record())
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::store::StoreError::Unavailable(format!(
+                    "no answer within {END_RECORD_WAIT:?}"
+                )))
+            });
+        if let Err(e) = first {
             tracing::warn!(session = %id, error = %e, "could not record the end of a session yet; retrying in the background");
             let id = id.to_string();
             tokio::spawn(async move {
