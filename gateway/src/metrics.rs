@@ -83,9 +83,9 @@ impl Metrics {
             http_requests: IntCounterVec::new(
                 Opts::new(
                     "wg_http_requests_total",
-                    "HTTP requests served, by method and status code",
+                    "HTTP requests served, by method, matched route and status code",
                 ),
-                &["method", "code"],
+                &["method", "route", "code"],
             )
             .unwrap_or_else(|_| unreachable_metric()),
             relay_bytes: IntCounterVec::new(

@@ -15,6 +15,8 @@ use crate::replica::{DrainOutcome, Replica};
 use crate::token::Role;
 
 pub use crate::replica::DEFAULT_DRAIN_TIMEOUT;
+/// The longest drain a request may ask for (a day; the deadline must stay representable).
+pub const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// Header telling how a drain ended: `drained` or `evicted=N`.
 pub const DRAIN_OUTCOME_HEADER: &str = "wardengate-drain-outcome";
 
@@ -68,12 +70,20 @@ pub struct DrainQuery {
 pub fn drain_timeout(q: &DrainQuery) -> Result<Duration, ApiError> {
     match q.timeout.as_deref() {
         None => Ok(DEFAULT_DRAIN_TIMEOUT),
-        Some(t) => humantime::parse_duration(t).map_err(|e| {
-            ApiError::bad_request(
+        Some(t) => match humantime::parse_duration(t) {
+            Ok(d) if d <= MAX_DRAIN_TIMEOUT => Ok(d),
+            Ok(_) => Err(ApiError::bad_request(
+                "invalid_timeout",
+                format!(
+                    "timeout `{t}` is longer than the maximum {}; use e.g. 90s or 10m",
+                    humantime::format_duration(MAX_DRAIN_TIMEOUT)
+                ),
+            )),
+            Err(e) => Err(ApiError::bad_request(
                 "invalid_timeout",
                 format!("timeout `{t}`: {e}; use e.g. 90s or 10m"),
-            )
-        }),
+            )),
+        },
     }
 }
 
@@ -107,4 +117,33 @@ pub fn drain_response(outcome: DrainOutcome) -> Response {
         resp.headers_mut().insert(DRAIN_OUTCOME_HEADER, v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(t: &str) -> DrainQuery {
+        DrainQuery {
+            timeout: Some(t.into()),
+        }
+    }
+
+    #[test]
+    fn drain_timeouts_are_bounded_and_explained() {
+        assert_eq!(
+            drain_timeout(&DrainQuery { timeout: None }).unwrap(),
+            DEFAULT_DRAIN_TIMEOUT
+        );
+        assert_eq!(drain_timeout(&q("90s")).unwrap(), Duration::from_secs(90));
+        assert_eq!(drain_timeout(&q("24h")).unwrap(), MAX_DRAIN_TIMEOUT);
+        // Once an `Instant` overflow (a panic in the handler).
+        let e = drain_timeout(&q("500000000years")).unwrap_err();
+        assert_eq!(e.body.code, "invalid_timeout");
+        assert!(e.body.message.contains("maximum"), "{}", e.body.message);
+        assert_eq!(
+            drain_timeout(&q("soon")).unwrap_err().body.code,
+            "invalid_timeout"
+        );
+    }
 }
