@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::{Duration, Instant};
+
 use reqwest::Method;
 use serde_json::Value;
 use wardengate_e2e::Fleet;
@@ -79,4 +81,208 @@ async fn an_absurd_drain_timeout_is_refused_not_a_panic() {
     }
     let status: Value = client.get("/v1/system/status").await.unwrap();
     assert_eq!(status["draining"], false, "{status}");
+}
+
+/// A TLS connection to replica 0 of `fleet`, handshake done, nothing sent yet.
+async fn tls_connect(fleet: &Fleet) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let ca = std::fs::read_to_string(&fleet.wgctl_env()[1].1).unwrap();
+    let config = wardengate::tls::client_config(&ca).unwrap();
+    let addr = fleet.replica_addr(0);
+    let hostport = addr.trim_start_matches("https://");
+    let tcp = tokio::net::TcpStream::connect(hostport).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+/// How long until the server closes `s` (reads until EOF or error), at most `within`.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    within: Duration,
+) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let start = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(within.saturating_sub(start.elapsed()), s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Slowloris: connections that never finish the TLS handshake, that dribble a request's headers
+/// one byte a second, or that sit idle after a request are all closed within the header-read
+/// timeout, while a legitimate client is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_clients_are_cut_at_the_header_read_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Postgres::start().unwrap();
+    let redis = RedisServer::start().unwrap();
+    let fleet = Fleet::start(1, &pg.url(), &redis.url(), &["--header-read-timeout", "2s"])
+        .await
+        .unwrap();
+    let hostport = fleet
+        .replica_addr(0)
+        .trim_start_matches("https://")
+        .to_string();
+    let bound = Duration::from_secs(6);
+
+    // No handshake at all.
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(tokio::net::TcpStream::connect(&hostport).await.unwrap());
+    }
+    // Headers dribbled one byte a second.
+    let dribbler = tokio::spawn({
+        let mut s = tls_connect(&fleet).await;
+        async move {
+            let start = Instant::now();
+            for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa" {
+                if s.write_all(&[*b]).await.is_err() || s.flush().await.is_err() {
+                    return Some(start.elapsed());
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            None
+        }
+    });
+    // Idle after one request on a kept-alive connection.
+    let mut idle = tls_connect(&fleet).await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    // A legitimate client is served meanwhile.
+    let client = fleet.client_for(0);
+    for _ in 0..5 {
+        let health = client.get_text("/healthz").await.unwrap();
+        assert!(health.contains("\"ok\""), "{health}");
+    }
+    for s in &mut silent {
+        let t = closed_within(s, bound).await;
+        assert!(
+            t.is_some(),
+            "a connection without a handshake was kept open"
+        );
+    }
+    let t = closed_within(&mut idle, bound).await;
+    assert!(t.is_some(), "an idle kept-alive connection was kept open");
+    let cut = tokio::time::timeout(Duration::from_secs(40), dribbler)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        cut.is_some_and(|t| t <= bound),
+        "a client dribbling headers was served for {cut:?}"
+    );
+}
+
+/// The connection cap: beyond `--max-connections` a new connection is closed at accept (at
+/// once, not after the handshake timeout), counted in `wg_connections_refused_total`, and
+/// service resumes as soon as held connections go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_beyond_the_cap_are_closed_at_accept() {
+    let pg = Postgres::start().unwrap();
+    let redis = RedisServer::start().unwrap();
+    let fleet = Fleet::start(
+        1,
+        &pg.url(),
+        &redis.url(),
+        &["--max-connections", "8", "--header-read-timeout", "3s"],
+    )
+    .await
+    .unwrap();
+    let hostport = fleet
+        .replica_addr(0)
+        .trim_start_matches("https://")
+        .to_string();
+    let client = fleet.client_for(0);
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(tokio::net::TcpStream::connect(&hostport).await.unwrap());
+    }
+    let mut extra = tokio::net::TcpStream::connect(&hostport).await.unwrap();
+    let t = closed_within(&mut extra, Duration::from_secs(2)).await;
+    assert!(
+        t.is_some_and(|t| t < Duration::from_secs(2)),
+        "the connection over the cap was not closed at accept: {t:?}"
+    );
+    drop(held);
+    // Places free again: served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.get_text("/healthz").await {
+            Ok(t) if t.contains("\"ok\"") => break,
+            other => assert!(Instant::now() < deadline, "not served again: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = fleet
+        .metric(0, "wg_connections_refused_total")
+        .await
+        .unwrap_or_default();
+    assert!(refused >= 1.0, "refusals not counted: {refused}");
+}
+
+/// A request that outlives `--request-timeout` (here: the targets table locked by another
+/// transaction) is answered 503 `request_timeout` with `Retry-After` at the deadline, while the
+/// long-lived routes (the event stream) are exempt and stay open past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_requests_end_at_the_request_timeout_but_streams_do_not() {
+    let pg = Postgres::start().unwrap();
+    let redis = RedisServer::start().unwrap();
+    let fleet = Fleet::start(1, &pg.url(), &redis.url(), &["--request-timeout", "1s"])
+        .await
+        .unwrap();
+    let client = fleet.client_for(0);
+    let _: Value = client.get("/v1/targets").await.unwrap();
+
+    let port = pg.port();
+    let locker = std::thread::spawn(move || {
+        wardengate_testkit::postgres::psql(
+            port,
+            "BEGIN; LOCK TABLE targets IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;",
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pg
+        .sql("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'targets' AND l.mode = 'AccessExclusiveLock' AND l.granted")
+        .unwrap()
+        .contains('1')
+    {
+        assert!(Instant::now() < deadline, "the lock was never taken");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let start = Instant::now();
+    let e = client.get::<Value>("/v1/targets").await.unwrap_err();
+    let took = start.elapsed();
+    match e {
+        wardengate::client::ClientError::Api {
+            status,
+            code,
+            retry_after,
+            ..
+        } => {
+            assert_eq!((status, code.as_str()), (503, "request_timeout"));
+            assert!(retry_after.is_some());
+        }
+        other => panic!("{other}"),
+    }
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered after {took:?}"
+    );
+
+    // The event stream outlives the request timeout: still open after 2.5 s.
+    let r = tokio::time::timeout(
+        Duration::from_millis(2500),
+        client.events("/v1/events", None, |_| true),
+    )
+    .await;
+    assert!(r.is_err(), "the event stream ended: {r:?}");
+    locker.join().unwrap().unwrap();
 }

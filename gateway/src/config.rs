@@ -85,6 +85,16 @@ pub struct ServeArgs {
     /// unless set; the operator sets it for the preStop hook.
     #[arg(long, env = "WG_ADMIN_SOCKET")]
     pub admin_socket: Option<PathBuf>,
+    /// Open connections this replica accepts at once on 8443 (more are closed at accept). A
+    /// relayed session holds one; its process needs about three file descriptors per session.
+    #[arg(long, env = "WG_MAX_CONNECTIONS", default_value_t = crate::limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Deadline for a client's TLS handshake, its first request, and each request's headers.
+    #[arg(long, env = "WG_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub header_read_timeout: String,
+    /// Deadline for a non-streaming API request (relays and event streams are exempt).
+    #[arg(long, env = "WG_REQUEST_TIMEOUT", default_value = "30s")]
+    pub request_timeout: String,
 }
 
 /// A configuration error naming what to fix.
@@ -147,6 +157,8 @@ pub struct ServeConfig {
     pub live_session_ttl: Duration,
     /// Local admin socket.
     pub admin_socket: Option<PathBuf>,
+    /// Connection and request bounds of 8443.
+    pub limits: crate::limits::Limits,
 }
 
 /// Parses a human duration (`5s`, `250ms`, `10m`) bounded to `[min, max]`.
@@ -321,6 +333,32 @@ impl ServeArgs {
             (health_interval.max(Duration::from_millis(500)) * 3).max(Duration::from_secs(2)),
             Duration::from_secs(3600),
         )?;
+        let limits = crate::limits::Limits {
+            max_connections: match self.max_connections {
+                0 => {
+                    return Err(err(
+                        "max-connections",
+                        "WG_MAX_CONNECTIONS",
+                        "must be at least 1",
+                    ));
+                }
+                n => n,
+            },
+            header_read_timeout: parse_duration(
+                "header-read-timeout",
+                "WG_HEADER_READ_TIMEOUT",
+                &self.header_read_timeout,
+                Duration::from_millis(100),
+                Duration::from_secs(600),
+            )?,
+            request_timeout: parse_duration(
+                "request-timeout",
+                "WG_REQUEST_TIMEOUT",
+                &self.request_timeout,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+            )?,
+        };
         let replica_id = match &self.replica_id {
             Some(id) if !id.trim().is_empty() => id.trim().to_string(),
             Some(_) => return Err(err("replica-id", "WG_REPLICA_ID", "must not be empty")),
@@ -359,6 +397,7 @@ impl ServeArgs {
             replica_lost_after,
             live_session_ttl,
             admin_socket: self.admin_socket.clone(),
+            limits,
         })
     }
 }

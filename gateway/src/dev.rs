@@ -191,6 +191,7 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         drain_timeout: Duration::from_secs(5),
         replica_lost_after: Duration::from_secs(15),
         live_session_ttl: crate::session::DEFAULT_LIVE_SESSION_TTL,
+        limits: crate::limits::Limits::default(),
         admin_socket: None,
         ready: Some(ready_tx),
     };

@@ -8,6 +8,7 @@ pub mod config;
 pub mod dev;
 pub mod health;
 pub mod jobs;
+pub mod limits;
 pub mod live;
 pub mod logging;
 pub mod metrics;

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub draining: IntGauge,
     /// Drains finished, by outcome (`drained`, `evicted`).
     pub drains: IntCounterVec,
+    /// Connections closed at accept because the connection cap was reached.
+    pub connections_refused: IntCounter,
     /// Outbox events published to subscribers by the fan-out job on this replica.
     pub events_published: IntCounter,
     /// Lease changes of background jobs on this replica, by job and change (`acquired`, `lost`).
@@ -103,6 +105,11 @@ impl Metrics {
             .unwrap_or_else(|_| unreachable_metric()),
             draining: IntGauge::new("wg_draining", "1 while this replica drains")
                 .unwrap_or_else(|_| unreachable_metric()),
+            connections_refused: IntCounter::new(
+                "wg_connections_refused_total",
+                "Connections closed at accept because --max-connections were open",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
             drains: IntCounterVec::new(
                 Opts::new("wg_drains_total", "Drains finished, by outcome"),
                 &["outcome"],
@@ -157,6 +164,7 @@ impl Metrics {
             Box::new(m.relays_ended.clone()),
             Box::new(m.draining.clone()),
             Box::new(m.drains.clone()),
+            Box::new(m.connections_refused.clone()),
             Box::new(m.events_published.clone()),
             Box::new(m.lease_changes.clone()),
             Box::new(m.job_lease_held.clone()),

@@ -95,6 +95,8 @@ pub struct Parts {
     pub live_session_ttl: Duration,
     /// Local admin socket (drain and status without a token), if any.
     pub admin_socket: Option<std::path::PathBuf>,
+    /// Connection and request bounds of the listener.
+    pub limits: crate::limits::Limits,
     /// Told once the full API serves (dev prints its instructions then).
     pub ready: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -166,6 +168,7 @@ pub async fn run(
             app.clone(),
             parts.metrics.clone(),
         );
+        let request_timeout = parts.limits.request_timeout;
         let Parts {
             recordings,
             recording_seal_after,
@@ -261,6 +264,7 @@ pub async fn run(
                 dial_timeout: Duration::from_secs(10),
                 sessions,
                 recordings,
+                request_timeout,
             });
             app.ready(router(state));
             tracing::info!(event = "ready_to_serve", replica = %replica.id);
@@ -285,14 +289,29 @@ pub async fn run(
         h.graceful_shutdown(Some(Duration::from_secs(10)));
     });
     tracing::info!(event = "serving", listen = %parts.listen, replica = %replica.id, role = ?replica.role);
-    // TCP_NODELAY on accepted connections: without it a handshake's small writes wait for
-    // delayed ACKs (about 40 ms per session setup on Linux).
+    let limits = parts.limits;
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
-        .acceptor(axum_server::accept::NoDelayAcceptor::new());
-    let serving = axum_server::bind(parts.listen)
+        .handshake_timeout(limits.header_read_timeout)
+        .acceptor(crate::limits::CappedAcceptor::new(
+            limits.max_connections,
+            parts.metrics.connections_refused.clone(),
+        ));
+    let mut server = axum_server::bind(parts.listen)
         .acceptor(acceptor)
         .handle(handle.clone())
-        .serve(app.into_make_service());
+        .first_request_timeout(limits.header_read_timeout);
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    server
+        .http_builder()
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(crate::limits::HTTP2_KEEPALIVE)
+        .keep_alive_timeout(crate::limits::HTTP2_KEEPALIVE);
+    let serving = server.serve(app.into_make_service());
     let result = tokio::select! {
         r = serving => r.map_err(|source| ServeError::Listen {
             addr: parts.listen,

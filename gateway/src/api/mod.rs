@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 pub use approvals::DecisionResult;
@@ -56,18 +56,22 @@ pub struct AppState {
     pub sessions: crate::session::Sessions,
     /// Recording storage, when sessions are recorded.
     pub recordings: Option<crate::recording::Recordings>,
+    /// Deadline of a non-streaming request.
+    pub request_timeout: Duration,
 }
 
-/// Builds the router for `state`'s role.
+/// Builds the router for `state`'s role. Every request but the long-lived ones (relays, the
+/// event stream, a drain that waits for sessions) must finish within the request timeout.
 pub fn router(state: Arc<AppState>) -> Router {
-    let mut r = Router::new()
+    let mut bounded = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/v1/system/status", get(system::status))
-        .route("/v1/system/drain", axum::routing::post(system::drain));
+        .route("/v1/system/status", get(system::status));
+    let mut long_lived =
+        Router::new().route("/v1/system/drain", axum::routing::post(system::drain));
     if state.replica.role.has_api() {
-        r = r
+        bounded = bounded
             .route("/v1/targets", get(targets::list).post(targets::create))
             .route(
                 "/v1/targets/{name}",
@@ -88,20 +92,43 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "/v1/approvals/{id}/deny",
                 axum::routing::post(approvals::deny),
             )
-            .route("/v1/events", get(events::stream))
             .route("/v1/recordings/{id}/verify", get(recordings::verify));
+        long_lived = long_lived.route("/v1/events", get(events::stream));
     }
     if state.replica.role.has_relay() {
-        r = r
+        long_lived = long_lived
             .route("/v1/sessions/{id}/relay", get(relay::relay))
             .route("/v1/targets/{name}/relay", get(relay::relay_target));
     }
+    let r = bounded
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_deadline,
+        ))
+        .merge(long_lived);
     r.fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
         ))
         .with_state(state)
+}
+
+/// Answers 503 `request_timeout` (with `Retry-After`) when a request outlives the request
+/// timeout, instead of holding the connection.
+async fn request_deadline(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(st.request_timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::unavailable(
+            "request_timeout",
+            format!(
+                "the request took longer than {}; retry",
+                humantime::format_duration(st.request_timeout)
+            ),
+            1,
+        )
+        .into_response(),
+    }
 }
 
 /// Counts requests by a fixed method set, the matched route template and the status: labels

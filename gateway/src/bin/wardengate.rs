@@ -66,6 +66,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: cfg.drain_timeout,
         replica_lost_after: cfg.replica_lost_after,
         live_session_ttl: cfg.live_session_ttl,
+        limits: cfg.limits,
         admin_socket: cfg.admin_socket,
         ready: None,
     };

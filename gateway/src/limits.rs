@@ -1,0 +1,167 @@
+//! Bounds on what a client can hold before (and without) authenticating: a per-replica cap on
+//! open connections, the TLS handshake and first-request deadlines, HTTP/1 header-read and
+//! HTTP/2 keep-alive timeouts, and a deadline on every non-streaming request. Assume a hostile
+//! network in front of 8443: a slow client must not exhaust a replica or fail its probes.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Default `--max-connections`: room for 10,000 relayed sessions plus API traffic.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// Default `--header-read-timeout`: the TLS handshake, the first request and every request's
+/// headers must arrive within it.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `--request-timeout` for non-streaming API requests.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2 keep-alive ping interval (and how long a ping may go unanswered).
+pub const HTTP2_KEEPALIVE: Duration = Duration::from_secs(20);
+
+/// The limits of one listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections this replica accepts at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Deadline for the TLS handshake, the first request, and each request's headers.
+    pub header_read_timeout: Duration,
+    /// Deadline for a non-streaming request (relays and event streams are exempt).
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// Accepts a TCP connection only while fewer than the cap are open (closing it at once
+/// otherwise), and sets `TCP_NODELAY`: without it a handshake's small writes wait for delayed
+/// ACKs (about 40 ms per session setup on Linux).
+#[derive(Debug, Clone)]
+pub struct CappedAcceptor {
+    permits: Arc<Semaphore>,
+    refused: prometheus::IntCounter,
+}
+
+impl CappedAcceptor {
+    /// At most `max` connections at once; refusals are counted in `refused`.
+    pub fn new(max: usize, refused: prometheus::IntCounter) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max.max(1))),
+            refused,
+        }
+    }
+}
+
+impl<S> axum_server::accept::Accept<TcpStream, S> for CappedAcceptor {
+    type Stream = Capped;
+    type Service = S;
+    type Future = std::future::Ready<io::Result<(Capped, S)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.refused.inc();
+            tracing::warn!(event = "connection_refused", reason = "max_connections");
+            return std::future::ready(Err(io::Error::other(
+                "connection cap reached; closing the new connection",
+            )));
+        };
+        std::future::ready(stream.set_nodelay(true).map(|()| {
+            (
+                Capped {
+                    stream,
+                    _permit: permit,
+                },
+                service,
+            )
+        }))
+    }
+}
+
+/// A TCP connection that holds one of the cap's permits until it closes.
+#[derive(Debug)]
+pub struct Capped {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Capped {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Capped {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum_server::accept::Accept;
+
+    #[tokio::test]
+    async fn the_cap_refuses_connections_beyond_it_and_frees_on_close() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refused = prometheus::IntCounter::new("t", "t").unwrap();
+        let acceptor = CappedAcceptor::new(2, refused.clone());
+        let mut held = Vec::new();
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+            let (s, _) = listener.accept().await.unwrap();
+            held.push(acceptor.accept(s, ()).await);
+        }
+        assert!(held[0].is_ok() && held[1].is_ok());
+        assert!(held[2].is_err(), "the third connection is over the cap");
+        assert_eq!(refused.get(), 1);
+        held.remove(0);
+        clients.push(TcpStream::connect(addr).await.unwrap());
+        let (s, _) = listener.accept().await.unwrap();
+        assert!(
+            acceptor.accept(s, ()).await.is_ok(),
+            "a closed one frees its place"
+        );
+    }
+}
