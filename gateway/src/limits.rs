@@ -156,7 +156,7 @@ mod tests {
         assert!(held[0].is_ok() && held[1].is_ok());
         assert!(held[2].is_err(), "the third connection is over the cap");
         assert_eq!(refused.get(), 1);
-        held.remove(0);
+        drop(held.remove(0));
         clients.push(TcpStream::connect(addr).await.unwrap());
         let (s, _) = listener.accept().await.unwrap();
         assert!(
