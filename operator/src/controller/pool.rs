@@ -109,9 +109,11 @@ async fn reconcile_inner(p: &GatewayPool, ctx: &Context) -> Result<Action, Error
     let cluster = match cluster {
         Ok(c) => c,
         Err(invalid) => {
+            let why =
+                undecodable::describe::<WardengateCluster>(ctx, &ns, &vp.cluster, &invalid).await?;
             let m = format!(
-                "WardengateCluster {ns}/{} does not decode: {}",
-                vp.cluster, invalid.error
+                "WardengateCluster {ns}/{} does not decode: {why}",
+                vp.cluster
             );
             blocked(ctx, p, true, reasons::CLUSTER_NOT_FOUND, m, &now).await?;
             return Ok(Action::await_change());

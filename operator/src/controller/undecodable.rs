@@ -56,6 +56,23 @@ where
         .and_then(|o| serde_json::to_value(o).ok()))
 }
 
+/// Why the stored `K` named `name` does not deserialize, naming the field when it can be read
+/// again (else `invalid`'s own message).
+pub(crate) async fn describe<K>(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    invalid: &InvalidObject,
+) -> Result<String, kube::Error>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned,
+{
+    Ok(stored::<K>(ctx, ns, name)
+        .await?
+        .and_then(|raw| field_error::<K>(&raw))
+        .unwrap_or_else(|| invalid.error.clone()))
+}
+
 /// Stalls `guard` (whose content failed to deserialize as `invalid`) with the status `stalled`
 /// computes from the generation, reason, message, previous status and time; then waits for a
 /// change.
