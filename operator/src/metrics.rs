@@ -23,6 +23,8 @@ pub struct Metrics {
     pub invalid: IntCounter,
     /// Leadership acquisitions by this process.
     pub leader_transitions: IntCounter,
+    /// Objects whose last reconcile failed and that wait in the per-object backoff.
+    pub backoff_objects: IntGauge,
 }
 
 impl Metrics {
@@ -71,6 +73,10 @@ impl Metrics {
                 "wg_operator_leader_acquisitions_total",
                 "Times this process became leader.",
             ),
+            backoff_objects: gauge(
+                "wg_operator_backoff_objects",
+                "Objects whose last reconcile failed, waiting in the per-object backoff.",
+            ),
             registry,
         };
         for c in [
@@ -81,6 +87,7 @@ impl Metrics {
             Box::new(m.deleted.clone()),
             Box::new(m.invalid.clone()),
             Box::new(m.leader_transitions.clone()),
+            Box::new(m.backoff_objects.clone()),
         ] {
             m.registry
                 .register(c)

@@ -83,7 +83,7 @@ pub fn render(input: &str) -> Result<Rendered, RenderError> {
                         .map(|w| format!("WardengateCluster/{name}: warning: {w}")),
                 );
                 out.objects
-                    .extend(cluster_objects(&v, None, &SecretMaterial::default()));
+                    .extend(cluster_objects(&v, None, &SecretMaterial::default()).into_objects());
                 clusters.push(v);
             }
             Some("GatewayPool") => {
@@ -121,7 +121,8 @@ pub fn render(input: &str) -> Result<Rendered, RenderError> {
         // With no cluster to ask, assume the cluster reports its spec version.
         let version = pool_version(p.spec.version.as_deref(), Some(&c.spec.version))
             .unwrap_or_else(|| c.spec.version.clone());
-        out.objects.extend(pool_objects(&p, c, &version, None));
+        out.objects
+            .extend(pool_objects(&p, c, &version, None).into_objects());
     }
     Ok(out)
 }

@@ -1,5 +1,5 @@
 //! Status, computed purely from what the apply step returned (the types make sure: an
-//! [`Applied`] can only come from applying). kstatus rules, so `kubectl wait
+//! [`Applied`] set can only come from applying, and carries each Deployment with its zone). kstatus rules, so `kubectl wait
 //! --for=condition=Ready`, Flux and Argo CD read it correctly: `observedGeneration`, and the
 //! conditions `Ready`, `Reconciling` and `Stalled` (abnormal-true) with stable reasons.
 //!
@@ -8,6 +8,8 @@
 //! computes an identical status and writes nothing.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use wardengate_crds::{GatewayPoolStatus, RolloutStatus, WardengateClusterStatus};
 
@@ -39,6 +41,8 @@ pub mod reasons {
     pub const DEADLINE: &str = "ProgressDeadlineExceeded";
     /// The spec fails validation.
     pub const INVALID: &str = "InvalidSpec";
+    /// The custom resource does not deserialize (a field of the wrong type).
+    pub const INVALID_RESOURCE: &str = "InvalidResource";
     /// A Secret the spec references does not exist.
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     /// No problem.
@@ -53,17 +57,67 @@ pub mod reasons {
     pub const WAITING_FOR_CLUSTER: &str = "WaitingForCluster";
 }
 
-/// The Deployments as the apply step left them (server responses, or the observed objects
-/// where nothing needed writing). Only [`crate::controller`] can construct one.
+/// One placement as the apply step left it.
+#[derive(Debug, Clone)]
+pub struct AppliedZone {
+    /// Zone the placement is pinned to, if any.
+    pub zone: Option<String>,
+    /// Name of its Deployment.
+    pub name: String,
+    /// The server's answer to the apply, the observed Deployment when nothing needed writing
+    /// (or its template change is held), none when a held Deployment does not exist yet.
+    pub deployment: Option<Deployment>,
+}
+
+/// The typed applied set: per kind and per placement, the objects as the apply step left them
+/// (server responses, or the observed objects where nothing needed writing). Only
+/// [`crate::controller`] can construct one.
 #[derive(Debug, Clone)]
 pub struct Applied {
-    pub(crate) deployments: Vec<Deployment>,
+    pub(crate) service_account: Option<ServiceAccount>,
+    pub(crate) secrets: Vec<Secret>,
+    pub(crate) config_map: Option<ConfigMap>,
+    pub(crate) zones: Vec<AppliedZone>,
+    pub(crate) service: Service,
+    pub(crate) pdb: Option<PodDisruptionBudget>,
 }
 
 impl Applied {
-    /// The applied Deployments.
-    pub fn deployments(&self) -> &[Deployment] {
-        &self.deployments
+    /// The ServiceAccount (clusters only).
+    pub fn service_account(&self) -> Option<&ServiceAccount> {
+        self.service_account.as_ref()
+    }
+    /// The owned Secrets.
+    pub fn secrets(&self) -> &[Secret] {
+        &self.secrets
+    }
+    /// The ConfigMap (clusters only).
+    pub fn config_map(&self) -> Option<&ConfigMap> {
+        self.config_map.as_ref()
+    }
+    /// Every placement, in rollout order.
+    pub fn zones(&self) -> &[AppliedZone] {
+        &self.zones
+    }
+    /// The Service.
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+    /// The PodDisruptionBudget, if one is wanted.
+    pub fn pdb(&self) -> Option<&PodDisruptionBudget> {
+        self.pdb.as_ref()
+    }
+    /// The Deployments that exist, in rollout order.
+    pub fn deployments(&self) -> impl Iterator<Item = &Deployment> {
+        self.zones.iter().filter_map(|z| z.deployment.as_ref())
+    }
+    /// Whether every placement's Deployment exists and finished rolling out.
+    pub fn all_complete(&self) -> bool {
+        self.zones.iter().all(|z| {
+            z.deployment
+                .as_ref()
+                .is_some_and(|d| Progress::of(d).complete)
+        })
     }
 }
 
@@ -116,12 +170,7 @@ pub fn cluster(
             updated += s.updated_replicas.unwrap_or(0);
         }
     }
-    let all_complete = plan.done
-        && applied.deployments().len() == v.placements.len()
-        && applied
-            .deployments()
-            .iter()
-            .all(|d| Progress::of(d).complete);
+    let all_complete = plan.done && applied.all_complete();
     let (ready_cond, reconciling, stalled, phase) = if let Some(zone) = &plan.stopped_at {
         let msg = format!(
             "the rollout stopped in {zone}: new pods did not become ready before the progress deadline; \
@@ -324,7 +373,6 @@ pub fn pool(
     let prev = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
     let ready: i32 = applied
         .deployments()
-        .iter()
         .map(|d| {
             d.status
                 .as_ref()
@@ -332,11 +380,7 @@ pub fn pool(
                 .unwrap_or(0)
         })
         .sum();
-    let complete = plan.done
-        && applied
-            .deployments()
-            .iter()
-            .all(|d| Progress::of(d).complete);
+    let complete = plan.done && applied.all_complete();
     let want = p.spec.replicas;
     let verdict: Verdict<'_> = if let Some(at) = &plan.stopped_at {
         let m = format!(

@@ -372,9 +372,11 @@ fn generated_secrets_are_empty_in_previews_and_keep_given_material() {
     m.internal
         .insert("keys".into(), k8s_openapi::ByteString(b"k1 abc".to_vec()));
     let built = cluster_objects(&v, None, &m);
-    let Owned::Secret(s) = &built[1] else {
-        unreachable!()
-    };
+    let s = built
+        .secrets
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("wardengate-internal"))
+        .unwrap();
     assert_eq!(s.data.as_ref().unwrap()["keys"].0, b"k1 abc");
     // A given TLS Secret: none generated, the pod mounts the given one.
     let objs = objects(&example("redis-cluster"));
@@ -729,7 +731,7 @@ fn passwords_in_urls_are_percent_encoded() {
         },
         ..SecretMaterial::default()
     };
-    let objs = cluster_objects(&v, None, &m);
+    let objs = cluster_objects(&v, None, &m).into_objects();
     let Owned::Secret(s) = find(&objs, "Secret/wardengate-connection") else {
         unreachable!()
     };

@@ -1024,3 +1024,191 @@ async fn the_connection_secret_carries_percent_encoded_urls_built_from_the_refer
         "{message}"
     );
 }
+
+fn events_about(fake: &FakeApi, name: &str, reason: &str) -> usize {
+    fake.names("events.k8s.io/v1/events", Some(NS))
+        .into_iter()
+        .filter_map(|n| fake.get("events.k8s.io/v1/events", Some(NS), &n))
+        .filter(|e| e["regarding"]["name"] == name && e["reason"] == reason)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_cluster_is_stalled_naming_the_field_while_the_others_converge() {
+    let fake = quickstart();
+    let mut broken = example("quickstart");
+    broken["metadata"]["name"] = json!("broken");
+    // As an older CRD (or validation turned off) would have let it in.
+    broken["spec"]["replicas"] = json!("three");
+    fake.create(CLUSTERS, broken);
+    let op = start(&fake, "op-a");
+    eventually(
+        "Stalled=True/InvalidResource",
+        Duration::from_secs(10),
+        || {
+            condition(&fake, "broken", "Stalled")
+                .is_some_and(|c| c.0 == "True" && c.1 == "InvalidResource")
+        },
+    )
+    .await;
+    let message = condition(&fake, "broken", "Stalled").unwrap().2;
+    assert!(
+        message.contains("spec.replicas") && message.contains("\"three\""),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&fake, "broken", "Ready").unwrap().0,
+        "False",
+        "kstatus: not ready"
+    );
+    assert_eq!(
+        fake.get(CLUSTERS, Some(NS), "broken").unwrap()["status"]["phase"],
+        "Stalled"
+    );
+    assert_eq!(events_about(&fake, "broken", "InvalidResource"), 1);
+    // The broken object does not break the watch: its valid neighbour is reconciled.
+    eventually(
+        "the valid cluster's Deployment",
+        Duration::from_secs(10),
+        || fake.get(DEPLOYMENTS, Some(NS), "wardengate-cp").is_some(),
+    )
+    .await;
+    assert!(fake.get(DEPLOYMENTS, Some(NS), "broken-cp").is_none());
+
+    // It waits for a change: once settled, neither reconciles nor writes for a whole second.
+    eventually("quiet", Duration::from_secs(10), || {
+        let m = fake.mark();
+        std::thread::sleep(Duration::from_millis(300));
+        non_lease_writes(&fake, "op-a", m).is_empty()
+    })
+    .await;
+    let (ok, errors) = (op.metrics.reconciles("ok"), op.metrics.reconciles("error"));
+    let mark = fake.mark();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        (op.metrics.reconciles("ok"), op.metrics.reconciles("error")),
+        (ok, errors),
+        "no hot loop"
+    );
+    assert!(non_lease_writes(&fake, "op-a", mark).is_empty());
+    assert_eq!(events_about(&fake, "broken", "InvalidResource"), 1);
+
+    // Corrected, it is reconciled like any other.
+    fake.patch(
+        CLUSTERS,
+        Some(NS),
+        "broken",
+        json!({"spec": {"replicas": 3}}),
+    );
+    eventually(
+        "the corrected cluster's Deployment",
+        Duration::from_secs(10),
+        || fake.get(DEPLOYMENTS, Some(NS), "broken-cp").is_some(),
+    )
+    .await;
+    eventually("Stalled=False", Duration::from_secs(10), || {
+        condition(&fake, "broken", "Stalled").is_some_and(|c| c.0 == "False")
+    })
+    .await;
+    op.stop.send(true).unwrap();
+    op.task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_pool_is_stalled_and_so_are_pools_of_an_undecodable_cluster() {
+    let fake = three_zones();
+    let mut pool: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(format!(
+            "{}/../examples/remote-gateway-pool.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    pool["metadata"]["namespace"] = json!(NS);
+    let mut broken = pool.clone();
+    broken["metadata"]["name"] = json!("broken");
+    broken["spec"]["replicas"] = json!("two");
+    fake.create(POOLS, broken);
+    let op = start(&fake, "op-a");
+    let pool_stalled = |name: &str| {
+        let p = fake.get(POOLS, Some(NS), name)?;
+        p["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Stalled" && c["status"] == "True")
+            .map(|c| {
+                (
+                    c["reason"].as_str().unwrap_or_default().to_string(),
+                    c["message"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+    };
+    eventually("the pool Stalled", Duration::from_secs(10), || {
+        pool_stalled("broken").is_some_and(|(r, _)| r == "InvalidResource")
+    })
+    .await;
+    let (_, message) = pool_stalled("broken").unwrap();
+    assert!(
+        message.contains("GatewayPool") && message.contains("spec.replicas"),
+        "{message}"
+    );
+    assert!(fake.get(DEPLOYMENTS, Some(NS), "broken-gw").is_none());
+
+    // A valid pool whose cluster no longer decodes is held, naming the cluster's problem.
+    fake.create(POOLS, pool);
+    fake.patch(
+        CLUSTERS,
+        Some(NS),
+        "wardengate",
+        json!({"spec": {"replicas": "three"}}),
+    );
+    eventually("the cluster Stalled", Duration::from_secs(10), || {
+        condition(&fake, "wardengate", "Stalled").is_some_and(|c| c.1 == "InvalidResource")
+    })
+    .await;
+    eventually("the valid pool held", Duration::from_secs(10), || {
+        pool_stalled("us-east").is_some_and(|(r, m)| {
+            r == "ClusterNotFound" && m.contains("does not decode") && m.contains("spec.replicas")
+        })
+    })
+    .await;
+    op.stop.send(true).unwrap();
+    op.task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backoff_forgets_a_cluster_once_it_reconciles_and_once_it_is_deleted() {
+    let fake = quickstart();
+    // The apiserver fails every Service write: each reconcile of the cluster fails.
+    fake.refuse(Verb::Apply, SERVICES);
+    let op = start(&fake, "op-a");
+    eventually("the cluster in backoff", Duration::from_secs(10), || {
+        op.metrics.backoff_objects.get() == 1 && op.metrics.reconciles("error") >= 2
+    })
+    .await;
+    fake.allow();
+    eventually("forgotten after a success", Duration::from_secs(10), || {
+        op.metrics.backoff_objects.get() == 0
+            && fake.get(SERVICES, Some(NS), "wardengate").is_some()
+    })
+    .await;
+
+    // Failing again, then deleted: no reconcile runs for it any more, and the entry goes.
+    fake.refuse(Verb::Apply, SERVICES);
+    fake.delete(SERVICES, Some(NS), "wardengate");
+    eventually("back in backoff", Duration::from_secs(10), || {
+        op.metrics.backoff_objects.get() == 1
+    })
+    .await;
+    fake.delete(CLUSTERS, Some(NS), "wardengate");
+    eventually(
+        "forgotten after the deletion",
+        Duration::from_secs(10),
+        || op.metrics.backoff_objects.get() == 0,
+    )
+    .await;
+    assert!(fake.get(CLUSTERS, Some(NS), "wardengate").is_none());
+    op.stop.send(true).unwrap();
+    op.task.await.unwrap();
+}

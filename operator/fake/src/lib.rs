@@ -142,6 +142,8 @@ struct State {
     applied: BTreeMap<(Key, String), Value>,
     log: Vec<Change>,
     requests: Vec<Recorded>,
+    /// `(verb, resource)` pairs answered with a 500, for tests of failing reconciles.
+    refused: BTreeSet<(Verb, String)>,
 }
 
 struct Shared {
@@ -571,6 +573,17 @@ impl FakeApi {
         self.commit(&mut st, &key, new)
     }
 
+    /// Answers every `verb` request on `resource` (`v1/services`) with a 500 until
+    /// [`FakeApi::allow`]: an apiserver failing part of a reconcile.
+    pub fn refuse(&self, verb: Verb, resource: &str) {
+        self.lock().refused.insert((verb, resource.to_string()));
+    }
+
+    /// Serves every request again.
+    pub fn allow(&self) {
+        self.lock().refused.clear();
+    }
+
     /// Deletes an object (and its dependents) directly. Returns whether it existed.
     pub fn delete(&self, resource: &str, namespace: Option<&str>, name: &str) -> bool {
         let key = Key {
@@ -641,6 +654,17 @@ impl FakeApi {
             name: target.name.clone(),
             subresource: target.subresource.clone(),
         });
+        if self
+            .lock()
+            .refused
+            .contains(&(verb, target.resource.clone()))
+        {
+            return error_response(&ApiError::new(
+                500,
+                "InternalError",
+                format!("the test refuses {verb:?} {}", target.resource),
+            ));
+        }
         if verb == Verb::Watch {
             return self.watch(&target, &query);
         }

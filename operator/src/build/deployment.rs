@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::*;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{DATABASE_URL_KEY, REDIS_URL_KEY, meta, redis_url};
+use super::{DATABASE_URL_KEY, REDIS_URL_KEY, ZoneObjects, meta, redis_url};
 use crate::labels::{self, names};
 use crate::validate::ValidCluster;
 
@@ -350,8 +350,8 @@ fn pod_spec(v: &ValidCluster, zone: Option<&str>, selector: &BTreeMap<String, St
     }
 }
 
-/// The control-plane Deployments of `v`.
-pub fn deployments(v: &ValidCluster, owner: &Option<OwnerReference>) -> Vec<Deployment> {
+/// The control-plane Deployments of `v`, one per placement, each with its zone.
+pub fn deployments(v: &ValidCluster, owner: &Option<OwnerReference>) -> Vec<ZoneObjects> {
     let selector = labels::selector(&v.name, "control-plane");
     v.placements
         .iter()
@@ -367,7 +367,7 @@ pub fn deployments(v: &ValidCluster, owner: &Option<OwnerReference>) -> Vec<Depl
             }
             let mut metadata = meta(v, names::deployment(&v.name, zone.as_deref()), owner);
             metadata.labels = Some(pod_labels.clone());
-            Deployment {
+            let deployment = Deployment {
                 metadata,
                 spec: DeploymentSpec {
                     replicas: Some(*replicas),
@@ -393,6 +393,10 @@ pub fn deployments(v: &ValidCluster, owner: &Option<OwnerReference>) -> Vec<Depl
                     ..Default::default()
                 },
                 ..Default::default()
+            };
+            ZoneObjects {
+                zone: zone.clone(),
+                deployment,
             }
         })
         .collect()

@@ -5,6 +5,7 @@
 
 mod connection;
 mod deployment;
+mod desired;
 mod pool;
 mod service;
 
@@ -25,6 +26,7 @@ pub use connection::{
 pub use deployment::{
     ADMIN_SOCKET, ADMIN_TOKEN_KEY, CONFIG_DIR, KEYS_KEY, RUN_DIR, SPOOL_DIR, deployments,
 };
+pub use desired::{Desired, ZoneObjects};
 pub use pool::{GATEWAY, pool_objects, pool_selector};
 pub use service::service;
 
@@ -34,7 +36,8 @@ use crate::validate::ValidCluster;
 /// Annotation on Secrets whose content the operator generates once and never rotates silently.
 pub const GENERATED: &str = "wardengate.io/generated";
 
-/// Everything the operator owns for a cluster.
+/// One owned object of any kind, for previews (`render`'s YAML stream); the controller works
+/// on the typed [`Desired`] set instead.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 // A handful of these exist per reconcile; their size does not matter.
@@ -93,46 +96,47 @@ pub fn meta(v: &ValidCluster, name: String, owner: &Option<OwnerReference>) -> O
     }
 }
 
-/// All objects of a cluster, in apply order.
+/// All objects of a cluster, by kind and placement.
 pub fn cluster_objects(
     v: &ValidCluster,
     owner: Option<OwnerReference>,
     secrets: &SecretMaterial,
-) -> Vec<Owned> {
-    let mut out = vec![Owned::ServiceAccount(ServiceAccount {
-        metadata: meta(v, names::service_account(&v.name), &owner),
-        automount_service_account_token: Some(false),
-        ..Default::default()
-    })];
-    out.push(Owned::Secret(generated_secret(
+) -> Desired {
+    let mut generated = vec![generated_secret(
         v,
         names::internal_secret(&v.name),
         &owner,
         &secrets.internal,
         None,
-    )));
+    )];
     if v.spec.tls.secret_name.is_none() {
-        out.push(Owned::Secret(generated_secret(
+        generated.push(generated_secret(
             v,
             names::tls_secret(&v.name),
             &owner,
             &secrets.tls,
             Some("kubernetes.io/tls"),
-        )));
+        ));
     }
-    if let Some(c) = connection_secret(v, &owner, &secrets.credentials) {
-        out.push(Owned::Secret(c));
+    generated.extend(connection_secret(v, &owner, &secrets.credentials));
+    Desired {
+        service_account: Some(ServiceAccount {
+            metadata: meta(v, names::service_account(&v.name), &owner),
+            automount_service_account_token: Some(false),
+            ..Default::default()
+        }),
+        secrets: generated,
+        config_map: Some(config_map(v, &owner)),
+        zones: deployments(v, &owner)
+            .into_iter()
+            .map(|mut z| {
+                crate::rollout::stamp(&mut z.deployment);
+                z
+            })
+            .collect(),
+        service: service(v, &owner),
+        pdb: pdb(v, &owner),
     }
-    out.push(Owned::ConfigMap(config_map(v, &owner)));
-    out.extend(deployments(v, &owner).into_iter().map(|mut d| {
-        crate::rollout::stamp(&mut d);
-        Owned::Deployment(d)
-    }));
-    out.push(Owned::Service(service(v, &owner)));
-    if let Some(p) = pdb(v, &owner) {
-        out.push(Owned::Pdb(p));
-    }
-    out
 }
 
 fn generated_secret(

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{EnvVar, KeyToPath, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 
-use super::{KEYS_KEY, Owned, deployments, pdb, service};
+use super::{Desired, KEYS_KEY, deployments, pdb, service};
 use crate::labels::{self, COMPONENT, POOL, names};
 use crate::validate::{ValidCluster, ValidPool};
 
@@ -50,45 +50,53 @@ fn as_cluster(p: &ValidPool, cluster: &ValidCluster, version: &str) -> ValidClus
     v
 }
 
-/// Every object a pool owns: its gateway Deployment, Service and (from two replicas) PDB.
-/// `version` is what [`crate::validate::pool_version`] allows.
+/// Every object a pool owns: its gateway Deployment (one placement, no zone), Service and (from
+/// two replicas) PDB. `version` is what [`crate::validate::pool_version`] allows.
 pub fn pool_objects(
     p: &ValidPool,
     cluster: &ValidCluster,
     version: &str,
     owner: Option<OwnerReference>,
-) -> Vec<Owned> {
+) -> Desired {
     let v = as_cluster(p, cluster, version);
-    let mut out = Vec::new();
     let pool_labels = |m: &mut Option<BTreeMap<String, String>>| {
         let m = m.get_or_insert_with(BTreeMap::new);
         relabel(m, p);
         m.insert(labels::INSTANCE.to_string(), p.cluster.clone());
     };
-    if let Some(mut d) = deployments(&v, &owner).into_iter().next() {
-        gatewayify(&mut d, p);
-        d.metadata.name = Some(names::pool(&p.name));
-        pool_labels(&mut d.metadata.labels);
-        crate::rollout::stamp(&mut d);
-        out.push(Owned::Deployment(d));
-    }
+    let zones = deployments(&v, &owner)
+        .into_iter()
+        .map(|mut z| {
+            let d = &mut z.deployment;
+            gatewayify(d, p);
+            d.metadata.name = Some(names::pool(&p.name));
+            pool_labels(&mut d.metadata.labels);
+            crate::rollout::stamp(d);
+            z
+        })
+        .collect();
     let mut s: Service = service(&v, &owner);
     s.metadata.name = Some(names::pool(&p.name));
     pool_labels(&mut s.metadata.labels);
     if let Some(spec) = s.spec.as_mut() {
         spec.selector = Some(pool_selector(p));
     }
-    out.push(Owned::Service(s));
-    if let Some(mut b) = pdb(&v, &owner) {
-        let b: &mut PodDisruptionBudget = &mut b;
+    let pdb = pdb(&v, &owner).map(|mut b: PodDisruptionBudget| {
         b.metadata.name = Some(names::pool(&p.name));
         pool_labels(&mut b.metadata.labels);
         if let Some(spec) = b.spec.as_mut() {
             relabel_selector(&mut spec.selector, p);
         }
-        out.push(Owned::Pdb(b.clone()));
+        b
+    });
+    Desired {
+        service_account: None,
+        secrets: Vec::new(),
+        config_map: None,
+        zones,
+        service: s,
+        pdb,
     }
-    out
 }
 
 /// Makes a control-plane Deployment a gateway one: labels and selectors, role, placement.

@@ -1,23 +1,21 @@
 //! Apply: server-side apply (field manager `wardengate-operator`, forced) of every rendered
 //! object that differs from what exists, then deletion of owned objects this pass did not
-//! render. "Differs" means the rendered object is not a subset of the observed one: the
+//! render, kind by kind, returning the typed [`Applied`] set. "Differs" means the rendered object is not a subset of the observed one: the
 //! apiserver adds defaults and other managers add fields, none of which is drift; a steady
 //! cluster therefore gets no write at all.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::build::Owned;
-use crate::controller::observe::Observed;
+use crate::build::Desired;
+use crate::controller::observe::{ByName, Observed};
 use crate::labels::MANAGER;
+use crate::status::{Applied, AppliedZone};
 
 /// Whether every field of `want` is present in `have` with the same value. Lists compare
 /// element by element (same length), so defaults the apiserver adds inside list items (a
@@ -34,133 +32,183 @@ pub fn is_subset(want: &Value, have: &Value) -> bool {
     }
 }
 
-/// What the apply step did.
-#[derive(Debug, Clone, Default)]
-pub struct Outcome {
-    /// `Kind/name` of every object written.
-    pub applied: Vec<String>,
-    /// `Kind/name` of every orphan deleted.
-    pub deleted: Vec<String>,
-    /// Deployments as they are now, by name.
-    pub deployments: BTreeMap<String, Deployment>,
+/// An object the apply step wrote or deleted, for events and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectName {
+    /// Kubernetes kind.
+    pub kind: &'static str,
+    /// Object name.
+    pub name: String,
 }
 
-async fn ssa<K>(client: &Client, ns: &str, obj: &K) -> Result<K, kube::Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+impl std::fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
+}
+
+/// What the apply step did: the typed applied set status is computed from, and the writes.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Every wanted object as it is now, by kind and placement.
+    pub applied: Applied,
+    /// Every object written.
+    pub written: Vec<ObjectName>,
+    /// Every orphan deleted.
+    pub deleted: Vec<ObjectName>,
+}
+
+/// Bounds shared by every owned kind.
+trait OwnedKind:
+    k8s_openapi::Resource
+    + Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+{
+}
+
+impl<K> OwnedKind for K where
+    K: k8s_openapi::Resource
+        + Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + DeserializeOwned
         + Serialize
-        + std::fmt::Debug,
+        + std::fmt::Debug
 {
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let name = obj.meta().name.clone().unwrap_or_default();
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(obj),
-    )
-    .await
 }
 
-fn kind_name(o: &Owned) -> (String, String) {
-    let d = o.describe();
-    let (k, n) = d.split_once('/').unwrap_or((d.as_str(), ""));
-    (k.to_string(), n.to_string())
+/// One apply pass in a namespace, collecting what it wrote.
+struct Pass<'a> {
+    client: &'a Client,
+    ns: &'a str,
+    written: Vec<ObjectName>,
+    deleted: Vec<ObjectName>,
 }
 
-/// Applies `desired` (except Deployments in `hold`) and prunes what `observed` has beyond it.
+impl Pass<'_> {
+    /// `want` as it is after this pass: the observed object when it already holds every
+    /// rendered field, else the server's answer to a forced server-side apply.
+    async fn one<K: OwnedKind>(&mut self, want: &K, have: &ByName<K>) -> Result<K, kube::Error> {
+        let name = want.meta().name.clone().unwrap_or_default();
+        if let Some(h) = have.get(&name) {
+            let wanted = serde_json::to_value(want).unwrap_or(Value::Null);
+            let current = serde_json::to_value(h).unwrap_or(Value::Null);
+            if is_subset(&wanted, &current) {
+                return Ok(h.clone());
+            }
+        }
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.ns);
+        let out = api
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(want),
+            )
+            .await?;
+        self.written.push(ObjectName {
+            kind: K::KIND,
+            name,
+        });
+        Ok(out)
+    }
+
+    /// Deletes every observed `K` not among `wanted` (names).
+    async fn prune<'w, K: OwnedKind + 'w>(
+        &mut self,
+        wanted: impl IntoIterator<Item = &'w K>,
+        have: &ByName<K>,
+    ) -> Result<(), kube::Error> {
+        let keep: BTreeSet<String> = wanted.into_iter().map(|k| k.name_any()).collect();
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.ns);
+        for name in have.keys().filter(|n| !keep.contains(*n)) {
+            match api.delete(name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                // Already gone: the goal is reached.
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+            self.deleted.push(ObjectName {
+                kind: K::KIND,
+                name: name.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Applies `desired` (except Deployments in `hold`, which keep their observed state) and
+/// prunes what `observed` has beyond it.
 pub async fn apply(
     client: &Client,
     ns: &str,
-    desired: &[Owned],
+    desired: &Desired,
     observed: &Observed,
     hold: &BTreeSet<String>,
 ) -> Result<Outcome, kube::Error> {
-    let mut out = Outcome {
-        deployments: observed.deployments.clone(),
-        ..Outcome::default()
+    let mut pass = Pass {
+        client,
+        ns,
+        written: Vec::new(),
+        deleted: Vec::new(),
     };
-    let mut rendered = BTreeSet::new();
-    for o in desired {
-        let key = kind_name(o);
-        rendered.insert(key.clone());
-        if matches!(o, Owned::Deployment(_)) && hold.contains(&key.1) {
-            continue;
-        }
-        let want = serde_json::to_value(o).unwrap_or(Value::Null);
-        if observed
-            .objects
-            .get(&key)
-            .is_some_and(|have| is_subset(&want, have))
-        {
-            continue;
-        }
-        match o {
-            Owned::ServiceAccount(x) => {
-                ssa(client, ns, x).await?;
-            }
-            Owned::Secret(x) => {
-                ssa(client, ns, x).await?;
-            }
-            Owned::ConfigMap(x) => {
-                ssa(client, ns, x).await?;
-            }
-            Owned::Deployment(x) => {
-                let d = ssa(client, ns, x).await?;
-                out.deployments.insert(key.1.clone(), d);
-            }
-            Owned::Service(x) => {
-                ssa(client, ns, x).await?;
-            }
-            Owned::Pdb(x) => {
-                ssa(client, ns, x).await?;
-            }
-        }
-        out.applied.push(o.describe());
+    let service_account = match &desired.service_account {
+        Some(sa) => Some(pass.one(sa, &observed.service_accounts).await?),
+        None => None,
+    };
+    let mut secrets = Vec::with_capacity(desired.secrets.len());
+    for s in &desired.secrets {
+        secrets.push(pass.one(s, &observed.secrets).await?);
     }
-    for (kind, name) in observed.objects.keys() {
-        if rendered.contains(&(kind.clone(), name.clone())) {
-            continue;
-        }
-        let dp = DeleteParams::background();
-        let r = match kind.as_str() {
-            "ServiceAccount" => delete::<ServiceAccount>(client, ns, name, &dp).await,
-            "Secret" => delete::<Secret>(client, ns, name, &dp).await,
-            "ConfigMap" => delete::<ConfigMap>(client, ns, name, &dp).await,
-            "Deployment" => delete::<Deployment>(client, ns, name, &dp).await,
-            "Service" => delete::<Service>(client, ns, name, &dp).await,
-            "PodDisruptionBudget" => delete::<PodDisruptionBudget>(client, ns, name, &dp).await,
-            _ => Ok(()),
+    let config_map = match &desired.config_map {
+        Some(cm) => Some(pass.one(cm, &observed.config_maps).await?),
+        None => None,
+    };
+    let mut zones = Vec::with_capacity(desired.zones.len());
+    for z in &desired.zones {
+        let name = z.deployment.name_any();
+        let deployment = if hold.contains(&name) {
+            observed.deployments.get(&name).cloned()
+        } else {
+            Some(pass.one(&z.deployment, &observed.deployments).await?)
         };
-        r?;
-        out.deployments
-            .remove(name.as_str())
-            .filter(|_| kind == "Deployment");
-        out.deleted.push(format!("{kind}/{name}"));
+        zones.push(AppliedZone {
+            zone: z.zone.clone(),
+            name,
+            deployment,
+        });
     }
-    Ok(out)
-}
-
-async fn delete<K>(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    dp: &DeleteParams,
-) -> Result<(), kube::Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    match api.delete(name, dp).await {
-        Ok(_) => Ok(()),
-        // Already gone: the goal is reached.
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
+    let service = pass.one(&desired.service, &observed.services).await?;
+    let pdb = match &desired.pdb {
+        Some(b) => Some(pass.one(b, &observed.pdbs).await?),
+        None => None,
+    };
+    // Orphans, dependents first.
+    pass.prune(&desired.pdb, &observed.pdbs).await?;
+    pass.prune([&desired.service], &observed.services).await?;
+    pass.prune(
+        desired.zones.iter().map(|z| &z.deployment),
+        &observed.deployments,
+    )
+    .await?;
+    pass.prune(&desired.config_map, &observed.config_maps)
+        .await?;
+    pass.prune(&desired.secrets, &observed.secrets).await?;
+    pass.prune(&desired.service_account, &observed.service_accounts)
+        .await?;
+    Ok(Outcome {
+        applied: Applied {
+            service_account,
+            secrets,
+            config_map,
+            zones,
+            service,
+            pdb,
+        },
+        written: pass.written,
+        deleted: pass.deleted,
+    })
 }
 
 #[cfg(test)]

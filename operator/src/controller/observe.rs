@@ -1,6 +1,6 @@
 //! Dereference: the only reads of a reconcile. One label-selected list per owned kind (which
-//! serves both drift comparison and orphan detection) and one GET per Secret the spec
-//! references.
+//! serves both drift comparison and orphan detection), kept typed by kind, and one GET per
+//! Secret the spec references.
 
 use std::collections::BTreeMap;
 
@@ -9,23 +9,31 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::build::Credentials;
 use crate::labels::{self, names};
 use crate::validate::ValidCluster;
 
-/// What exists of a cluster's owned objects, keyed by `(kind, name)`.
+/// Owned objects of one kind, by name.
+pub type ByName<K> = BTreeMap<String, K>;
+
+/// What exists of a custom resource's owned objects, by kind, and what its referenced Secrets
+/// hold.
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
-    /// Owned objects as JSON (for drift comparison and pruning).
-    pub objects: BTreeMap<(String, String), Value>,
-    /// Owned Deployments, typed (rollout planning and status).
-    pub deployments: BTreeMap<String, Deployment>,
-    /// Owned Secrets, typed (generated material is reused, never regenerated).
-    pub secrets: BTreeMap<String, Secret>,
+    /// Owned ServiceAccounts.
+    pub service_accounts: ByName<ServiceAccount>,
+    /// Owned Secrets (generated material is reused, never regenerated).
+    pub secrets: ByName<Secret>,
+    /// Owned ConfigMaps.
+    pub config_maps: ByName<ConfigMap>,
+    /// Owned Deployments (rollout planning and status).
+    pub deployments: ByName<Deployment>,
+    /// Owned Services.
+    pub services: ByName<Service>,
+    /// Owned PodDisruptionBudgets.
+    pub pdbs: ByName<PodDisruptionBudget>,
     /// What is missing of the referenced Secrets, one message each naming the spec field and
     /// the Secret (and the key, when the Secret exists without it).
     pub missing: Vec<String>,
@@ -63,35 +71,27 @@ fn needed_keys(v: &ValidCluster, field: &str) -> Vec<(String, Slot)> {
 const PATRONI_FIELD: &str = "spec.postgres.patroni.credentialsSecretRef";
 const REDIS_FIELD: &str = "spec.redis.passwordSecretRef";
 
-/// Lists `K` objects of the cluster owned by `uid`.
+/// Lists the `K` objects matching `selector` that `uid` owns, by name.
 async fn owned<K>(
     client: &Client,
     namespace: &str,
     selector: &str,
     uid: &str,
-    out: &mut Observed,
-) -> Result<Vec<K>, kube::Error>
+) -> Result<ByName<K>, kube::Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + DeserializeOwned
-        + Serialize
         + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let list = api.list(&ListParams::default().labels(selector)).await?;
-    let mine: Vec<K> = list
+    Ok(list
         .items
         .into_iter()
         .filter(|o| o.owner_references().iter().any(|r| r.uid == uid))
-        .collect();
-    for o in &mine {
-        let kind = K::kind(&()).to_string();
-        if let Ok(json) = serde_json::to_value(o) {
-            out.objects.insert((kind, o.name_any()), json);
-        }
-    }
-    Ok(mine)
+        .map(|o| (o.name_any(), o))
+        .collect())
 }
 
 /// Secrets the spec references, with the field that names each.
@@ -147,16 +147,12 @@ pub async fn observe(
         labels::MANAGER
     );
     let sel = sel.as_str();
-    owned::<ServiceAccount>(client, ns, sel, uid, &mut out).await?;
-    for s in owned::<Secret>(client, ns, sel, uid, &mut out).await? {
-        out.secrets.insert(s.name_any(), s);
-    }
-    owned::<ConfigMap>(client, ns, sel, uid, &mut out).await?;
-    for d in owned::<Deployment>(client, ns, sel, uid, &mut out).await? {
-        out.deployments.insert(d.name_any(), d);
-    }
-    owned::<Service>(client, ns, sel, uid, &mut out).await?;
-    owned::<PodDisruptionBudget>(client, ns, sel, uid, &mut out).await?;
+    out.service_accounts = owned(client, ns, sel, uid).await?;
+    out.secrets = owned(client, ns, sel, uid).await?;
+    out.config_maps = owned(client, ns, sel, uid).await?;
+    out.deployments = owned(client, ns, sel, uid).await?;
+    out.services = owned(client, ns, sel, uid).await?;
+    out.pdbs = owned(client, ns, sel, uid).await?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &v.namespace);
     for (field, name) in referenced_secrets(v) {
         // Our own generated Secrets are never referenced by the spec.
@@ -214,16 +210,15 @@ pub async fn observe_pool(
     pool: &str,
     uid: &str,
 ) -> Result<Observed, kube::Error> {
-    let mut out = Observed::default();
     let sel = format!(
         "{}={pool},app.kubernetes.io/managed-by={}",
         labels::POOL,
         labels::MANAGER
     );
-    for d in owned::<Deployment>(client, namespace, &sel, uid, &mut out).await? {
-        out.deployments.insert(d.name_any(), d);
-    }
-    owned::<Service>(client, namespace, &sel, uid, &mut out).await?;
-    owned::<PodDisruptionBudget>(client, namespace, &sel, uid, &mut out).await?;
-    Ok(out)
+    Ok(Observed {
+        deployments: owned(client, namespace, &sel, uid).await?,
+        services: owned(client, namespace, &sel, uid).await?,
+        pdbs: owned(client, namespace, &sel, uid).await?,
+        ..Observed::default()
+    })
 }

@@ -6,26 +6,21 @@ use std::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use wardengate_crds::{GatewayPool, WardengateCluster};
 
-use super::{
-    Context, Error, RESYNC, applied, apply, observe, plan_rollout, publish, report, write_status,
-};
-use crate::build::{Owned, pool_objects};
-use crate::rollout::{self, Wanted};
+use super::backoff::ObjectKey;
+use super::cluster::record;
+use super::events::{publish, report};
+use super::plan::plan_rollout;
+use super::status_write::{now, write_status};
+use super::{Context, Error, RESYNC, apply, observe, undecodable};
+use crate::build::pool_objects;
 use crate::status::{self, reasons};
 use crate::validate::{self, pool_version, validate_pool};
-
-fn key(p: &GatewayPool) -> String {
-    format!(
-        "pool {}/{}",
-        p.namespace().unwrap_or_default(),
-        p.name_any()
-    )
-}
 
 async fn blocked(
     ctx: &Context,
@@ -54,13 +49,27 @@ async fn blocked(
 pub async fn reconcile(p: Arc<GatewayPool>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_inner(&p, &ctx).await;
-    ctx.metrics.observe_reconcile(
-        if result.is_ok() { "ok" } else { "error" },
-        started.elapsed(),
-    );
-    if result.is_ok() {
-        ctx.backoff.succeed(&key(&p));
-    }
+    record(&ctx, &ObjectKey::of(&*p), started, &result);
+    result
+}
+
+/// One reconcile of one pool as the watch delivers it: one that does not deserialize is
+/// stalled, never skipped.
+pub async fn reconcile_guarded(
+    p: Arc<DeserializeGuard<GatewayPool>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = match &p.0 {
+        Ok(pool) => reconcile_inner(pool, &ctx).await,
+        Err(invalid) => {
+            undecodable::stall(&ctx, &p, invalid, |g, reason, m, prev, now| {
+                status::pool_blocked(g, true, reason, m, prev, now)
+            })
+            .await
+        }
+    };
+    record(&ctx, &ObjectKey::of(&*p), started, &result);
     result
 }
 
@@ -68,12 +77,15 @@ async fn reconcile_inner(p: &GatewayPool, ctx: &Context) -> Result<Action, Error
     if p.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let key = ObjectKey::of(p);
+    let now = now();
     let generation = p.metadata.generation.unwrap_or(0);
-    let uid = p.uid().ok_or_else(|| Error::Metadata(key(p), "uid"))?;
+    let uid = p
+        .uid()
+        .ok_or_else(|| Error::Metadata(key.to_string(), "uid"))?;
     let ns = p
         .namespace()
-        .ok_or_else(|| Error::Metadata(key(p), "namespace"))?;
+        .ok_or_else(|| Error::Metadata(key.to_string(), "namespace"))?;
     let vp = match validate_pool(p) {
         Ok(v) => v,
         Err(e) => {
@@ -83,14 +95,29 @@ async fn reconcile_inner(p: &GatewayPool, ctx: &Context) -> Result<Action, Error
         }
     };
     // Dereference the cluster; its changes reach this pool through a watch.
-    let clusters: Api<WardengateCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(cluster) = clusters.get_opt(&vp.cluster).await? else {
+    // Through the guard: an undecodable cluster blocks this pool instead of failing it.
+    let clusters: Api<DeserializeGuard<WardengateCluster>> =
+        Api::namespaced(ctx.client.clone(), &ns);
+    let Some(DeserializeGuard(cluster)) = clusters.get_opt(&vp.cluster).await? else {
         let m = format!(
             "spec.clusterRef.name: WardengateCluster {ns}/{} not found",
             vp.cluster
         );
         blocked(ctx, p, true, reasons::CLUSTER_NOT_FOUND, m, &now).await?;
         return Ok(Action::await_change());
+    };
+    let cluster = match cluster {
+        Ok(c) => c,
+        Err(invalid) => {
+            let why =
+                undecodable::describe::<WardengateCluster>(ctx, &ns, &vp.cluster, &invalid).await?;
+            let m = format!(
+                "WardengateCluster {ns}/{} does not decode: {why}",
+                vp.cluster
+            );
+            blocked(ctx, p, true, reasons::CLUSTER_NOT_FOUND, m, &now).await?;
+            return Ok(Action::await_change());
+        }
     };
     let vc = match validate::validate(&cluster) {
         Ok(v) => v,
@@ -111,26 +138,14 @@ async fn reconcile_inner(p: &GatewayPool, ctx: &Context) -> Result<Action, Error
     };
     let observed = observe::observe_pool(&ctx.client, &ns, &vp.name, &uid).await?;
     let desired = pool_objects(&vp, &vc, &version, p.controller_owner_ref(&()));
-    let wanted: Vec<Wanted> = desired
-        .iter()
-        .filter_map(|o| match o {
-            Owned::Deployment(d) => Some(Wanted {
-                name: d.name_any(),
-                zone: None,
-                template_hash: rollout::template_hash(d),
-            }),
-            _ => None,
-        })
-        .collect();
-    let plan = plan_rollout(&wanted, &observed, vp.spec.rollout.paused);
+    let plan = plan_rollout(&desired.wanted(), &observed, vp.spec.rollout.paused);
     let outcome = apply::apply(&ctx.client, &ns, &desired, &observed, &plan.hold).await?;
     report(ctx, p, &outcome).await;
-    let applied = applied(&wanted, &outcome);
     let s = status::pool(
         &vp,
         &version,
         generation,
-        &applied,
+        &outcome.applied,
         &plan,
         p.status.as_ref(),
         &now,
@@ -140,8 +155,13 @@ async fn reconcile_inner(p: &GatewayPool, ctx: &Context) -> Result<Action, Error
 }
 
 /// Backoff after a failed reconcile.
-pub fn error_policy(p: Arc<GatewayPool>, error: &Error, ctx: Arc<Context>) -> Action {
-    let wait = ctx.backoff.fail(&key(&p));
-    tracing::warn!(pool = %key(&p), error = %error, retry_in = ?wait, "reconcile failed");
+pub fn error_policy(
+    p: Arc<DeserializeGuard<GatewayPool>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = ObjectKey::of(&*p);
+    let wait = ctx.backoff.fail(&key);
+    tracing::warn!(pool = %key, error = %error, retry_in = ?wait, "reconcile failed");
     Action::requeue(wait)
 }
