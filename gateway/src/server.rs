@@ -256,6 +256,7 @@ pub async fn run(
                 relay_poll: health_interval.max(Duration::from_millis(500)),
                 live_session_ttl,
                 recordings,
+                tokens: Default::default(),
             });
             app.ready(router(state));
             tracing::info!(event = "ready_to_serve", replica = %replica.id);
