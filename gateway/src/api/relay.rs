@@ -27,6 +27,8 @@ const FRAME: usize = pump::DEFAULT_CHUNK;
 const MAX_MESSAGE: usize = 256 * 1024;
 /// WebSocket read buffer: allocated per session up front, so kept small.
 const READ_BUFFER: usize = 4 * 1024;
+/// How long the close frame waits for the session's end to be recorded.
+const END_RECORD_WAIT: Duration = Duration::from_secs(1);
 
 /// A pump frame as an axum WebSocket message.
 fn to_message(f: Frame) -> Message {
@@ -350,14 +352,6 @@ async fn run(
     if let Some(r) = recorder.clone() {
         r.finish(end.reason(), up, down);
     }
-    let (code, why) = end.close();
-    let _ = ws_tx
-        .send(Frame::Close(Some(CloseInfo {
-            code,
-            reason: why.into(),
-        })))
-        .await;
-    let _ = ws_tx.close().await;
     st.metrics.relay_bytes.with_label_values(&["up"]).inc_by(up);
     st.metrics
         .relay_bytes
@@ -367,11 +361,20 @@ async fn run(
         .relays_ended
         .with_label_values(&[end.reason()])
         .inc();
-    if let Err(e) = st
-        .store
-        .end_session(&id, &st.replica.id, up, down, end.reason())
-        .await
-    {
+    // Recorded before the client hears the close, so a client that asks right after sees the
+    // session ended; bounded, so a replica cut off from Postgres still closes promptly.
+    let recorded = tokio::time::timeout(
+        END_RECORD_WAIT,
+        st.store
+            .end_session(&id, &st.replica.id, up, down, end.reason()),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(crate::store::StoreError::Unavailable(format!(
+            "no answer within {END_RECORD_WAIT:?}"
+        )))
+    });
+    if let Err(e) = recorded {
         // An isolated replica cannot reach Postgres now; keep trying so history is not lost.
         tracing::warn!(session = %id, error = %e, "could not record the end of a session yet; retrying in the background");
         let (st, id) = (st.clone(), id.clone());
@@ -392,6 +395,14 @@ async fn run(
             tracing::error!(session = %id, "gave up recording the end of a session; the cleanup job will");
         });
     }
+    let (code, why) = end.close();
+    let _ = ws_tx
+        .send(Frame::Close(Some(CloseInfo {
+            code,
+            reason: why.into(),
+        })))
+        .await;
+    let _ = ws_tx.close().await;
     super::emit(
         &st,
         "session.ended",
