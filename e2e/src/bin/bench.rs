@@ -34,7 +34,7 @@ use reqwest::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use wardengate::client::Client;
+use wardengate::client::{Client, with_retries};
 use wardengate_e2e::{Fleet, echo_server, proxy_command};
 use wardengate_testkit::haproxy::{Backend, HaProxy, HealthCheck};
 use wardengate_testkit::process::run;
@@ -136,7 +136,11 @@ async fn open_session(c: &Client) -> Relay {
         )
         .await
         .unwrap();
-    c.open_relay(created["id"].as_str().unwrap()).await.unwrap()
+    let id = created["id"].as_str().unwrap();
+    // Like `wgctl`: a busy replica's 503 is retried on the same authorisation.
+    with_retries(Duration::from_secs(60), |_| {}, || c.open_relay(id))
+        .await
+        .unwrap()
 }
 
 /// Sends `n` bytes through an open relay (in 16 KiB frames) and reads them back.
@@ -600,10 +604,12 @@ fn main() {
             };
             let (cold_rss, cold_anon) = per(cold);
             let (warm_rss, warm_anon) = per(warm);
+            eprintln!("memory: cold and warm measured");
             report.push(format!(
                 "memory per idle relayed session on the replica ({MEM_SESSIONS} sessions; RSS delta, smaps_rollup Anonymous delta): cold {cold_rss:.1} KiB ({cold_anon:.1}), warm after 1 MiB each way {warm_rss:.1} KiB ({warm_anon:.1}); replica RSS {} → {} → {} KiB",
                 base.0, cold.0, warm.0
             ));
+            eprintln!("{}", report.last().unwrap());
             futures::future::join_all(warmed.into_iter().map(close)).await;
             wait_active(&fleet, 0).await;
             settle().await;
