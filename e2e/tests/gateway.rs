@@ -354,3 +354,56 @@ async fn killing_a_live_session_closes_its_relay() {
     .unwrap();
     assert_eq!(row["end_reason"], "terminated");
 }
+
+/// Replicas cache successful token lookups for `TOKEN_CACHE_TTL`: a token marked revoked in
+/// Postgres (no API revokes yet; the column exists) stops working within that bound on a
+/// replica that has just used it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_stops_working_within_the_token_cache_ttl() {
+    let pg = Postgres::start().unwrap();
+    let redis = RedisServer::start().unwrap();
+    let fleet = Fleet::start(1, &pg.url(), &redis.url(), &[]).await.unwrap();
+    let admin = fleet.client_for(0);
+    let created: Value = admin
+        .call(
+            Method::POST,
+            "/v1/tokens",
+            Some(&json!({"role": "user", "name": "soon-revoked"})),
+        )
+        .await
+        .unwrap();
+    let ca = std::fs::read_to_string(fleet.wgctl_env()[1].1.clone()).unwrap();
+    let user = wardengate::client::Client::new(
+        &fleet.replica_addr(0),
+        Some(&ca),
+        Some(created["token"].as_str().unwrap().to_string()),
+    )
+    .unwrap();
+    // Used twice: the second call is served from the cache.
+    for _ in 0..2 {
+        let _: Value = user.get("/v1/targets").await.unwrap();
+    }
+    pg.sql("UPDATE tokens SET revoked_at = 1 WHERE name = 'soon-revoked'")
+        .unwrap();
+    let revoked = Instant::now();
+    Fleet::eventually(
+        "the revoked token to be refused",
+        Duration::from_secs(10),
+        || async {
+            match user.get::<Value>("/v1/targets").await {
+                Err(wardengate::client::ClientError::Api { status: 401, .. }) => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let bound = wardengate::api::TOKEN_CACHE_TTL + Duration::from_millis(500);
+    assert!(
+        revoked.elapsed() <= bound,
+        "revoked token worked for {:?}, more than the cache bound {bound:?}",
+        revoked.elapsed()
+    );
+    // The admin token, never revoked, still works.
+    let _: Value = admin.get("/v1/targets").await.unwrap();
+}

@@ -4,18 +4,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::{Sink, SinkExt, Stream, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::api::ErrorBody;
+use crate::pump::{CloseInfo, Config as PumpConfig, Ended, Frame, OnSourceEof, ReadSource};
 use crate::relay_protocol::{
-    HALF_CLOSE, SESSION_HEADER, is_recoverable, relay_path, target_relay_path,
+    CLOSE_NORMAL, HALF_CLOSE, SESSION_HEADER, is_recoverable, relay_path, target_relay_path,
 };
 use crate::tls::TlsError;
 use crate::tls_advice::{CertFailures, advising_client_config};
@@ -342,8 +344,12 @@ impl Client {
             .map_err(|_| ClientError::NoToken)?;
         req.headers_mut().insert("authorization", auth);
         let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
-        let fut =
-            tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector));
+        let fut = tokio_tungstenite::connect_async_tls_with_config(
+            req,
+            Some(relay_ws_config()),
+            true,
+            Some(connector),
+        );
         match tokio::time::timeout(Duration::from_secs(15), fut).await {
             Err(_) => Err(self.transport("relay handshake timed out")),
             Ok(Ok((ws, resp))) => {
@@ -451,87 +457,114 @@ pub struct Pumped {
     pub down: u64,
 }
 
-/// Copies `input` to the relay and the relay to `output` until the server closes it. Local EOF
-/// half-closes (the target sees EOF and may still answer). A close frame with a non-normal code
-/// becomes [`ClientError::RelayClosed`].
+/// Largest frame `wgctl` sends: the server keeps about one incoming frame of read buffer per
+/// session after traffic, so this bounds its memory per idle session.
+pub const CLIENT_CHUNK: usize = crate::pump::DEFAULT_CHUNK;
+
+/// The relay WebSocket's settings on the client: frames are written as they are sent (every
+/// send flushes anyway), and the read buffer holds a few frames.
+pub fn relay_ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(64 * 1024)
+        .write_buffer_size(0)
+}
+
+/// A tungstenite WebSocket as the pump's frame sink and stream (the server adapts axum's).
+pub fn frames<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+) -> (
+    impl Sink<Frame, Error = tungstenite::Error> + Unpin,
+    impl Stream<Item = Result<Frame, tungstenite::Error>> + Unpin,
+)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (tx, rx) = ws.split();
+    let tx = tx.with(|f: Frame| futures::future::ready(Ok::<_, tungstenite::Error>(to_message(f))));
+    let rx = rx.filter_map(|m| {
+        futures::future::ready(match m {
+            Ok(m) => from_message(m).map(Ok),
+            Err(e) => Some(Err(e)),
+        })
+    });
+    (tx, rx)
+}
+
+fn to_message(f: Frame) -> Message {
+    match f {
+        Frame::Data(b) => Message::Binary(b),
+        Frame::HalfClose => Message::Text(HALF_CLOSE.into()),
+        Frame::Close(c) => Message::Close(c.map(|c| CloseFrame {
+            code: CloseCode::from(c.code),
+            reason: c.reason.into(),
+        })),
+    }
+}
+
+fn from_message(m: Message) -> Option<Frame> {
+    match m {
+        Message::Binary(b) => Some(Frame::Data(b)),
+        Message::Text(t) if t.as_str() == HALF_CLOSE => Some(Frame::HalfClose),
+        Message::Close(c) => Some(Frame::Close(c.map(|c| CloseInfo {
+            code: u16::from(c.code),
+            reason: c.reason.to_string(),
+        }))),
+        _ => None,
+    }
+}
+
+/// Copies `input` to the relay and the relay to `output` until the server closes it, with the
+/// shared [`crate::pump`]. Local EOF half-closes (the target sees EOF and may still answer). A
+/// close frame with a non-normal code becomes [`ClientError::RelayClosed`].
 ///
 /// The two directions run independently: a send that waits for the relay to drain never stops
 /// this side from reading what the relay sends back (with a peer that writes while it reads —
 /// an echo, rsync, a COPY with notices — waiting in one loop filled every buffer and deadlocked).
-pub async fn pump<R, W>(ws: RelayStream, mut input: R, mut output: W) -> Result<Pumped, ClientError>
+pub async fn pump<S, R, W>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    input: R,
+    output: W,
+) -> Result<Pumped, ClientError>
 where
+    S: AsyncRead + AsyncWrite + Unpin,
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (mut tx, mut rx) = ws.split();
-    let (mut up, mut down) = (0u64, 0u64);
-    let upstream = async {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match input.read(&mut buf).await {
-                Ok(0) | Err(_) => {
-                    let _ = tx.send(Message::Text(HALF_CLOSE.into())).await;
-                    return;
-                }
-                Ok(n) => {
-                    if tx
-                        .send(Message::Binary(buf[..n].to_vec().into()))
-                        .await
-                        .is_err()
-                    {
-                        // The relay is gone; the downstream side reports how it ended.
-                        return;
-                    }
-                    up += n as u64;
-                }
+    let (mut tx, mut rx) = frames(ws);
+    let out = crate::pump::run(
+        &mut rx,
+        &mut tx,
+        ReadSource::new(input),
+        output,
+        std::future::pending::<std::convert::Infallible>(),
+        None,
+        PumpConfig {
+            chunk: CLIENT_CHUNK,
+            on_source_eof: OnSourceEof::HalfClose,
+        },
+    )
+    .await;
+    let pumped = Pumped {
+        up: out.counts.to_socket,
+        down: out.counts.from_socket,
+    };
+    match out.ended {
+        Ended::SocketClosed(c) => {
+            let (code, reason) = c
+                .map(|c| (c.code, c.reason))
+                .unwrap_or((CLOSE_NORMAL, String::new()));
+            if code == CLOSE_NORMAL {
+                Ok(pumped)
+            } else {
+                Err(ClientError::RelayClosed { code, reason })
             }
         }
-    };
-    let downstream = async {
-        loop {
-            match rx.next().await {
-                Some(Ok(Message::Binary(b))) => {
-                    output.write_all(&b).await?;
-                    output.flush().await?;
-                    down += b.len() as u64;
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    let _ = output.flush().await;
-                    let (code, reason) = frame
-                        .map(|f| (u16::from(f.code), f.reason.to_string()))
-                        .unwrap_or((1000, String::new()));
-                    if code == u16::from(CloseCode::Normal) {
-                        return Ok(());
-                    }
-                    return Err(ClientError::RelayClosed { code, reason });
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    return Err(ClientError::RelayClosed {
-                        code: 1006,
-                        reason: e.to_string(),
-                    });
-                }
-                None => {
-                    return Err(ClientError::RelayClosed {
-                        code: 1006,
-                        reason: "connection lost".into(),
-                    });
-                }
-            }
-        }
-    };
-    let ended = {
-        tokio::pin!(upstream, downstream);
-        let mut upstream_done = false;
-        loop {
-            tokio::select! {
-                () = &mut upstream, if !upstream_done => upstream_done = true,
-                r = &mut downstream => break r,
-            }
-        }
-    };
-    ended.map(|()| Pumped { up, down })
+        Ended::SocketLost(reason) => Err(ClientError::RelayClosed { code: 1006, reason }),
+        Ended::StreamFailed(e) => Err(ClientError::Io(e)),
+        // Not with `OnSourceEof::HalfClose`: the input's end is only passed on.
+        Ended::StreamEof => Ok(pumped),
+        Ended::Stopped(never) => match never {},
+    }
 }
 
 /// One server-sent event.

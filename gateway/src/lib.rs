@@ -12,6 +12,7 @@ pub mod limits;
 pub mod live;
 pub mod logging;
 pub mod metrics;
+pub mod pump;
 pub mod recording;
 pub mod redis_url;
 pub mod relay_protocol;

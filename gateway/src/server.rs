@@ -265,6 +265,7 @@ pub async fn run(
                 sessions,
                 recordings,
                 request_timeout,
+                tokens: Default::default(),
             });
             app.ready(router(state));
             tracing::info!(event = "ready_to_serve", replica = %replica.id);

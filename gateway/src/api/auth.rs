@@ -1,6 +1,11 @@
-//! Bearer-token authentication: `Authorization: Bearer <token>`, looked up by hash.
+//! Bearer-token authentication: `Authorization: Bearer <token>`, looked up by hash, with a
+//! short-lived cache of successful lookups ([`TokenCache`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -9,6 +14,66 @@ use axum::http::request::Parts;
 use super::AppState;
 use super::error::ApiError;
 use crate::token::{Role, hash};
+
+/// How long a successful token lookup is reused without asking Postgres again. This is the
+/// bound on how long a token that disappears from the store (deleted today; revoked, once
+/// tokens can be revoked) keeps working on a replica that had just seen it.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// Most tokens remembered at once; beyond it, expired entries go, then everything.
+pub const TOKEN_CACHE_MAX: usize = 4096;
+
+/// Token hash → caller for successful lookups, for [`TOKEN_CACHE_TTL`]: a session setup
+/// (`POST /v1/sessions`, then the relay open) queries the token once instead of twice, and a
+/// busy client not at all within the TTL. Unknown tokens are never cached, so a new token
+/// works at once and garbage tokens cannot fill the cache.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    entries: Mutex<HashMap<String, (Instant, Caller)>>,
+}
+
+impl TokenCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Caller)>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The caller cached for `token_hash`, unless older than [`TOKEN_CACHE_TTL`].
+    pub fn get(&self, token_hash: &str) -> Option<Caller> {
+        let mut map = self.lock();
+        match map.get(token_hash) {
+            Some((at, c)) if at.elapsed() < TOKEN_CACHE_TTL => Some(c.clone()),
+            Some(_) => {
+                map.remove(token_hash);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Remembers a successful lookup.
+    pub fn put(&self, token_hash: String, caller: Caller) {
+        let mut map = self.lock();
+        if map.len() >= TOKEN_CACHE_MAX {
+            map.retain(|_, (at, _)| at.elapsed() < TOKEN_CACHE_TTL);
+            if map.len() >= TOKEN_CACHE_MAX {
+                map.clear();
+            }
+        }
+        map.insert(token_hash, (Instant::now(), caller));
+    }
+
+    /// Entries held (expired ones included until touched).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -59,17 +124,66 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .ok_or_else(|| {
                 ApiError::unauthorized("malformed Authorization header; expected `Bearer <token>`")
             })?;
+        let token_hash = hash(token);
+        if let Some(caller) = state.tokens.get(&token_hash) {
+            return Ok(caller);
+        }
         let row = state
             .store
-            .token_by_hash(&hash(token))
+            .token_by_hash(&token_hash)
             .await?
             .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
         let role = Role::parse(&row.role)
             .ok_or_else(|| ApiError::unauthorized("token has an unknown role"))?;
-        Ok(Caller {
+        let caller = Caller {
             token_id: row.id,
             name: row.name,
             role,
-        })
+        };
+        state.tokens.put(token_hash, caller.clone());
+        Ok(caller)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn caller(name: &str) -> Caller {
+        Caller {
+            token_id: format!("id-{name}"),
+            name: name.into(),
+            role: Role::Admin,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cached_token_expires_after_the_ttl() {
+        let cache = TokenCache::default();
+        assert!(cache.get("h1").is_none());
+        cache.put("h1".into(), caller("a"));
+        tokio::time::advance(TOKEN_CACHE_TTL - Duration::from_millis(1)).await;
+        assert_eq!(cache.get("h1").unwrap().name, "a");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(cache.get("h1").is_none(), "served past its TTL");
+        assert!(cache.is_empty(), "an expired entry stays");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cache_stays_bounded() {
+        let cache = TokenCache::default();
+        for i in 0..TOKEN_CACHE_MAX {
+            cache.put(format!("h{i}"), caller("x"));
+        }
+        assert_eq!(cache.len(), TOKEN_CACHE_MAX);
+        cache.put("one-more".into(), caller("y"));
+        assert!(cache.len() <= TOKEN_CACHE_MAX);
+        assert_eq!(cache.get("one-more").unwrap().name, "y");
+        // Expired entries go first.
+        tokio::time::advance(TOKEN_CACHE_TTL).await;
+        cache.put("fresh".into(), caller("z"));
+        assert!(cache.len() < TOKEN_CACHE_MAX);
     }
 }

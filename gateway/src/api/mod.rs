@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 pub use approvals::DecisionResult;
-pub use auth::Caller;
+pub use auth::{Caller, TOKEN_CACHE_TTL, TokenCache};
 pub use error::{ApiError, ErrorBody};
 pub use starting::{StartPhase, Starting};
 pub use system::{DEFAULT_DRAIN_TIMEOUT, DRAIN_OUTCOME_HEADER, SystemStatus};
@@ -58,6 +58,8 @@ pub struct AppState {
     pub recordings: Option<crate::recording::Recordings>,
     /// Deadline of a non-streaming request.
     pub request_timeout: Duration,
+    /// Recent successful token lookups (see [`TOKEN_CACHE_TTL`]).
+    pub tokens: TokenCache,
 }
 
 /// Builds the router for `state`'s role. Every request but the long-lived ones (relays, the

@@ -10,17 +10,49 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
-use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use futures::{SinkExt, StreamExt, future};
 use tokio::net::TcpStream;
 
 use super::{ApiError, AppState, Caller};
+use crate::pump::{self, CloseInfo, Ended, Flow, Frame, OnSourceEof, TcpSource};
 use crate::relay_protocol::*;
 use crate::session::{Active, EndReason, Grant, Moved, Requester};
 use crate::store::now_ms;
 use crate::token::Role;
 
-const BUF: usize = 64 * 1024;
+/// Largest frame the relay sends to the client: tungstenite keeps one frame of write buffer
+/// per session after traffic.
+const FRAME: usize = pump::DEFAULT_CHUNK;
+/// Largest message (and frame) accepted from a client (older `wgctl` sent 64 KiB frames); a
+/// frame is buffered whole before the message limit applies, so both are bounded.
+const MAX_MESSAGE: usize = 256 * 1024;
+/// WebSocket read buffer: allocated per session up front, so kept small.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// A pump frame as an axum WebSocket message.
+fn to_message(f: Frame) -> Message {
+    match f {
+        Frame::Data(b) => Message::Binary(b),
+        Frame::HalfClose => Message::Text(HALF_CLOSE.into()),
+        Frame::Close(c) => Message::Close(c.map(|c| CloseFrame {
+            code: c.code,
+            reason: c.reason.into(),
+        })),
+    }
+}
+
+/// An axum WebSocket message as a pump frame; pings, pongs and other text are not relayed.
+fn from_message(m: Message) -> Option<Frame> {
+    match m {
+        Message::Binary(b) => Some(Frame::Data(b)),
+        Message::Text(t) if t.as_str() == HALF_CLOSE => Some(Frame::HalfClose),
+        Message::Close(c) => Some(Frame::Close(c.map(|c| CloseInfo {
+            code: c.code,
+            reason: c.reason.to_string(),
+        }))),
+        _ => None,
+    }
+}
 
 /// `GET /v1/sessions/{id}/relay`: connects a session authorised before.
 pub async fn relay(
@@ -165,7 +197,10 @@ async fn carry(
     let failed = st.clone();
     let failed_id = id.clone();
     Ok(ws
-        .max_message_size(4 * BUF)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
         .on_failed_upgrade(move |e| {
             tracing::warn!(session = %failed_id, error = %e, "websocket upgrade failed");
             tokio::spawn(async move {
@@ -208,70 +243,58 @@ async fn run(
     let _guard = st.replica.relay_guard();
     st.metrics.sessions_active.set(st.replica.relays());
     tracing::info!(event = "relay_started", session = %id, target = %active.grant().target, replica = %st.replica.id);
-    let (mut ws_tx, mut ws_rx) = socket.split();
-    let (mut tcp_rx, mut tcp_tx) = target.into_split();
-    let (mut up, mut down) = (0u64, 0u64);
-
-    let upstream = async {
-        while let Some(msg) = ws_rx.next().await {
-            match msg {
-                Ok(Message::Binary(b)) => {
-                    if let Some(r) = &recorder {
-                        r.record(crate::recording::Direction::Up, &b);
-                    }
-                    if tcp_tx.write_all(&b).await.is_err() {
-                        return EndReason::TargetClosed;
-                    }
-                    up += b.len() as u64;
-                }
-                Ok(Message::Text(t)) if t.as_str() == HALF_CLOSE => {
-                    let _ = tcp_tx.shutdown().await;
-                }
-                Ok(Message::Close(_)) => return EndReason::ClientClosed,
-                Ok(_) => {}
-                Err(_) => return EndReason::ClientClosed,
-            }
-        }
-        EndReason::ClientClosed
-    };
-    let downstream = async {
-        let mut buf = vec![0u8; BUF];
-        loop {
-            match tcp_rx.read(&mut buf).await {
-                Ok(0) | Err(_) => return EndReason::TargetClosed,
-                Ok(n) => {
-                    if let Some(r) = &recorder {
-                        r.record(crate::recording::Direction::Down, &buf[..n]);
-                    }
-                    if ws_tx
-                        .send(Message::Binary(buf[..n].to_vec().into()))
-                        .await
-                        .is_err()
-                    {
-                        return EndReason::ClientClosed;
-                    }
-                    down += n as u64;
-                }
-            }
+    let (ws_tx, ws_rx) = socket.split();
+    let mut ws_tx = ws_tx.with(|f: Frame| future::ready(Ok::<_, axum::Error>(to_message(f))));
+    let mut ws_rx = ws_rx.filter_map(|m| {
+        future::ready(match m {
+            Ok(m) => from_message(m).map(Ok),
+            Err(e) => Some(Err(e)),
+        })
+    });
+    let (tcp_rx, tcp_tx) = target.into_split();
+    let record = |flow: Flow, b: &[u8]| {
+        if let Some(r) = &recorder {
+            r.record(
+                match flow {
+                    Flow::FromSocket => crate::recording::Direction::Up,
+                    Flow::ToSocket => crate::recording::Direction::Down,
+                },
+                b,
+            );
         }
     };
-    let control = st
-        .sessions
-        .watch(active, st.health.isolated(), st.replica.evictions());
-    let end = tokio::select! {
-        e = upstream => e,
-        e = downstream => e,
-        e = control => e,
+    let out = pump::run(
+        &mut ws_rx,
+        &mut ws_tx,
+        TcpSource::new(tcp_rx),
+        tcp_tx,
+        st.sessions
+            .watch(active, st.health.isolated(), st.replica.evictions()),
+        recorder.as_ref().map(|_| &record as pump::Hook<'_>),
+        pump::Config {
+            chunk: FRAME,
+            on_source_eof: OnSourceEof::End,
+        },
+    )
+    .await;
+    let moved = Moved {
+        up: out.counts.from_socket,
+        down: out.counts.to_socket,
+    };
+    let end = match out.ended {
+        Ended::Stopped(reason) => reason,
+        Ended::SocketClosed(_) | Ended::SocketLost(_) => EndReason::ClientClosed,
+        Ended::StreamEof | Ended::StreamFailed(_) => EndReason::TargetClosed,
     };
     if let Some(r) = recorder.clone() {
-        r.finish(end.as_str(), up, down);
+        r.finish(end.as_str(), moved.up, moved.down);
     }
     // Recorded before the client hears the close, so a client that asks right after sees the
     // session ended (the core bounds the wait).
-    st.sessions.end(&id, end, Moved { up, down }).await;
+    st.sessions.end(&id, end, moved).await;
     let (code, why) = close_frame(end);
     let _ = ws_tx
-        .send(Message::Close(Some(CloseFrame {
+        .send(Frame::Close(Some(CloseInfo {
             code,
             reason: why.into(),
         })))
