@@ -23,3 +23,4 @@ pub mod tls;
 pub mod tls_advice;
 pub mod token;
 pub mod wgctl;
+pub mod wire;

@@ -8,38 +8,22 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppState, Caller};
+use super::{ApiError, AppState, Caller, ErrorCode};
 use crate::grant::{AUTHORIZED_TTL_MS, Grant, GrantState};
 use crate::live::session_key;
-use crate::store::{Decided, Decision, SessionRow, now_ms};
+use crate::store::{Decided, Decision, now_ms};
 use crate::token::Role;
-
-/// Optional body of approve/deny.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DecisionBody {
-    #[serde(default)]
-    reason: String,
-}
-
-/// Response of approve/deny.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DecisionResult {
-    /// Session decided on.
-    pub session: SessionRow,
-    /// `approved` or `denied`.
-    pub decision: Decision,
-}
+use crate::wire::{DecisionBody, DecisionResult, SessionView};
 
 /// `GET /v1/approvals`: sessions waiting for a decision.
 pub async fn list(
     State(st): State<Arc<AppState>>,
     caller: Caller,
-) -> Result<Json<Vec<SessionRow>>, ApiError> {
+) -> Result<Json<Vec<SessionView>>, ApiError> {
     caller.require(Role::Approver)?;
-    Ok(Json(st.store.pending_sessions().await?))
+    let rows = st.store.pending_sessions().await?;
+    Ok(Json(rows.into_iter().map(SessionView::from).collect()))
 }
 
 /// `POST /v1/approvals/{id}/approve`.
@@ -73,13 +57,13 @@ async fn decide(
     let reason = body.map(|b| b.0.reason).unwrap_or_default();
     let Some(row) = st.store.session(&id).await? else {
         return Err(ApiError::not_found(
-            "session_not_found",
+            ErrorCode::SessionNotFound,
             format!("no session `{id}`"),
         ));
     };
     if row.token_id == caller.token_id {
         return Err(ApiError::forbidden(
-            "self_approval",
+            ErrorCode::SelfApproval,
             "a request cannot be decided by the token that made it; ask another approver",
         ));
     }
@@ -91,7 +75,7 @@ async fn decide(
         Decided::Now(s) => s,
         Decided::Already(a) => {
             return Err(ApiError::conflict(
-                "already_decided",
+                ErrorCode::AlreadyDecided,
                 format!(
                     "session `{id}` was already {} by {}",
                     a.decision, a.decided_by
@@ -100,7 +84,7 @@ async fn decide(
         }
         Decided::NotPending if row.end_reason.as_deref() == Some("expired") => {
             return Err(ApiError::conflict(
-                "approval_expired",
+                ErrorCode::ApprovalExpired,
                 format!(
                     "session `{id}` waited longer than {} minutes for a decision and expired; \
                      the requester must connect again",
@@ -110,7 +94,7 @@ async fn decide(
         }
         Decided::NotPending => {
             return Err(ApiError::conflict(
-                "not_pending",
+                ErrorCode::NotPending,
                 format!(
                     "session `{id}` is not waiting for approval (status {})",
                     row.status
@@ -158,5 +142,8 @@ async fn decide(
         .with_label_values(&[decision.as_str()])
         .inc();
     tracing::info!(event = "approval_decided", session = %id, decision = decision.as_str(), by = %caller.token_id);
-    Ok(Json(DecisionResult { session, decision }))
+    Ok(Json(DecisionResult {
+        session: session.into(),
+        decision,
+    }))
 }

@@ -22,9 +22,8 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 
-pub use approvals::DecisionResult;
 pub use auth::Caller;
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use starting::{StartPhase, Starting};
 pub use system::{DEFAULT_DRAIN_TIMEOUT, DRAIN_OUTCOME_HEADER, SystemStatus};
 
@@ -96,7 +95,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     if state.replica.role.has_relay() {
         r = r.route("/v1/sessions/{id}/relay", get(relay::relay));
     }
-    r.fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+    r.fallback(|| async { ApiError::not_found(ErrorCode::NotFound, "no such endpoint") })
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

@@ -13,7 +13,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{ApiError, AppState, Caller};
+use super::{ApiError, AppState, Caller, ErrorCode};
 use crate::grant::{Grant, GrantState};
 use crate::live::{LiveError, Swap, session_key};
 use crate::relay_protocol::*;
@@ -30,14 +30,14 @@ pub async fn relay(
 ) -> Result<Response, ApiError> {
     if st.replica.draining() {
         return Err(ApiError::unavailable(
-            "draining",
+            ErrorCode::Draining,
             "this replica is draining; retry through the load balancer",
             1,
         ));
     }
     if *st.health.isolated().borrow() {
         return Err(ApiError::unavailable(
-            "replica_isolated",
+            ErrorCode::ReplicaIsolated,
             "this replica is isolated; retry through the load balancer",
             1,
         ));
@@ -46,24 +46,24 @@ pub async fn relay(
     let signed = st.live.get(&key).await?.ok_or_else(|| {
         ApiError::new(
             axum::http::StatusCode::GONE,
-            "session_expired",
+            ErrorCode::SessionExpired,
             format!("session `{id}` has no live authorisation (expired or ended)"),
         )
     })?;
     let grant: Grant = st.keyring.verify(&signed, now_ms()).map_err(|e| {
         tracing::warn!(event = "session_state_rejected", session = %id, error = %e, "refusing session state");
-        ApiError::forbidden("invalid_session_state", format!("session state rejected: {e}"))
+        ApiError::forbidden(ErrorCode::InvalidSessionState, format!("session state rejected: {e}"))
     })?;
     if grant.session_id != id {
         tracing::warn!(event = "session_state_rejected", session = %id, grant_for = %grant.session_id, "grant stored under another session's key");
         return Err(ApiError::forbidden(
-            "invalid_session_state",
+            ErrorCode::InvalidSessionState,
             "session state belongs to another session",
         ));
     }
     if grant.token_id != caller.token_id && !caller.role.allows(Role::Admin) {
         return Err(ApiError::forbidden(
-            "not_your_session",
+            ErrorCode::NotYourSession,
             "this session was authorised for another token",
         ));
     }
@@ -79,21 +79,21 @@ pub async fn relay(
                 .is_some_and(|s| s.status == "authorized");
             if !approved {
                 return Err(ApiError::conflict(
-                    "approval_pending",
+                    ErrorCode::ApprovalPending,
                     "the session is waiting for approval",
                 ));
             }
         }
         GrantState::Active => {
             return Err(ApiError::conflict(
-                "session_in_use",
+                ErrorCode::SessionInUse,
                 "the session is already connected",
             ));
         }
         GrantState::Terminated => {
             return Err(ApiError::new(
                 axum::http::StatusCode::GONE,
-                "session_terminated",
+                ErrorCode::SessionTerminated,
                 "the session was terminated",
             ));
         }
@@ -108,7 +108,7 @@ pub async fn relay(
     .map_err(|e| {
         ApiError::new(
             axum::http::StatusCode::BAD_GATEWAY,
-            "target_unreachable",
+            ErrorCode::TargetUnreachable,
             format!(
                 "cannot reach {}:{} for target `{}`: {e}",
                 grant.host, grant.port, grant.target
@@ -118,7 +118,7 @@ pub async fn relay(
     let _ = target.set_nodelay(true);
     if !st.store.claim_session(&id, &st.replica.id).await? {
         return Err(ApiError::conflict(
-            "session_in_use",
+            ErrorCode::SessionInUse,
             "the session is already connected or ended",
         ));
     }
@@ -142,7 +142,7 @@ pub async fn relay(
                 "terminated",
                 ApiError::new(
                     axum::http::StatusCode::GONE,
-                    "session_terminated",
+                    ErrorCode::SessionTerminated,
                     "the session was terminated",
                 ),
             ),
@@ -150,7 +150,7 @@ pub async fn relay(
                 "session_state_lost",
                 ApiError::new(
                     axum::http::StatusCode::GONE,
-                    "session_expired",
+                    ErrorCode::SessionExpired,
                     format!("session `{id}` changed while connecting; authorise it again"),
                 ),
             ),
@@ -197,7 +197,7 @@ pub async fn relay(
                         .await;
                     let _ = st.live.del(&key).await;
                     return Err(ApiError::unavailable(
-                        "recording_unavailable",
+                        ErrorCode::RecordingUnavailable,
                         format!("the session cannot be recorded: {e}"),
                         5,
                     ));

@@ -8,35 +8,18 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::{ApiError, AppState, Caller};
+use super::{ApiError, AppState, Caller, ErrorCode};
 use crate::metrics::Metrics;
 use crate::replica::{DrainOutcome, Replica};
 use crate::token::Role;
+pub use crate::wire::SystemStatus;
 
 /// Drain timeout when the request does not name one (the chart's 300 s grace minus margins).
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(270);
 /// Header telling how a drain ended: `drained` or `evicted=N`.
 pub const DRAIN_OUTCOME_HEADER: &str = "wardengate-drain-outcome";
-
-/// Status of one replica.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SystemStatus {
-    /// Replica id.
-    pub replica: String,
-    /// Served role.
-    pub role: String,
-    /// True once a drain started.
-    pub draining: bool,
-    /// Relays this replica carries.
-    pub owned_sessions: i64,
-    /// Server version.
-    pub version: String,
-    /// Seconds left in the drain's eviction window, while draining.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drain_remaining_seconds: Option<f64>,
-}
 
 /// Handler.
 pub async fn status(State(st): State<Arc<AppState>>) -> Json<SystemStatus> {
@@ -72,7 +55,7 @@ pub fn drain_timeout(q: &DrainQuery) -> Result<Duration, ApiError> {
         None => Ok(DEFAULT_DRAIN_TIMEOUT),
         Some(t) => humantime::parse_duration(t).map_err(|e| {
             ApiError::bad_request(
-                "invalid_timeout",
+                ErrorCode::InvalidTimeout,
                 format!("timeout `{t}`: {e}; use e.g. 90s or 10m"),
             )
         }),
