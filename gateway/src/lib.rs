@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod live;
 pub mod logging;
 pub mod metrics;
+pub mod openapi;
 pub mod recording;
 pub mod redis_url;
 pub mod relay_protocol;

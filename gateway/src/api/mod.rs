@@ -65,6 +65,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/v1/openapi.json", get(openapi_json))
         .route("/v1/system/status", get(system::status))
         .route("/v1/system/drain", axum::routing::post(system::drain));
     if state.replica.role.has_api() {
@@ -117,6 +118,17 @@ pub(crate) fn emit(
             tracing::warn!(kind, subject = %subject, error = %e, "could not record an event");
         }
     });
+}
+
+/// `GET /v1/openapi.json`: the document built once per process (see [`crate::openapi`]); no
+/// token, since it describes the API and none of its data.
+async fn openapi_json() -> Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        crate::openapi::json(),
+    )
+        .into_response()
 }
 
 async fn count_requests(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
