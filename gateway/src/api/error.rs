@@ -1,12 +1,13 @@
 //! API errors: a stable machine-readable `code`, a human `message`, the right status, and
 //! `Retry-After` on everything a client should retry.
 
-use crate::live::LiveError;
-use crate::store::StoreError;
-pub use crate::wire::{ErrorBody, ErrorCode};
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+
+use crate::live::LiveError;
+use crate::store::StoreError;
+pub use crate::wire::{ErrorBody, ErrorCode};
 
 /// An error response.
 #[derive(Debug, Clone)]
