@@ -192,12 +192,10 @@ impl Fleet {
                 // A new client each time: a kept-alive connection would stay on one backend.
                 let (lb, seen) = (fleet.client(&fleet.lb_addr()), &seen);
                 async move {
-                    if let Ok(s) = lb.get::<serde_json::Value>("/v1/system/status").await
-                        && let Some(r) = s["replica"].as_str()
-                    {
+                    if let Ok(s) = lb.system_status().await {
                         seen.lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .insert(r.to_string());
+                            .insert(s.replica);
                     }
                     (seen.lock().unwrap_or_else(|p| p.into_inner()).len() >= n).then_some(())
                 }
@@ -231,7 +229,11 @@ impl Fleet {
             if let Some(s) = self.replicas[i].service.as_mut() {
                 s.ensure_running()?;
             }
-            if client.get::<serde_json::Value>("/readyz").await.is_ok() {
+            if client
+                .readyz()
+                .await
+                .is_ok_and(|(code, r)| code == 200 && r.ready)
+            {
                 return Ok(start.elapsed());
             }
             if start.elapsed() > timeout {
@@ -369,8 +371,8 @@ impl Fleet {
                     Duration::from_secs(10),
                 )
                 .ok()
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-                .is_some_and(|s| s["owned_sessions"] == n)
+                .and_then(|s| serde_json::from_str::<wardengate::wire::SystemStatus>(&s).ok())
+                .is_some_and(|s| s.owned_sessions == n)
             },
         )
     }
@@ -385,12 +387,9 @@ impl Fleet {
     /// Waits until the newest session is `active` (a relay carries it) and returns its id.
     pub async fn wait_active_session(&self, timeout: Duration) -> Result<String> {
         Self::eventually("the newest session to be active", timeout, || async {
-            let rows: Vec<serde_json::Value> =
-                self.client_for(0).get("/v1/sessions?limit=1").await.ok()?;
+            let rows = self.client_for(0).sessions(Some(1)).await.ok()?;
             let row = rows.into_iter().next()?;
-            (row["status"] == "active")
-                .then(|| row["id"].as_str().map(String::from))
-                .flatten()
+            (row.status == wardengate::session::SessionStatus::Active).then_some(row.id)
         })
         .await
         .map(|(id, _)| id)

@@ -9,7 +9,8 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use wardengate::session::SessionStatus;
+use wardengate::wire::{CreatedToken, Event, SessionView};
 use wardengate_e2e::{Deps, Fleet, proxy_command};
 use wardengate_testkit::process::run;
 use wardengate_testkit::wait_until;
@@ -24,8 +25,9 @@ fn token(fleet: &Fleet, role: &str) -> String {
         Duration::from_secs(30),
     )
     .unwrap();
-    let v: Value = serde_json::from_str(&out).unwrap();
-    v["token"].as_str().unwrap().to_string()
+    let created: CreatedToken = serde_json::from_str(&out).unwrap();
+    assert_eq!(created.role.as_str(), role);
+    created.token
 }
 
 fn with_token(mut cmd: std::process::Command, token: &str) -> std::process::Command {
@@ -33,7 +35,7 @@ fn with_token(mut cmd: std::process::Command, token: &str) -> std::process::Comm
     cmd
 }
 
-fn pending(fleet: &Fleet, approver: &str) -> Vec<Value> {
+fn pending(fleet: &Fleet, approver: &str) -> Vec<SessionView> {
     let out = run(
         &mut with_token(fleet.wgctl(&["-o", "json", "approvals", "list"]), approver),
         Duration::from_secs(30),
@@ -87,7 +89,7 @@ async fn a_gated_session_waits_for_an_approver_and_the_watch_stream_shows_it() {
     let events = std::thread::spawn(move || {
         BufReader::new(watch_out)
             .lines()
-            .map(|l| serde_json::from_str::<Value>(&l.unwrap()).unwrap())
+            .map(|l| serde_json::from_str::<Event>(&l.unwrap()).unwrap())
             .collect::<Vec<_>>()
     });
     // The user connects: wgctl waits for the decision.
@@ -103,10 +105,7 @@ async fn a_gated_session_waits_for_an_approver_and_the_watch_stream_shows_it() {
         pending(&fleet, &approver).len() == 1
     })
     .unwrap();
-    let id = pending(&fleet, &approver)[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = pending(&fleet, &approver)[0].id.clone();
     eprintln!("pending: {id}");
 
     // The requester cannot approve its own request.
@@ -161,14 +160,14 @@ async fn a_gated_session_waits_for_an_approver_and_the_watch_stream_shows_it() {
     }
     let events = events.join().unwrap();
     assert!(ended.is_ok(), "the watcher saw only {events:#?}");
-    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds,
         ["approval.requested", "approval.approved", "session.started"],
         "{events:#?}"
     );
-    assert!(events.iter().all(|e| e["subject"] == id.as_str()));
-    let ids: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(events.iter().all(|e| e.subject == id));
+    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
     assert!(
         ids.windows(2).all(|w| w[0] < w[1]),
         "ordered, no duplicates: {ids:?}"
@@ -185,10 +184,7 @@ async fn a_gated_session_waits_for_an_approver_and_the_watch_stream_shows_it() {
         pending(&fleet, &approver).len() == 1
     })
     .unwrap();
-    let id2 = pending(&fleet, &approver)[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id2 = pending(&fleet, &approver)[0].id.clone();
     run(
         &mut with_token(
             fleet.wgctl(&["approvals", "deny", &id2, "--reason", "not now"]),
@@ -212,18 +208,11 @@ async fn a_gated_session_waits_for_an_approver_and_the_watch_stream_shows_it() {
         Some(user.clone()),
     )
     .unwrap();
-    let created: Value = r0
-        .call(
-            reqwest::Method::POST,
-            "/v1/sessions",
-            Some(&json!({"target": GATED})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(created["status"], "pending");
-    let id3 = created["id"].as_str().unwrap().to_string();
+    let created = r0.create_session(GATED).await.unwrap();
+    assert_eq!(created.status, SessionStatus::Pending);
+    let id3 = created.id;
     fleet.kill9(0);
-    assert_eq!(pending(&fleet, &approver)[0]["id"], id3.as_str());
+    assert_eq!(pending(&fleet, &approver)[0].id, id3);
     run(
         &mut with_token(fleet.wgctl(&["approvals", "approve", &id3]), &approver),
         Duration::from_secs(30),

@@ -7,9 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
-use serde_json::{Value, json};
 use wardengate::client::ClientError;
+use wardengate::session::SessionStatus;
+use wardengate::wire::{ErrorCode, SessionView};
 use wardengate_e2e::{Fleet, proxy_command};
 use wardengate_testkit::process::run;
 use wardengate_testkit::sshd::HOST_ALIAS;
@@ -72,13 +72,13 @@ async fn sentinel_promotion_under_a_running_fleet() {
     eprintln!(
         "sentinel promotion: new sessions work {recovered:?} after kill -9 of the Redis primary ({attempts} attempt(s); down-after 1 s)"
     );
-    let sessions: Vec<Value> = fleet
-        .client(&fleet.lb_addr())
-        .get("/v1/sessions")
-        .await
-        .unwrap();
+    let sessions = fleet.client(&fleet.lb_addr()).sessions(None).await.unwrap();
     assert!(
-        sessions.iter().filter(|s| s["status"] == "ended").count() >= 2,
+        sessions
+            .iter()
+            .filter(|s| s.status == SessionStatus::Ended)
+            .count()
+            >= 2,
         "history lost: {sessions:?}"
     );
 }
@@ -106,13 +106,7 @@ async fn patroni_leader_kill_under_a_running_fleet() {
     // Without a primary: refused with 503 + Retry-After, within the bound (2 s + 1 s margin).
     let lb = fleet.client(&fleet.lb_addr());
     let t = Instant::now();
-    let refused = lb
-        .call::<Value, Value>(
-            Method::POST,
-            "/v1/sessions",
-            Some(&json!({"target": HOST_ALIAS})),
-        )
-        .await;
+    let refused = lb.create_session(HOST_ALIAS).await;
     let took = t.elapsed();
     match refused {
         Err(ClientError::Api {
@@ -121,7 +115,7 @@ async fn patroni_leader_kill_under_a_running_fleet() {
             code,
             ..
         }) => {
-            assert_eq!(code, "database_unavailable");
+            assert_eq!(code, ErrorCode::DatabaseUnavailable);
         }
         other => panic!("expected 503 + Retry-After while there is no primary, got {other:?}"),
     }
@@ -144,19 +138,19 @@ async fn patroni_leader_kill_under_a_running_fleet() {
         killed.elapsed()
     );
     // Synchronous replication: nothing committed before the kill is lost.
-    let sessions: Vec<Value> = lb.get("/v1/sessions").await.unwrap();
-    let before: Vec<&Value> = sessions
+    let sessions = lb.sessions(None).await.unwrap();
+    let before: Vec<&SessionView> = sessions
         .iter()
-        .filter(|s| s["created_at"].as_i64().unwrap() < before_kill_ms)
+        .filter(|s| s.created_at < before_kill_ms)
         .collect();
     assert_eq!(before.len(), 1, "{sessions:?}");
-    assert_eq!(before[0]["status"], "ended");
-    assert!(before[0]["bytes_down"].as_i64().unwrap() > 0);
+    assert_eq!(before[0].status, SessionStatus::Ended);
+    assert!(before[0].bytes_down > 0);
     // wgctl retried the 503s inside one attempt instead of failing fast.
     assert!(
         attempts <= 2,
         "{attempts} attempts: failures during the failover were not retryable"
     );
-    let targets: Vec<Value> = lb.get("/v1/targets").await.unwrap();
+    let targets = lb.targets().await.unwrap();
     assert_eq!(targets.len(), 1);
 }

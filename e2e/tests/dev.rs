@@ -182,3 +182,87 @@ fn task_run_lines_work_as_printed_on_first_and_second_run() {
         "pasted lines work"
     );
 }
+
+/// A running server serves its OpenAPI document without a token, byte for byte what the code
+/// generates (and so what `gateway/openapi.json` holds), and every operation it documents
+/// reaches a route: asked without a token, each answers anything but the router's fallback
+/// 404 (`not_found`) or a 405.
+#[test]
+fn dev_serves_its_openapi_document_and_every_documented_operation_is_routed() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let out_path = data.path().join("stdout");
+    let dev = Command::new(bin("wardengate"))
+        .args(["dev", "--data-dir"])
+        .arg(data.path().join("state"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _dev = Kill(dev);
+    wait_until("dev server to listen", Duration::from_secs(30), || {
+        port_open(port) && std::fs::read_to_string(&out_path).is_ok_and(|s| s.contains("export "))
+    })
+    .unwrap();
+    let ca = std::fs::read_to_string(data.path().join("state").join("dev-cert.pem")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let anon =
+            wardengate::client::Client::new(&format!("https://127.0.0.1:{port}"), Some(&ca), None)
+                .unwrap();
+        let served = anon.get_text("/v1/openapi.json").await.unwrap();
+        assert!(
+            served == wardengate::openapi::json(),
+            "the server's document differs from the generated one"
+        );
+        let doc = anon.openapi().await.unwrap();
+        assert!(doc.paths.paths.contains_key("/v1/sessions"));
+        let post = doc.paths.paths["/v1/sessions"].post.as_ref().unwrap();
+        assert!(post.request_body.is_some());
+
+        let mut checked = 0;
+        for (path, item) in &doc.paths.paths {
+            let concrete = path.replace("{id}", "x").replace("{name}", "x");
+            let ops = [
+                (reqwest::Method::GET, item.get.is_some()),
+                (reqwest::Method::POST, item.post.is_some()),
+                (reqwest::Method::DELETE, item.delete.is_some()),
+                (reqwest::Method::PUT, item.put.is_some()),
+                (reqwest::Method::PATCH, item.patch.is_some()),
+            ];
+            for (method, _) in ops.into_iter().filter(|(_, documented)| *documented) {
+                let answer = if method == reqwest::Method::GET {
+                    anon.get_text(&concrete).await.map(|_| ())
+                } else {
+                    anon.call::<(), serde_json::Value>(method.clone(), &concrete, None)
+                        .await
+                        .map(|_| ())
+                };
+                match answer {
+                    Ok(()) => {}
+                    Err(wardengate::client::ClientError::Api { status, code, .. }) => {
+                        assert!(
+                            status != 405
+                                && !(status == 404
+                                    && code == wardengate::wire::ErrorCode::NotFound),
+                            "{method} {path}: no route serves it ({status}, {code})"
+                        );
+                    }
+                    Err(e) => panic!("{method} {path}: {e}"),
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 20, "only {checked} operations documented");
+        // The control: an undocumented path does hit the fallback.
+        match anon.get_text("/v1/nothing-here").await {
+            Err(wardengate::client::ClientError::Api {
+                status: 404,
+                code: wardengate::wire::ErrorCode::NotFound,
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+    });
+}

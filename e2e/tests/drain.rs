@@ -7,7 +7,8 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use wardengate::session::SessionStatus;
+use wardengate::wire::{ErrorCode, LiveState, SystemStatus};
 use wardengate_e2e::{Deps, Fleet, proxy_command as proxy};
 use wardengate_testkit::process::run;
 use wardengate_testkit::sshd::HOST_ALIAS;
@@ -47,33 +48,23 @@ async fn drain_lets_owned_sessions_finish_and_sends_new_ones_elsewhere() {
     let t = Instant::now();
     let out = drain(&fleet, 1, "30s");
     eprintln!("drain with no sessions took {:?}", t.elapsed());
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        (status["replica"].as_str(), status["draining"].as_bool()),
-        (Some("r1"), Some(true))
-    );
+    let status: SystemStatus = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((status.replica.as_str(), status.draining), ("r1", true));
     // Draining: readiness fails, liveness does not.
     let r1 = fleet.client_for(1);
-    let e = r1.get::<Value>("/readyz").await.unwrap_err();
-    assert!(
-        matches!(e, wardengate::client::ClientError::Api { status: 503, .. }),
-        "{e}"
+    let (code, ready) = r1.readyz().await.unwrap();
+    assert_eq!(code, 503, "{ready:?}");
+    assert!(!ready.ready);
+    let drain_check = ready.checks.unwrap().drain;
+    assert_eq!(
+        (drain_check.ok, drain_check.error.as_deref()),
+        (false, Some("draining"))
     );
-    r1.get::<Value>("/healthz").await.unwrap();
+    let (code, live) = r1.healthz().await.unwrap();
+    assert_eq!((code, live.status), (200, LiveState::Ok));
     // A new relay on the draining replica: 503 with Retry-After.
-    let auth: Value = r1
-        .call(
-            reqwest::Method::POST,
-            "/v1/sessions",
-            Some(&serde_json::json!({"target": HOST_ALIAS})),
-        )
-        .await
-        .unwrap();
-    match r1
-        .open_relay(auth["id"].as_str().unwrap())
-        .await
-        .unwrap_err()
-    {
+    let auth = r1.create_session(HOST_ALIAS).await.unwrap();
+    match r1.open_relay(&auth.id).await.unwrap_err() {
         wardengate::client::ClientError::Api {
             status,
             code,
@@ -81,8 +72,8 @@ async fn drain_lets_owned_sessions_finish_and_sends_new_ones_elsewhere() {
             ..
         } => {
             assert_eq!(
-                (status, code.as_str(), retry_after),
-                (503, "draining", Some(1))
+                (status, code, retry_after),
+                (503, ErrorCode::Draining, Some(1))
             );
         }
         other => panic!("{other}"),
@@ -140,13 +131,14 @@ async fn drain_deadline_closes_remaining_sessions_recoverably() {
         err.contains("replica drained") && err.contains("4003"),
         "ssh/wgctl said: {err}"
     );
-    let sessions: Vec<Value> = fleet
-        .client(&fleet.lb_addr())
-        .get("/v1/sessions")
-        .await
-        .unwrap();
-    assert_eq!(sessions[0]["end_reason"], "drained", "{}", sessions[0]);
-    assert_eq!(sessions[0]["status"], "ended");
+    let sessions = fleet.client(&fleet.lb_addr()).sessions(None).await.unwrap();
+    assert_eq!(
+        sessions[0].end_reason,
+        Some(wardengate::session::EndReason::Drained),
+        "{:?}",
+        sessions[0]
+    );
+    assert_eq!(sessions[0].status, SessionStatus::Ended);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -165,15 +157,8 @@ async fn sigterm_drains_before_the_process_exits() {
         fleet.is_running(0),
         "replica exited before its session ended"
     );
-    let e = fleet
-        .client_for(0)
-        .get::<Value>("/readyz")
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(e, wardengate::client::ClientError::Api { status: 503, .. }),
-        "{e}"
-    );
+    let (code, ready) = fleet.client_for(0).readyz().await.unwrap();
+    assert_eq!((code, ready.ready), (503, false), "{ready:?}");
     let long = long.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&long.stdout).trim(), "finished");
     let (_, _) = Fleet::eventually("r0 to exit after draining", Duration::from_secs(20), || {
@@ -248,9 +233,9 @@ async fn local_drain_through_the_admin_socket_needs_no_token_or_tls() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(status["draining"], true);
-    assert_eq!(status["owned_sessions"], 0);
+    let status: SystemStatus = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(status.draining);
+    assert_eq!(status.owned_sessions, 0);
     let ssh_out = session.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&ssh_out.stdout).trim(), "finished");
     assert!(
@@ -258,18 +243,19 @@ async fn local_drain_through_the_admin_socket_needs_no_token_or_tls() {
         "returned before the session ended: {took:?}"
     );
     // Readiness follows the drain; status over the socket says so too.
-    let e = fleet
-        .client_for(0)
-        .get::<Value>("/readyz")
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("draining"), "{e}");
+    let (code, ready) = fleet.client_for(0).readyz().await.unwrap();
+    assert_eq!(code, 503);
+    assert_eq!(
+        ready.checks.unwrap().drain.error.as_deref(),
+        Some("draining")
+    );
     let s = run(
         &mut local(&["-o", "json", "system", "status", "--local"]),
         Duration::from_secs(10),
     )
     .unwrap();
-    assert!(s.contains("\"draining\": true"), "{s}");
+    let status: SystemStatus = serde_json::from_str(&s).unwrap();
+    assert!(status.draining, "{s}");
     // A missing socket is a clear error, not a hang.
     let missing = local(&[
         "system",

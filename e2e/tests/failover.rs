@@ -6,7 +6,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use wardengate::session::SessionStatus;
 use wardengate_e2e::{Deps, Fleet, proxy_command};
 use wardengate_testkit::process::run;
 
@@ -50,8 +50,10 @@ async fn killed_lease_holder_loses_its_lease_and_its_sessions_end_as_replica_los
     Fleet::eventually("the session to be active", Duration::from_secs(20), || {
         let lb = lb.clone();
         async move {
-            let s: Vec<Value> = lb.get("/v1/sessions").await.ok()?;
-            s.first().filter(|s| s["status"] == "active").map(|_| ())
+            let s = lb.sessions(None).await.ok()?;
+            s.first()
+                .filter(|s| s.status == SessionStatus::Active)
+                .map(|_| ())
         }
     })
     .await
@@ -78,15 +80,21 @@ async fn killed_lease_holder_loses_its_lease_and_its_sessions_end_as_replica_los
         || {
             let lb = lb.clone();
             async move {
-                let s: Vec<Value> = lb.get("/v1/sessions").await.ok()?;
-                s.into_iter().next().filter(|s| s["status"] == "ended")
+                let s = lb.sessions(None).await.ok()?;
+                s.into_iter()
+                    .next()
+                    .filter(|s| s.status == SessionStatus::Ended)
             }
         },
     )
     .await
     .unwrap();
-    assert_eq!(row["end_reason"], "replica_lost", "{row}");
-    assert_eq!(row["replica"].as_str(), Some(format!("r{holder}").as_str()));
+    assert_eq!(
+        row.end_reason,
+        Some(wardengate::session::EndReason::ReplicaLost),
+        "{row:?}"
+    );
+    assert_eq!(row.replica, Some(format!("r{holder}")));
     eprintln!(
         "after kill -9 of the lease holder: lease moved in {moved:?}, session marked replica_lost {:?} after the kill (lost-after 3 s, lease TTL 5 s)",
         moved + lost

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 use wardengate::client::pump;
+use wardengate::session::{EndReason, SessionStatus};
+use wardengate::token::Role;
+use wardengate::wire::{ErrorCode, NewTarget, NewToken};
 use wardengate_e2e::{Deps, Fleet, proxy_command};
 use wardengate_testkit::process::run;
 use wardengate_testkit::sshd::HOST_ALIAS;
@@ -23,16 +26,13 @@ async fn three_replicas_behind_haproxy_serve_ssh_and_scp() {
     let mut fleet = deps.fleet(3, &[]).await.unwrap();
 
     // No sticky sessions: authorise through r0, relay through r1.
-    let auth: Value = fleet
+    let auth = fleet
         .client_for(0)
-        .call(
-            Method::POST,
-            "/v1/sessions",
-            Some(&json!({"target": HOST_ALIAS})),
-        )
+        .create_session(HOST_ALIAS)
         .await
         .unwrap();
-    let id = auth["id"].as_str().unwrap().to_string();
+    assert_eq!(auth.status, SessionStatus::Authorized);
+    let id = auth.id;
     let ws = fleet.client_for(1).open_relay(&id).await.unwrap();
     let mut banner = Vec::new();
     // Send nothing (immediate half-close): sshd still greets before it hangs up.
@@ -41,13 +41,9 @@ async fn three_replicas_behind_haproxy_serve_ssh_and_scp() {
         String::from_utf8_lossy(&banner).starts_with("SSH-2.0-OpenSSH"),
         "{banner:?}"
     );
-    let row: Value = fleet
-        .client_for(2)
-        .get(&format!("/v1/sessions/{id}"))
-        .await
-        .unwrap();
-    assert_eq!(row["replica"], "r1");
-    assert_eq!(row["status"], "ended");
+    let row = fleet.client_for(2).session(&id).await.unwrap();
+    assert_eq!(row.replica.as_deref(), Some("r1"));
+    assert_eq!(row.status, SessionStatus::Ended);
     // The same authorisation cannot be used twice.
     let again = fleet.client_for(2).open_relay(&id).await.unwrap_err();
     assert!(!again.is_retryable(), "{again}");
@@ -104,30 +100,24 @@ async fn three_replicas_behind_haproxy_serve_ssh_and_scp() {
     );
 
     // History in Postgres: bytes each way, replica and reason for every session.
-    let sessions: Vec<Value> = fleet
-        .client(&fleet.lb_addr())
-        .get("/v1/sessions")
-        .await
-        .unwrap();
+    let sessions = fleet.client(&fleet.lb_addr()).sessions(None).await.unwrap();
     assert_eq!(sessions.len(), 4);
     for s in &sessions {
-        assert_eq!(s["status"], "ended", "{s}");
+        assert_eq!(s.status, SessionStatus::Ended, "{s:?}");
         assert!(
-            s["replica"].as_str().is_some_and(|r| r.starts_with('r')),
-            "{s}"
+            s.replica.as_deref().is_some_and(|r| r.starts_with('r')),
+            "{s:?}"
         );
-        assert!(s["bytes_down"].as_i64().unwrap() > 0, "{s}");
-        assert!(s["end_reason"].as_str().is_some(), "{s}");
+        assert!(s.bytes_down > 0, "{s:?}");
+        assert!(s.end_reason.is_some(), "{s:?}");
     }
     assert!(
-        sessions
-            .iter()
-            .any(|s| s["bytes_up"].as_i64().unwrap() > 20 * 1024 * 1024),
+        sessions.iter().any(|s| s.bytes_up > 20 * 1024 * 1024),
         "scp upload not counted"
     );
     let replicas: std::collections::HashSet<&str> = sessions
         .iter()
-        .filter_map(|s| s["replica"].as_str())
+        .filter_map(|s| s.replica.as_deref())
         .collect();
     assert!(
         replicas.len() >= 2,
@@ -160,15 +150,8 @@ async fn api_errors_are_json_with_stable_codes() {
         other => panic!("{other}"),
     };
     // Unknown target → 404.
-    let e = admin
-        .call::<Value, Value>(
-            Method::POST,
-            "/v1/sessions",
-            Some(&json!({"target": "nope"})),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(code(e), (404, "target_not_found".into()));
+    let e = admin.create_session("nope").await.unwrap_err();
+    assert_eq!(code(e), (404, ErrorCode::TargetNotFound));
     // Bad token → 401.
     let anon = wardengate::client::Client::new(
         &fleet.replica_addr(0),
@@ -177,29 +160,38 @@ async fn api_errors_are_json_with_stable_codes() {
     )
     .unwrap();
     assert_eq!(
-        code(anon.get::<Value>("/v1/targets").await.unwrap_err()),
-        (401, "unauthorized".into())
+        code(anon.targets().await.unwrap_err()),
+        (401, ErrorCode::Unauthorized)
     );
     // A user token may not add targets → 403; malformed body → 400.
-    let created: Value = admin
-        .call(Method::POST, "/v1/tokens", Some(&json!({"role": "user"})))
+    let created = admin
+        .create_token(&NewToken {
+            role: Role::User,
+            name: None,
+        })
         .await
         .unwrap();
+    assert_eq!(
+        (created.role, created.name.as_str()),
+        (Role::User, "user-token")
+    );
     let user = wardengate::client::Client::new(
         &fleet.replica_addr(0),
         Some(&std::fs::read_to_string(fleet.wgctl_env()[1].1.clone()).unwrap()),
-        Some(created["token"].as_str().unwrap().into()),
+        Some(created.token),
     )
     .unwrap();
     let e = user
-        .call::<Value, Value>(
-            Method::POST,
-            "/v1/targets",
-            Some(&json!({"name": "x", "host": "h", "port": 1})),
-        )
+        .add_target(&NewTarget {
+            name: "x".into(),
+            host: "h".into(),
+            port: 1,
+            require_approval: false,
+        })
         .await
         .unwrap_err();
-    assert_eq!(code(e), (403, "forbidden".into()));
+    assert_eq!(code(e), (403, ErrorCode::Forbidden));
+    // A body the typed client cannot produce (no host), so sent as raw JSON.
     let e = admin
         .call::<Value, Value>(
             Method::POST,
@@ -208,16 +200,18 @@ async fn api_errors_are_json_with_stable_codes() {
         )
         .await
         .unwrap_err();
-    assert_eq!(code(e), (400, "invalid_body".into()));
+    assert_eq!(code(e), (400, ErrorCode::InvalidBody));
     // A target that does not listen → 502 target_unreachable, wgctl exit code 69.
-    admin
-        .call::<Value, Value>(
-            Method::POST,
-            "/v1/targets",
-            Some(&json!({"name": "closed", "host": "127.0.0.1", "port": 1})),
-        )
+    let closed = admin
+        .add_target(&NewTarget {
+            name: "closed".into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            require_approval: false,
+        })
         .await
         .unwrap();
+    assert_eq!((closed.port, closed.require_approval), (1, false));
     let out = fleet.wgctl(&["connect", "closed"]).output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -227,24 +221,29 @@ async fn api_errors_are_json_with_stable_codes() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("target_unreachable"));
     // wgctl authorised and dialled in one request: the attempt is in the history, ended.
-    let history: Vec<Value> = admin.get("/v1/sessions").await.unwrap();
+    let history = admin.sessions(None).await.unwrap();
     let attempt = history
         .iter()
-        .find(|s| s["target_name"] == "closed")
+        .find(|s| s.target_name == "closed")
         .expect("the failed attempt is recorded");
-    assert_eq!(attempt["status"], "ended", "{attempt}");
-    assert_eq!(attempt["end_reason"], "target_unreachable", "{attempt}");
+    assert_eq!(attempt.status, SessionStatus::Ended, "{attempt:?}");
+    assert_eq!(
+        attempt.end_reason,
+        Some(EndReason::TargetUnreachable),
+        "{attempt:?}"
+    );
     // A target that needs an approver cannot be connected in one request.
     admin
-        .call::<Value, Value>(
-            Method::POST,
-            "/v1/targets",
-            Some(&json!({"name": "guarded", "host": "127.0.0.1", "port": 1, "require_approval": true})),
-        )
+        .add_target(&NewTarget {
+            name: "guarded".into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            require_approval: true,
+        })
         .await
         .unwrap();
     let e = admin.open_target_relay("guarded").await.unwrap_err();
-    assert_eq!(code(e), (409, "approval_required".into()));
+    assert_eq!(code(e), (409, ErrorCode::ApprovalRequired));
 }
 
 /// The relay's replica is gone before the target connection was made: the retry that
@@ -254,16 +253,12 @@ async fn api_errors_are_json_with_stable_codes() {
 async fn relay_retries_through_another_replica_on_the_same_authorisation() {
     let deps = Deps::start().unwrap();
     let mut fleet = deps.fleet(2, &[]).await.unwrap();
-    let auth: Value = fleet
+    let id = fleet
         .client_for(0)
-        .call(
-            Method::POST,
-            "/v1/sessions",
-            Some(&json!({"target": HOST_ALIAS})),
-        )
+        .create_session(HOST_ALIAS)
         .await
-        .unwrap();
-    let id = auth["id"].as_str().unwrap().to_string();
+        .unwrap()
+        .id;
     fleet.kill9(1);
     let (dead, live) = (fleet.client_for(1), fleet.client_for(0));
     let mut tries = 0;
@@ -287,10 +282,10 @@ async fn relay_retries_through_another_replica_on_the_same_authorisation() {
     let mut banner = Vec::new();
     pump(ws, tokio::io::empty(), &mut banner).await.unwrap();
     assert!(String::from_utf8_lossy(&banner).starts_with("SSH-2.0-"));
-    let row: Value = live.get(&format!("/v1/sessions/{id}")).await.unwrap();
+    let row = live.session(&id).await.unwrap();
     assert_eq!(
-        (row["replica"].as_str(), row["status"].as_str()),
-        (Some("r0"), Some("ended"))
+        (row.replica.as_deref(), row.status),
+        (Some("r0"), SessionStatus::Ended)
     );
 }
 
@@ -312,10 +307,10 @@ async fn killing_a_live_session_closes_its_relay() {
     let (id, _) = Fleet::eventually("the session to be active", Duration::from_secs(20), || {
         let lb = lb.clone();
         async move {
-            let s: Vec<Value> = lb.get("/v1/sessions").await.ok()?;
+            let s = lb.sessions(None).await.ok()?;
             s.first()
-                .filter(|s| s["status"] == "active")
-                .and_then(|s| s["id"].as_str().map(String::from))
+                .filter(|s| s.status == SessionStatus::Active)
+                .map(|s| s.id.clone())
         }
     })
     .await
@@ -326,10 +321,8 @@ async fn killing_a_live_session_closes_its_relay() {
         Duration::from_secs(30),
     )
     .unwrap();
-    assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap()["status"],
-        "terminating"
-    );
+    let killed_view: wardengate::wire::SessionView = serde_json::from_str(&out).unwrap();
+    assert_eq!(killed_view.status, SessionStatus::Terminating);
     let ssh = ssh.wait_with_output().unwrap();
     assert!(!ssh.status.success());
     assert!(
@@ -346,13 +339,13 @@ async fn killing_a_live_session_closes_its_relay() {
         let lb = lb.clone();
         let id = id.clone();
         async move {
-            let r: Value = lb.get(&format!("/v1/sessions/{id}")).await.ok()?;
-            (r["status"] == "ended").then_some(r)
+            let r = lb.session(&id).await.ok()?;
+            (r.status == SessionStatus::Ended).then_some(r)
         }
     })
     .await
     .unwrap();
-    assert_eq!(row["end_reason"], "terminated");
+    assert_eq!(row.end_reason, Some(EndReason::Terminated));
 }
 
 /// Replicas cache successful token lookups for `TOKEN_CACHE_TTL`: a token marked revoked in

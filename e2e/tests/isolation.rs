@@ -7,14 +7,16 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use wardengate::client::ClientError;
+use wardengate::session::SessionStatus;
+use wardengate::wire::LiveState;
 use wardengate_e2e::{Deps, Fleet, proxy_command};
 use wardengate_testkit::proxy::TcpProxy;
 
-fn status_of(r: Result<Value, ClientError>) -> u16 {
+/// The status of a `/healthz` or `/readyz` answer (both carry a document whatever the status).
+fn status_of<T>(r: Result<(u16, T), ClientError>) -> u16 {
     match r {
-        Ok(_) => 200,
+        Ok((status, _)) => status,
         Err(ClientError::Api { status, .. }) => status,
         Err(e) => panic!("{e}"),
     }
@@ -52,13 +54,16 @@ async fn isolated_replica_fails_liveness_but_a_fleet_wide_outage_does_not() {
     links[0].cut();
     let (_, took) = Fleet::eventually("r0 /healthz to fail", Duration::from_secs(10), || {
         let r0 = r0.clone();
-        async move { (status_of(r0.get::<Value>("/healthz").await) == 503).then_some(()) }
+        async move { (status_of(r0.healthz().await) == 503).then_some(()) }
     })
     .await
     .unwrap();
     eprintln!("isolation to /healthz failing: {took:?} (grace 2 s, checker every 500 ms)");
-    assert_eq!(status_of(r1.get("/healthz").await), 200);
-    assert_eq!(status_of(r1.get("/readyz").await), 200);
+    let (_, live) = r0.healthz().await.unwrap();
+    assert_eq!(live.status, LiveState::Isolated, "{live:?}");
+    assert!(live.reason.is_some(), "{live:?}");
+    assert_eq!(status_of(r1.healthz().await), 200);
+    assert_eq!(status_of(r1.readyz().await), 200);
     let out = ssh.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -71,7 +76,7 @@ async fn isolated_replica_fails_liveness_but_a_fleet_wide_outage_does_not() {
     links[0].restore();
     Fleet::eventually("r0 /healthz to recover", Duration::from_secs(15), || {
         let r0 = r0.clone();
-        async move { (status_of(r0.get::<Value>("/healthz").await) == 200).then_some(()) }
+        async move { (status_of(r0.healthz().await) == 200).then_some(()) }
     })
     .await
     .unwrap();
@@ -81,14 +86,20 @@ async fn isolated_replica_fails_liveness_but_a_fleet_wide_outage_does_not() {
         || {
             let r1 = r1.clone();
             async move {
-                let s: Vec<Value> = r1.get("/v1/sessions").await.ok()?;
-                s.into_iter().next().filter(|s| s["status"] == "ended")
+                let s = r1.sessions(None).await.ok()?;
+                s.into_iter()
+                    .next()
+                    .filter(|s| s.status == SessionStatus::Ended)
             }
         },
     )
     .await
     .unwrap();
-    assert_eq!(row["end_reason"], "replica_isolated", "{row}");
+    assert_eq!(
+        row.end_reason,
+        Some(wardengate::session::EndReason::ReplicaIsolated),
+        "{row:?}"
+    );
 
     // Postgres gone for everyone: readiness fails everywhere, liveness holds.
     links[0].cut();
@@ -96,9 +107,7 @@ async fn isolated_replica_fails_liveness_but_a_fleet_wide_outage_does_not() {
     Fleet::eventually("both /readyz to fail", Duration::from_secs(10), || {
         let (a, b) = (r0.clone(), r1.clone());
         async move {
-            (status_of(a.get::<Value>("/readyz").await) == 503
-                && status_of(b.get::<Value>("/readyz").await) == 503)
-                .then_some(())
+            (status_of(a.readyz().await) == 503 && status_of(b.readyz().await) == 503).then_some(())
         }
     })
     .await
@@ -107,12 +116,12 @@ async fn isolated_replica_fails_liveness_but_a_fleet_wide_outage_does_not() {
     let watch_until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < watch_until {
         assert_eq!(
-            status_of(r0.get("/healthz").await),
+            status_of(r0.healthz().await),
             200,
             "fleet-wide outage failed r0 liveness"
         );
         assert_eq!(
-            status_of(r1.get("/healthz").await),
+            status_of(r1.healthz().await),
             200,
             "fleet-wide outage failed r1 liveness"
         );

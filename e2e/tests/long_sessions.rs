@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wardengate::wire::SessionView;
 use wardengate_e2e::{Deps, Fleet, bin, echo_server, proxy_command};
 use wardengate_testkit::process::run;
 
@@ -61,12 +62,9 @@ fn check_output(out: &[u8], bytes: usize) {
     assert!(out.ends_with(b"done\n"));
 }
 
-async fn ended_session(fleet: &Fleet) -> Value {
-    let rows: Vec<Value> = fleet
-        .client_for(0)
-        .get("/v1/sessions?limit=1")
-        .await
-        .unwrap();
+async fn ended_session(fleet: &Fleet) -> SessionView {
+    let rows = fleet.client_for(0).sessions(Some(1)).await.unwrap();
+    assert_eq!(rows.len(), 1, "limit=1: {rows:?}");
     rows.into_iter().next().unwrap()
 }
 
@@ -83,7 +81,11 @@ async fn a_session_outlives_every_internal_ttl_with_the_defaults() {
     check_output(&out, 8 << 20);
     assert!(held > Duration::from_secs(120), "held only {held:?}");
     let row = ended_session(&fleet).await;
-    assert_eq!(row["end_reason"], "client_closed", "{row}");
+    assert_eq!(
+        row.end_reason,
+        Some(wardengate::session::EndReason::ClientClosed),
+        "{row:?}"
+    );
     eprintln!("session held {held:?} and ended normally");
 }
 
@@ -96,7 +98,10 @@ async fn short_ttls_renew_twenty_times_and_terminate_stays_prompt() {
     // 6 s idle + traffic + 6 s idle = more than 24 renewals of a 2 s grant.
     let out = idle_traffic_idle(&deps, &fleet, 6, 1 << 20).await;
     check_output(&out, 1 << 20);
-    assert_eq!(ended_session(&fleet).await["end_reason"], "client_closed");
+    assert_eq!(
+        ended_session(&fleet).await.end_reason,
+        Some(wardengate::session::EndReason::ClientClosed)
+    );
 
     // Terminate a live session after 5 s (10 renewals): the relay closes within a poll or two.
     let mut ssh = deps.sshd.ssh_via(&proxy_command(), "sleep 600").unwrap();
@@ -128,12 +133,12 @@ async fn short_ttls_renew_twenty_times_and_terminate_stays_prompt() {
     let took = killed.elapsed();
     assert!(!status.success());
     assert!(took < Duration::from_secs(3), "terminate took {took:?}");
-    let row: Value = fleet
-        .client_for(1)
-        .get(&format!("/v1/sessions/{id}"))
-        .await
-        .unwrap();
-    assert_eq!(row["end_reason"], "terminated", "{row}");
+    let row = fleet.client_for(1).session(&id).await.unwrap();
+    assert_eq!(
+        row.end_reason,
+        Some(wardengate::session::EndReason::Terminated),
+        "{row:?}"
+    );
     eprintln!("terminate reached the relay in {took:?}");
 }
 

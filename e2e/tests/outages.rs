@@ -9,27 +9,13 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
-use serde_json::{Value, json};
-use wardengate::client::{Client, ClientError};
+use wardengate::client::ClientError;
+use wardengate::session::SessionStatus;
+use wardengate::wire::{ErrorCode, LiveState};
 use wardengate_e2e::{Deps, Fleet, proxy_command};
 use wardengate_testkit::process::run;
 use wardengate_testkit::proxy::TcpProxy;
 use wardengate_testkit::sshd::HOST_ALIAS;
-
-/// `(status, body)` of a GET, whatever the status.
-async fn probe(c: &Client, path: &str) -> (u16, Value) {
-    match c.get::<Value>(path).await {
-        Ok(v) => (200, v),
-        Err(ClientError::Api {
-            status, message, ..
-        }) => (
-            status,
-            serde_json::from_str(&message).unwrap_or(json!(message)),
-        ),
-        Err(e) => (0, json!(e.to_string())),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_started_during_a_postgres_outage_listens_at_once_and_becomes_ready() {
@@ -51,25 +37,34 @@ async fn a_replica_started_during_a_postgres_outage_listens_at_once_and_becomes_
     let c = fleet.client_for(0);
     let (_, took) = Fleet::eventually("/healthz to answer 200", Duration::from_secs(10), || {
         let c = c.clone();
-        async move { (probe(&c, "/healthz").await.0 == 200).then_some(()) }
+        async move { c.healthz().await.ok().filter(|(code, _)| *code == 200) }
     })
     .await
     .unwrap();
     eprintln!("/healthz 200 {took:?} after spawn, Postgres down");
+    let (_, live) = c.healthz().await.unwrap();
+    assert_eq!(live.status, LiveState::Starting, "{live:?}");
     assert!(spawned.elapsed() < Duration::from_secs(5));
     // Not ready, saying why; the API answers 503 with Retry-After; the process keeps running.
     let waiting_until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < waiting_until {
-        let (code, body) = probe(&c, "/readyz").await;
-        assert_eq!(code, 503, "{body}");
-        assert!(body.to_string().contains("waiting for postgres"), "{body}");
+        let (code, body) = c.readyz().await.unwrap();
+        assert_eq!(code, 503, "{body:?}");
+        assert!(!body.ready);
+        assert!(
+            body.starting
+                .as_deref()
+                .is_some_and(|s| s.contains("waiting for postgres")),
+            "{body:?}"
+        );
         assert!(fleet.is_running(0), "the replica exited during the outage");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    match c.get::<Value>("/v1/targets").await {
+    match c.targets().await {
         Err(ClientError::Api {
             status: 503,
             retry_after: Some(_),
+            code: ErrorCode::Starting,
             ..
         }) => {}
         other => panic!("expected 503 with Retry-After while starting, got {other:?}"),
@@ -77,8 +72,8 @@ async fn a_replica_started_during_a_postgres_outage_listens_at_once_and_becomes_
     link.restore();
     let ready = fleet.wait_ready(0, Duration::from_secs(30)).await.unwrap();
     eprintln!("ready {ready:?} after Postgres came back");
-    let targets: Vec<Value> = c.get("/v1/targets").await.unwrap();
-    assert!(targets.iter().any(|t| t["name"] == HOST_ALIAS));
+    let targets = c.targets().await.unwrap();
+    assert!(targets.iter().any(|t| t.name == HOST_ALIAS));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -110,15 +105,18 @@ async fn a_three_second_postgres_outage_does_not_fail_readiness() {
             }
         }
         for c in &clients {
-            let (code, body) = probe(c, "/readyz").await;
+            let (code, body) = c.readyz().await.unwrap();
             assert_eq!(
                 code,
                 200,
-                "readiness failed {:?} into a short outage: {body}",
+                "readiness failed {:?} into a short outage: {body:?}",
                 cut.elapsed()
             );
-            saw_failing |= body["checks"]["postgres"]["failing_for_ms"].is_u64();
-            assert_eq!(probe(c, "/healthz").await.0, 200);
+            assert!(body.ready, "{body:?}");
+            saw_failing |= body
+                .checks
+                .is_some_and(|c| c.postgres.failing_for_ms.is_some());
+            assert_eq!(c.healthz().await.unwrap().0, 200);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -156,32 +154,24 @@ async fn redis_gone_drops_sessions_recoverably_refuses_new_ones_and_recovers() {
 
     // New sessions: refused with 503 and Retry-After, through any replica.
     for i in 0..2 {
-        match fleet
-            .client_for(i)
-            .call::<Value, Value>(
-                Method::POST,
-                "/v1/sessions",
-                Some(&json!({"target": HOST_ALIAS})),
-            )
-            .await
-        {
+        match fleet.client_for(i).create_session(HOST_ALIAS).await {
             Err(ClientError::Api {
                 status: 503,
                 retry_after: Some(_),
                 code,
                 ..
-            }) => assert_eq!(code, "session_state_unavailable"),
+            }) => assert_eq!(code, ErrorCode::SessionStateUnavailable),
             other => panic!("expected 503 + Retry-After without Redis, got {other:?}"),
         }
     }
     // History is kept: the dropped session's end is in Postgres.
-    let row: Value = fleet
-        .client_for(1)
-        .get(&format!("/v1/sessions/{id}"))
-        .await
-        .unwrap();
-    assert_eq!(row["status"], "ended", "{row}");
-    assert_eq!(row["end_reason"], "session_state_lost", "{row}");
+    let row = fleet.client_for(1).session(&id).await.unwrap();
+    assert_eq!(row.status, SessionStatus::Ended, "{row:?}");
+    assert_eq!(
+        row.end_reason,
+        Some(wardengate::session::EndReason::SessionStateLost),
+        "{row:?}"
+    );
 
     deps.redis.restart().unwrap();
     let back = Instant::now();

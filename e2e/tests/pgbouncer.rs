@@ -7,9 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
-use serde_json::{Value, json};
 use wardengate::client::Client;
+use wardengate::session::SessionStatus;
+use wardengate::store::Decision;
+use wardengate::token::Role;
+use wardengate::wire::{NewTarget, NewToken};
 use wardengate_e2e::{Fleet, proxy_command};
 use wardengate_testkit::process::run;
 use wardengate_testkit::{PatroniCluster, PatroniTiming, PgBouncer, RedisServer, Sshd};
@@ -56,49 +58,43 @@ async fn a_fleet_behind_pgbouncer_in_transaction_mode() {
 
     // An approval: requested by one token, decided by another, durable through the pooler.
     let lb = fleet.client(&fleet.lb_addr());
-    lb.call::<Value, Value>(
-        Method::POST,
-        "/v1/targets",
-        Some(&json!({"name": "gated", "host": "127.0.0.1", "port": sshd.port(), "require_approval": true})),
-    )
-    .await
-    .unwrap();
-    let mk = |role: &str| {
+    let gated = lb
+        .add_target(&NewTarget {
+            name: "gated".into(),
+            host: "127.0.0.1".into(),
+            port: sshd.port(),
+            require_approval: true,
+        })
+        .await
+        .unwrap();
+    assert!(gated.require_approval);
+    let mk = |role: Role| {
         let lb = lb.clone();
-        let role = role.to_string();
         async move {
-            let t: Value = lb
-                .call(
-                    Method::POST,
-                    "/v1/tokens",
-                    Some(&json!({"role": role, "name": role})),
-                )
-                .await
-                .unwrap();
-            t["token"].as_str().unwrap().to_string()
+            lb.create_token(&NewToken {
+                role,
+                name: Some(role.as_str().into()),
+            })
+            .await
+            .unwrap()
+            .token
         }
     };
-    let (user, approver) = (mk("user").await, mk("approver").await);
+    let (user, approver) = (mk(Role::User).await, mk(Role::Approver).await);
     let ca = std::fs::read_to_string(&fleet.wgctl_env()[1].1).unwrap();
     let as_user = Client::new(&fleet.lb_addr(), Some(&ca), Some(user)).unwrap();
     let as_approver = Client::new(&fleet.lb_addr(), Some(&ca), Some(approver)).unwrap();
-    let pending: Value = as_user
-        .call(
-            Method::POST,
-            "/v1/sessions",
-            Some(&json!({"target": "gated"})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(pending["status"], "pending");
-    let id = pending["id"].as_str().unwrap();
-    let decided: Value = as_approver
-        .call::<Value, Value>(Method::POST, &format!("/v1/approvals/{id}/approve"), None)
-        .await
-        .unwrap();
-    assert_eq!(decided["session"]["status"], "authorized", "{decided}");
-    let row: Value = as_user.get(&format!("/v1/sessions/{id}")).await.unwrap();
-    assert_eq!(row["status"], "authorized");
+    let pending = as_user.create_session("gated").await.unwrap();
+    assert_eq!(pending.status, SessionStatus::Pending);
+    let id = pending.id.as_str();
+    let decided = as_approver.approve(id, "").await.unwrap();
+    assert_eq!(
+        (decided.session.status, decided.decision),
+        (SessionStatus::Authorized, Decision::Approved),
+        "{decided:?}"
+    );
+    let row = as_user.session(id).await.unwrap();
+    assert_eq!(row.status, SessionStatus::Authorized);
 
     // The leased jobs run: exactly one replica holds the cleanup lease.
     let (held, _) = Fleet::eventually(
@@ -140,7 +136,10 @@ async fn a_fleet_behind_pgbouncer_in_transaction_mode() {
         killed.elapsed()
     );
     // History survived: the earlier sessions are all there and ended.
-    let rows: Vec<Value> = lb.get("/v1/sessions?limit=100").await.unwrap();
-    let ended = rows.iter().filter(|r| r["status"] == "ended").count();
+    let rows = lb.sessions(Some(100)).await.unwrap();
+    let ended = rows
+        .iter()
+        .filter(|r| r.status == SessionStatus::Ended)
+        .count();
     assert!(ended >= 7, "{rows:?}");
 }

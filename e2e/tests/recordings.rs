@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use wardengate::wire::SessionView;
 use wardengate_e2e::{Deps, Fleet, proxy_command};
 use wardengate_testkit::process::run;
 use wardengate_testkit::wait_until;
@@ -18,8 +18,8 @@ fn latest_session(fleet: &Fleet) -> String {
         Duration::from_secs(30),
     )
     .unwrap();
-    let v: Vec<Value> = serde_json::from_str(&out).unwrap();
-    v[0]["id"].as_str().unwrap().to_string()
+    let v: Vec<SessionView> = serde_json::from_str(&out).unwrap();
+    v[0].id.clone()
 }
 
 fn verify(fleet: &Fleet, id: &str) -> std::process::Output {

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use wardengate::session::SessionStatus;
 use wardengate_e2e::{Fleet, proxy_command};
 use wardengate_testkit::process::run;
 use wardengate_testkit::{PatroniCluster, PatroniTiming, RedisSentinel, Sshd};
@@ -95,12 +96,12 @@ async fn rolling_restart_by_drain_under_continuous_session_load() {
             || {
                 let (lb, replica) = (lb.clone(), replica.clone());
                 async move {
-                    let s: Vec<serde_json::Value> = lb.get("/v1/sessions?limit=20").await.ok()?;
+                    let s = lb.sessions(Some(20)).await.ok()?;
                     s.iter()
                         .any(|s| {
-                            s["target_name"] == "long"
-                                && s["status"] == "active"
-                                && s["replica"] == replica.as_str()
+                            s.target_name == "long"
+                                && s.status == SessionStatus::Active
+                                && s.replica.as_deref() == Some(replica.as_str())
                         })
                         .then_some(())
                 }

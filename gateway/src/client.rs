@@ -1,5 +1,6 @@
-//! The client side of the API, used by `wgctl` (and tests): JSON calls with the server's
-//! error codes preserved, and the relay WebSocket with retries through the load balancer.
+//! The client side of the API, used by `wgctl` (and tests): one typed method per endpoint,
+//! returning the wire types the server answers with ([`crate::wire`]), errors carrying the
+//! server's [`ErrorCode`], and the relay WebSocket with retries through the load balancer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,13 +15,16 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::api::ErrorBody;
 use crate::pump::{CloseInfo, Config as PumpConfig, Ended, Frame, OnSourceEof, ReadSource};
 use crate::relay_protocol::{
     CLOSE_NORMAL, HALF_CLOSE, SESSION_HEADER, is_recoverable, relay_path, target_relay_path,
 };
 use crate::tls::TlsError;
 use crate::tls_advice::{CertFailures, advising_client_config};
+use crate::wire::{
+    Authorized, CreatedToken, DecisionBody, DecisionResult, ErrorBody, ErrorCode, Event, Healthz,
+    NewSession, NewTarget, NewToken, Readyz, SessionView, SystemStatus, TargetView, Verification,
+};
 
 /// Failures talking to a Wardengate server.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +59,8 @@ pub enum ClientError {
     Api {
         /// HTTP status.
         status: u16,
-        /// Stable error code.
-        code: String,
+        /// Stable error code (the server's, or one the client names, e.g. `http_error`).
+        code: ErrorCode,
         /// Human message.
         message: String,
         /// Seconds the server asked us to wait before retrying.
@@ -93,7 +97,10 @@ impl ClientError {
                 status: 401 | 403, ..
             } => 3,
             ClientError::Api { status: 404, .. } => 4,
-            ClientError::Api { code, .. } if code == "target_unreachable" => 69,
+            ClientError::Api {
+                code: ErrorCode::TargetUnreachable,
+                ..
+            } => 69,
             e if e.is_retryable() => 75,
             ClientError::NoToken
             | ClientError::Address(_)
@@ -374,6 +381,177 @@ impl Client {
     }
 }
 
+/// The typed API: one method per endpoint, each returning the wire type the server answers
+/// with. Errors keep the server's [`ErrorCode`].
+impl Client {
+    /// `POST /v1/sessions`: authorises a session to `target` (status `pending` when an approver
+    /// must decide first).
+    pub async fn create_session(&self, target: &str) -> Result<Authorized, ClientError> {
+        let body = NewSession {
+            target: target.to_string(),
+        };
+        self.call(Method::POST, "/v1/sessions", Some(&body)).await
+    }
+
+    /// `GET /v1/sessions/{id}`.
+    pub async fn session(&self, id: &str) -> Result<SessionView, ClientError> {
+        self.get(&format!("/v1/sessions/{}", segment(id))).await
+    }
+
+    /// `GET /v1/sessions?limit=N`: the newest sessions first (the server's default without a
+    /// limit).
+    pub async fn sessions(&self, limit: Option<u32>) -> Result<Vec<SessionView>, ClientError> {
+        match limit {
+            Some(n) => self.get(&format!("/v1/sessions?limit={n}")).await,
+            None => self.get("/v1/sessions").await,
+        }
+    }
+
+    /// `DELETE /v1/sessions/{id}`: terminates a session; returns it after the change.
+    pub async fn terminate(&self, id: &str) -> Result<SessionView, ClientError> {
+        self.call::<(), _>(
+            Method::DELETE,
+            &format!("/v1/sessions/{}", segment(id)),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /v1/targets`.
+    pub async fn targets(&self) -> Result<Vec<TargetView>, ClientError> {
+        self.get("/v1/targets").await
+    }
+
+    /// `GET /v1/targets/{name}`.
+    pub async fn target(&self, name: &str) -> Result<TargetView, ClientError> {
+        self.get(&format!("/v1/targets/{}", segment(name))).await
+    }
+
+    /// `POST /v1/targets` (admin).
+    pub async fn add_target(&self, target: &NewTarget) -> Result<TargetView, ClientError> {
+        self.call(Method::POST, "/v1/targets", Some(target)).await
+    }
+
+    /// `DELETE /v1/targets/{name}` (admin).
+    pub async fn remove_target(&self, name: &str) -> Result<(), ClientError> {
+        self.call::<(), ()>(
+            Method::DELETE,
+            &format!("/v1/targets/{}", segment(name)),
+            None,
+        )
+        .await
+    }
+
+    /// `POST /v1/tokens` (admin): the answer carries the secret, shown only this once.
+    pub async fn create_token(&self, token: &NewToken) -> Result<CreatedToken, ClientError> {
+        self.call(Method::POST, "/v1/tokens", Some(token)).await
+    }
+
+    /// `GET /v1/approvals` (approver): sessions waiting for a decision.
+    pub async fn approvals(&self) -> Result<Vec<SessionView>, ClientError> {
+        self.get("/v1/approvals").await
+    }
+
+    /// `POST /v1/approvals/{id}/approve` (approver).
+    pub async fn approve(&self, id: &str, reason: &str) -> Result<DecisionResult, ClientError> {
+        self.decide(id, "approve", reason).await
+    }
+
+    /// `POST /v1/approvals/{id}/deny` (approver).
+    pub async fn deny(&self, id: &str, reason: &str) -> Result<DecisionResult, ClientError> {
+        self.decide(id, "deny", reason).await
+    }
+
+    async fn decide(
+        &self,
+        id: &str,
+        verb: &str,
+        reason: &str,
+    ) -> Result<DecisionResult, ClientError> {
+        let body = DecisionBody {
+            reason: reason.to_string(),
+        };
+        self.call(
+            Method::POST,
+            &format!("/v1/approvals/{}/{verb}", segment(id)),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `GET /v1/system/status` of the replica that answers.
+    pub async fn system_status(&self) -> Result<SystemStatus, ClientError> {
+        self.get("/v1/system/status").await
+    }
+
+    /// `POST /v1/system/drain?timeout=…` (admin): returns once the replica is empty, at most
+    /// `timeout` plus a minute later.
+    pub async fn drain(&self, timeout: Duration) -> Result<(), ClientError> {
+        let path = format!("/v1/system/drain?timeout={}s", timeout.as_secs());
+        self.call_with_timeout::<(), ()>(
+            Method::POST,
+            &path,
+            None,
+            timeout + Duration::from_secs(60),
+        )
+        .await
+    }
+
+    /// `GET /v1/recordings/{id}/verify` (approver).
+    pub async fn verify_recording(&self, id: &str) -> Result<Verification, ClientError> {
+        self.get(&format!("/v1/recordings/{}/verify", segment(id)))
+            .await
+    }
+
+    /// `GET /healthz`: the status code and the document, whichever the status (a 503 still
+    /// says why).
+    pub async fn healthz(&self) -> Result<(u16, Healthz), ClientError> {
+        self.probe("/healthz").await
+    }
+
+    /// `GET /readyz`: the status code and the document, whichever the status.
+    pub async fn readyz(&self) -> Result<(u16, Readyz), ClientError> {
+        self.probe("/readyz").await
+    }
+
+    /// `GET /v1/openapi.json`: the API's OpenAPI document.
+    pub async fn openapi(&self) -> Result<utoipa::openapi::OpenApi, ClientError> {
+        self.get("/v1/openapi.json").await
+    }
+
+    /// A health document read whatever the status; an answer that is not one becomes an error.
+    async fn probe<T: DeserializeOwned>(&self, path: &str) -> Result<(u16, T), ClientError> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.addr))
+            .send()
+            .await
+            .map_err(|e| self.transport(error_chain(&e)))?;
+        let status = resp.status().as_u16();
+        let retry = retry_after(resp.headers());
+        let text = resp.text().await.map_err(|e| self.transport(e))?;
+        match serde_json::from_str(&text) {
+            Ok(doc) => Ok((status, doc)),
+            Err(e) if (200..300).contains(&status) => Err(self.transport(e)),
+            Err(_) => Err(api_error(status, &text, retry)),
+        }
+    }
+}
+
+/// `s` as one URL path segment: everything but unreserved characters percent-encoded, so an
+/// id or name can never reach another endpoint.
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The relay connection type.
 pub type RelayStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -397,7 +575,7 @@ fn api_error(status: u16, body: &str, retry_after: Option<u64>) -> ClientError {
         },
         Err(_) => ClientError::Api {
             status,
-            code: "http_error".into(),
+            code: ErrorCode::HttpError,
             message: if body.trim().is_empty() {
                 format!("HTTP {status}")
             } else {
@@ -586,6 +764,13 @@ pub struct SseParser {
     has_data: bool,
 }
 
+impl SseEvent {
+    /// The event's data as the typed [`Event`] the server sends on `/v1/events`.
+    pub fn parse(&self) -> Result<Event, serde_json::Error> {
+        serde_json::from_str(&self.data)
+    }
+}
+
 impl SseParser {
     /// Adds bytes; returns the events they completed.
     pub fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
@@ -632,6 +817,41 @@ impl SseParser {
 #[cfg(test)]
 mod sse_tests {
     use super::*;
+
+    #[test]
+    fn path_segments_cannot_escape_their_endpoint() {
+        assert_eq!(segment("db-1.prod_eu"), "db-1.prod_eu");
+        assert_eq!(segment("../approvals/x"), "..%2Fapprovals%2Fx");
+        assert_eq!(segment("a b?c#d"), "a%20b%3Fc%23d");
+    }
+
+    #[test]
+    fn error_answers_keep_the_code_and_fall_back_without_a_body() {
+        match api_error(409, r#"{"code":"already_decided","message":"m"}"#, None) {
+            ClientError::Api { status, code, .. } => {
+                assert_eq!((status, code), (409, ErrorCode::AlreadyDecided));
+            }
+            other => panic!("{other:?}"),
+        }
+        match api_error(418, r#"{"code":"teapot_mode","message":"m"}"#, Some(3)) {
+            ClientError::Api {
+                code, retry_after, ..
+            } => {
+                assert_eq!(code, ErrorCode::Other("teapot_mode".into()));
+                assert_eq!(retry_after, Some(3));
+            }
+            other => panic!("{other:?}"),
+        }
+        match api_error(502, "<html>bad gateway</html>", None) {
+            ClientError::Api { code, message, .. } => {
+                assert_eq!(code, ErrorCode::HttpError);
+                assert_eq!(message, "<html>bad gateway</html>");
+            }
+            other => panic!("{other:?}"),
+        }
+        let unreachable = api_error(502, r#"{"code":"target_unreachable","message":"m"}"#, None);
+        assert_eq!(unreachable.exit_code(), 69);
+    }
 
     #[test]
     fn events_split_across_chunks_keep_ids_kinds_and_multiline_data() {

@@ -164,24 +164,8 @@ impl Expiring for Manifest {
     }
 }
 
-/// Result of verifying a recording.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Verification {
-    /// Session id.
-    pub session: String,
-    /// Whether the signature and every object check out.
-    pub ok: bool,
-    /// Key id that signed the manifest, when the signature is valid.
-    pub key_id: Option<String>,
-    /// Whether the recording is complete.
-    pub complete: bool,
-    /// Objects checked.
-    pub objects: usize,
-    /// Bytes checked.
-    pub bytes: u64,
-    /// What failed, one line each.
-    pub problems: Vec<String>,
-}
+/// Result of verifying a recording: a wire type, see [`crate::wire::Verification`].
+pub use crate::wire::Verification;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct SignedManifest {

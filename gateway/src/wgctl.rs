@@ -5,14 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::api::SystemStatus;
 use crate::client::{Client, ClientError, pump, with_retries};
 use crate::session::{EndReason, SessionStatus};
-use crate::store::{SessionRow, TargetRow};
 use crate::token::Role;
+use crate::wire::{ErrorCode, NewTarget, NewToken, SessionView};
 
 const EXIT_CODES: &str = "Exit codes:\n  0  success\n  1  other error\n  2  usage or configuration error (including a server certificate wgctl cannot trust)\n  \
 3  authentication or permission refused (401/403)\n  4  not found (404)\n  69 target unreachable from the gateway\n  \
@@ -329,30 +327,28 @@ async fn authorize(
     retry_for: Duration,
     quiet: bool,
 ) -> Result<String, ClientError> {
-    let body = json!({ "target": target });
-    let created: Value = with_retries(
+    let created = with_retries(
         retry_for,
         |e| note(quiet, e),
-        || client.call::<Value, Value>(Method::POST, "/v1/sessions", Some(&body)),
+        || client.create_session(target),
     )
     .await?;
-    let id = created["id"].as_str().unwrap_or_default().to_string();
-    if created["status"] == "pending" {
+    let id = created.id;
+    if created.status == SessionStatus::Pending {
         if !quiet {
             eprintln!("wgctl: session {id} is waiting for an approver…");
         }
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let path = format!("/v1/sessions/{id}");
-            let s: SessionRow =
-                with_retries(retry_for, |e| note(quiet, e), || client.get(&path)).await?;
+            let s: SessionView =
+                with_retries(retry_for, |e| note(quiet, e), || client.session(&id)).await?;
             match s.status {
                 SessionStatus::Pending => continue,
                 SessionStatus::Authorized => break,
                 _ if s.end_reason == Some(EndReason::Expired) => {
                     return Err(ClientError::Api {
                         status: 403,
-                        code: "approval_expired".into(),
+                        code: ErrorCode::ApprovalExpired,
                         message: format!(
                             "session {id}: no approver decided within {} minutes, so the \
                              request expired; run the command again to ask anew",
@@ -364,7 +360,7 @@ async fn authorize(
                 other => {
                     return Err(ClientError::Api {
                         status: 403,
-                        code: "session_denied".into(),
+                        code: ErrorCode::SessionDenied,
                         message: format!(
                             "session {id} was not approved ({other}, {})",
                             s.end_reason.map(EndReason::as_str).unwrap_or("-")
@@ -411,7 +407,8 @@ where
         Ok((ws, _session)) => ws,
         // Needs an approver (or an older server without the one-request relay).
         Err(ClientError::Api { code, status, .. })
-            if code == "approval_required" || (status == 404 && code == "not_found") =>
+            if code == ErrorCode::ApprovalRequired
+                || (status == 404 && code == ErrorCode::NotFound) =>
         {
             let id = authorize(client, target, retry_for, quiet).await?;
             with_retries(retry_for, |e| note(quiet, e), || client.open_relay(&id)).await?
@@ -433,9 +430,13 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 port,
                 require_approval,
             } => {
-                let body = json!({"name": name, "host": host, "port": port, "require_approval": require_approval});
-                let t: TargetRow = client
-                    .call(Method::POST, "/v1/targets", Some(&body))
+                let t = client
+                    .add_target(&NewTarget {
+                        name,
+                        host,
+                        port,
+                        require_approval,
+                    })
                     .await?;
                 if json_out {
                     print_json(&t);
@@ -444,7 +445,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 }
             }
             TargetsCommand::List => {
-                let ts: Vec<TargetRow> = client.get("/v1/targets").await?;
+                let ts = client.targets().await?;
                 if json_out {
                     print_json(&ts);
                 } else {
@@ -456,12 +457,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                                     t.name,
                                     t.host,
                                     t.port.to_string(),
-                                    if t.require_approval != 0 {
-                                        "required"
-                                    } else {
-                                        "-"
-                                    }
-                                    .into(),
+                                    if t.require_approval { "required" } else { "-" }.into(),
                                 ]
                             })
                             .collect(),
@@ -469,9 +465,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 }
             }
             TargetsCommand::Remove { name } => {
-                client
-                    .call::<(), Value>(Method::DELETE, &format!("/v1/targets/{name}"), None)
-                    .await?;
+                client.remove_target(&name).await?;
                 if !json_out {
                     println!("target {name} removed");
                 }
@@ -513,8 +507,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         }
         Command::Sessions { command } => match command {
             SessionsCommand::List { limit } => {
-                let ss: Vec<SessionRow> =
-                    client.get(&format!("/v1/sessions?limit={limit}")).await?;
+                let ss = client.sessions(Some(limit)).await?;
                 if json_out {
                     print_json(&ss);
                 } else {
@@ -537,28 +530,26 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 }
             }
             SessionsCommand::Kill { id } => {
-                let s: SessionRow = client
-                    .call::<(), _>(Method::DELETE, &format!("/v1/sessions/{id}"), None)
-                    .await?;
+                let s = client.terminate(&id).await?;
                 if json_out {
                     print_json(&s);
                 } else {
-                    println!("session {} is {}", s.id, s.status);
+                    println!("session {} is {}", s.id, s.status.as_str());
                 }
             }
         },
         Command::Tokens {
             command: TokensCommand::Create { role, name },
         } => {
-            let body = json!({"role": role, "name": name});
-            let t: Value = client.call(Method::POST, "/v1/tokens", Some(&body)).await?;
+            let t = client.create_token(&NewToken { role, name }).await?;
             if json_out {
                 print_json(&t);
             } else {
-                println!("{}", t["token"].as_str().unwrap_or_default());
+                println!("{}", t.token);
                 eprintln!(
-                    "token {} ({}) created; the secret above is shown only once",
-                    t["id"], t["role"]
+                    "token {:?} ({:?}) created; the secret above is shown only once",
+                    t.id,
+                    t.role.as_str()
                 );
             }
         }
@@ -566,13 +557,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             command: SystemCommand::Drain { timeout, local },
         } => {
             let client = local.pick(&client)?;
-            let path = format!("/v1/system/drain?timeout={}s", timeout.as_secs());
-            let request = client.call_with_timeout::<(), Value>(
-                Method::POST,
-                &path,
-                None,
-                *timeout + Duration::from_secs(60),
-            );
+            let request = client.drain(*timeout);
             tokio::pin!(request);
             let progress = !json_out && std::io::stderr().is_terminal();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -580,7 +565,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 tokio::select! {
                     r = &mut request => break r,
                     _ = tick.tick(), if progress => {
-                        if let Ok(s) = client.get::<SystemStatus>("/v1/system/status").await {
+                        if let Ok(s) = client.system_status().await {
                             eprint!(
                                 "\rdraining {}: {} session(s) remaining, {:.0}s left   ",
                                 s.replica, s.owned_sessions, s.drain_remaining_seconds.unwrap_or_default()
@@ -593,7 +578,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 eprintln!();
             }
             result?;
-            let s: SystemStatus = client.get("/v1/system/status").await?;
+            let s = client.system_status().await?;
             if json_out {
                 print_json(&s);
             } else {
@@ -607,8 +592,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Recordings {
             command: RecordingsCommand::Verify { id },
         } => {
-            let v: crate::recording::Verification =
-                client.get(&format!("/v1/recordings/{id}/verify")).await?;
+            let v = client.verify_recording(&id).await?;
             if json_out {
                 print_json(&v);
             } else if v.ok {
@@ -632,7 +616,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             if !v.ok {
                 return Err(ClientError::Api {
                     status: 422,
-                    code: "recording_invalid".into(),
+                    code: ErrorCode::RecordingInvalid,
                     message: format!("recording {id} did not verify: {}", v.problems.join("; ")),
                     retry_after: None,
                 });
@@ -642,7 +626,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             command: SystemCommand::Status { local },
         } => {
             let client = local.pick(&client)?;
-            let s: SystemStatus = client.get("/v1/system/status").await?;
+            let s = client.system_status().await?;
             if json_out {
                 print_json(&s);
             } else {
@@ -663,7 +647,7 @@ async fn approvals(
 ) -> Result<(), ClientError> {
     match command {
         ApprovalsCommand::List => {
-            let pending: Vec<SessionRow> = client.get("/v1/approvals").await?;
+            let pending = client.approvals().await?;
             if json_out {
                 print_json(&pending);
             } else {
@@ -680,10 +664,10 @@ async fn approvals(
             }
         }
         ApprovalsCommand::Approve { id, reason } => {
-            decide(client, &id, "approve", &reason, json_out).await?
+            show_decision(&id, &client.approve(&id, &reason).await?, json_out)
         }
         ApprovalsCommand::Deny { id, reason } => {
-            decide(client, &id, "deny", &reason, json_out).await?
+            show_decision(&id, &client.deny(&id, &reason).await?, json_out)
         }
         ApprovalsCommand::Watch { count, since } => {
             let mut seen = 0u64;
@@ -701,17 +685,14 @@ async fn approvals(
                         if json_out {
                             println!("{}", e.data);
                         } else {
-                            let v: Value = serde_json::from_str(&e.data).unwrap_or_default();
-                            let detail: Value = v["detail"]
-                                .as_str()
-                                .and_then(|d| serde_json::from_str(d).ok())
-                                .unwrap_or_default();
-                            println!(
-                                "{:<20} {}  {}",
-                                e.event,
-                                v["subject"].as_str().unwrap_or_default(),
-                                detail
-                            );
+                            let (subject, detail) = match e.parse() {
+                                Ok(ev) => (
+                                    ev.subject,
+                                    serde_json::from_str::<Value>(&ev.detail).unwrap_or_default(),
+                                ),
+                                Err(_) => (String::new(), Value::Null),
+                            };
+                            println!("{:<20} {}  {}", e.event, subject, detail);
                         }
                         seen += 1;
                         count.is_none_or(|c| seen < c)
@@ -737,24 +718,10 @@ async fn approvals(
     Ok(())
 }
 
-async fn decide(
-    client: &Client,
-    id: &str,
-    verb: &str,
-    reason: &str,
-    json_out: bool,
-) -> Result<(), ClientError> {
-    let r: crate::api::DecisionResult = client
-        .call(
-            Method::POST,
-            &format!("/v1/approvals/{id}/{verb}"),
-            Some(&json!({ "reason": reason })),
-        )
-        .await?;
+fn show_decision(id: &str, r: &crate::wire::DecisionResult, json_out: bool) {
     if json_out {
-        print_json(&r);
+        print_json(r);
     } else {
         println!("session {id} {}", r.decision.as_str());
     }
-    Ok(())
 }

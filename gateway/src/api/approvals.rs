@@ -7,36 +7,20 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, Caller};
-use crate::store::{Decision, SessionRow};
+use crate::store::Decision;
 use crate::token::Role;
-
-/// Optional body of approve/deny.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DecisionBody {
-    #[serde(default)]
-    reason: String,
-}
-
-/// Response of approve/deny.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DecisionResult {
-    /// Session decided on.
-    pub session: SessionRow,
-    /// `approved` or `denied`.
-    pub decision: Decision,
-}
+use crate::wire::{DecisionBody, DecisionResult, SessionView};
 
 /// `GET /v1/approvals`: sessions waiting for a decision.
 pub async fn list(
     State(st): State<Arc<AppState>>,
     caller: Caller,
-) -> Result<Json<Vec<SessionRow>>, ApiError> {
+) -> Result<Json<Vec<SessionView>>, ApiError> {
     caller.require(Role::Approver)?;
-    Ok(Json(st.sessions.pending().await?))
+    let rows = st.sessions.pending().await?;
+    Ok(Json(rows.into_iter().map(SessionView::from).collect()))
 }
 
 /// `POST /v1/approvals/{id}/approve`.
@@ -72,5 +56,8 @@ async fn decide(
         .sessions
         .decide(&id, decision, &caller.token_id, &reason)
         .await?;
-    Ok(Json(DecisionResult { session, decision }))
+    Ok(Json(DecisionResult {
+        session: session.into(),
+        decision,
+    }))
 }

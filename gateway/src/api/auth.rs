@@ -12,7 +12,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::token::{Role, hash};
 
 /// How long a successful token lookup is reused without asking Postgres again. This is the
@@ -93,7 +93,7 @@ impl Caller {
             Ok(())
         } else {
             Err(ApiError::forbidden(
-                "forbidden",
+                ErrorCode::Forbidden,
                 format!(
                     "this action needs the {} role; the token `{}` has {}",
                     role.as_str(),

@@ -4,19 +4,10 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 
 use crate::live::LiveError;
 use crate::store::StoreError;
-
-/// The JSON body of every error.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ErrorBody {
-    /// Stable identifier, e.g. `target_not_found`.
-    pub code: String,
-    /// Human explanation.
-    pub message: String,
-}
+pub use crate::wire::{ErrorBody, ErrorCode};
 
 /// An error response.
 #[derive(Debug, Clone)]
@@ -31,11 +22,11 @@ pub struct ApiError {
 
 impl ApiError {
     /// A non-retryable error.
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             body: ErrorBody {
-                code: code.into(),
+                code,
                 message: message.into(),
             },
             retry_after: None,
@@ -43,7 +34,7 @@ impl ApiError {
     }
 
     /// 503 with `Retry-After`.
-    pub fn unavailable(code: &str, message: impl Into<String>, retry_after: u32) -> Self {
+    pub fn unavailable(code: ErrorCode, message: impl Into<String>, retry_after: u32) -> Self {
         Self {
             retry_after: Some(retry_after),
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
@@ -51,27 +42,27 @@ impl ApiError {
     }
 
     /// 400.
-    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     /// 401.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
     /// 403.
-    pub fn forbidden(code: &str, message: impl Into<String>) -> Self {
+    pub fn forbidden(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, code, message)
     }
 
     /// 404.
-    pub fn not_found(code: &str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
     /// 409.
-    pub fn conflict(code: &str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 }
@@ -80,16 +71,16 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(m) => ApiError::unavailable(
-                "database_unavailable",
+                ErrorCode::DatabaseUnavailable,
                 format!("the database is unavailable: {m}"),
                 2,
             ),
-            StoreError::Conflict(m) => ApiError::conflict("already_exists", m),
+            StoreError::Conflict(m) => ApiError::conflict(ErrorCode::AlreadyExists, m),
             other => {
                 tracing::error!(error = %other, "store error");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    ErrorCode::Internal,
                     "internal error; see server logs",
                 )
             }
@@ -101,7 +92,7 @@ impl From<LiveError> for ApiError {
     fn from(e: LiveError) -> Self {
         match e {
             LiveError::Unavailable(m) => ApiError::unavailable(
-                "session_state_unavailable",
+                ErrorCode::SessionStateUnavailable,
                 format!("the session state store is unavailable: {m}"),
                 2,
             ),
@@ -109,7 +100,7 @@ impl From<LiveError> for ApiError {
                 tracing::error!(error = %m, "live store error");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    ErrorCode::Internal,
                     "internal error; see server logs",
                 )
             }
@@ -134,21 +125,21 @@ impl From<crate::session::SessionError> for ApiError {
         use crate::session::SessionError as E;
         let message = e.to_string();
         match e {
-            E::TargetNotFound(_) => ApiError::not_found("target_not_found", message),
-            E::NotFound(_) => ApiError::not_found("session_not_found", message),
-            E::ApprovalRequired(_) => ApiError::conflict("approval_required", message),
+            E::TargetNotFound(_) => ApiError::not_found(ErrorCode::TargetNotFound, message),
+            E::NotFound(_) => ApiError::not_found(ErrorCode::SessionNotFound, message),
+            E::ApprovalRequired(_) => ApiError::conflict(ErrorCode::ApprovalRequired, message),
             E::NoLiveGrant(_) | E::ChangedWhileConnecting(_) => {
-                ApiError::new(StatusCode::GONE, "session_expired", message)
+                ApiError::new(StatusCode::GONE, ErrorCode::SessionExpired, message)
             }
-            E::Terminated => ApiError::new(StatusCode::GONE, "session_terminated", message),
-            E::InvalidState(_) => ApiError::forbidden("invalid_session_state", message),
-            E::NotYours => ApiError::forbidden("not_your_session", message),
-            E::ApprovalPending => ApiError::conflict("approval_pending", message),
-            E::InUse => ApiError::conflict("session_in_use", message),
-            E::SelfApproval => ApiError::forbidden("self_approval", message),
-            E::AlreadyDecided { .. } => ApiError::conflict("already_decided", message),
-            E::ApprovalExpired(_) => ApiError::conflict("approval_expired", message),
-            E::NotPending { .. } => ApiError::conflict("not_pending", message),
+            E::Terminated => ApiError::new(StatusCode::GONE, ErrorCode::SessionTerminated, message),
+            E::InvalidState(_) => ApiError::forbidden(ErrorCode::InvalidSessionState, message),
+            E::NotYours => ApiError::forbidden(ErrorCode::NotYourSession, message),
+            E::ApprovalPending => ApiError::conflict(ErrorCode::ApprovalPending, message),
+            E::InUse => ApiError::conflict(ErrorCode::SessionInUse, message),
+            E::SelfApproval => ApiError::forbidden(ErrorCode::SelfApproval, message),
+            E::AlreadyDecided { .. } => ApiError::conflict(ErrorCode::AlreadyDecided, message),
+            E::ApprovalExpired(_) => ApiError::conflict(ErrorCode::ApprovalExpired, message),
+            E::NotPending { .. } => ApiError::conflict(ErrorCode::NotPending, message),
             E::Store(e) => e.into(),
             E::Live(e) => e.into(),
         }

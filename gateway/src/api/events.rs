@@ -33,7 +33,7 @@ fn sse(e: &EventRow) -> Event {
     Event::default()
         .id(e.id.to_string())
         .event(e.kind.clone())
-        .data(serde_json::to_string(e).unwrap_or_default())
+        .data(serde_json::to_string(&crate::wire::Event::from(e.clone())).unwrap_or_default())
 }
 
 /// The stream.

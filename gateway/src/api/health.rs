@@ -7,21 +7,27 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::AppState;
 use crate::health::Liveness;
+use crate::wire::{Check, Healthz, LiveState, ReadinessChecks, Readyz};
 
 /// Liveness: reads the checker's state; fails only when the replica is isolated.
 pub async fn healthz(State(st): State<Arc<AppState>>) -> Response {
-    match st.health.liveness() {
-        Liveness::Live => (StatusCode::OK, Json(json!({"status": "ok"}))).into_response(),
+    let (code, status, reason) = match st.health.liveness() {
+        Liveness::Live => (StatusCode::OK, LiveState::Ok, None),
         Liveness::Isolated(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "isolated", "reason": reason})),
-        )
-            .into_response(),
-    }
+            LiveState::Isolated,
+            Some(reason),
+        ),
+    };
+    let body = Healthz {
+        status,
+        reason,
+        waiting_for: None,
+    };
+    (code, Json(body)).into_response()
 }
 
 /// Readiness: not ready while draining, while isolated (see `/healthz`), or while Postgres or
@@ -40,17 +46,20 @@ pub async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     let check = |failing: Option<std::time::Duration>, error: Option<String>, ever_ok: bool| {
         let within_grace = failing.is_none_or(|d| d <= grace);
         let ok = fresh && ever_ok && within_grace;
-        let mut v = json!({ "ok": ok });
+        let mut c = Check {
+            ok,
+            ..Check::default()
+        };
         if let Some(d) = failing {
-            v["failing_for_ms"] = json!(d.as_millis() as u64);
-            v["grace_ms"] = json!(grace.as_millis() as u64);
+            c.failing_for_ms = Some(d.as_millis() as u64);
+            c.grace_ms = Some(grace.as_millis() as u64);
         }
         if !fresh {
-            v["error"] = json!("health check is stale");
+            c.error = Some("health check is stale".into());
         } else if let Some(e) = error.filter(|_| failing.is_some()) {
-            v["error"] = json!(e);
+            c.error = Some(e);
         }
-        (ok, v)
+        (ok, c)
     };
     let (db_ok, mut postgres) = check(
         failing_for(o.db_failing_since),
@@ -58,7 +67,7 @@ pub async fn readyz(State(st): State<Arc<AppState>>) -> Response {
         o.db_last_ok.is_some(),
     );
     if let (None, Some(rt)) = (o.db_failing_since, o.db_roundtrip) {
-        postgres["roundtrip_ms"] = json!(rt.as_secs_f64() * 1000.0);
+        postgres.roundtrip_ms = Some(rt.as_secs_f64() * 1000.0);
     }
     let (redis_ok, redis) = check(
         failing_for(o.redis_failing_since),
@@ -67,21 +76,34 @@ pub async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     );
     let draining = st.replica.draining();
     let isolation = match st.health.liveness() {
-        Liveness::Live => json!({"ok": true}),
-        Liveness::Isolated(reason) => json!({"ok": false, "error": reason}),
-    };
-    let isolated = isolation["ok"] == false;
-    let ready = db_ok && redis_ok && !draining && !isolated;
-    let body = json!({
-        "ready": ready,
-        "replica": st.replica.id,
-        "checks": {
-            "postgres": postgres,
-            "redis": redis,
-            "isolation": isolation,
-            "drain": if draining { json!({"ok": false, "error": "draining"}) } else { json!({"ok": true}) },
+        Liveness::Live => Check {
+            ok: true,
+            ..Check::default()
         },
-    });
+        Liveness::Isolated(reason) => Check {
+            ok: false,
+            error: Some(reason),
+            ..Check::default()
+        },
+    };
+    let isolated = !isolation.ok;
+    let ready = db_ok && redis_ok && !draining && !isolated;
+    let drain = Check {
+        ok: !draining,
+        error: draining.then(|| "draining".to_string()),
+        ..Check::default()
+    };
+    let body = Readyz {
+        ready,
+        replica: Some(st.replica.id.clone()),
+        starting: None,
+        checks: Some(ReadinessChecks {
+            postgres,
+            redis,
+            isolation,
+            drain,
+        }),
+    };
     let code = if ready {
         StatusCode::OK
     } else {

@@ -22,9 +22,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-pub use approvals::DecisionResult;
 pub use auth::{Caller, TOKEN_CACHE_TTL, TokenCache};
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use starting::{StartPhase, Starting};
 pub use system::{DEFAULT_DRAIN_TIMEOUT, DRAIN_OUTCOME_HEADER, SystemStatus};
 
@@ -69,6 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/v1/openapi.json", get(openapi_json))
         .route("/v1/system/status", get(system::status));
     let mut long_lived =
         Router::new().route("/v1/system/drain", axum::routing::post(system::drain));
@@ -108,7 +108,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             request_deadline,
         ))
         .merge(long_lived);
-    r.fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+    r.fallback(|| async { ApiError::not_found(ErrorCode::NotFound, "no such endpoint") })
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -122,7 +122,7 @@ async fn request_deadline(State(st): State<Arc<AppState>>, req: Request, next: N
     match tokio::time::timeout(st.request_timeout, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::unavailable(
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             format!(
                 "the request took longer than {}; retry",
                 humantime::format_duration(st.request_timeout)
@@ -131,6 +131,17 @@ async fn request_deadline(State(st): State<Arc<AppState>>, req: Request, next: N
         )
         .into_response(),
     }
+}
+
+/// `GET /v1/openapi.json`: the document built once per process (see [`crate::openapi`]); no
+/// token, since it describes the API and none of its data.
+async fn openapi_json() -> Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        crate::openapi::json(),
+    )
+        .into_response()
 }
 
 /// Counts requests by a fixed method set, the matched route template and the status: labels

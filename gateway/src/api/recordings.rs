@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 
-use super::{ApiError, AppState, Caller};
+use super::{ApiError, AppState, Caller, ErrorCode};
 use crate::recording::Verification;
 use crate::token::Role;
 
@@ -20,19 +20,19 @@ pub async fn verify(
     caller.require(Role::Approver)?;
     let Some(rec) = &st.recordings else {
         return Err(ApiError::not_found(
-            "recordings_disabled",
+            ErrorCode::RecordingsDisabled,
             "this server does not record sessions (set --recordings-url / WG_RECORDINGS_URL)",
         ));
     };
     if st.store.session(&id).await?.is_none() {
         return Err(ApiError::not_found(
-            "session_not_found",
+            ErrorCode::SessionNotFound,
             format!("no session `{id}`"),
         ));
     }
     let v = rec.verify(&id, &st.keyring).await.map_err(|e| {
         ApiError::unavailable(
-            "recordings_unavailable",
+            ErrorCode::RecordingsUnavailable,
             format!("reading the recording: {e}"),
             5,
         )

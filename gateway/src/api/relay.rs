@@ -13,7 +13,7 @@ use axum::response::Response;
 use futures::{SinkExt, StreamExt, future};
 use tokio::net::TcpStream;
 
-use super::{ApiError, AppState, Caller};
+use super::{ApiError, AppState, Caller, ErrorCode};
 use crate::pump::{self, CloseInfo, Ended, Flow, Frame, OnSourceEof, TcpSource};
 use crate::relay_protocol::*;
 use crate::session::{Active, EndReason, Grant, Moved, Requester};
@@ -114,14 +114,14 @@ pub async fn relay_target(
 fn refuse_new_relays(st: &AppState) -> Result<(), ApiError> {
     if st.replica.draining() {
         return Err(ApiError::unavailable(
-            "draining",
+            ErrorCode::Draining,
             "this replica is draining; retry through the load balancer",
             1,
         ));
     }
     if *st.health.isolated().borrow() {
         return Err(ApiError::unavailable(
-            "replica_isolated",
+            ErrorCode::ReplicaIsolated,
             "this replica is isolated; retry through the load balancer",
             1,
         ));
@@ -141,7 +141,7 @@ async fn dial(st: &AppState, grant: &Grant) -> Result<TcpStream, ApiError> {
     .map_err(|e| {
         ApiError::new(
             axum::http::StatusCode::BAD_GATEWAY,
-            "target_unreachable",
+            ErrorCode::TargetUnreachable,
             format!(
                 "cannot reach {}:{} for target `{}`: {e}",
                 grant.host, grant.port, grant.target
@@ -186,7 +186,7 @@ async fn carry(
                         .end(&id, EndReason::RecordingUnavailable, Moved::default())
                         .await;
                     return Err(ApiError::unavailable(
-                        "recording_unavailable",
+                        ErrorCode::RecordingUnavailable,
                         format!("the session cannot be recorded: {e}"),
                         5,
                     ));

@@ -1,43 +1,26 @@
-//! Sessions: authorise (`POST /v1/sessions`), list, inspect, terminate.
+//! Sessions: authorise (`POST /v1/sessions`), list, inspect, terminate. Thin: every lifecycle
+//! step is [`crate::session::Sessions`]'s.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::{ApiError, AppState, Caller};
+use super::{ApiError, AppState, Caller, ErrorCode};
 use crate::session::SessionStatus;
 use crate::store::SessionRow;
 use crate::token::Role;
-
-/// Request body of `POST /v1/sessions`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewSession {
-    target: String,
-}
-
-/// Response of `POST /v1/sessions`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Authorized {
-    /// Session id; connect with `GET /v1/sessions/{id}/relay`.
-    pub id: String,
-    /// Target name.
-    pub target: String,
-    /// `authorized`, or `pending` when an approver must decide first.
-    pub status: SessionStatus,
-    /// Unix ms after which the authorisation can no longer be used to connect.
-    pub expires_at_ms: i64,
-}
+use crate::wire::{Authorized, NewSession, SessionView};
 
 pub async fn create(
     State(st): State<Arc<AppState>>,
     caller: Caller,
     body: Result<Json<NewSession>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Authorized>), ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+    let Json(req) =
+        body.map_err(|e| ApiError::bad_request(ErrorCode::InvalidBody, e.body_text()))?;
     let a = st.sessions.authorise(&caller.token_id, &req.target).await?;
     let code = if a.status == SessionStatus::Pending {
         StatusCode::ACCEPTED
@@ -66,14 +49,16 @@ pub async fn list(
     State(st): State<Arc<AppState>>,
     caller: Caller,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Vec<SessionRow>>, ApiError> {
+) -> Result<Json<Vec<SessionView>>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let owner = (!caller.role.allows(Role::Approver)).then_some(caller.token_id.as_str());
-    Ok(Json(st.sessions.list(owner, limit).await?))
+    let rows = st.sessions.list(owner, limit).await?;
+    Ok(Json(rows.into_iter().map(SessionView::from).collect()))
 }
 
 async fn visible(st: &AppState, caller: &Caller, id: &str) -> Result<SessionRow, ApiError> {
-    let not_found = || ApiError::not_found("session_not_found", format!("no session `{id}`"));
+    let not_found =
+        || ApiError::not_found(ErrorCode::SessionNotFound, format!("no session `{id}`"));
     let row = st.sessions.get(id).await?.ok_or_else(not_found)?;
     if row.token_id != caller.token_id && !caller.role.allows(Role::Approver) {
         return Err(not_found());
@@ -85,8 +70,8 @@ pub async fn get(
     State(st): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<SessionRow>, ApiError> {
-    Ok(Json(visible(&st, &caller, &id).await?))
+) -> Result<Json<SessionView>, ApiError> {
+    Ok(Json(visible(&st, &caller, &id).await?.into()))
 }
 
 /// Terminates a session (its owner, or an admin): the relay, wherever it runs, closes within a
@@ -95,10 +80,12 @@ pub async fn terminate(
     State(st): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<SessionRow>, ApiError> {
+) -> Result<Json<SessionView>, ApiError> {
     let row = visible(&st, &caller, &id).await?;
     if row.token_id != caller.token_id {
         caller.require(Role::Admin)?;
     }
-    Ok(Json(st.sessions.terminate(&id, &caller.token_id).await?))
+    Ok(Json(
+        st.sessions.terminate(&id, &caller.token_id).await?.into(),
+    ))
 }

@@ -12,10 +12,10 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::IntoMakeService;
-use serde_json::json;
 use tower::ServiceExt;
 
-use super::ApiError;
+use super::{ApiError, ErrorCode};
+use crate::wire::{Healthz, LiveState, Readyz};
 
 /// What start-up is waiting for, shown by `/readyz` until the replica serves.
 #[derive(Debug, Clone)]
@@ -79,16 +79,25 @@ impl Starting {
         match req.uri().path() {
             "/healthz" => (
                 StatusCode::OK,
-                Json(json!({"status": "starting", "waiting_for": phase})),
+                Json(Healthz {
+                    status: LiveState::Starting,
+                    reason: None,
+                    waiting_for: Some(phase.to_string()),
+                }),
             )
                 .into_response(),
             "/readyz" => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"ready": false, "starting": phase})),
+                Json(Readyz {
+                    ready: false,
+                    replica: None,
+                    starting: Some(phase.to_string()),
+                    checks: None,
+                }),
             )
                 .into_response(),
             _ => ApiError::unavailable(
-                "starting",
+                ErrorCode::Starting,
                 format!("this replica is starting ({phase}); retry"),
                 2,
             )

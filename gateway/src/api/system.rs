@@ -8,35 +8,18 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::{ApiError, AppState, Caller};
+use super::{ApiError, AppState, Caller, ErrorCode};
 use crate::replica::{DrainOutcome, Replica};
 use crate::token::Role;
+pub use crate::wire::SystemStatus;
 
 pub use crate::replica::DEFAULT_DRAIN_TIMEOUT;
 /// The longest drain a request may ask for (a day; the deadline must stay representable).
 pub const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// Header telling how a drain ended: `drained` or `evicted=N`.
 pub const DRAIN_OUTCOME_HEADER: &str = "wardengate-drain-outcome";
-
-/// Status of one replica.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SystemStatus {
-    /// Replica id.
-    pub replica: String,
-    /// Served role.
-    pub role: String,
-    /// True once a drain started.
-    pub draining: bool,
-    /// Relays this replica carries.
-    pub owned_sessions: i64,
-    /// Server version.
-    pub version: String,
-    /// Seconds left in the drain's eviction window, while draining.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drain_remaining_seconds: Option<f64>,
-}
 
 /// Handler.
 pub async fn status(State(st): State<Arc<AppState>>) -> Json<SystemStatus> {
@@ -73,14 +56,14 @@ pub fn drain_timeout(q: &DrainQuery) -> Result<Duration, ApiError> {
         Some(t) => match humantime::parse_duration(t) {
             Ok(d) if d <= MAX_DRAIN_TIMEOUT => Ok(d),
             Ok(_) => Err(ApiError::bad_request(
-                "invalid_timeout",
+                ErrorCode::InvalidTimeout,
                 format!(
                     "timeout `{t}` is longer than the maximum {}; use e.g. 90s or 10m",
                     humantime::format_duration(MAX_DRAIN_TIMEOUT)
                 ),
             )),
             Err(e) => Err(ApiError::bad_request(
-                "invalid_timeout",
+                ErrorCode::InvalidTimeout,
                 format!("timeout `{t}`: {e}; use e.g. 90s or 10m"),
             )),
         },
@@ -139,11 +122,11 @@ mod tests {
         assert_eq!(drain_timeout(&q("24h")).unwrap(), MAX_DRAIN_TIMEOUT);
         // Once an `Instant` overflow (a panic in the handler).
         let e = drain_timeout(&q("500000000years")).unwrap_err();
-        assert_eq!(e.body.code, "invalid_timeout");
+        assert_eq!(e.body.code, ErrorCode::InvalidTimeout);
         assert!(e.body.message.contains("maximum"), "{}", e.body.message);
         assert_eq!(
             drain_timeout(&q("soon")).unwrap_err().body.code,
-            "invalid_timeout"
+            ErrorCode::InvalidTimeout
         );
     }
 }

@@ -5,22 +5,11 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
 
-use super::{ApiError, AppState, Caller};
-use crate::store::{StoreError, TargetRow};
+use super::{ApiError, AppState, Caller, ErrorCode};
+use crate::store::StoreError;
 use crate::token::Role;
-
-/// `POST /v1/targets` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewTarget {
-    name: String,
-    host: String,
-    port: u16,
-    #[serde(default)]
-    require_approval: bool,
-}
+use crate::wire::{NewTarget, TargetView};
 
 /// Validates a target name: 1–63 of letters, digits, `.`, `-`, `_`.
 pub fn valid_name(name: &str) -> bool {
@@ -35,23 +24,26 @@ pub async fn create(
     State(st): State<Arc<AppState>>,
     caller: Caller,
     body: Result<Json<NewTarget>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<TargetRow>), ApiError> {
+) -> Result<(StatusCode, Json<TargetView>), ApiError> {
     caller.require(Role::Admin)?;
-    let Json(t) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+    let Json(t) = body.map_err(|e| ApiError::bad_request(ErrorCode::InvalidBody, e.body_text()))?;
     if !valid_name(&t.name) {
         return Err(ApiError::bad_request(
-            "invalid_name",
+            ErrorCode::InvalidName,
             "name: 1-63 letters, digits, '.', '-' or '_'",
         ));
     }
     if t.host.trim().is_empty() || t.host.chars().any(char::is_whitespace) {
         return Err(ApiError::bad_request(
-            "invalid_host",
+            ErrorCode::InvalidHost,
             "host: a host name or IP address without spaces",
         ));
     }
     if t.port == 0 {
-        return Err(ApiError::bad_request("invalid_port", "port: 1-65535"));
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidPort,
+            "port: 1-65535",
+        ));
     }
     let row = st
         .store
@@ -59,7 +51,7 @@ pub async fn create(
         .await
         .map_err(|e| match e {
             StoreError::Conflict(_) => ApiError::conflict(
-                "target_exists",
+                ErrorCode::TargetExists,
                 format!("a target named `{}` already exists", t.name),
             ),
             other => other.into(),
@@ -73,25 +65,26 @@ pub async fn create(
             &format!("{}:{}", row.host, row.port),
         )
         .await;
-    Ok((StatusCode::CREATED, Json(row)))
+    Ok((StatusCode::CREATED, Json(row.into())))
 }
 
 pub async fn list(
     State(st): State<Arc<AppState>>,
     _caller: Caller,
-) -> Result<Json<Vec<TargetRow>>, ApiError> {
-    Ok(Json(st.store.list_targets().await?))
+) -> Result<Json<Vec<TargetView>>, ApiError> {
+    let rows = st.store.list_targets().await?;
+    Ok(Json(rows.into_iter().map(TargetView::from).collect()))
 }
 
 pub async fn get(
     State(st): State<Arc<AppState>>,
     _caller: Caller,
     Path(name): Path<String>,
-) -> Result<Json<TargetRow>, ApiError> {
+) -> Result<Json<TargetView>, ApiError> {
     st.store
         .target(&name)
         .await?
-        .map(Json)
+        .map(|row| Json(row.into()))
         .ok_or_else(|| not_found(&name))
 }
 
@@ -113,7 +106,10 @@ pub async fn delete(
 
 /// 404 for an unknown target.
 pub fn not_found(name: &str) -> ApiError {
-    ApiError::not_found("target_not_found", format!("no target named `{name}`"))
+    ApiError::not_found(
+        ErrorCode::TargetNotFound,
+        format!("no target named `{name}`"),
+    )
 }
 
 #[cfg(test)]

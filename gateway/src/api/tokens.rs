@@ -5,32 +5,10 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppState, Caller};
+use super::{ApiError, AppState, Caller, ErrorCode};
 use crate::token::{Role, generate, hash};
-
-/// Request body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewToken {
-    role: Role,
-    #[serde(default)]
-    name: Option<String>,
-}
-
-/// Response body (the only time the secret is shown).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CreatedToken {
-    /// Token id.
-    pub id: String,
-    /// Label.
-    pub name: String,
-    /// Role.
-    pub role: Role,
-    /// The secret bearer token.
-    pub token: String,
-}
+use crate::wire::{CreatedToken, NewToken};
 
 pub async fn create(
     State(st): State<Arc<AppState>>,
@@ -38,7 +16,8 @@ pub async fn create(
     body: Result<Json<NewToken>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     caller.require(Role::Admin)?;
-    let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+    let Json(req) =
+        body.map_err(|e| ApiError::bad_request(ErrorCode::InvalidBody, e.body_text()))?;
     let name = req
         .name
         .unwrap_or_else(|| format!("{}-token", req.role.as_str()));

@@ -55,7 +55,7 @@ macro_rules! stored_as_text {
 
 /// Lifecycle of a session as recorded in Postgres (the durable truth; see the module table in
 /// [`crate::session`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     /// Waiting for an approver.
@@ -111,7 +111,7 @@ stored_as_text!(SessionStatus);
 
 /// Why a session ended: recorded in Postgres, counted in `wg_relays_ended_total{reason}`, sent in
 /// `session.ended` events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     /// The client closed its side.

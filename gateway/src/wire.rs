@@ -1,0 +1,669 @@
+//! The wire API: every JSON request and response body of the HTTP API, shared by the server's
+//! handlers and the client (`wgctl`, the e2e suites), and the source of the OpenAPI document
+//! (`GET /v1/openapi.json`). No axum here: a client links this without the server.
+//!
+//! Handlers answer with views built from store rows ([`SessionView`], [`TargetView`]); rows
+//! themselves never go on the wire, so a new column cannot leak and a stored encoding (the
+//! target's `require_approval` integer) stays a storage detail.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use utoipa::ToSchema;
+
+use crate::session::{EndReason, SessionStatus};
+use crate::store::{Decision, EventRow, SessionRow, TargetRow};
+use crate::token::Role;
+
+/// Body of `POST /v1/sessions`: ask to connect to a target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSession {
+    /// Name of the target.
+    pub target: String,
+}
+
+/// Response of `POST /v1/sessions` (201 when authorised, 202 when an approver must decide).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Authorized {
+    /// Session id; connect with `GET /v1/sessions/{id}/relay`.
+    pub id: String,
+    /// Target name.
+    pub target: String,
+    /// `authorized`, or `pending` when an approver must decide first.
+    pub status: SessionStatus,
+    /// Unix ms after which the authorisation can no longer be used to connect.
+    pub expires_at_ms: i64,
+}
+
+/// A session and its history, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    /// Session id.
+    pub id: String,
+    /// Id of the token that asked for it.
+    pub token_id: String,
+    /// Target id at authorisation time.
+    pub target_id: String,
+    /// Target name at authorisation time.
+    pub target_name: String,
+    /// Host the gateway dials.
+    pub host: String,
+    /// Port the gateway dials.
+    pub port: u16,
+    /// Lifecycle state.
+    pub status: SessionStatus,
+    /// Replica that carried (or carries) the relay.
+    pub replica: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms when the relay connected to the target.
+    pub started_at: Option<i64>,
+    /// Unix ms when it ended.
+    pub ended_at: Option<i64>,
+    /// Bytes client → target.
+    pub bytes_up: u64,
+    /// Bytes target → client.
+    pub bytes_down: u64,
+    /// Why it ended (`client_closed`, `target_closed`, `terminated`, `replica_lost`, `expired`,
+    /// `denied`, …).
+    pub end_reason: Option<EndReason>,
+}
+
+impl From<SessionRow> for SessionView {
+    fn from(r: SessionRow) -> Self {
+        Self {
+            status: r.status,
+            id: r.id,
+            token_id: r.token_id,
+            target_id: r.target_id,
+            target_name: r.target_name,
+            host: r.host,
+            port: u16::try_from(r.port).unwrap_or(0),
+            replica: r.replica,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            bytes_up: u64::try_from(r.bytes_up).unwrap_or(0),
+            bytes_down: u64::try_from(r.bytes_down).unwrap_or(0),
+            end_reason: r.end_reason,
+        }
+    }
+}
+
+/// Body of `POST /v1/targets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTarget {
+    /// Unique name: 1–63 letters, digits, `.`, `-` or `_`.
+    pub name: String,
+    /// Host the gateway dials.
+    pub host: String,
+    /// Port the gateway dials (1–65535).
+    pub port: u16,
+    /// Sessions need an approver's decision first.
+    #[serde(default)]
+    pub require_approval: bool,
+}
+
+/// A target people connect to, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TargetView {
+    /// Stable id.
+    pub id: String,
+    /// Unique name used by `wgctl connect NAME`.
+    pub name: String,
+    /// Host the gateway dials.
+    pub host: String,
+    /// Port the gateway dials.
+    pub port: u16,
+    /// Sessions need an approver's decision first.
+    pub require_approval: bool,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
+impl From<TargetRow> for TargetView {
+    fn from(r: TargetRow) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            host: r.host,
+            port: u16::try_from(r.port).unwrap_or(0),
+            require_approval: r.require_approval != 0,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// Body of `POST /v1/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// What the token may do.
+    pub role: Role,
+    /// Label (default `<role>-token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Response of `POST /v1/tokens`: the only time the secret is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    /// Token id.
+    pub id: String,
+    /// Label.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// The secret bearer token.
+    pub token: String,
+}
+
+/// Optional body of `POST /v1/approvals/{id}/approve` and `…/deny`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    /// Why (kept in the audit log; shown to the requester on a denial).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Response of approve/deny.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DecisionResult {
+    /// The session after the decision.
+    pub session: SessionView,
+    /// `approved` or `denied`.
+    pub decision: Decision,
+}
+
+/// Response of `GET /v1/system/status`: what the operator and `wgctl system status` read from
+/// each replica.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct SystemStatus {
+    /// Replica id.
+    pub replica: String,
+    /// Served role (`all`, `control-plane`, `gateway`).
+    pub role: String,
+    /// True once a drain started.
+    pub draining: bool,
+    /// Relays this replica carries.
+    pub owned_sessions: i64,
+    /// Server version.
+    pub version: String,
+    /// Seconds left in the drain's eviction window, while draining.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_remaining_seconds: Option<f64>,
+}
+
+/// One event of `GET /v1/events` (the `data` of a server-sent event; its `id` and `event`
+/// fields repeat `id` and `kind`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// Increasing id: send it back as `Last-Event-ID` to resume.
+    pub id: i64,
+    /// Unix ms.
+    pub at: i64,
+    /// `approval.requested`, `approval.approved`, `approval.denied`, `session.started`,
+    /// `session.ended`, `session.terminated`.
+    pub kind: String,
+    /// What it is about (a session id).
+    pub subject: String,
+    /// Details: a JSON object encoded as a string.
+    pub detail: String,
+}
+
+impl From<EventRow> for Event {
+    fn from(e: EventRow) -> Self {
+        Self {
+            id: e.id,
+            at: e.at,
+            kind: e.kind,
+            subject: e.subject,
+            detail: e.detail,
+        }
+    }
+}
+
+/// The result of verifying a recording (`GET /v1/recordings/{id}/verify`): 200 whether or not
+/// it verified; `ok` says which.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Verification {
+    /// Session id.
+    pub session: String,
+    /// Whether the signature and every object check out.
+    pub ok: bool,
+    /// Key id that signed the manifest, when the signature is valid.
+    pub key_id: Option<String>,
+    /// Whether the recording is complete.
+    pub complete: bool,
+    /// Objects checked.
+    pub objects: usize,
+    /// Bytes checked.
+    pub bytes: u64,
+    /// What failed, one line each.
+    pub problems: Vec<String>,
+}
+
+/// State named by `GET /healthz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveState {
+    /// Serving (200).
+    Ok,
+    /// Cut off from Postgres while peers reach it (503): restart me.
+    Isolated,
+    /// Still starting (200): waiting for `waiting_for`.
+    Starting,
+    /// A state this client does not know (a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+/// Body of `GET /healthz` (liveness).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Healthz {
+    /// Liveness state.
+    pub status: LiveState,
+    /// Why the replica is isolated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What a starting replica waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+}
+
+/// One readiness check of `GET /readyz`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Check {
+    /// Whether this check passes.
+    pub ok: bool,
+    /// How long it has been failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_for_ms: Option<u64>,
+    /// How long it may fail before the replica reports not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_ms: Option<u64>,
+    /// The last Postgres round trip, while it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roundtrip_ms: Option<f64>,
+    /// The last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The checks behind `GET /readyz`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReadinessChecks {
+    /// Postgres round trips.
+    pub postgres: Check,
+    /// Redis.
+    pub redis: Check,
+    /// Isolation (see `/healthz`).
+    pub isolation: Check,
+    /// The drain bit.
+    pub drain: Check,
+}
+
+/// Body of `GET /readyz` (200 ready, 503 not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Readyz {
+    /// Whether the replica takes new work.
+    pub ready: bool,
+    /// Replica id (once started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// What a starting replica waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting: Option<String>,
+    /// Each check (once started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<ReadinessChecks>,
+}
+
+/// The JSON body of every API error.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable identifier.
+    pub code: ErrorCode,
+    /// Human explanation.
+    pub message: String,
+}
+
+/// Declares [`ErrorCode`] with its wire text once, so parsing, printing and the OpenAPI
+/// description cannot disagree.
+macro_rules! error_codes {
+    (
+        server { $( $(#[doc = $doc:literal])* $variant:ident = $text:literal, )* }
+        client { $( $(#[doc = $cdoc:literal])* $cvariant:ident = $ctext:literal, )* }
+    ) => {
+        /// Stable machine-readable error code of an [`ErrorBody`]. Scripts and `wgctl` branch
+        /// on it; a code from a newer server this build does not know is kept as
+        /// [`ErrorCode::Other`], never a deserialisation failure.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $( $(#[doc = $doc])* $variant, )*
+            $( $(#[doc = $cdoc])* $cvariant, )*
+            /// A code this build does not know (a newer server), as sent.
+            Other(String),
+        }
+
+        impl ErrorCode {
+            /// Every code the server sends.
+            pub const SERVER: &'static [ErrorCode] = &[$( ErrorCode::$variant, )*];
+
+            /// The wire text.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $( ErrorCode::$variant => $text, )*
+                    $( ErrorCode::$cvariant => $ctext, )*
+                    ErrorCode::Other(s) => s,
+                }
+            }
+
+            /// Parses wire text; unknown text becomes [`ErrorCode::Other`].
+            pub fn parse(s: &str) -> Self {
+                match s {
+                    $( $text => ErrorCode::$variant, )*
+                    $( $ctext => ErrorCode::$cvariant, )*
+                    other => ErrorCode::Other(other.to_string()),
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    server {
+        /// 400: the body is not the JSON the endpoint takes.
+        InvalidBody = "invalid_body",
+        /// 400: a target name outside 1–63 letters, digits, `.`, `-`, `_`.
+        InvalidName = "invalid_name",
+        /// 400: a target host that is empty or has spaces.
+        InvalidHost = "invalid_host",
+        /// 400: a target port of 0.
+        InvalidPort = "invalid_port",
+        /// 400: a drain timeout that is not a duration.
+        InvalidTimeout = "invalid_timeout",
+        /// 401: no, a malformed, an unknown or a revoked token.
+        Unauthorized = "unauthorized",
+        /// 403: the token's role does not allow this.
+        Forbidden = "forbidden",
+        /// 403: an approver tried to decide their own request.
+        SelfApproval = "self_approval",
+        /// 403: the live session state failed its signature or belongs to another session.
+        InvalidSessionState = "invalid_session_state",
+        /// 403: the session was authorised for another token.
+        NotYourSession = "not_your_session",
+        /// 404: no such endpoint.
+        NotFound = "not_found",
+        /// 404: no such session (or not visible to this token).
+        SessionNotFound = "session_not_found",
+        /// 404: no such target.
+        TargetNotFound = "target_not_found",
+        /// 404: this server does not record sessions.
+        RecordingsDisabled = "recordings_disabled",
+        /// 409: a unique name is taken.
+        AlreadyExists = "already_exists",
+        /// 409: a target with that name exists.
+        TargetExists = "target_exists",
+        /// 409: another approver decided first.
+        AlreadyDecided = "already_decided",
+        /// 409: the request waited too long for a decision and expired.
+        ApprovalExpired = "approval_expired",
+        /// 409: the session is not waiting for a decision.
+        NotPending = "not_pending",
+        /// 409: the session still waits for an approver.
+        ApprovalPending = "approval_pending",
+        /// 409: the target needs an approver; authorise with `POST /v1/sessions` first.
+        ApprovalRequired = "approval_required",
+        /// 409: the session is already connected (or ended).
+        SessionInUse = "session_in_use",
+        /// 410: the authorisation expired or ended; authorise again.
+        SessionExpired = "session_expired",
+        /// 410: an operator terminated the session.
+        SessionTerminated = "session_terminated",
+        /// 503: the request took longer than the server's request timeout; retry.
+        RequestTimeout = "request_timeout",
+        /// 502: the gateway cannot reach the target.
+        TargetUnreachable = "target_unreachable",
+        /// 500: a server fault; see its logs.
+        Internal = "internal",
+        /// 503: Postgres is unavailable; retry.
+        DatabaseUnavailable = "database_unavailable",
+        /// 503: Redis (live session state) is unavailable; retry.
+        SessionStateUnavailable = "session_state_unavailable",
+        /// 503: this replica is draining; retry through the load balancer.
+        Draining = "draining",
+        /// 503: this replica is isolated; retry through the load balancer.
+        ReplicaIsolated = "replica_isolated",
+        /// 503: this replica is starting; retry.
+        Starting = "starting",
+        /// 503: recording storage cannot be read.
+        RecordingsUnavailable = "recordings_unavailable",
+        /// 503: recording is on and the session cannot be recorded.
+        RecordingUnavailable = "recording_unavailable",
+    }
+    client {
+        /// Set by the client: an error answer without a JSON error body (a proxy's page).
+        HttpError = "http_error",
+        /// Set by `wgctl`: an approver denied the request.
+        SessionDenied = "session_denied",
+        /// Set by `wgctl`: a recording did not verify.
+        RecordingInvalid = "recording_invalid",
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Cow::<'de, str>::deserialize(d)?;
+        Ok(ErrorCode::parse(&s))
+    }
+}
+
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        // An open set: listed as examples, not as an `enum`, so a client generated from this
+        // document accepts codes added later.
+        let known: Vec<&str> = ErrorCode::SERVER.iter().map(ErrorCode::as_str).collect();
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(format!(
+                "Stable machine-readable error code. Known codes: {}. Newer servers may add \
+                 codes; treat an unknown one by its HTTP status.",
+                known.join(", ")
+            )))
+            .examples(known.iter().map(|s| serde_json::Value::from(*s)))
+            .into()
+    }
+}
+
+impl ToSchema for ErrorCode {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ErrorCode")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn target_row(require_approval: i64) -> TargetRow {
+        TargetRow {
+            id: "t1".into(),
+            name: "db1".into(),
+            host: "10.0.0.5".into(),
+            port: 5432,
+            require_approval,
+            created_at: 7,
+        }
+    }
+
+    fn keys(v: &Value) -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn target_view_shows_require_approval_as_a_bool() {
+        for (stored, shown) in [(0, false), (1, true)] {
+            let v = serde_json::to_value(TargetView::from(target_row(stored))).unwrap();
+            assert_eq!(v["require_approval"], json!(shown), "stored {stored}: {v}");
+            assert_eq!(v["port"], json!(5432));
+        }
+        let v = serde_json::to_value(TargetView::from(target_row(1))).unwrap();
+        assert_eq!(
+            keys(&v),
+            [
+                "created_at",
+                "host",
+                "id",
+                "name",
+                "port",
+                "require_approval"
+            ]
+        );
+        // And a client reads it back unchanged.
+        let back: TargetView = serde_json::from_value(v).unwrap();
+        assert!(back.require_approval);
+    }
+
+    fn session_row(status: &str) -> SessionRow {
+        SessionRow {
+            id: "s1".into(),
+            token_id: "tok".into(),
+            target_id: "t1".into(),
+            target_name: "db1".into(),
+            host: "h".into(),
+            port: 22,
+            status: crate::session::SessionStatus::from_text(status),
+            replica: None,
+            created_at: 1,
+            started_at: Some(2),
+            ended_at: None,
+            bytes_up: 10,
+            bytes_down: 20,
+            end_reason: None,
+        }
+    }
+
+    #[test]
+    fn session_view_keeps_the_documented_shape_and_types_the_status() {
+        let view = SessionView::from(session_row("terminating"));
+        assert_eq!(view.status, SessionStatus::Terminating);
+        assert_eq!((view.port, view.bytes_up, view.bytes_down), (22, 10, 20));
+        let v = serde_json::to_value(&view).unwrap();
+        assert_eq!(v["status"], "terminating");
+        // Absent optionals stay explicit nulls, as the row's JSON had them.
+        assert_eq!(v["replica"], Value::Null);
+        assert_eq!(v["ended_at"], Value::Null);
+        assert_eq!(
+            keys(&v),
+            [
+                "bytes_down",
+                "bytes_up",
+                "created_at",
+                "end_reason",
+                "ended_at",
+                "host",
+                "id",
+                "port",
+                "replica",
+                "started_at",
+                "status",
+                "target_id",
+                "target_name",
+                "token_id"
+            ]
+        );
+        // A status written by a newer version shows as `unknown` instead of failing.
+        let later = serde_json::to_value(SessionView::from(session_row("parked"))).unwrap();
+        assert_eq!(later["status"], "unknown");
+    }
+
+    #[test]
+    fn error_codes_round_trip_and_unknown_codes_survive() {
+        for code in ErrorCode::SERVER {
+            let body = ErrorBody {
+                code: code.clone(),
+                message: "m".into(),
+            };
+            let text = serde_json::to_string(&body).unwrap();
+            assert!(text.contains(&format!("\"{}\"", code.as_str())), "{text}");
+            let back: ErrorBody = serde_json::from_str(&text).unwrap();
+            assert_eq!(&back.code, code);
+            assert!(!matches!(back.code, ErrorCode::Other(_)), "{text}");
+        }
+        let newer: ErrorBody =
+            serde_json::from_str(r#"{"code":"quota_exceeded","message":"later"}"#).unwrap();
+        assert_eq!(newer.code, ErrorCode::Other("quota_exceeded".into()));
+        assert_eq!(
+            serde_json::to_value(&newer).unwrap()["code"],
+            "quota_exceeded"
+        );
+        assert_eq!(
+            ErrorCode::parse("target_unreachable"),
+            ErrorCode::TargetUnreachable
+        );
+        assert_eq!(ErrorCode::SessionDenied.to_string(), "session_denied");
+    }
+
+    #[test]
+    fn error_code_texts_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for c in ErrorCode::SERVER {
+            assert!(seen.insert(c.as_str()), "duplicate {}", c.as_str());
+        }
+        for c in ["http_error", "session_denied", "recording_invalid"] {
+            assert!(!matches!(ErrorCode::parse(c), ErrorCode::Other(_)), "{c}");
+            assert!(seen.insert(c), "client code {c} is also a server code");
+        }
+    }
+
+    #[test]
+    fn requests_refuse_unknown_fields() {
+        assert!(serde_json::from_str::<NewSession>(r#"{"target":"a","x":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<NewTarget>(r#"{"name":"a","host":"h","port":1,"x":1}"#).is_err()
+        );
+        let t: NewTarget = serde_json::from_str(r#"{"name":"a","host":"h","port":1}"#).unwrap();
+        assert!(!t.require_approval);
+    }
+
+    #[test]
+    fn health_documents_match_the_probes() {
+        let h: Healthz = serde_json::from_str(r#"{"status":"isolated","reason":"r"}"#).unwrap();
+        assert_eq!(h.status, LiveState::Isolated);
+        let later: Healthz = serde_json::from_str(r#"{"status":"sleeping"}"#).unwrap();
+        assert_eq!(later.status, LiveState::Unknown);
+        let r = Readyz {
+            ready: false,
+            replica: None,
+            starting: Some("redis".into()),
+            checks: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"ready": false, "starting": "redis"})
+        );
+    }
+}
