@@ -1,5 +1,23 @@
 //! Wardengate: a stateless session broker and relay. One binary serves every role
 //! (control plane, gateway, or both); `wgctl` is its command-line client.
+//!
+//! Where things live (a new front end calls `session` and `pump`; it never writes session rows
+//! or grants itself):
+//!
+//! | module | what it owns |
+//! |---|---|
+//! | `session` | the session core: typed status, grant, end reason; authorise, decide, open, claim, watch (renew), end, terminate, mark lost/expire — their Redis, Postgres, metric and event effects |
+//! | `pump`, `relay_protocol` | the one byte pump (server and `wgctl`), and the relay's WebSocket conventions (close codes, half-close) |
+//! | `api` | thin HTTP handlers on 8443: auth (token cache), errors, routes, the relay upgrade |
+//! | `wire`, `openapi` | every request and response body, shared with the client; the OpenAPI document generated from them |
+//! | `client`, `wgctl` | the typed HTTP/relay client and the `wgctl` commands |
+//! | `store`, `live` | Postgres/SQLite persistence; Redis (standalone, Sentinel, Cluster) or in-process live state |
+//! | `jobs` | leased, fenced background jobs: cleanup, event fan-out, manifest signing |
+//! | `recording`, `signing` | session recordings (chunks, spool, upload, verify); signed grants and manifests |
+//! | `replica`, `health` | this replica's identity, the one drain path; dependency checks, readiness and isolation |
+//! | `limits`, `retry` | bounds before authentication (connections, deadlines); the one retry policy (backon, jittered) |
+//! | `server`, `admin_socket`, `dev`, `config` | assembling and serving a replica; the local admin socket; `wardengate dev`; flags and env |
+//! | `tls`, `tls_advice`, `token`, `redis_url`, `metrics`, `logging` | TLS configs and error advice; tokens and roles; Redis URLs; Prometheus metrics; JSON logs |
 
 pub mod admin_socket;
 pub mod api;
