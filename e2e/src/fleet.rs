@@ -139,14 +139,20 @@ impl Fleet {
                 &token_file.display().to_string(),
                 "--replica-id",
                 &format!("r{i}"),
-                "--health-interval",
-                "500ms",
                 // Per replica and kept across its restarts, like a pod's emptyDir.
                 "--recordings-spool",
                 &dir.join(format!("spool-r{i}")).display().to_string(),
             ]
             .iter()
             .map(|s| s.to_string())
+            // The suites' fast health cycle, unless the caller sets its own.
+            .chain(
+                (!extra.contains(&"--health-interval"))
+                    .then_some(["--health-interval", "500ms"])
+                    .into_iter()
+                    .flatten()
+                    .map(String::from),
+            )
             .chain(extra.iter().map(|s| s.to_string()))
             .collect();
             replicas.push(ReplicaProc {

@@ -429,7 +429,10 @@ fn main() {
         let redis = RedisServer::start().unwrap();
         let sshd = Sshd::start().unwrap();
         let echo = echo_server().await;
-        let fleet = Fleet::start(1, &pg.url(), &redis.url(), &[]).await.unwrap();
+        // The production health cycle (1 s): every relay renews its grant once per cycle.
+        let fleet = Fleet::start(1, &pg.url(), &redis.url(), &["--health-interval", "1s"])
+            .await
+            .unwrap();
         let out = run(
             &mut fleet.wgctl(&["targets", "add", "echo", "--host", "127.0.0.1", "--port", &echo.to_string()]),
             Duration::from_secs(30),
