@@ -6,40 +6,34 @@ use std::time::Duration;
 
 use backon::ExponentialBuilder;
 
-/// Backoff for work that retries in the background until `give_up` has passed in total:
-/// 200 ms doubling to 5 s between tries, jittered.
-pub fn background(give_up: Duration) -> ExponentialBuilder {
+/// 200 ms doubling up to `max` between tries, jittered, with no limit on the number of tries:
+/// the shape every policy below shares.
+fn doubling(max: Duration) -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
+        .with_max_delay(max)
         .with_factor(2.0)
         .with_jitter()
         .without_max_times()
-        .with_total_delay(Some(give_up))
+}
+
+/// Backoff for work that retries in the background until `give_up` has passed in total:
+/// 200 ms doubling to 5 s between tries, jittered.
+pub fn background(give_up: Duration) -> ExponentialBuilder {
+    forever().with_total_delay(Some(give_up))
 }
 
 /// Backoff without an end, 200 ms doubling to 5 s, jittered: start-up waiting for a dependency
 /// (a replica started during an outage waits, answering `/readyz` 503, instead of
 /// crash-looping), and `wgctl` reconnecting a stream.
 pub fn forever() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
+    doubling(Duration::from_secs(5))
 }
 
 /// Backoff for a client waiting on a server for at most `deadline` in total: 200 ms doubling to
 /// 2 s, jittered.
 pub fn client(deadline: Duration) -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(2))
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .with_total_delay(Some(deadline))
+    doubling(Duration::from_secs(2)).with_total_delay(Some(deadline))
 }
 
 #[cfg(test)]
