@@ -152,6 +152,48 @@ struct Inner {
 /// background.
 pub const END_RECORD_WAIT: Duration = Duration::from_secs(1);
 
+/// The grant of a new session `id` to `target` for `token_id`.
+fn grant_to(
+    id: String,
+    token_id: &str,
+    target: &TargetRow,
+    state: GrantState,
+    replica: Option<String>,
+    expires_at_ms: i64,
+) -> Grant {
+    Grant {
+        session_id: id,
+        token_id: token_id.to_string(),
+        target: target.name.clone(),
+        host: target.host.clone(),
+        port: u16::try_from(target.port).unwrap_or(0),
+        state,
+        replica,
+        expires_at_ms,
+    }
+}
+
+/// The durable record of a session starting, at `now`, as `grant` says (started already when
+/// `status` is active).
+fn new_row(grant: &Grant, target_id: &str, status: SessionStatus, now: i64) -> SessionRow {
+    SessionRow {
+        id: grant.session_id.clone(),
+        token_id: grant.token_id.clone(),
+        target_id: target_id.to_string(),
+        target_name: grant.target.clone(),
+        host: grant.host.clone(),
+        port: i64::from(grant.port),
+        status,
+        replica: grant.replica.clone(),
+        created_at: now,
+        started_at: (status == SessionStatus::Active).then_some(now),
+        ended_at: None,
+        bytes_up: 0,
+        bytes_down: 0,
+        end_reason: None,
+    }
+}
+
 fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
 }
@@ -274,36 +316,12 @@ impl Sessions {
                 AUTHORIZED_TTL_MS,
             )
         };
-        let grant = Grant {
-            session_id: id.clone(),
-            token_id: token_id.to_string(),
-            target: target.name.clone(),
-            host: target.host.clone(),
-            port: u16::try_from(target.port).unwrap_or(0),
-            state,
-            replica: None,
-            expires_at_ms: now + window,
-        };
+        let grant = grant_to(id.clone(), token_id, target, state, None, now + window);
         self.inner
             .live
             .set(&session_key(&id), &self.sign(&grant), ms(window))
             .await?;
-        let row = SessionRow {
-            id: id.clone(),
-            token_id: token_id.to_string(),
-            target_id: target.id.clone(),
-            target_name: target.name.clone(),
-            host: target.host.clone(),
-            port: target.port,
-            status,
-            replica: None,
-            created_at: now,
-            started_at: None,
-            ended_at: None,
-            bytes_up: 0,
-            bytes_down: 0,
-            end_reason: None,
-        };
+        let row = new_row(&grant, &target.id, status, now);
         self.inner.store.create_session(&row).await?;
         self.audit(token_id, "session.authorize", &id, target.name.to_string());
         tracing::info!(event = "session_authorized", session = %id, target = %target.name, token = %token_id, pending);
@@ -414,16 +432,14 @@ impl Sessions {
         }
         let ttl = self.inner.config.live_session_ttl;
         let now = now_ms();
-        let grant = Grant {
-            session_id: uuid::Uuid::new_v4().to_string(),
-            token_id: token_id.to_string(),
-            target: row.name.clone(),
-            host: row.host.clone(),
-            port: u16::try_from(row.port).unwrap_or(0),
-            state: GrantState::Active,
-            replica: Some(self.replica().to_string()),
-            expires_at_ms: now + ttl_ms(ttl),
-        };
+        let grant = grant_to(
+            uuid::Uuid::new_v4().to_string(),
+            token_id,
+            &row,
+            GrantState::Active,
+            Some(self.replica().to_string()),
+            now + ttl_ms(ttl),
+        );
         Ok(Direct {
             grant,
             target_id: row.id,
@@ -438,22 +454,7 @@ impl Sessions {
         let id = grant.session_id.clone();
         let signed = self.sign(&grant);
         let ttl = self.inner.config.live_session_ttl;
-        let row = SessionRow {
-            id: id.clone(),
-            token_id: grant.token_id.clone(),
-            target_id,
-            target_name: grant.target.clone(),
-            host: grant.host.clone(),
-            port: i64::from(grant.port),
-            status: SessionStatus::Active,
-            replica: grant.replica.clone(),
-            created_at: now_ms(),
-            started_at: Some(now_ms()),
-            ended_at: None,
-            bytes_up: 0,
-            bytes_down: 0,
-            end_reason: None,
-        };
+        let row = new_row(&grant, &target_id, SessionStatus::Active, now_ms());
         let key = session_key(&id);
         let (live, durable) = tokio::join!(
             self.inner.live.set(&key, &signed, ttl),
