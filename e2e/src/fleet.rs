@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wardengate::client::Client;
-use wardengate_testkit::haproxy::{Backend, HaProxy, HealthCheck, LB_TIMING};
+use wardengate_testkit::haproxy::{Backend, HaProxy, HealthCheck, LB_TIMING, LbOptions};
 use wardengate_testkit::net::free_port;
 use wardengate_testkit::process::Service;
 use wardengate_testkit::process::run;
@@ -42,6 +42,14 @@ impl Deps {
     pub async fn fleet(&self, n: usize, extra: &[&str]) -> Result<Fleet> {
         let url = self.pg.url();
         self.fleet_each(n, &|_| url.clone(), extra).await
+    }
+
+    /// [`Deps::fleet`] behind a load balancer with `lb` options.
+    pub async fn fleet_lb(&self, n: usize, extra: &[&str], lb: &LbOptions) -> Result<Fleet> {
+        let url = self.pg.url();
+        let fleet = Fleet::start_with_lb(n, &|_| url.clone(), &self.redis.url(), extra, lb).await?;
+        fleet.add_ssh_target(&self.sshd)?;
+        Ok(fleet)
     }
 
     /// [`Deps::fleet`] with a database URL per replica.
@@ -99,6 +107,18 @@ impl Fleet {
         database_url: &(dyn Fn(usize) -> String + Sync),
         redis_url: &str,
         extra: &[&str],
+    ) -> Result<Self> {
+        Self::start_with_lb(n, database_url, redis_url, extra, &LbOptions::default()).await
+    }
+
+    /// [`Fleet::start_each`] behind a load balancer with `lb` options (PROXY protocol, idle
+    /// limit).
+    pub async fn start_with_lb(
+        n: usize,
+        database_url: &(dyn Fn(usize) -> String + Sync),
+        redis_url: &str,
+        extra: &[&str],
+        lb: &LbOptions,
     ) -> Result<Self> {
         let sandbox = Arc::new(Sandbox::new("fleet")?);
         let dir = sandbox.path().to_path_buf();
@@ -167,7 +187,7 @@ impl Fleet {
             .map(|r| Backend::new(r.id.clone(), r.port))
             .collect();
         let mut fleet = Self {
-            lb: HaProxy::start(
+            lb: HaProxy::start_with(
                 sandbox.clone(),
                 &backends,
                 &HealthCheck::Http {
@@ -175,6 +195,7 @@ impl Fleet {
                     tls: true,
                 },
                 LB_TIMING,
+                lb,
             )?,
             replicas,
             ca: cert,

@@ -138,6 +138,8 @@ pub struct Client {
     tls: Arc<rustls::ClientConfig>,
     cert_failures: CertFailures,
     ca_given: bool,
+    /// Local address outgoing connections are bound to, when chosen.
+    local: Option<std::net::IpAddr>,
 }
 
 impl Client {
@@ -165,7 +167,22 @@ impl Client {
             tls,
             cert_failures,
             ca_given: ca_pem.is_some(),
+            local: None,
         })
+    }
+
+    /// The same client with every connection (API and relays) made from local address `ip`,
+    /// like `curl --interface`: for hosts with several addresses, and for tests that need to
+    /// be told apart from a load balancer on the same machine.
+    pub fn bind_local(mut self, ip: std::net::IpAddr) -> Result<Self, ClientError> {
+        self.http = http_client(
+            reqwest::Client::builder()
+                .tls_backend_preconfigured((*self.tls).clone())
+                .local_address(ip),
+            &self.addr,
+        )?;
+        self.local = Some(ip);
+        Ok(self)
     }
 
     /// A client for the replica on this machine, through its admin socket (`--admin-socket`):
@@ -188,6 +205,7 @@ impl Client {
             ),
             cert_failures: CertFailures::default(),
             ca_given: false,
+            local: None,
         })
     }
 
@@ -351,12 +369,25 @@ impl Client {
             .map_err(|_| ClientError::NoToken)?;
         req.headers_mut().insert("authorization", auth);
         let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
-        let fut = tokio_tungstenite::connect_async_tls_with_config(
-            req,
-            Some(relay_ws_config()),
-            true,
-            Some(connector),
-        );
+        let fut = async {
+            let Some(ip) = self.local else {
+                return tokio_tungstenite::connect_async_tls_with_config(
+                    req,
+                    Some(relay_ws_config()),
+                    true,
+                    Some(connector),
+                )
+                .await;
+            };
+            let stream = self.connect_from(ip, req.uri()).await?;
+            tokio_tungstenite::client_async_tls_with_config(
+                req,
+                stream,
+                Some(relay_ws_config()),
+                Some(connector),
+            )
+            .await
+        };
         match tokio::time::timeout(Duration::from_secs(15), fut).await {
             Err(_) => Err(self.transport("relay handshake timed out")),
             Ok(Ok((ws, resp))) => {
@@ -378,6 +409,37 @@ impl Client {
             }
             Ok(Err(e)) => Err(self.transport(e)),
         }
+    }
+}
+
+impl Client {
+    /// A TCP connection to `uri`'s host from local address `ip` (see [`Client::bind_local`]).
+    async fn connect_from(
+        &self,
+        ip: std::net::IpAddr,
+        uri: &tungstenite::http::Uri,
+    ) -> Result<tokio::net::TcpStream, tungstenite::Error> {
+        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+        let port = uri.port_u16().unwrap_or(443);
+        let mut last = None;
+        for addr in tokio::net::lookup_host((host, port)).await? {
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.bind(std::net::SocketAddr::new(ip, 0))?;
+            match socket.connect(addr).await {
+                Ok(s) => {
+                    s.set_nodelay(true)?;
+                    return Ok(s);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| std::io::Error::other(format!("{host} has no address")))
+            .into())
     }
 }
 
@@ -676,9 +738,13 @@ fn to_message(f: Frame) -> Message {
             code: CloseCode::from(c.code),
             reason: c.reason.into(),
         })),
+        Frame::Ping => Message::Ping(Default::default()),
+        Frame::Pong => Message::Pong(Default::default()),
     }
 }
 
+/// A message as a pump frame. The server's pings are answered by tungstenite itself (on the
+/// next read); they reach the pump only as signs of life.
 fn from_message(m: Message) -> Option<Frame> {
     match m {
         Message::Binary(b) => Some(Frame::Data(b)),
@@ -687,6 +753,8 @@ fn from_message(m: Message) -> Option<Frame> {
             code: u16::from(c.code),
             reason: c.reason.to_string(),
         }))),
+        Message::Ping(_) => Some(Frame::Ping),
+        Message::Pong(_) => Some(Frame::Pong),
         _ => None,
     }
 }
@@ -719,6 +787,7 @@ where
         PumpConfig {
             chunk: CLIENT_CHUNK,
             on_source_eof: OnSourceEof::HalfClose,
+            keepalive: Default::default(),
         },
     )
     .await;
@@ -741,6 +810,11 @@ where
         Ended::StreamFailed(e) => Err(ClientError::Io(e)),
         // Not with `OnSourceEof::HalfClose`: the input's end is only passed on.
         Ended::StreamEof => Ok(pumped),
+        // The client runs without keep-alive limits (the server pings and judges).
+        Ended::Unresponsive(d) | Ended::Idle(d) => Err(ClientError::RelayClosed {
+            code: 1006,
+            reason: format!("no sign of the relay for {d:?}"),
+        }),
         Ended::Stopped(never) => match never {},
     }
 }

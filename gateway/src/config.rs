@@ -95,6 +95,20 @@ pub struct ServeArgs {
     /// Deadline for a non-streaming API request (relays and event streams are exempt).
     #[arg(long, env = "WG_REQUEST_TIMEOUT", default_value = "30s")]
     pub request_timeout: String,
+    /// How often a relay pings its client (`off` to never): keeps load balancers from cutting
+    /// idle sessions — stay below their idle limit (AWS ALB 60 s, NLB 350 s) — and ends a
+    /// session whose client gave no sign of life for three intervals.
+    #[arg(long, env = "WG_RELAY_PING_INTERVAL", default_value = "20s")]
+    pub relay_ping_interval: String,
+    /// End a relayed session when no data moved either way for this long (`off`, the default,
+    /// to let sessions idle for as long as their users).
+    #[arg(long, env = "WG_RELAY_IDLE_TIMEOUT", default_value = "off")]
+    pub relay_idle_timeout: String,
+    /// Load balancer addresses (comma-separated CIDRs or IPs) allowed to send a PROXY protocol
+    /// v1/v2 header before TLS, naming the real client for sessions, events and logs. From
+    /// other peers, or when unset, a PROXY header closes the connection.
+    #[arg(long, env = "WG_PROXY_PROTOCOL_FROM", default_value = "")]
+    pub proxy_protocol_from: String,
 }
 
 /// A configuration error naming what to fix.
@@ -159,6 +173,20 @@ pub struct ServeConfig {
     pub admin_socket: Option<PathBuf>,
     /// Connection and request bounds of 8443.
     pub limits: crate::limits::Limits,
+}
+
+/// Like [`parse_duration`], with `off` (or `0`) for none.
+pub fn optional_duration(
+    flag: &str,
+    var: &str,
+    s: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Option<Duration>, ConfigError> {
+    match s.trim() {
+        "off" | "0" => Ok(None),
+        s => parse_duration(flag, var, s, min, max).map(Some),
+    }
 }
 
 /// Parses a human duration (`5s`, `250ms`, `10m`) bounded to `[min, max]`.
@@ -358,6 +386,24 @@ impl ServeArgs {
                 Duration::from_millis(100),
                 Duration::from_secs(3600),
             )?,
+            relay: crate::pump::Keepalive {
+                ping_every: optional_duration(
+                    "relay-ping-interval",
+                    "WG_RELAY_PING_INTERVAL",
+                    &self.relay_ping_interval,
+                    Duration::from_millis(100),
+                    Duration::from_secs(3600),
+                )?,
+                idle_after: optional_duration(
+                    "relay-idle-timeout",
+                    "WG_RELAY_IDLE_TIMEOUT",
+                    &self.relay_idle_timeout,
+                    Duration::from_secs(1),
+                    Duration::from_secs(7 * 24 * 3600),
+                )?,
+            },
+            proxy_protocol: crate::client_addr::ProxyProtocol::parse(&self.proxy_protocol_from)
+                .map_err(|reason| err("proxy-protocol-from", "WG_PROXY_PROTOCOL_FROM", reason))?,
         };
         let replica_id = match &self.replica_id {
             Some(id) if !id.trim().is_empty() => id.trim().to_string(),

@@ -15,13 +15,14 @@
 //! | `jobs` | leased, fenced background jobs: cleanup, event fan-out, manifest signing |
 //! | `recording`, `signing` | session recordings (chunks, spool, upload, verify); signed grants and manifests |
 //! | `replica`, `health` | this replica's identity, the one drain path; dependency checks, readiness and isolation |
-//! | `limits`, `retry` | bounds before authentication (connections, deadlines); the one retry policy (backon, jittered) |
+//! | `limits`, `client_addr`, `retry` | bounds before authentication (connections, deadlines, relay keep-alive); the client's address (TCP peer or PROXY header); the one retry policy (backon, jittered) |
 //! | `server`, `admin_socket`, `dev`, `config` | assembling and serving a replica; the local admin socket; `wardengate dev`; flags and env |
 //! | `tls`, `tls_advice`, `token`, `redis_url`, `metrics`, `logging` | TLS configs and error advice; tokens and roles; Redis URLs; Prometheus metrics; JSON logs |
 
 pub mod admin_socket;
 pub mod api;
 pub mod client;
+pub mod client_addr;
 pub mod config;
 pub mod dev;
 pub mod health;

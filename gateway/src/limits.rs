@@ -22,9 +22,12 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// HTTP/2 keep-alive ping interval (and how long a ping may go unanswered).
 pub const HTTP2_KEEPALIVE: Duration = Duration::from_secs(20);
+/// Default `--relay-ping-interval`: well inside the shortest common load-balancer idle limit
+/// (AWS ALB 60 s; NLB 350 s; HAProxy's `timeout tunnel` as configured).
+pub const DEFAULT_RELAY_PING_INTERVAL: Duration = Duration::from_secs(20);
 
 /// The limits of one listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Open connections this replica accepts at once; more are closed at accept.
     pub max_connections: usize,
@@ -32,6 +35,11 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Deadline for a non-streaming request (relays and event streams are exempt).
     pub request_timeout: Duration,
+    /// Pings on relays (keeping load balancers from cutting idle sessions, finding dead
+    /// clients) and the optional relay idle timeout.
+    pub relay: crate::pump::Keepalive,
+    /// Peers whose PROXY protocol headers are believed (off when empty).
+    pub proxy_protocol: crate::client_addr::ProxyProtocol,
 }
 
 impl Default for Limits {
@@ -40,6 +48,11 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            relay: crate::pump::Keepalive {
+                ping_every: Some(DEFAULT_RELAY_PING_INTERVAL),
+                idle_after: None,
+            },
+            proxy_protocol: Default::default(),
         }
     }
 }
@@ -63,28 +76,34 @@ impl CappedAcceptor {
     }
 }
 
+impl CappedAcceptor {
+    /// Takes a permit for `stream` (refusing it when the cap is reached) and sets
+    /// `TCP_NODELAY`.
+    pub fn accept_now(&self, stream: TcpStream) -> io::Result<Capped> {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.refused.inc();
+            tracing::warn!(event = "connection_refused", reason = "max_connections");
+            return Err(io::Error::other(
+                "connection cap reached; closing the new connection",
+            ));
+        };
+        stream.set_nodelay(true)?;
+        let peer = stream.peer_addr()?;
+        Ok(Capped {
+            stream,
+            peer,
+            _permit: permit,
+        })
+    }
+}
+
 impl<S> axum_server::accept::Accept<TcpStream, S> for CappedAcceptor {
     type Stream = Capped;
     type Service = S;
     type Future = std::future::Ready<io::Result<(Capped, S)>>;
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            self.refused.inc();
-            tracing::warn!(event = "connection_refused", reason = "max_connections");
-            return std::future::ready(Err(io::Error::other(
-                "connection cap reached; closing the new connection",
-            )));
-        };
-        std::future::ready(stream.set_nodelay(true).map(|()| {
-            (
-                Capped {
-                    stream,
-                    _permit: permit,
-                },
-                service,
-            )
-        }))
+        std::future::ready(self.accept_now(stream).map(|c| (c, service)))
     }
 }
 
@@ -92,7 +111,15 @@ impl<S> axum_server::accept::Accept<TcpStream, S> for CappedAcceptor {
 #[derive(Debug)]
 pub struct Capped {
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Capped {
+    /// The TCP peer (the client, or the load balancer in front of it).
+    pub fn peer(&self) -> std::net::SocketAddr {
+        self.peer
+    }
 }
 
 impl AsyncRead for Capped {

@@ -30,8 +30,8 @@ pub struct Metrics {
     pub draining: IntGauge,
     /// Drains finished, by outcome (`drained`, `evicted`).
     pub drains: IntCounterVec,
-    /// Connections closed at accept because the connection cap was reached.
-    pub connections_refused: IntCounter,
+    /// Connections closed at accept, by reason (`max_connections`, `proxy_protocol`).
+    pub connections_refused: IntCounterVec,
     /// Outbox events published to subscribers by the fan-out job on this replica.
     pub events_published: IntCounter,
     /// Lease changes of background jobs on this replica, by job and change (`acquired`, `lost`).
@@ -105,9 +105,13 @@ impl Metrics {
             .unwrap_or_else(|_| unreachable_metric()),
             draining: IntGauge::new("wg_draining", "1 while this replica drains")
                 .unwrap_or_else(|_| unreachable_metric()),
-            connections_refused: IntCounter::new(
-                "wg_connections_refused_total",
-                "Connections closed at accept because --max-connections were open",
+            connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "wg_connections_refused_total",
+                    "Connections closed at accept, by reason: max_connections (the cap was \
+                     reached) or proxy_protocol (a missing or invalid PROXY header)",
+                ),
+                &["reason"],
             )
             .unwrap_or_else(|_| unreachable_metric()),
             drains: IntCounterVec::new(

@@ -21,6 +21,8 @@ pub const CLOSE_DRAINED: u16 = 4003;
 pub const CLOSE_ISOLATED: u16 = 4004;
 /// The live session state became unreachable or vanished.
 pub const CLOSE_STATE_LOST: u16 = 4005;
+/// No data moved for the gateway's relay idle timeout.
+pub const CLOSE_IDLE: u16 = 4006;
 
 /// Close codes after which a client should retry through another replica.
 pub const RECOVERABLE: &[u16] = &[CLOSE_DRAINED, CLOSE_ISOLATED, CLOSE_STATE_LOST];

@@ -168,7 +168,7 @@ pub async fn run(
             app.clone(),
             parts.metrics.clone(),
         );
-        let request_timeout = parts.limits.request_timeout;
+        let (request_timeout, relay_keepalive) = (parts.limits.request_timeout, parts.limits.relay);
         let Parts {
             recordings,
             recording_seal_after,
@@ -266,6 +266,7 @@ pub async fn run(
                 recordings,
                 request_timeout,
                 tokens: Default::default(),
+                relay_keepalive,
             });
             app.ready(router(state));
             tracing::info!(event = "ready_to_serve", replica = %replica.id);
@@ -291,11 +292,20 @@ pub async fn run(
     });
     tracing::info!(event = "serving", listen = %parts.listen, replica = %replica.id, role = ?replica.role);
     let limits = parts.limits;
+    if limits.proxy_protocol.is_on() {
+        tracing::info!(event = "proxy_protocol", from = %limits.proxy_protocol, "accepting PROXY protocol headers from these peers");
+    }
+    let refused = &parts.metrics.connections_refused;
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
         .handshake_timeout(limits.header_read_timeout)
-        .acceptor(crate::limits::CappedAcceptor::new(
-            limits.max_connections,
-            parts.metrics.connections_refused.clone(),
+        .acceptor(crate::client_addr::ClientAddrAcceptor::new(
+            crate::limits::CappedAcceptor::new(
+                limits.max_connections,
+                refused.with_label_values(&["max_connections"]),
+            ),
+            limits.proxy_protocol.clone(),
+            limits.header_read_timeout,
+            refused.with_label_values(&["proxy_protocol"]),
         ));
     let mut server = axum_server::bind(parts.listen)
         .acceptor(acceptor)

@@ -512,13 +512,28 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                     print_json(&ss);
                 } else {
                     table(
-                        &["ID", "TARGET", "STATUS", "REPLICA", "UP", "DOWN", "REASON"],
+                        &[
+                            "ID", "TARGET", "STATUS", "CLIENT", "REPLICA", "UP", "DOWN", "REASON",
+                        ],
                         ss.into_iter()
                             .map(|s| {
+                                // Who connected from where; an admin riding another user's
+                                // session is named.
+                                let mut client = s
+                                    .connected_from
+                                    .clone()
+                                    .or_else(|| s.requested_from.clone())
+                                    .unwrap_or_else(|| "-".into());
+                                if let Some(by) =
+                                    s.connected_by.as_ref().filter(|b| **b != s.token_id)
+                                {
+                                    client = format!("{client} (by {by})");
+                                }
                                 vec![
                                     s.id,
                                     s.target_name,
                                     s.status.to_string(),
+                                    client,
                                     s.replica.unwrap_or_else(|| "-".into()),
                                     s.bytes_up.to_string(),
                                     s.bytes_down.to_string(),

@@ -69,6 +69,16 @@ pub struct SessionView {
     /// Why it ended (`client_closed`, `target_closed`, `terminated`, `replica_lost`, `expired`,
     /// `denied`, …).
     pub end_reason: Option<EndReason>,
+    /// Client address (`ip:port`) that asked for it; behind a load balancer that sends the
+    /// PROXY protocol, the real client's.
+    #[serde(default)]
+    pub requested_from: Option<String>,
+    /// Token id that connected it: the owner's, or an admin's acting for them.
+    #[serde(default)]
+    pub connected_by: Option<String>,
+    /// Client address that connected it.
+    #[serde(default)]
+    pub connected_from: Option<String>,
 }
 
 impl From<SessionRow> for SessionView {
@@ -88,6 +98,9 @@ impl From<SessionRow> for SessionView {
             bytes_up: u64::try_from(r.bytes_up).unwrap_or(0),
             bytes_down: u64::try_from(r.bytes_down).unwrap_or(0),
             end_reason: r.end_reason,
+            requested_from: r.requested_from,
+            connected_by: r.connected_by,
+            connected_from: r.connected_from,
         }
     }
 }
@@ -563,6 +576,9 @@ mod tests {
             bytes_up: 10,
             bytes_down: 20,
             end_reason: None,
+            requested_from: Some("203.0.113.7:51234".into()),
+            connected_by: Some("id-root".into()),
+            connected_from: None,
         }
     }
 
@@ -581,6 +597,8 @@ mod tests {
             [
                 "bytes_down",
                 "bytes_up",
+                "connected_by",
+                "connected_from",
                 "created_at",
                 "end_reason",
                 "ended_at",
@@ -588,6 +606,7 @@ mod tests {
                 "id",
                 "port",
                 "replica",
+                "requested_from",
                 "started_at",
                 "status",
                 "target_id",
@@ -595,6 +614,8 @@ mod tests {
                 "token_id"
             ]
         );
+        assert_eq!(v["requested_from"], "203.0.113.7:51234");
+        assert_eq!(v["connected_by"], "id-root");
         // A status written by a newer version shows as `unknown` instead of failing.
         let later = serde_json::to_value(SessionView::from(session_row("parked"))).unwrap();
         assert_eq!(later["status"], "unknown");

@@ -45,9 +45,12 @@ async fn ended_session(store: &Store, id: &str) {
         bytes_up: 0,
         bytes_down: 0,
         end_reason: None,
+        requested_from: None,
+        connected_by: None,
+        connected_from: None,
     };
     store.create_session(&row).await.unwrap();
-    assert!(store.claim_session(id, "r0").await.unwrap());
+    assert!(store.claim_session(id, "r0", "t", None).await.unwrap());
     store.start_recording(id, "r0").await.unwrap();
     store
         .end_session(id, "r0", 3, 5, EndReason::ClientClosed)

@@ -25,6 +25,9 @@ fn session(id: &str, target_id: &str) -> SessionRow {
         bytes_up: 0,
         bytes_down: 0,
         end_reason: None,
+        requested_from: None,
+        connected_by: None,
+        connected_from: None,
     }
 }
 
@@ -114,7 +117,11 @@ async fn three_replicas_migrate_together_and_share_state() {
         .unwrap();
     let claims = futures::future::join_all((0..12).map(|i| {
         let s = stores[i % 3].clone();
-        async move { s.claim_session("s1", &format!("r{i}")).await.unwrap() }
+        async move {
+            s.claim_session("s1", &format!("r{i}"), "t", None)
+                .await
+                .unwrap()
+        }
     }))
     .await;
     assert_eq!(claims.iter().filter(|c| **c).count(), 1);
@@ -129,7 +136,10 @@ async fn three_replicas_migrate_together_and_share_state() {
     );
     assert_eq!(row.end_reason, Some(EndReason::ClientClosed));
     assert!(
-        !stores[0].claim_session("s1", "late").await.unwrap(),
+        !stores[0]
+            .claim_session("s1", "late", "t", None)
+            .await
+            .unwrap(),
         "an ended session cannot be claimed again"
     );
 }
@@ -142,7 +152,7 @@ async fn terminate_moves_active_sessions_to_terminating_and_others_to_ended() {
     let t = s.create_target("db", "h", 1, false).await.unwrap();
     s.create_session(&session("a", &t.id)).await.unwrap();
     s.create_session(&session("b", &t.id)).await.unwrap();
-    assert!(s.claim_session("a", "r1").await.unwrap());
+    assert!(s.claim_session("a", "r1", "t", None).await.unwrap());
     assert_eq!(
         s.terminate_session("a").await.unwrap().unwrap().status,
         SessionStatus::Terminating
@@ -203,7 +213,11 @@ async fn fencing_epochs_stop_stale_job_holders() {
     s.migrate().await.unwrap();
     let t = s.create_target("db", "h", 1, false).await.unwrap();
     s.create_session(&session("a", &t.id)).await.unwrap();
-    assert!(s.claim_session("a", "dead-replica").await.unwrap());
+    assert!(
+        s.claim_session("a", "dead-replica", "t", None)
+            .await
+            .unwrap()
+    );
     let old = s.fence_job("cleanup", "r1").await.unwrap();
     let new = s.fence_job("cleanup", "r2").await.unwrap();
     assert_eq!(new, old + 1);

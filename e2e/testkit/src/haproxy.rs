@@ -56,6 +56,16 @@ pub enum HealthCheck {
     },
 }
 
+/// How the load balancer treats connections beyond the HA guide's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LbOptions {
+    /// Send a PROXY protocol v2 header to every backend, health checks included (as a cloud
+    /// load balancer that does not preserve client addresses).
+    pub send_proxy_v2: bool,
+    /// Cut connections idle for this long (as AWS ALB after 60 s), instead of 30 minutes.
+    pub idle_timeout: Option<Duration>,
+}
+
 /// A running HAProxy with one `listen` section.
 #[derive(Debug)]
 pub struct HaProxy {
@@ -84,10 +94,21 @@ impl HaProxy {
         check: &HealthCheck,
         timing: &str,
     ) -> Result<Self> {
+        Self::start_with(sandbox, backends, check, timing, &LbOptions::default())
+    }
+
+    /// [`HaProxy::start`] with [`LbOptions`].
+    pub fn start_with(
+        sandbox: Arc<Sandbox>,
+        backends: &[Backend],
+        check: &HealthCheck,
+        timing: &str,
+        opts: &LbOptions,
+    ) -> Result<Self> {
         let bin = require("haproxy")?;
         let port = free_port()?;
         let config = sandbox.path().join(format!("haproxy-{port}.cfg"));
-        std::fs::write(&config, render_config(port, backends, check, timing))
+        std::fs::write(&config, render_config(port, backends, check, timing, opts))
             .context(|| "writing haproxy config".into())?;
         run(
             Command::new(&bin).args(["-c", "-q", "-f"]).arg(&config),
@@ -116,10 +137,20 @@ impl HaProxy {
     }
 }
 
-fn render_config(port: u16, backends: &[Backend], check: &HealthCheck, timing: &str) -> String {
-    let mut c = String::from(
+fn render_config(
+    port: u16,
+    backends: &[Backend],
+    check: &HealthCheck,
+    timing: &str,
+    opts: &LbOptions,
+) -> String {
+    let idle = opts
+        .idle_timeout
+        .map(|d| format!("{}ms", d.as_millis()))
+        .unwrap_or_else(|| "30m".into());
+    let mut c = format!(
         "global\n    maxconn 2000\n\ndefaults\n    mode tcp\n    timeout connect 2s\n    \
-         timeout client 30m\n    timeout server 30m\n    timeout check 2s\n\n",
+         timeout client {idle}\n    timeout server {idle}\n    timeout check 2s\n\n",
     );
     // redispatch: a connect to a backend that just died is retried on another one, as a cloud
     // L4 balancer does before its health check has noticed.
@@ -148,6 +179,9 @@ fn render_config(port: u16, backends: &[Backend], check: &HealthCheck, timing: &
         if let HealthCheck::Http { tls: true, .. } = check {
             c.push_str(" check-ssl verify none");
         }
+        if opts.send_proxy_v2 {
+            c.push_str(" send-proxy-v2 check-send-proxy");
+        }
         c.push('\n');
     }
     c
@@ -174,6 +208,7 @@ mod tests {
                 tls: true,
             },
             LB_TIMING,
+            &LbOptions::default(),
         );
         assert!(c.contains("mode tcp"));
         assert!(c.contains("balance roundrobin"));

@@ -59,6 +59,22 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Recent successful token lookups (see [`TOKEN_CACHE_TTL`]).
     pub tokens: TokenCache,
+    /// Pings and idle timeout of relays.
+    pub relay_keepalive: crate::pump::Keepalive,
+}
+
+/// Who is asking, for the session core: the caller's token and role, and the connection's
+/// client address (absent only when the router is served without [`crate::client_addr`]'s
+/// acceptor, as in unit tests).
+pub(crate) fn requester(
+    caller: &Caller,
+    client: Option<axum::Extension<crate::client_addr::ClientAddr>>,
+) -> crate::session::Requester<'_> {
+    crate::session::Requester {
+        token_id: &caller.token_id,
+        admin: caller.role.allows(crate::token::Role::Admin),
+        from: client.map(|axum::Extension(c)| c.addr),
+    }
 }
 
 /// Builds the router for `state`'s role. Every request but the long-lived ones (relays, the

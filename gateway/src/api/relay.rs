@@ -16,9 +16,8 @@ use tokio::net::TcpStream;
 use super::{ApiError, AppState, Caller, ErrorCode};
 use crate::pump::{self, CloseInfo, Ended, Flow, Frame, OnSourceEof, TcpSource};
 use crate::relay_protocol::*;
-use crate::session::{Active, EndReason, Grant, Moved, Requester};
+use crate::session::{Active, EndReason, Grant, Moved};
 use crate::store::now_ms;
-use crate::token::Role;
 
 /// Largest frame the relay sends to the client: tungstenite keeps one frame of write buffer
 /// per session after traffic.
@@ -38,10 +37,13 @@ fn to_message(f: Frame) -> Message {
             code: c.code,
             reason: c.reason.into(),
         })),
+        Frame::Ping => Message::Ping(Default::default()),
+        Frame::Pong => Message::Pong(Default::default()),
     }
 }
 
-/// An axum WebSocket message as a pump frame; pings, pongs and other text are not relayed.
+/// An axum WebSocket message as a pump frame; pings and pongs count as signs of life (axum
+/// answers pings itself), other text is not relayed.
 fn from_message(m: Message) -> Option<Frame> {
     match m {
         Message::Binary(b) => Some(Frame::Data(b)),
@@ -50,6 +52,8 @@ fn from_message(m: Message) -> Option<Frame> {
             code: c.code,
             reason: c.reason.to_string(),
         }))),
+        Message::Ping(_) => Some(Frame::Ping),
+        Message::Pong(_) => Some(Frame::Pong),
         _ => None,
     }
 }
@@ -58,19 +62,14 @@ fn from_message(m: Message) -> Option<Frame> {
 pub async fn relay(
     State(st): State<Arc<AppState>>,
     caller: Caller,
+    client: Option<axum::Extension<crate::client_addr::ClientAddr>>,
     Path(id): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     refuse_new_relays(&st)?;
     let opening = st
         .sessions
-        .open(
-            &id,
-            Requester {
-                token_id: &caller.token_id,
-                admin: caller.role.allows(Role::Admin),
-            },
-        )
+        .open(&id, super::requester(&caller, client))
         .await?;
     let target = dial(&st, opening.grant()).await?;
     let active = st.sessions.claim(opening).await?;
@@ -83,11 +82,15 @@ pub async fn relay(
 pub async fn relay_target(
     State(st): State<Arc<AppState>>,
     caller: Caller,
+    client: Option<axum::Extension<crate::client_addr::ClientAddr>>,
     Path(name): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     refuse_new_relays(&st)?;
-    let direct = st.sessions.prepare_direct(&caller.token_id, &name).await?;
+    let direct = st
+        .sessions
+        .prepare_direct(super::requester(&caller, client), &name)
+        .await?;
     let (target, started) = tokio::join!(
         dial(&st, direct.grant()),
         st.sessions.start_direct(direct.clone())
@@ -224,6 +227,7 @@ fn close_frame(reason: EndReason) -> (u16, &'static str) {
             "replica isolated; reconnect through another replica",
         ),
         EndReason::SessionStateLost => (CLOSE_STATE_LOST, "session state unavailable; reconnect"),
+        EndReason::IdleTimeout => (CLOSE_IDLE, "no data moved for the relay idle timeout"),
         EndReason::Drained => (
             CLOSE_DRAINED,
             "replica drained; reconnect through another replica",
@@ -274,6 +278,7 @@ async fn run(
         pump::Config {
             chunk: FRAME,
             on_source_eof: OnSourceEof::End,
+            keepalive: st.relay_keepalive,
         },
     )
     .await;
@@ -285,6 +290,8 @@ async fn run(
         Ended::Stopped(reason) => reason,
         Ended::SocketClosed(_) | Ended::SocketLost(_) => EndReason::ClientClosed,
         Ended::StreamEof | Ended::StreamFailed(_) => EndReason::TargetClosed,
+        Ended::Idle(_) => EndReason::IdleTimeout,
+        Ended::Unresponsive(_) => EndReason::ClientUnresponsive,
     };
     if let Some(r) = recorder.clone() {
         r.finish(end.as_str(), moved.up, moved.down);

@@ -17,11 +17,15 @@ use crate::wire::{Authorized, NewSession, SessionView};
 pub async fn create(
     State(st): State<Arc<AppState>>,
     caller: Caller,
+    client: Option<axum::Extension<crate::client_addr::ClientAddr>>,
     body: Result<Json<NewSession>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Authorized>), ApiError> {
     let Json(req) =
         body.map_err(|e| ApiError::bad_request(ErrorCode::InvalidBody, e.body_text()))?;
-    let a = st.sessions.authorise(&caller.token_id, &req.target).await?;
+    let a = st
+        .sessions
+        .authorise(super::requester(&caller, client), &req.target)
+        .await?;
     let code = if a.status == SessionStatus::Pending {
         StatusCode::ACCEPTED
     } else {

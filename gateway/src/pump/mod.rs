@@ -13,6 +13,12 @@
 //! - **Memory.** A [`TcpSource`] holds no read buffer while its socket is idle: it waits for
 //!   readiness first and takes a buffer only to read what is there. Frames never exceed
 //!   [`Config::chunk`], which bounds what the WebSocket layers on both sides keep.
+//! - **Keep-alive** ([`Keepalive`], the server): a ping every `ping_every` keeps load balancers
+//!   from cutting idle sessions (ALB's idle limit is 60 s, NLB's 350 s) and proves the peer
+//!   alive. The peer is unresponsive when, for three intervals, nothing came from it and no
+//!   data could be handed to its connection (a busy download to a live client keeps it alive
+//!   through its progress; pings alone do not, since they fit in the kernel's buffers of a dead
+//!   connection). An optional idle timeout ends a session that moved no data either way.
 //! - **Ends** when either side ends or when the `stop` future completes, and reports which
 //!   ([`Ended`]) with the bytes moved each way ([`Counts`]).
 //!
@@ -21,6 +27,10 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{Sink, SinkExt, Stream, StreamExt};
@@ -42,6 +52,10 @@ pub enum Frame {
     HalfClose,
     /// A close frame, with its code and reason when it had them.
     Close(Option<CloseInfo>),
+    /// A keep-alive ping (sent by the pump with [`Keepalive::ping_every`]).
+    Ping,
+    /// A ping's answer (received; it only proves the peer alive).
+    Pong,
 }
 
 /// Code and reason of a close frame.
@@ -79,6 +93,25 @@ pub struct Config {
     pub chunk: usize,
     /// Behaviour at the end of the stream's input.
     pub on_source_eof: OnSourceEof,
+    /// Pings and idle timeout (none by default).
+    pub keepalive: Keepalive,
+}
+
+/// Keep-alive of a relay: see the module documentation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Send a ping this often; the peer is unresponsive after three intervals without a sign
+    /// of life.
+    pub ping_every: Option<Duration>,
+    /// End the relay when no data moved either way for this long.
+    pub idle_after: Option<Duration>,
+}
+
+impl Keepalive {
+    /// How long the peer may give no sign of life.
+    pub fn unresponsive_after(&self) -> Option<Duration> {
+        self.ping_every.map(|p| p * 3)
+    }
 }
 
 /// Bytes moved by a pump.
@@ -101,6 +134,10 @@ pub enum Ended<S> {
     StreamEof,
     /// Reading or writing the stream failed.
     StreamFailed(io::Error),
+    /// The peer gave no sign of life for this long ([`Keepalive::ping_every`]).
+    Unresponsive(Duration),
+    /// No data moved either way for this long ([`Keepalive::idle_after`]).
+    Idle(Duration),
     /// The stop future completed with this value.
     Stopped(S),
 }
@@ -225,9 +262,16 @@ where
 {
     let chunk = cfg.chunk.max(1);
     let (mut from_socket, mut to_socket) = (0u64, 0u64);
+    // Signs of life of the peer, and the last data either way (see the module documentation).
+    let start = Instant::now();
+    let (alive, moved) = (Moment::new(start), Moment::new(start));
     let inbound = async {
         loop {
-            match socket_rx.next().await {
+            let frame = socket_rx.next().await;
+            if let Some(Ok(_)) = frame {
+                alive.touch();
+            }
+            match frame {
                 Some(Ok(Frame::Data(b))) => {
                     if let Some(h) = hook {
                         h(Flow::FromSocket, &b);
@@ -236,6 +280,7 @@ where
                         return Ended::StreamFailed(e);
                     }
                     from_socket += b.len() as u64;
+                    moved.touch();
                 }
                 Some(Ok(Frame::HalfClose)) => {
                     let _ = dest.shutdown().await;
@@ -244,6 +289,7 @@ where
                     let _ = dest.flush().await;
                     return Ended::SocketClosed(c);
                 }
+                Some(Ok(Frame::Ping | Frame::Pong)) => {}
                 Some(Err(e)) => return Ended::SocketLost(e.to_string()),
                 None => return Ended::SocketLost("connection lost".into()),
             }
@@ -253,8 +299,28 @@ where
     // was told, or the socket refused a send (the inbound direction then reports how the
     // socket ended, with its close code).
     let outbound = async {
+        let mut pings = cfg.keepalive.ping_every.map(|every| {
+            let mut t = tokio::time::interval_at(Instant::now() + every, every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         loop {
-            match source.next_chunk(chunk).await {
+            // A due ping goes first, so a busy download still carries pings.
+            let next = match pings.as_mut() {
+                Some(pings) => tokio::select! {
+                    biased;
+                    _ = pings.tick() => None,
+                    r = source.next_chunk(chunk) => Some(r),
+                },
+                None => Some(source.next_chunk(chunk).await),
+            };
+            let Some(next) = next else {
+                if socket_tx.send(Frame::Ping).await.is_err() {
+                    return None;
+                }
+                continue;
+            };
+            match next {
                 Ok(Some(b)) => {
                     if let Some(h) = hook {
                         h(Flow::ToSocket, &b);
@@ -264,6 +330,9 @@ where
                         return None;
                     }
                     to_socket += n;
+                    // Handed to the peer's connection: it is reading.
+                    alive.touch();
+                    moved.touch();
                 }
                 Ok(None) if cfg.on_source_eof == OnSourceEof::End => {
                     return Some(Ended::StreamEof);
@@ -278,10 +347,18 @@ where
             }
         }
     };
+    let (unresponsive, idle) = (cfg.keepalive.unresponsive_after(), cfg.keepalive.idle_after);
+    // The next moment a keep-alive limit could be reached, if any applies.
+    let next_check = || {
+        let a = unresponsive.map(|d| alive.get() + d);
+        let m = idle.map(|d| moved.get() + d);
+        a.into_iter().chain(m).min()
+    };
     let ended = {
         tokio::pin!(inbound, outbound, stop);
         let mut outbound_done = false;
         loop {
+            let check = next_check();
             tokio::select! {
                 biased;
                 s = &mut stop => break Ended::Stopped(s),
@@ -290,6 +367,16 @@ where
                     Some(e) => break e,
                     None => outbound_done = true,
                 },
+                _ = tokio::time::sleep_until(check.unwrap_or_else(Instant::now)), if check.is_some() => {
+                    // Signs of life or data since the check was set move it on.
+                    let now = Instant::now();
+                    if let Some(d) = unresponsive.filter(|d| now >= alive.get() + *d) {
+                        break Ended::Unresponsive(d);
+                    }
+                    if let Some(d) = idle.filter(|d| now >= moved.get() + *d) {
+                        break Ended::Idle(d);
+                    }
+                }
             }
         }
     };
@@ -299,6 +386,31 @@ where
             from_socket,
             to_socket,
         },
+    }
+}
+
+/// The last time something happened, shared by the pump's two directions (the pump's future
+/// must stay `Send`, so no `Cell`).
+struct Moment {
+    base: Instant,
+    since_base_ms: AtomicU64,
+}
+
+impl Moment {
+    fn new(base: Instant) -> Self {
+        Self {
+            base,
+            since_base_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.since_base_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Instant {
+        self.base + Duration::from_millis(self.since_base_ms.load(Ordering::Relaxed))
     }
 }
 

@@ -71,13 +71,25 @@ async fn serve<Stop: Future<Output = u16>>(
     hook: Option<Hook<'_>>,
     chunk: usize,
 ) -> Outcome<u16> {
-    let tcp = small_socket().connect(target).await.unwrap();
-    let (r, w) = tcp.into_split();
-    let (mut tx, mut rx) = frames(ws);
     let cfg = Config {
         chunk,
         on_source_eof: OnSourceEof::End,
+        keepalive: Default::default(),
     };
+    serve_with(ws, target, stop, hook, cfg).await
+}
+
+/// [`serve`] with any pump configuration.
+async fn serve_with<Stop: Future<Output = u16>>(
+    ws: WebSocketStream<DuplexStream>,
+    target: SocketAddr,
+    stop: Stop,
+    hook: Option<Hook<'_>>,
+    cfg: Config,
+) -> Outcome<u16> {
+    let tcp = small_socket().connect(target).await.unwrap();
+    let (r, w) = tcp.into_split();
+    let (mut tx, mut rx) = frames(ws);
     let out = run(&mut rx, &mut tx, TcpSource::new(r), w, stop, hook, cfg).await;
     let code = match out.ended {
         Ended::Stopped(code) => code,
@@ -334,4 +346,126 @@ async fn a_tcp_source_holds_no_buffer_while_its_socket_is_idle() {
     assert_eq!(&second[..], &[2u8; 10]);
     assert!(src.next_chunk(DEFAULT_CHUNK).await.unwrap().is_none());
     assert_eq!(src.held(), 0);
+}
+
+fn keepalive(ping_ms: u64, idle_ms: Option<u64>) -> Config {
+    Config {
+        chunk: DEFAULT_CHUNK,
+        on_source_eof: OnSourceEof::End,
+        keepalive: Keepalive {
+            ping_every: Some(Duration::from_millis(ping_ms)),
+            idle_after: idle_ms.map(Duration::from_millis),
+        },
+    }
+}
+
+/// A target that never sends and never closes (an idle shell).
+async fn silent_target() -> SocketAddr {
+    target(|mut s| async move {
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink).await;
+    })
+    .await
+}
+
+/// Client input that never ends and never sends: a user who stepped away.
+fn idle_input() -> impl tokio::io::AsyncRead + Unpin {
+    let (a, b) = tokio::io::duplex(64);
+    // Keeps the writing half alive for as long as the test runs.
+    std::mem::forget(a);
+    b
+}
+
+#[tokio::test]
+async fn pings_keep_an_idle_relay_with_a_live_client_going() {
+    let (client, server) = ws_pair().await;
+    let target = silent_target().await;
+    // Ten ping intervals, i.e. over three times the unresponsive limit, without data.
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        4321
+    };
+    let mut out = Vec::new();
+    let (server, _client) = tokio::join!(
+        serve_with(server, target, stop, None, keepalive(100, None)),
+        client_pump(client, idle_input(), &mut out)
+    );
+    assert!(
+        matches!(server.ended, Ended::Stopped(4321)),
+        "an idle session with a live client ended: {:?}",
+        server.ended
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_answers_nothing_is_unresponsive_after_three_intervals() {
+    let (client, server) = ws_pair().await;
+    let target = silent_target().await;
+    let started = std::time::Instant::now();
+    let stop = async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        4321
+    };
+    // The client's socket stays open but is never read: no pongs.
+    let server = serve_with(server, target, stop, None, keepalive(100, None)).await;
+    drop(client);
+    assert!(
+        matches!(server.ended, Ended::Unresponsive(d) if d == Duration::from_millis(300)),
+        "{:?}",
+        server.ended
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn the_idle_timeout_ends_a_quiet_relay_but_not_a_busy_one() {
+    // Quiet: ends after the idle timeout although the client answers every ping.
+    let (client, server) = ws_pair().await;
+    let target = silent_target().await;
+    let stop = async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        4321
+    };
+    let mut out = Vec::new();
+    let (server, _client) = tokio::join!(
+        serve_with(server, target, stop, None, keepalive(100, Some(400))),
+        client_pump(client, idle_input(), &mut out)
+    );
+    assert!(
+        matches!(server.ended, Ended::Idle(d) if d == Duration::from_millis(400)),
+        "{:?}",
+        server.ended
+    );
+
+    // Busy: a byte every 100 ms for 1.2 s (three idle timeouts) keeps it going.
+    let (client, server) = ws_pair().await;
+    let target = silent_target().await;
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        4321
+    };
+    let (mut w, r) = tokio::io::duplex(64);
+    let typing = async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if w.write_all(b"k").await.is_err() {
+                break;
+            }
+        }
+    };
+    let mut out = Vec::new();
+    let server = tokio::select! {
+        (server, _) = async {
+            tokio::join!(
+                serve_with(server, target, stop, None, keepalive(100, Some(400))),
+                client_pump(client, r, &mut out)
+            )
+        } => server,
+        () = typing => unreachable!("typing never ends"),
+    };
+    assert!(
+        matches!(server.ended, Ended::Stopped(4321)),
+        "a session moving data timed out: {:?}",
+        server.ended
+    );
 }

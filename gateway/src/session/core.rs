@@ -23,6 +23,15 @@ pub struct Requester<'a> {
     pub token_id: &'a str,
     /// True when the caller may use sessions authorised for other tokens.
     pub admin: bool,
+    /// The client's address (behind a load balancer, from its PROXY header), recorded with
+    /// the session.
+    pub from: Option<std::net::SocketAddr>,
+}
+
+impl Requester<'_> {
+    fn address(&self) -> Option<String> {
+        self.from.map(|a| a.to_string())
+    }
 }
 
 /// A new authorisation, as `authorise` granted it.
@@ -44,6 +53,8 @@ pub struct Authorization {
 pub struct Opening {
     grant: Grant,
     signed: String,
+    by: String,
+    from: Option<String>,
 }
 
 impl Opening {
@@ -58,6 +69,7 @@ impl Opening {
 #[derive(Debug, Clone)]
 pub struct Direct {
     grant: Grant,
+    from: Option<String>,
     target_id: String,
 }
 
@@ -191,6 +203,9 @@ fn new_row(grant: &Grant, target_id: &str, status: SessionStatus, now: i64) -> S
         bytes_up: 0,
         bytes_down: 0,
         end_reason: None,
+        requested_from: None,
+        connected_by: None,
+        connected_from: None,
     }
 }
 
@@ -283,7 +298,7 @@ impl Sessions {
     /// durable is left behind.
     pub async fn authorise(
         &self,
-        token_id: &str,
+        who: Requester<'_>,
         target: &str,
     ) -> Result<Authorization, SessionError> {
         let target = self
@@ -292,14 +307,15 @@ impl Sessions {
             .target(target)
             .await?
             .ok_or_else(|| SessionError::TargetNotFound(target.to_string()))?;
-        self.authorise_target(token_id, &target).await
+        self.authorise_target(who, &target).await
     }
 
     async fn authorise_target(
         &self,
-        token_id: &str,
+        who: Requester<'_>,
         target: &TargetRow,
     ) -> Result<Authorization, SessionError> {
+        let token_id = who.token_id;
         let id = uuid::Uuid::new_v4().to_string();
         let pending = target.require_approval != 0;
         let now = now_ms();
@@ -321,15 +337,18 @@ impl Sessions {
             .live
             .set(&session_key(&id), &self.sign(&grant), ms(window))
             .await?;
-        let row = new_row(&grant, &target.id, status, now);
+        let row = SessionRow {
+            requested_from: who.address(),
+            ..new_row(&grant, &target.id, status, now)
+        };
         self.inner.store.create_session(&row).await?;
         self.audit(token_id, "session.authorize", &id, target.name.to_string());
-        tracing::info!(event = "session_authorized", session = %id, target = %target.name, token = %token_id, pending);
+        tracing::info!(event = "session_authorized", session = %id, target = %target.name, token = %token_id, client = ?row.requested_from, pending);
         if pending {
             self.emit(
                 "approval.requested",
                 &id,
-                serde_json::json!({"session": id, "target": target.name, "requester": token_id}),
+                serde_json::json!({"session": id, "target": target.name, "requester": token_id, "client": row.requested_from}),
             );
         }
         Ok(Authorization {
@@ -418,7 +437,7 @@ impl Sessions {
     /// server a Redis read and a Postgres update per session.
     pub async fn prepare_direct(
         &self,
-        token_id: &str,
+        who: Requester<'_>,
         target: &str,
     ) -> Result<Direct, SessionError> {
         let row = self
@@ -434,7 +453,7 @@ impl Sessions {
         let now = now_ms();
         let grant = grant_to(
             uuid::Uuid::new_v4().to_string(),
-            token_id,
+            who.token_id,
             &row,
             GrantState::Active,
             Some(self.replica().to_string()),
@@ -442,6 +461,7 @@ impl Sessions {
         );
         Ok(Direct {
             grant,
+            from: who.address(),
             target_id: row.id,
         })
     }
@@ -450,11 +470,20 @@ impl Sessions {
     /// Postgres, written concurrently. If either write fails, the other is undone (the row ends
     /// as `session_state_lost`) and the error returned. Emits `session.started`.
     pub async fn start_direct(&self, direct: Direct) -> Result<Active, SessionError> {
-        let Direct { grant, target_id } = direct;
+        let Direct {
+            grant,
+            from,
+            target_id,
+        } = direct;
         let id = grant.session_id.clone();
         let signed = self.sign(&grant);
         let ttl = self.inner.config.live_session_ttl;
-        let row = new_row(&grant, &target_id, SessionStatus::Active, now_ms());
+        let row = SessionRow {
+            requested_from: from.clone(),
+            connected_by: Some(grant.token_id.clone()),
+            connected_from: from.clone(),
+            ..new_row(&grant, &target_id, SessionStatus::Active, now_ms())
+        };
         let key = session_key(&id);
         let (live, durable) = tokio::join!(
             self.inner.live.set(&key, &signed, ttl),
@@ -483,11 +512,11 @@ impl Sessions {
             &id,
             grant.target.clone(),
         );
-        tracing::info!(event = "session_authorized", session = %id, target = %grant.target, token = %grant.token_id, direct = true);
+        tracing::info!(event = "session_authorized", session = %id, target = %grant.target, token = %grant.token_id, client = ?from, direct = true);
         self.emit(
             "session.started",
             &id,
-            serde_json::json!({"session": id, "target": grant.target, "replica": self.replica()}),
+            serde_json::json!({"session": id, "target": grant.target, "replica": self.replica(), "by": grant.token_id, "client": from}),
         );
         Ok(Active { grant, signed })
     }
@@ -524,7 +553,12 @@ impl Sessions {
             GrantState::Active => return Err(SessionError::InUse),
             GrantState::Terminated => return Err(SessionError::Terminated),
         }
-        Ok(Opening { grant, signed })
+        Ok(Opening {
+            grant,
+            signed,
+            by: who.token_id.to_string(),
+            from: who.address(),
+        })
     }
 
     /// Claims an opened session for this replica: exactly one replica wins in Postgres, then the
@@ -532,11 +566,26 @@ impl Sessions {
     /// terminate (or a decision) that landed since is never overwritten. Emits
     /// `session.started`. On a lost race the session ends with the matching reason.
     pub async fn claim(&self, opening: Opening) -> Result<Active, SessionError> {
-        let Opening { grant, signed } = opening;
+        let Opening {
+            grant,
+            signed,
+            by,
+            from,
+        } = opening;
         let id = grant.session_id.clone();
         let replica = self.replica().to_string();
-        if !self.inner.store.claim_session(&id, &replica).await? {
+        if !self
+            .inner
+            .store
+            .claim_session(&id, &replica, &by, from.as_deref())
+            .await?
+        {
             return Err(SessionError::InUse);
+        }
+        if by != grant.token_id {
+            // An admin connecting another user's session: the record names who really did.
+            self.audit(&by, "session.connect_for", &id, grant.token_id.clone());
+            tracing::warn!(event = "session_connected_for_owner", session = %id, by = %by, owner = %grant.token_id, client = ?from);
         }
         let ttl = self.inner.config.live_session_ttl;
         let active = Grant {
@@ -577,7 +626,7 @@ impl Sessions {
         self.emit(
             "session.started",
             &id,
-            serde_json::json!({"session": id, "target": active.target, "replica": replica}),
+            serde_json::json!({"session": id, "target": active.target, "replica": replica, "by": by, "client": from}),
         );
         Ok(Active {
             grant: active,

@@ -139,6 +139,11 @@ pub enum EndReason {
     UpgradeFailed,
     /// The target did not answer a session authorised and claimed in one request.
     TargetUnreachable,
+    /// No data moved either way for `--relay-idle-timeout`.
+    IdleTimeout,
+    /// The client answered no ping (and took no data) for three ping intervals: its
+    /// connection is gone or stuck.
+    ClientUnresponsive,
     /// A value this version does not know (a newer version wrote it).
     #[serde(other)]
     Unknown,
@@ -146,7 +151,7 @@ pub enum EndReason {
 
 impl EndReason {
     /// Every reason this version writes (for metrics pre-registration and tests).
-    pub const ALL: [EndReason; 12] = [
+    pub const ALL: [EndReason; 14] = [
         Self::ClientClosed,
         Self::TargetClosed,
         Self::Terminated,
@@ -159,6 +164,8 @@ impl EndReason {
         Self::RecordingUnavailable,
         Self::UpgradeFailed,
         Self::TargetUnreachable,
+        Self::IdleTimeout,
+        Self::ClientUnresponsive,
     ];
 
     /// The stored text (also the metric label).
@@ -176,6 +183,8 @@ impl EndReason {
             Self::RecordingUnavailable => "recording_unavailable",
             Self::UpgradeFailed => "upgrade_failed",
             Self::TargetUnreachable => "target_unreachable",
+            Self::IdleTimeout => "idle_timeout",
+            Self::ClientUnresponsive => "client_unresponsive",
             Self::Unknown => "unknown",
         }
     }

@@ -24,6 +24,7 @@ struct World {
 const ALICE: Requester<'static> = Requester {
     token_id: "alice",
     admin: false,
+    from: None,
 };
 
 async fn world() -> World {
@@ -92,7 +93,7 @@ impl World {
 #[tokio::test]
 async fn authorise_claim_end_runs_the_happy_path_once() {
     let w = world().await;
-    let a = w.core.authorise("alice", "db").await.unwrap();
+    let a = w.core.authorise(ALICE, "db").await.unwrap();
     assert_eq!(a.status, SessionStatus::Authorized);
     assert_eq!(w.status(&a.id).await, (SessionStatus::Authorized, None));
     assert_eq!(w.grant(&a.id).await.unwrap().state, GrantState::Authorized);
@@ -130,13 +131,14 @@ async fn authorise_claim_end_runs_the_happy_path_once() {
 async fn open_refuses_other_owners_unknown_targets_and_forged_state() {
     let w = world().await;
     assert!(matches!(
-        w.core.authorise("alice", "nope").await,
+        w.core.authorise(ALICE, "nope").await,
         Err(SessionError::TargetNotFound(t)) if t == "nope"
     ));
-    let a = w.core.authorise("alice", "db").await.unwrap();
+    let a = w.core.authorise(ALICE, "db").await.unwrap();
     let bob = Requester {
         token_id: "bob",
         admin: false,
+        from: None,
     };
     assert!(matches!(
         w.core.open(&a.id, bob).await,
@@ -145,6 +147,7 @@ async fn open_refuses_other_owners_unknown_targets_and_forged_state() {
     let admin = Requester {
         token_id: "root",
         admin: true,
+        from: None,
     };
     assert!(w.core.open(&a.id, admin).await.is_ok());
 
@@ -163,7 +166,7 @@ async fn open_refuses_other_owners_unknown_targets_and_forged_state() {
         w.core.open(&a.id, ALICE).await,
         Err(SessionError::InvalidState(_))
     ));
-    let b = w.core.authorise("alice", "db").await.unwrap();
+    let b = w.core.authorise(ALICE, "db").await.unwrap();
     g.session_id = b.id.clone();
     w.live
         .set(
@@ -182,7 +185,7 @@ async fn open_refuses_other_owners_unknown_targets_and_forged_state() {
 #[tokio::test]
 async fn approval_gates_the_session_and_is_decided_once_by_someone_else() {
     let w = world().await;
-    let a = w.core.authorise("alice", "prod").await.unwrap();
+    let a = w.core.authorise(ALICE, "prod").await.unwrap();
     assert_eq!(a.status, SessionStatus::Pending);
     assert!(matches!(
         w.core.open(&a.id, ALICE).await,
@@ -210,7 +213,7 @@ async fn approval_gates_the_session_and_is_decided_once_by_someone_else() {
 #[tokio::test]
 async fn a_decision_redis_missed_is_honoured_from_postgres() {
     let w = world().await;
-    let a = w.core.authorise("alice", "prod").await.unwrap();
+    let a = w.core.authorise(ALICE, "prod").await.unwrap();
     let pending = w.live.get(&session_key(&a.id)).await.unwrap().unwrap();
     w.core
         .decide(&a.id, Decision::Approved, "carol", "")
@@ -229,7 +232,7 @@ async fn a_decision_redis_missed_is_honoured_from_postgres() {
 #[tokio::test]
 async fn denial_ends_the_request_and_terminates_its_grant() {
     let w = world().await;
-    let a = w.core.authorise("alice", "prod").await.unwrap();
+    let a = w.core.authorise(ALICE, "prod").await.unwrap();
     let row = w
         .core
         .decide(&a.id, Decision::Denied, "carol", "no")
@@ -250,7 +253,7 @@ async fn denial_ends_the_request_and_terminates_its_grant() {
 #[tokio::test]
 async fn terminate_before_connect_ends_at_once_and_refuses_the_relay() {
     let w = world().await;
-    let a = w.core.authorise("alice", "db").await.unwrap();
+    let a = w.core.authorise(ALICE, "db").await.unwrap();
     let row = w.core.terminate(&a.id, "root").await.unwrap();
     assert_eq!(row.status, SessionStatus::Ended);
     assert_eq!(row.end_reason, Some(EndReason::Terminated));
@@ -267,7 +270,7 @@ async fn terminate_before_connect_ends_at_once_and_refuses_the_relay() {
 #[tokio::test]
 async fn terminate_between_open_and_claim_wins_and_ends_the_session() {
     let w = world().await;
-    let a = w.core.authorise("alice", "db").await.unwrap();
+    let a = w.core.authorise(ALICE, "db").await.unwrap();
     let opening = w.core.open(&a.id, ALICE).await.unwrap();
     w.core.terminate(&a.id, "root").await.unwrap();
     // The row already ended, so the store refuses the claim.
@@ -284,7 +287,7 @@ async fn terminate_between_open_and_claim_wins_and_ends_the_session() {
 #[tokio::test]
 async fn a_grant_changed_after_the_row_was_claimed_is_never_overwritten() {
     let w = world().await;
-    let a = w.core.authorise("alice", "db").await.unwrap();
+    let a = w.core.authorise(ALICE, "db").await.unwrap();
     let opening = w.core.open(&a.id, ALICE).await.unwrap();
     // Someone rewrote the live grant (e.g. a terminate that reached Redis only).
     let mut g = w.grant(&a.id).await.unwrap();
@@ -311,7 +314,7 @@ async fn a_grant_changed_after_the_row_was_claimed_is_never_overwritten() {
 #[tokio::test]
 async fn watch_renews_past_the_ttl_and_ends_on_terminate() {
     let w = world().await;
-    let a = w.core.authorise("alice", "db").await.unwrap();
+    let a = w.core.authorise(ALICE, "db").await.unwrap();
     let active = w
         .core
         .claim(w.core.open(&a.id, ALICE).await.unwrap())
@@ -347,7 +350,7 @@ async fn watch_renews_past_the_ttl_and_ends_on_terminate() {
 async fn watch_ends_on_state_loss_isolation_and_eviction() {
     let w = world().await;
     let start = async || {
-        let a = w.core.authorise("alice", "db").await.unwrap();
+        let a = w.core.authorise(ALICE, "db").await.unwrap();
         let active = w
             .core
             .claim(w.core.open(&a.id, ALICE).await.unwrap())
@@ -389,7 +392,7 @@ async fn watch_ends_on_state_loss_isolation_and_eviction() {
 #[tokio::test]
 async fn cleanup_marks_lost_and_expires_only_under_a_current_fence() {
     let w = world().await;
-    let a = w.core.authorise("alice", "db").await.unwrap();
+    let a = w.core.authorise(ALICE, "db").await.unwrap();
     w.core
         .claim(w.core.open(&a.id, ALICE).await.unwrap())
         .await
@@ -420,8 +423,8 @@ async fn cleanup_marks_lost_and_expires_only_under_a_current_fence() {
         (SessionStatus::Ended, Some(EndReason::ReplicaLost))
     );
     // Fresh authorisations are not expired yet.
-    let b = w.core.authorise("alice", "db").await.unwrap();
-    let p = w.core.authorise("alice", "prod").await.unwrap();
+    let b = w.core.authorise(ALICE, "db").await.unwrap();
+    let p = w.core.authorise(ALICE, "prod").await.unwrap();
     assert_eq!(w.core.expire_unused("cleanup", epoch).await.unwrap(), 0);
     assert_eq!(w.status(&b.id).await.0, SessionStatus::Authorized);
     assert_eq!(w.status(&p.id).await.0, SessionStatus::Pending);
@@ -430,7 +433,7 @@ async fn cleanup_marks_lost_and_expires_only_under_a_current_fence() {
 #[tokio::test]
 async fn a_late_decision_on_an_expired_request_says_so() {
     let w = world().await;
-    let a = w.core.authorise("alice", "prod").await.unwrap();
+    let a = w.core.authorise(ALICE, "prod").await.unwrap();
     let epoch = w.store.fence_job("cleanup", "r1").await.unwrap();
     // Expire everything older than "now + 1 ms".
     let later = crate::store::now_ms() + 1 + APPROVAL_WINDOW_MS;
@@ -453,14 +456,14 @@ async fn a_late_decision_on_an_expired_request_says_so() {
 async fn direct_sessions_start_active_and_approval_targets_are_refused() {
     let w = world().await;
     assert!(matches!(
-        w.core.prepare_direct("alice", "prod").await,
+        w.core.prepare_direct(ALICE, "prod").await,
         Err(SessionError::ApprovalRequired(t)) if t == "prod"
     ));
     assert!(matches!(
-        w.core.prepare_direct("alice", "nope").await,
+        w.core.prepare_direct(ALICE, "nope").await,
         Err(SessionError::TargetNotFound(_))
     ));
-    let direct = w.core.prepare_direct("alice", "db").await.unwrap();
+    let direct = w.core.prepare_direct(ALICE, "db").await.unwrap();
     let id = direct.grant().session_id.clone();
     assert!(
         w.core.get(&id).await.unwrap().is_none(),
@@ -489,5 +492,38 @@ async fn direct_sessions_start_active_and_approval_targets_are_refused() {
             .unwrap()
             .unwrap(),
         EndReason::Terminated
+    );
+}
+
+/// An admin may connect another user's session, but the record names the admin and both
+/// addresses, never crediting the owner alone.
+#[tokio::test]
+async fn the_record_names_who_connected_and_from_where() {
+    let w = world().await;
+    let alice = Requester {
+        from: Some("203.0.113.7:51234".parse().unwrap()),
+        ..ALICE
+    };
+    let a = w.core.authorise(alice, "db").await.unwrap();
+    let root = Requester {
+        token_id: "root",
+        admin: true,
+        from: Some("198.51.100.9:40000".parse().unwrap()),
+    };
+    let active = w.core.claim(w.core.open(&a.id, root).await.unwrap()).await;
+    assert!(active.is_ok());
+    let row = w.core.get(&a.id).await.unwrap().unwrap();
+    assert_eq!(row.token_id, "alice");
+    assert_eq!(row.requested_from.as_deref(), Some("203.0.113.7:51234"));
+    assert_eq!(row.connected_by.as_deref(), Some("root"));
+    assert_eq!(row.connected_from.as_deref(), Some("198.51.100.9:40000"));
+
+    let direct = w.core.prepare_direct(alice, "db").await.unwrap();
+    let id = direct.grant().session_id.clone();
+    w.core.start_direct(direct).await.unwrap();
+    let row = w.core.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (row.connected_by.as_deref(), row.connected_from.as_deref()),
+        (Some("alice"), Some("203.0.113.7:51234"))
     );
 }

@@ -528,7 +528,8 @@ impl Store {
         self.run(async |c| {
             self.query(
                 "INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, created_at, \
-                 replica, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 replica, started_at, requested_from, connected_by, connected_from) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(&s.id)
             .bind(&s.token_id)
@@ -540,22 +541,34 @@ impl Store {
             .bind(s.created_at)
             .bind(&s.replica)
             .bind(s.started_at)
+            .bind(&s.requested_from)
+            .bind(&s.connected_by)
+            .bind(&s.connected_from)
             .execute(&mut *c).await})
         .await
         .map(|_| ())
     }
 
-    /// Claims an authorised session for the relay on `replica`. Postgres serialises concurrent
-    /// claims: exactly one replica wins; the others get `false`.
-    pub async fn claim_session(&self, id: &str, replica: &str) -> Result<bool, StoreError> {
+    /// Claims an authorised session for the relay on `replica`, recording which token
+    /// connected it from which address. Postgres serialises concurrent claims: exactly one
+    /// replica wins; the others get `false`.
+    pub async fn claim_session(
+        &self,
+        id: &str,
+        replica: &str,
+        by: &str,
+        from: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let r = self
             .run(async |c| {
                 self.query(
-                    "UPDATE sessions SET status = 'active', replica = $1, started_at = $2 \
-                     WHERE id = $3 AND status = 'authorized'",
+                    "UPDATE sessions SET status = 'active', replica = $1, started_at = $2, \
+                     connected_by = $3, connected_from = $4 WHERE id = $5 AND status = 'authorized'",
                 )
                 .bind(replica)
                 .bind(now_ms())
+                .bind(by)
+                .bind(from)
                 .bind(id)
                 .execute(&mut *c)
                 .await

@@ -38,7 +38,8 @@ macro_rules! select_sessions {
     ($tail:literal) => {
         concat!(
             "SELECT id, token_id, target_id, target_name, host, port, status, replica, created_at, \
-             started_at, ended_at, bytes_up, bytes_down, end_reason FROM sessions ",
+             started_at, ended_at, bytes_up, bytes_down, end_reason, requested_from, connected_by, \
+             connected_from FROM sessions ",
             $tail
         )
     };
@@ -75,4 +76,10 @@ pub struct SessionRow {
     pub bytes_down: i64,
     /// Why it ended.
     pub end_reason: Option<EndReason>,
+    /// Client address that asked for it (behind a load balancer, from its PROXY header).
+    pub requested_from: Option<String>,
+    /// Token that connected it: the owner, or an admin acting for them.
+    pub connected_by: Option<String>,
+    /// Client address that connected it.
+    pub connected_from: Option<String>,
 }
