@@ -1,7 +1,8 @@
-//! The edge of a replica as a load balancer sees it: the real client's address through the
-//! PROXY protocol (and only from the balancer), WebSocket pings that keep idle sessions alive
-//! past a balancer's idle limit, the optional relay idle timeout, and clients that vanish.
-//! Real replicas behind real HAProxy, real OpenSSH through `wgctl connect`.
+//! The edges of a replica. Inbound, as a load balancer sees it: the real client's address
+//! through the PROXY protocol (and only from the balancer), WebSocket pings that keep idle
+//! sessions alive past a balancer's idle limit, the optional relay idle timeout, and clients
+//! that vanish. Outbound: targets may not point at cloud metadata or the replica's own
+//! dependencies. Real replicas behind real HAProxy, real OpenSSH through `wgctl connect`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -9,8 +10,9 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wardengate::client::ClientError;
 use wardengate::session::{EndReason, SessionStatus};
-use wardengate::wire::SessionView;
+use wardengate::wire::{ErrorCode, NewTarget, SessionView};
 use wardengate_e2e::{Deps, Fleet, proxy_command};
 use wardengate_testkit::haproxy::LbOptions;
 use wardengate_testkit::process::run;
@@ -235,5 +237,64 @@ async fn an_unresponsive_client_is_found_and_its_session_ended() {
         Some(EndReason::ClientUnresponsive),
         "{view:?}"
     );
+    drop(ws);
+}
+
+/// An admin token (or a mistake) cannot aim the gateway at the cloud metadata service or at
+/// the replica's own Postgres, Redis or listener: refused when added (403
+/// `target_not_allowed`, naming the rule) and, for a name that resolves there, at the dial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn targets_may_not_point_at_metadata_or_the_gateways_own_dependencies() {
+    let deps = Deps::start().unwrap();
+    let fleet = deps.fleet(1, &[]).await.unwrap();
+    let admin = fleet.client_for(0);
+    let add = |name: &str, host: &str, port: u16| {
+        let admin = admin.clone();
+        let t = NewTarget {
+            name: name.into(),
+            host: host.into(),
+            port,
+            require_approval: false,
+        };
+        async move { admin.add_target(&t).await }
+    };
+    for (name, host, port, says) in [
+        ("metadata", "169.254.169.254", 80, "169.254.0.0/16"),
+        ("ecs-creds", "169.254.170.2", 80, "169.254.0.0/16"),
+        ("own-pg", "127.0.0.1", deps.pg.port(), "own Postgres"),
+        ("own-redis", "127.0.0.1", deps.redis.port(), "own Redis"),
+        (
+            "own-api",
+            "127.0.0.1",
+            fleet.replicas[0].port,
+            "own listener",
+        ),
+    ] {
+        match add(name, host, port).await {
+            Err(ClientError::Api {
+                status: 403,
+                code: ErrorCode::TargetNotAllowed,
+                message,
+                ..
+            }) => assert!(message.contains(says), "{name}: {message}"),
+            other => panic!("{name} ({host}:{port}) was not refused: {other:?}"),
+        }
+    }
+    // A name is only known at the dial: `localhost` passes the first check and is refused
+    // when the relay resolves it to the replica's own Redis.
+    add("sneaky", "localhost", deps.redis.port()).await.unwrap();
+    match admin.open_target_relay("sneaky").await {
+        Err(ClientError::Api {
+            code: ErrorCode::TargetNotAllowed,
+            message,
+            ..
+        }) => assert!(message.contains("own Redis"), "{message}"),
+        other => panic!(
+            "the dial to the replica's Redis was not refused: {:?}",
+            other.map(|(_, id)| id)
+        ),
+    }
+    // Ordinary targets on the same host still work.
+    let (ws, _) = admin.open_target_relay(HOST_ALIAS).await.unwrap();
     drop(ws);
 }

@@ -109,6 +109,15 @@ pub struct ServeArgs {
     /// other peers, or when unset, a PROXY header closes the connection.
     #[arg(long, env = "WG_PROXY_PROTOCOL_FROM", default_value = "")]
     pub proxy_protocol_from: String,
+    /// Networks targets may not point at (CIDRs or IPs, comma-separated): by default cloud
+    /// metadata and other link-local, multicast and reserved addresses. The replica's own
+    /// Postgres, Redis and listeners are always refused too.
+    #[arg(long, env = "WG_TARGET_DENY", default_value = crate::target_policy::DEFAULT_DENY)]
+    pub target_deny: String,
+    /// Networks targets may point at even when denied (CIDRs or IPs): the explicit way to
+    /// allow, say, a link-local appliance.
+    #[arg(long, env = "WG_TARGET_ALLOW", default_value = "")]
+    pub target_allow: String,
 }
 
 /// A configuration error naming what to fix.
@@ -173,6 +182,33 @@ pub struct ServeConfig {
     pub admin_socket: Option<PathBuf>,
     /// Connection and request bounds of 8443.
     pub limits: crate::limits::Limits,
+    /// Networks targets may not point at.
+    pub target_deny: Vec<ipnet::IpNet>,
+    /// Networks targets may point at even when denied.
+    pub target_allow: Vec<ipnet::IpNet>,
+}
+
+impl ServeConfig {
+    /// The target rules of this replica: the configured networks, plus its own Postgres,
+    /// Redis and listeners (host names resolved now).
+    pub async fn target_policy(&self) -> crate::target_policy::TargetPolicy {
+        let mut p = crate::target_policy::TargetPolicy::new(
+            self.target_deny.clone(),
+            self.target_allow.clone(),
+        );
+        if let Ok(u) = url::Url::parse(&self.database_url)
+            && let Some(host) = u.host_str()
+        {
+            p = p.with_own("Postgres", host, u.port().unwrap_or(5432)).await;
+        }
+        for hp in self.redis.endpoints() {
+            p = p.with_own("Redis", &hp.host, hp.port).await;
+        }
+        p.with_listener(self.listen)
+            .await
+            .with_listener(self.agent_listen)
+            .await
+    }
 }
 
 /// Like [`parse_duration`], with `off` (or `0`) for none.
@@ -444,6 +480,10 @@ impl ServeArgs {
             live_session_ttl,
             admin_socket: self.admin_socket.clone(),
             limits,
+            target_deny: crate::target_policy::parse_networks(&self.target_deny)
+                .map_err(|reason| err("target-deny", "WG_TARGET_DENY", reason))?,
+            target_allow: crate::target_policy::parse_networks(&self.target_allow)
+                .map_err(|reason| err("target-allow", "WG_TARGET_ALLOW", reason))?,
         })
     }
 }

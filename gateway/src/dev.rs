@@ -192,6 +192,13 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         replica_lost_after: Duration::from_secs(15),
         live_session_ttl: crate::session::DEFAULT_LIVE_SESSION_TTL,
         limits: crate::limits::Limits::default(),
+        target_policy: crate::target_policy::TargetPolicy::new(
+            crate::target_policy::parse_networks(crate::target_policy::DEFAULT_DENY)
+                .unwrap_or_default(),
+            Vec::new(),
+        )
+        .with_listener(opts.listen)
+        .await,
         admin_socket: None,
         ready: Some(ready_tx),
     };

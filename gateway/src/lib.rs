@@ -17,6 +17,7 @@
 //! | `replica`, `health` | this replica's identity, the one drain path; dependency checks, readiness and isolation |
 //! | `limits`, `client_addr`, `retry` | bounds before authentication (connections, deadlines, relay keep-alive); the client's address (TCP peer or PROXY header); the one retry policy (backon, jittered) |
 //! | `server`, `admin_socket`, `dev`, `config` | assembling and serving a replica; the local admin socket; `wardengate dev`; flags and env |
+//! | `target_policy` | which addresses targets may point at (metadata, link-local, the replica's own dependencies refused) |
 //! | `tls`, `tls_advice`, `token`, `redis_url`, `metrics`, `logging` | TLS configs and error advice; tokens and roles; Redis URLs; Prometheus metrics; JSON logs |
 
 pub mod admin_socket;
@@ -42,6 +43,7 @@ pub mod server;
 pub mod session;
 pub mod signing;
 pub mod store;
+pub mod target_policy;
 pub mod tls;
 pub mod tls_advice;
 pub mod token;

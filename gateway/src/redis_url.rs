@@ -105,6 +105,15 @@ impl fmt::Debug for RedisTarget {
 }
 
 impl RedisTarget {
+    /// Every address the URL names (the server, the Sentinels, or the cluster's seeds).
+    pub fn endpoints(&self) -> Vec<HostPort> {
+        match self {
+            Self::Standalone { addr, .. } => vec![addr.clone()],
+            Self::Sentinel { sentinels, .. } => sentinels.clone(),
+            Self::Cluster { nodes, .. } => nodes.clone(),
+        }
+    }
+
     /// A printable description with the password masked.
     pub fn redacted(&self) -> String {
         let pw = |p: &Option<String>| if p.is_some() { ":***@" } else { "" };

@@ -97,6 +97,8 @@ pub struct Parts {
     pub admin_socket: Option<std::path::PathBuf>,
     /// Connection and request bounds of the listener.
     pub limits: crate::limits::Limits,
+    /// Which addresses targets may point at.
+    pub target_policy: crate::target_policy::TargetPolicy,
     /// Told once the full API serves (dev prints its instructions then).
     pub ready: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -180,6 +182,7 @@ pub async fn run(
             replica_lost_after,
             live_session_ttl,
             ready,
+            target_policy,
             ..
         } = parts;
         tokio::spawn(async move {
@@ -267,6 +270,7 @@ pub async fn run(
                 request_timeout,
                 tokens: Default::default(),
                 relay_keepalive,
+                target_policy: Arc::new(target_policy),
             });
             app.ready(router(state));
             tracing::info!(event = "ready_to_serve", replica = %replica.id);

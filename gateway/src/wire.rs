@@ -442,6 +442,9 @@ error_codes! {
         RequestTimeout = "request_timeout",
         /// 502: the gateway cannot reach the target.
         TargetUnreachable = "target_unreachable",
+        /// 403: the target points at an address targets may not use (cloud metadata,
+        /// link-local, the gateway's own Postgres, Redis or listeners); see `--target-allow`.
+        TargetNotAllowed = "target_not_allowed",
         /// 500: a server fault; see its logs.
         Internal = "internal",
         /// 503: Postgres is unavailable; retry.

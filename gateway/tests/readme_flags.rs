@@ -8,8 +8,8 @@ use wardengate::config::ServeArgs;
 
 #[test]
 fn every_serve_flag_is_in_the_readme_table_with_its_variable_and_default() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let cmd = ServeArgs::augment_args(Command::new("serve"));
     let mut missing = Vec::new();
     for arg in cmd.get_arguments() {
@@ -35,5 +35,9 @@ fn every_serve_flag_is_in_the_readme_table_with_its_variable_and_default() {
             }
         }
     }
-    assert!(missing.is_empty(), "README.md is missing:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "README.md is missing:\n{}",
+        missing.join("\n")
+    );
 }

@@ -61,6 +61,8 @@ pub struct AppState {
     pub tokens: TokenCache,
     /// Pings and idle timeout of relays.
     pub relay_keepalive: crate::pump::Keepalive,
+    /// Which addresses targets may point at (checked when added and at every dial).
+    pub target_policy: Arc<crate::target_policy::TargetPolicy>,
 }
 
 /// Who is asking, for the session core: the caller's token and role, and the connection's

@@ -132,16 +132,11 @@ fn refuse_new_relays(st: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Dials the grant's target within the dial timeout (502 `target_unreachable` otherwise).
+/// Dials the grant's target within the dial timeout: resolves its host now and dials only the
+/// addresses the target policy permits (403 `target_not_allowed` when none is; 502
+/// `target_unreachable` when the target does not answer).
 async fn dial(st: &AppState, grant: &Grant) -> Result<TcpStream, ApiError> {
-    let target = tokio::time::timeout(
-        st.dial_timeout,
-        TcpStream::connect((grant.host.as_str(), grant.port)),
-    )
-    .await
-    .map_err(|_| format!("no answer within {:?}", st.dial_timeout))
-    .and_then(|r| r.map_err(|e| e.to_string()))
-    .map_err(|e| {
+    let unreachable = |e: String| {
         ApiError::new(
             axum::http::StatusCode::BAD_GATEWAY,
             ErrorCode::TargetUnreachable,
@@ -150,7 +145,28 @@ async fn dial(st: &AppState, grant: &Grant) -> Result<TcpStream, ApiError> {
                 grant.host, grant.port, grant.target
             ),
         )
-    })?;
+    };
+    let connect = async {
+        let resolved = tokio::net::lookup_host((grant.host.as_str(), grant.port))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let addrs = st
+            .target_policy
+            .permitted(&grant.host, resolved)
+            .map_err(|refused| match refused {
+                Some(e) => {
+                    tracing::warn!(event = "target_refused", target = %grant.target, error = %e);
+                    ApiError::forbidden(ErrorCode::TargetNotAllowed, e.to_string())
+                }
+                None => unreachable("the name resolves to no address".into()),
+            })?;
+        TcpStream::connect(&addrs[..])
+            .await
+            .map_err(|e| unreachable(e.to_string()))
+    };
+    let target = tokio::time::timeout(st.dial_timeout, connect)
+        .await
+        .map_err(|_| unreachable(format!("no answer within {:?}", st.dial_timeout)))??;
     let _ = target.set_nodelay(true);
     Ok(target)
 }

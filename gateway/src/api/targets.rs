@@ -45,6 +45,9 @@ pub async fn create(
             "port: 1-65535",
         ));
     }
+    st.target_policy
+        .check_configured(&t.host, t.port)
+        .map_err(|e| ApiError::forbidden(ErrorCode::TargetNotAllowed, e.to_string()))?;
     let row = st
         .store
         .create_target(&t.name, &t.host, t.port, t.require_approval)

@@ -35,6 +35,7 @@ enum Command {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = args.validate()?;
+    let target_policy = cfg.target_policy().await;
     let metrics = Metrics::new(&cfg.replica_id);
     let store = Store::connect_with(
         &cfg.database_url,
@@ -66,6 +67,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: cfg.drain_timeout,
         replica_lost_after: cfg.replica_lost_after,
         live_session_ttl: cfg.live_session_ttl,
+        target_policy,
         limits: cfg.limits,
         admin_socket: cfg.admin_socket,
         ready: None,
