@@ -304,3 +304,66 @@ async fn slow_requests_end_at_the_request_timeout_but_streams_do_not() {
     assert!(r.is_err(), "the event stream ended: {r:?}");
     locker.join().unwrap().unwrap();
 }
+
+/// Strangers on 8443 read neither metrics nor status, nor the dependencies' error text in
+/// `/readyz` (host names, addresses, driver messages): those need a token. Prometheus can
+/// scrape `--metrics-listen` (plain HTTP, `/metrics` only) instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn strangers_see_no_metrics_status_or_dependency_errors() {
+    let pg = Postgres::start().unwrap();
+    let mut redis = RedisServer::start().unwrap();
+    let metrics_port = wardengate_testkit::net::free_port().unwrap();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let fleet = Fleet::start(
+        1,
+        &pg.url(),
+        &redis.url(),
+        &["--metrics-listen", &metrics_addr],
+    )
+    .await
+    .unwrap();
+    let ca = std::fs::read_to_string(&fleet.wgctl_env()[1].1).unwrap();
+    let stranger =
+        wardengate::client::Client::new(&fleet.replica_addr(0), Some(&ca), None).unwrap();
+    let admin = fleet.client_for(0);
+    for path in ["/metrics", "/v1/system/status"] {
+        match stranger.get_text(path).await {
+            Err(wardengate::client::ClientError::Api { status: 401, .. }) => {}
+            other => panic!("{path} without a token: {other:?}"),
+        }
+        assert!(admin.get_text(path).await.is_ok(), "{path} with a token");
+    }
+    let plain = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 200);
+    assert!(plain.text().await.unwrap().contains("wg_replica_up"));
+    let other = reqwest::get(format!("http://{metrics_addr}/v1/system/status"))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404, "the metrics port serves metrics only");
+
+    // Redis gone: the admin reads why, a stranger only that it is unavailable.
+    redis.kill9();
+    let (detail, _) = Fleet::eventually(
+        "/readyz to name the Redis failure",
+        Duration::from_secs(20),
+        || async {
+            let (_, r) = admin.readyz().await.ok()?;
+            r.checks?
+                .redis
+                .error
+                .filter(|e| e != wardengate::api::REDACTED)
+        },
+    )
+    .await
+    .unwrap();
+    let (_, seen) = stranger.readyz().await.unwrap();
+    let seen = seen.checks.unwrap().redis;
+    assert!(!seen.ok || seen.error.is_some());
+    assert_eq!(
+        seen.error.as_deref(),
+        Some(wardengate::api::REDACTED),
+        "a stranger read the error text ({detail})"
+    );
+}

@@ -273,11 +273,13 @@ impl Client {
         Err(api_error(status.as_u16(), &text, retry_after))
     }
 
-    /// `GET path` as text (e.g. `/metrics`).
+    /// `GET path` as text (e.g. `/metrics`), with the token when there is one.
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.addr))
+        let mut req = self.http.get(format!("{}{path}", self.addr));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
             .send()
             .await
             .map_err(|e| self.transport(error_chain(&e)))?;
@@ -583,9 +585,12 @@ impl Client {
 
     /// A health document read whatever the status; an answer that is not one becomes an error.
     async fn probe<T: DeserializeOwned>(&self, path: &str) -> Result<(u16, T), ClientError> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.addr))
+        // With a token, `/readyz` names each failing dependency's error.
+        let mut req = self.http.get(format!("{}{path}", self.addr));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
             .send()
             .await
             .map_err(|e| self.transport(error_chain(&e)))?;

@@ -118,6 +118,10 @@ pub struct ServeArgs {
     /// allow, say, a link-local appliance.
     #[arg(long, env = "WG_TARGET_ALLOW", default_value = "")]
     pub target_allow: String,
+    /// Plain-HTTP address serving only `/metrics`, without a token (e.g. `0.0.0.0:9090` for an
+    /// in-cluster Prometheus; keep it off the public network). On 8443 `/metrics` needs a token.
+    #[arg(long, env = "WG_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// A configuration error naming what to fix.
@@ -182,6 +186,8 @@ pub struct ServeConfig {
     pub admin_socket: Option<PathBuf>,
     /// Connection and request bounds of 8443.
     pub limits: crate::limits::Limits,
+    /// Plain-HTTP `/metrics` listener.
+    pub metrics_listen: Option<SocketAddr>,
     /// Networks targets may not point at.
     pub target_deny: Vec<ipnet::IpNet>,
     /// Networks targets may point at even when denied.
@@ -480,6 +486,12 @@ impl ServeArgs {
             live_session_ttl,
             admin_socket: self.admin_socket.clone(),
             limits,
+            metrics_listen: match &self.metrics_listen {
+                Some(a) if !a.trim().is_empty() => {
+                    Some(addr("metrics-listen", "WG_METRICS_LISTEN", a)?)
+                }
+                _ => None,
+            },
             target_deny: crate::target_policy::parse_networks(&self.target_deny)
                 .map_err(|reason| err("target-deny", "WG_TARGET_DENY", reason))?,
             target_allow: crate::target_policy::parse_networks(&self.target_allow)

@@ -200,6 +200,7 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         .with_listener(opts.listen)
         .await,
         admin_socket: None,
+        metrics_listen: None,
         ready: Some(ready_tx),
     };
     crate::server::run(parts, crate::server::shutdown_signal()).await?;

@@ -95,6 +95,8 @@ pub struct Parts {
     pub live_session_ttl: Duration,
     /// Local admin socket (drain and status without a token), if any.
     pub admin_socket: Option<std::path::PathBuf>,
+    /// Plain-HTTP listener serving only `/metrics` without a token, if any.
+    pub metrics_listen: Option<SocketAddr>,
     /// Connection and request bounds of the listener.
     pub limits: crate::limits::Limits,
     /// Which addresses targets may point at.
@@ -159,6 +161,10 @@ pub async fn run(
     // The local admin socket works from the first moment: a preStop drain may come early.
     let admin_task = match &parts.admin_socket {
         Some(path) => Some(crate::admin_socket::serve(path, replica.clone())?),
+        None => None,
+    };
+    let metrics_task = match parts.metrics_listen {
+        Some(addr) => Some(serve_metrics(addr, parts.metrics.clone(), replica.clone()).await?),
         None => None,
     };
     let (startup_failed_tx, startup_failed) = tokio::sync::oneshot::channel::<ServeError>();
@@ -340,6 +346,9 @@ pub async fn run(
     if let Some(t) = admin_task {
         t.abort();
     }
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     ready.abort();
     if let Ok(Some((checker_task, jobs_task))) = ready.await {
         checker_task.abort();
@@ -348,6 +357,32 @@ pub async fn run(
         }
     }
     result
+}
+
+/// Serves `GET /metrics` (and nothing else) over plain HTTP on `addr`, without a token, from
+/// the first moment: for a Prometheus that scrapes a metrics port (keep it off the public
+/// network) instead of 8443 with a token.
+async fn serve_metrics(
+    addr: SocketAddr,
+    metrics: Metrics,
+    replica: Arc<Replica>,
+) -> Result<tokio::task::JoinHandle<()>, ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (m, r) = (metrics.clone(), replica.clone());
+            async move { crate::api::render_metrics(&m, &r) }
+        }),
+    );
+    tracing::info!(event = "metrics_listen", listen = %addr);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(listen = %addr, error = %e, "metrics listener stopped");
+        }
+    }))
 }
 
 /// The leased background jobs of a replica that serves the API.

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
+use super::{ApiError, AppState, Caller};
 use crate::health::Liveness;
 use crate::wire::{Check, Healthz, LiveState, ReadinessChecks, Readyz};
 
@@ -34,8 +34,9 @@ pub async fn healthz(State(st): State<Arc<AppState>>) -> Response {
 /// Redis has been failing for longer than the isolation grace (a stale checker counts as
 /// failing). A shorter hiccup keeps the replica ready: pulling every replica out of the
 /// Service on a brief database blip makes the outage worse, not shorter. The body names each
-/// check, its last error and how long it has been failing.
-pub async fn readyz(State(st): State<Arc<AppState>>) -> Response {
+/// check and how long it has been failing; its last error (host names, addresses, driver
+/// messages) only for a caller with a valid token — probes and strangers see `unavailable`.
+pub async fn readyz(State(st): State<Arc<AppState>>, caller: Result<Caller, ApiError>) -> Response {
     let o = st.health.observations();
     let now = Instant::now();
     let grace = st.health.grace();
@@ -93,16 +94,28 @@ pub async fn readyz(State(st): State<Arc<AppState>>) -> Response {
         error: draining.then(|| "draining".to_string()),
         ..Check::default()
     };
+    let mut checks = ReadinessChecks {
+        postgres,
+        redis,
+        isolation,
+        drain,
+    };
+    if caller.is_err() {
+        for c in [
+            &mut checks.postgres,
+            &mut checks.redis,
+            &mut checks.isolation,
+        ] {
+            if c.error.is_some() {
+                c.error = Some(REDACTED.into());
+            }
+        }
+    }
     let body = Readyz {
         ready,
         replica: Some(st.replica.id.clone()),
         starting: None,
-        checks: Some(ReadinessChecks {
-            postgres,
-            redis,
-            isolation,
-            drain,
-        }),
+        checks: Some(checks),
     };
     let code = if ready {
         StatusCode::OK
@@ -112,12 +125,24 @@ pub async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// Prometheus text exposition.
-pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    st.metrics.sessions_active.set(st.replica.relays());
+/// What a caller without a token reads instead of a dependency's error.
+pub const REDACTED: &str = "unavailable (send a token for details)";
+
+/// Prometheus text exposition, for callers with a token (any role) on 8443; Prometheus sends
+/// one with `authorization: {credentials_file: …}`, or scrapes `--metrics-listen` instead.
+pub async fn metrics(State(st): State<Arc<AppState>>, _caller: Caller) -> Response {
+    render_metrics(&st.metrics, &st.replica)
+}
+
+/// The metrics text of `replica`, for 8443 and `--metrics-listen`.
+pub fn render_metrics(
+    metrics: &crate::metrics::Metrics,
+    replica: &crate::replica::Replica,
+) -> Response {
+    metrics.sessions_active.set(replica.relays());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(),
+        metrics.render(),
     )
         .into_response()
 }

@@ -24,6 +24,7 @@ use axum::routing::get;
 
 pub use auth::{Caller, TOKEN_CACHE_TTL, TokenCache};
 pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use health::{REDACTED, render_metrics};
 pub use starting::{StartPhase, Starting};
 pub use system::{DEFAULT_DRAIN_TIMEOUT, DRAIN_OUTCOME_HEADER, SystemStatus};
 

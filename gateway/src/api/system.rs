@@ -22,7 +22,7 @@ pub const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(86_400);
 pub const DRAIN_OUTCOME_HEADER: &str = "wardengate-drain-outcome";
 
 /// Handler.
-pub async fn status(State(st): State<Arc<AppState>>) -> Json<SystemStatus> {
+pub async fn status(State(st): State<Arc<AppState>>, _caller: super::Caller) -> Json<SystemStatus> {
     Json(status_of(&st.replica))
 }
 

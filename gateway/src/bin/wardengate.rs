@@ -70,6 +70,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         target_policy,
         limits: cfg.limits,
         admin_socket: cfg.admin_socket,
+        metrics_listen: cfg.metrics_listen,
         ready: None,
     };
     wardengate::server::run(parts, shutdown_signal()).await?;
