@@ -203,6 +203,12 @@ pub async fn run(
                         |e| matches!(e, crate::store::StoreError::Unavailable(_)),
                     )
                     .await?;
+                    retry_while_unavailable(
+                        "postgres (bootstrap token rotation)",
+                        || crate::api::rotate_bootstrap_token(&store, &hashed),
+                        |e| matches!(e, crate::store::StoreError::Unavailable(_)),
+                    )
+                    .await?;
                 }
                 Ok::<_, ServeError>(live)
             };

@@ -26,6 +26,7 @@ pub use auth::{Caller, TOKEN_CACHE_TTL, TokenCache};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use starting::{StartPhase, Starting};
 pub use system::{DEFAULT_DRAIN_TIMEOUT, DRAIN_OUTCOME_HEADER, SystemStatus};
+pub use tokens::{MAX_TTL_SECONDS, MIN_TTL_SECONDS, rotate_bootstrap_token};
 
 use crate::health::HealthState;
 use crate::live::Live;
@@ -79,7 +80,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "/v1/targets/{name}",
                 get(targets::get).delete(targets::delete),
             )
-            .route("/v1/tokens", axum::routing::post(tokens::create))
+            .route("/v1/tokens", get(tokens::list).post(tokens::create))
+            .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
             .route("/v1/sessions", get(sessions::list).post(sessions::create))
             .route(
                 "/v1/sessions/{id}",

@@ -9,6 +9,7 @@
 mod rows;
 mod outbox;
 mod recordings;
+mod tokens;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -19,9 +20,9 @@ use sqlx::{AnyPool, Executor};
 pub use outbox::{ApprovalRow, Decided, Decision, EventRow, OUTBOX_LOCK};
 pub use recordings::UnsignedRecording;
 pub use rows::{SessionRow, TargetRow, TokenRow};
+pub use tokens::{BOOTSTRAP_ID_PREFIX, TokenInfo};
 
 use crate::session::EndReason;
-use crate::token::Role;
 
 /// Failures of the store a caller can act on.
 #[derive(Debug, thiserror::Error)]
@@ -398,63 +399,6 @@ impl Store {
             })
             .await?;
         Ok(rows)
-    }
-
-    // ---- tokens ----
-
-    /// Ensures the bootstrap admin token (from `--admin-token-file`) exists. Replicas starting
-    /// together race here; `ON CONFLICT DO NOTHING` without a target covers both unique indexes
-    /// (hash and id), whereas `ON CONFLICT (hash)` let the loser fail on the id index.
-    pub async fn ensure_admin_token(&self, token_hash: &str) -> Result<(), StoreError> {
-        let id = format!("bootstrap-{}", &token_hash[..12]);
-        self.run(async |c| {
-            self.query(
-                "INSERT INTO tokens (hash, id, name, role, created_at) VALUES ($1, $2, 'bootstrap-admin', 'admin', $3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(token_hash)
-            .bind(id)
-            .bind(now_ms())
-            .execute(&mut *c).await})
-        .await
-        .map(|_| ())
-    }
-
-    /// Stores a new token (by hash) and returns its id.
-    pub async fn create_token(
-        &self,
-        token_hash: &str,
-        name: &str,
-        role: Role,
-    ) -> Result<String, StoreError> {
-        let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
-        self.run(async |c| {
-            self.query(
-                "INSERT INTO tokens (hash, id, name, role, created_at) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(token_hash)
-            .bind(&id)
-            .bind(name)
-            .bind(role.as_str())
-            .bind(now_ms())
-            .execute(&mut *c)
-            .await
-        })
-        .await?;
-        Ok(id)
-    }
-
-    /// Looks up a non-revoked token by hash.
-    pub async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRow>, StoreError> {
-        self.run(async |c| {
-            self.query_as(
-                "SELECT id, name, role FROM tokens WHERE hash = $1 AND revoked_at IS NULL",
-            )
-            .bind(token_hash)
-            .fetch_optional(&mut *c)
-            .await
-        })
-        .await
     }
 
     // ---- targets ----
