@@ -168,7 +168,7 @@ pub async fn run(
             app.clone(),
             parts.metrics.clone(),
         );
-        let request_timeout = parts.limits.request_timeout;
+        let (request_timeout, limits) = (parts.limits.request_timeout, parts.limits);
         let Parts {
             recordings,
             recording_seal_after,
@@ -260,6 +260,7 @@ pub async fn run(
             if let Some(rec) = recordings.clone() {
                 tokio::spawn(resume_uploads(rec));
             }
+            let guard = crate::api::Guard::new(&limits, metrics.rate_limited.clone());
             let state = Arc::new(AppState {
                 replica: replica.clone(),
                 store,
@@ -272,6 +273,7 @@ pub async fn run(
                 recordings,
                 request_timeout,
                 tokens: Default::default(),
+                guard,
             });
             app.ready(router(state));
             tracing::info!(event = "ready_to_serve", replica = %replica.id);

@@ -149,20 +149,25 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .ok_or_else(|| {
                 ApiError::unauthorized("malformed Authorization header; expected `Bearer <token>`")
             })?;
-        authenticate(state, &hash(token)).await
+        let token_hash = hash(token);
+        if let Some(caller) = state.tokens.get(&token_hash) {
+            return Ok(caller);
+        }
+        // Not cached: this costs a database lookup, which an address that keeps sending
+        // refused tokens does not get.
+        let ip = super::guard::client_ip(&parts.extensions);
+        state.guard.check_blocked(ip)?;
+        match lookup(state, &token_hash).await {
+            Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+                Err(state.guard.failed(ip).unwrap_or(e))
+            }
+            other => other,
+        }
     }
 }
 
-/// The caller holding the token hashed `token_hash`: from the cache, else from Postgres (then
-/// cached). Refuses unknown, expired and revoked tokens.
-pub async fn authenticate(state: &AppState, token_hash: &str) -> Result<Caller, ApiError> {
-    if let Some(caller) = state.tokens.get(token_hash) {
-        return Ok(caller);
-    }
-    lookup(state, token_hash).await
-}
-
-/// [`authenticate`] without the cache: asks Postgres (and refreshes the cache). Long-lived
+/// A token lookup in Postgres, bypassing the cache (and refreshing it); refuses unknown,
+/// expired and revoked tokens. Long-lived
 /// streams re-check with it, so a revocation anywhere ends them within their re-check period.
 pub async fn lookup(state: &AppState, token_hash: &str) -> Result<Caller, ApiError> {
     let row = state

@@ -41,6 +41,14 @@ impl ApiError {
         }
     }
 
+    /// 429 with `Retry-After`: a rate limit or cap; wait, then retry.
+    pub fn too_many(code: ErrorCode, message: impl Into<String>, retry_after: u32) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+        }
+    }
+
     /// 400.
     pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)

@@ -4,6 +4,7 @@ mod approvals;
 mod auth;
 pub mod error;
 mod events;
+mod guard;
 mod health;
 mod recordings;
 mod relay;
@@ -24,6 +25,7 @@ use axum::routing::get;
 
 pub use auth::{Caller, TOKEN_CACHE_TTL, TokenCache};
 pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use guard::{Guard, client_ip};
 pub use starting::{StartPhase, Starting};
 pub use system::{DEFAULT_DRAIN_TIMEOUT, DRAIN_OUTCOME_HEADER, SystemStatus};
 pub use tokens::{MAX_TTL_SECONDS, MIN_TTL_SECONDS, rotate_bootstrap_token};
@@ -60,6 +62,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Recent successful token lookups (see [`TOKEN_CACHE_TTL`]).
     pub tokens: TokenCache,
+    /// Per-address limits before authentication.
+    pub guard: Guard,
 }
 
 /// Builds the router for `state`'s role. Every request but the long-lived ones (relays, the
@@ -111,6 +115,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .merge(long_lived);
     r.fallback(|| async { ApiError::not_found(ErrorCode::NotFound, "no such endpoint") })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::per_address,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
