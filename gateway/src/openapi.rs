@@ -264,6 +264,11 @@ mod paths {
             (status = 400, description = "`invalid_body`.", body = ErrorBody),
             (status = 401, description = "`unauthorized`.", body = ErrorBody),
             (status = 404, description = "`target_not_found`.", body = ErrorBody),
+            (status = 429, description = "`session_rate_limited` (this token opens sessions \
+                                          too fast), `too_many_sessions` (it holds the most \
+                                          allowed at once), `too_many_requests`, \
+                                          `too_many_failed_auth`; wait `Retry-After`.",
+             body = ErrorBody),
             (status = 503, description = "`database_unavailable`, \
                                           `session_state_unavailable`, `starting`.",
              body = ErrorBody),
@@ -310,8 +315,12 @@ mod paths {
             (status = 410, description = "`session_expired`, `session_terminated`.",
              body = ErrorBody),
             (status = 502, description = "`target_unreachable`.", body = ErrorBody),
+            (status = 429, description = "`too_many_requests`, `too_many_failed_auth` (and for \
+                                          `/v1/targets/{name}/relay`, which creates a session: \
+                                          `session_rate_limited`, `too_many_sessions`); wait \
+                                          `Retry-After`.", body = ErrorBody),
             (status = 503, description = "`draining`, `replica_isolated`, \
-                                          `recording_unavailable`, \
+                                          `replica_at_capacity`, `recording_unavailable`, \
                                           `session_state_unavailable`: retry through the \
                                           load balancer.", body = ErrorBody),
         ),
@@ -333,8 +342,12 @@ mod paths {
             (status = 409, description = "`approval_required`.", body = ErrorBody),
             (status = 502, description = "`target_unreachable` (the attempt is recorded as \
                                           ended with that reason).", body = ErrorBody),
+            (status = 429, description = "`too_many_requests`, `too_many_failed_auth` (and for \
+                                          `/v1/targets/{name}/relay`, which creates a session: \
+                                          `session_rate_limited`, `too_many_sessions`); wait \
+                                          `Retry-After`.", body = ErrorBody),
             (status = 503, description = "`draining`, `replica_isolated`, \
-                                          `recording_unavailable`, \
+                                          `replica_at_capacity`, `recording_unavailable`, \
                                           `session_state_unavailable`, \
                                           `database_unavailable`: retry through the load \
                                           balancer.", body = ErrorBody),

@@ -239,6 +239,9 @@ pub async fn run(
                     live_session_ttl,
                     poll: health_interval.max(Duration::from_millis(500)),
                     max_failed_renewals: 3,
+                    session_rate_per_token: limits.session_rate_per_token,
+                    max_sessions_per_token: limits.max_sessions_per_token,
+                    max_relays: limits.max_relays,
                 },
             );
             let jobs_task = replica.role.has_api().then(|| {

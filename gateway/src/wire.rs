@@ -468,7 +468,8 @@ error_codes! {
         SessionRateLimited = "session_rate_limited",
         /// 429: this token holds as many sessions as allowed; end one first.
         TooManySessions = "too_many_sessions",
-        /// 429: this replica carries as many relays as allowed; retry through the load balancer.
+        /// 503: this replica carries as many relays as allowed; retry through the load
+        /// balancer (a server condition, not the client's rate: 503 like `draining`).
         ReplicaAtCapacity = "replica_at_capacity",
         /// 403: the token's role does not allow this.
         Forbidden = "forbidden",

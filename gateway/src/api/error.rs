@@ -148,6 +148,13 @@ impl From<crate::session::SessionError> for ApiError {
             E::AlreadyDecided { .. } => ApiError::conflict(ErrorCode::AlreadyDecided, message),
             E::ApprovalExpired(_) => ApiError::conflict(ErrorCode::ApprovalExpired, message),
             E::NotPending { .. } => ApiError::conflict(ErrorCode::NotPending, message),
+            E::RateLimited(wait) => ApiError::too_many(
+                ErrorCode::SessionRateLimited,
+                message,
+                crate::ratelimit::retry_after_secs(wait),
+            ),
+            E::TooManySessions(_) => ApiError::too_many(ErrorCode::TooManySessions, message, 5),
+            E::AtCapacity(_) => ApiError::unavailable(ErrorCode::ReplicaAtCapacity, message, 1),
             E::Store(e) => e.into(),
             E::Live(e) => e.into(),
         }
