@@ -343,6 +343,28 @@ impl Fleet {
         }
     }
 
+    /// An API client for `addr` with `token` instead of the admin token.
+    pub fn client_with(&self, addr: &str, token: &str) -> Client {
+        let ca = std::fs::read_to_string(&self.ca).unwrap_or_default();
+        match Client::new(addr, Some(&ca), Some(token.to_string())) {
+            Ok(c) => c,
+            Err(e) => panic!("client for {addr}: {e}"),
+        }
+    }
+
+    /// The CA certificate (PEM) that verifies the replicas.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(&self.ca).unwrap_or_default()
+    }
+
+    /// Puts a new bootstrap admin token in the shared token file (replicas read it when they
+    /// start) and returns the old one; [`Fleet::client`] uses the new one from now on.
+    pub fn rotate_admin_token(&mut self) -> Result<String> {
+        let new = wardengate::token::generate();
+        std::fs::write(&self.token_file, &new).map_err(io)?;
+        Ok(std::mem::replace(&mut self.admin_token, new))
+    }
+
     /// An admin API client for replica `i` directly.
     pub fn client_for(&self, i: usize) -> Client {
         self.client(&self.replica_addr(i))

@@ -168,6 +168,7 @@ async fn api_errors_are_json_with_stable_codes() {
         .create_token(&NewToken {
             role: Role::User,
             name: None,
+            ttl_seconds: None,
         })
         .await
         .unwrap();

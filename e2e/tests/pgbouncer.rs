@@ -74,6 +74,7 @@ async fn a_fleet_behind_pgbouncer_in_transaction_mode() {
             lb.create_token(&NewToken {
                 role,
                 name: Some(role.as_str().into()),
+                ttl_seconds: None,
             })
             .await
             .unwrap()

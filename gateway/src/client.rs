@@ -23,7 +23,8 @@ use crate::tls::TlsError;
 use crate::tls_advice::{CertFailures, advising_client_config};
 use crate::wire::{
     Authorized, CreatedToken, DecisionBody, DecisionResult, ErrorBody, ErrorCode, Event, Healthz,
-    NewSession, NewTarget, NewToken, Readyz, SessionView, SystemStatus, TargetView, Verification,
+    NewSession, NewTarget, NewToken, Readyz, SessionView, SystemStatus, TargetView, TokenView,
+    Verification,
 };
 
 /// Failures talking to a Wardengate server.
@@ -84,7 +85,8 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ClientError::Transport { .. } => true,
-            ClientError::Api { status, .. } => *status == 503,
+            // 503: a replica that cannot serve now; 429: a rate limit or cap, with `Retry-After`.
+            ClientError::Api { status, .. } => *status == 503 || *status == 429,
             ClientError::RelayClosed { code, .. } => is_recoverable(*code),
             _ => false,
         }
@@ -509,6 +511,17 @@ impl Client {
     /// `POST /v1/tokens` (admin): the answer carries the secret, shown only this once.
     pub async fn create_token(&self, token: &NewToken) -> Result<CreatedToken, ClientError> {
         self.call(Method::POST, "/v1/tokens", Some(token)).await
+    }
+
+    /// `GET /v1/tokens` (admin): every token, never a secret.
+    pub async fn tokens(&self) -> Result<Vec<TokenView>, ClientError> {
+        self.get("/v1/tokens").await
+    }
+
+    /// `DELETE /v1/tokens/{id}` (admin): revokes a token; returns it after the change.
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenView, ClientError> {
+        self.call::<(), _>(Method::DELETE, &format!("/v1/tokens/{}", segment(id)), None)
+            .await
     }
 
     /// `GET /v1/approvals` (approver): sessions waiting for a decision.

@@ -122,6 +122,28 @@ pub struct ServeArgs {
     /// in-cluster Prometheus; keep it off the public network). On 8443 `/metrics` needs a token.
     #[arg(long, env = "WG_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Requests per client address, as COUNT/UNIT:BURST (UNIT s, m or h) or `off`; 429 with
+    /// Retry-After beyond it. /healthz, /readyz and /metrics are exempt. Behind a load balancer
+    /// without the PROXY protocol every client shares the balancer's address: raise it or turn
+    /// it off there.
+    #[arg(long, env = "WG_REQUESTS_PER_IP", default_value = crate::limits::DEFAULT_REQUESTS_PER_IP)]
+    pub requests_per_ip: String,
+    /// Refused tokens per client address (COUNT/UNIT:BURST or `off`). Past it, requests from
+    /// that address whose token is not cached get 429 without a database lookup.
+    #[arg(long, env = "WG_AUTH_FAILURES_PER_IP", default_value = crate::limits::DEFAULT_AUTH_FAILURES_PER_IP)]
+    pub auth_failures_per_ip: String,
+    /// New sessions per token on this replica (POST /v1/sessions and the one-request relay),
+    /// COUNT/UNIT:BURST or `off`.
+    #[arg(long, env = "WG_SESSION_RATE_PER_TOKEN", default_value = crate::limits::DEFAULT_SESSION_RATE_PER_TOKEN)]
+    pub session_rate_per_token: String,
+    /// Sessions one token may hold at once across the fleet (pending, authorised, relayed);
+    /// 0 turns the cap off.
+    #[arg(long, env = "WG_MAX_SESSIONS_PER_TOKEN", default_value_t = crate::limits::DEFAULT_MAX_SESSIONS_PER_TOKEN)]
+    pub max_sessions_per_token: u32,
+    /// Relays this replica carries at once (503 replica_at_capacity beyond, so the client
+    /// retries through the load balancer); 0 turns the cap off.
+    #[arg(long, env = "WG_MAX_RELAYS", default_value_t = crate::limits::DEFAULT_MAX_RELAYS)]
+    pub max_relays: usize,
 }
 
 /// A configuration error naming what to fix.
@@ -255,6 +277,10 @@ pub fn parse_duration(
 fn read(flag: &str, var: &str, path: &PathBuf) -> Result<String, ConfigError> {
     std::fs::read_to_string(path)
         .map_err(|e| err(flag, var, format!("cannot read {}: {e}", path.display())))
+}
+
+fn rate(flag: &str, var: &str, s: &str) -> Result<crate::ratelimit::Rate, ConfigError> {
+    crate::ratelimit::Rate::parse(s).map_err(|e| err(flag, var, e.to_string()))
 }
 
 fn addr(flag: &str, var: &str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -446,6 +472,23 @@ impl ServeArgs {
             },
             proxy_protocol: crate::client_addr::ProxyProtocol::parse(&self.proxy_protocol_from)
                 .map_err(|reason| err("proxy-protocol-from", "WG_PROXY_PROTOCOL_FROM", reason))?,
+            requests_per_ip: rate(
+                "requests-per-ip",
+                "WG_REQUESTS_PER_IP",
+                &self.requests_per_ip,
+            )?,
+            auth_failures_per_ip: rate(
+                "auth-failures-per-ip",
+                "WG_AUTH_FAILURES_PER_IP",
+                &self.auth_failures_per_ip,
+            )?,
+            session_rate_per_token: rate(
+                "session-rate-per-token",
+                "WG_SESSION_RATE_PER_TOKEN",
+                &self.session_rate_per_token,
+            )?,
+            max_sessions_per_token: self.max_sessions_per_token,
+            max_relays: self.max_relays,
         };
         let replica_id = match &self.replica_id {
             Some(id) if !id.trim().is_empty() => id.trim().to_string(),

@@ -34,6 +34,7 @@ pub mod logging;
 pub mod metrics;
 pub mod openapi;
 pub mod pump;
+pub mod ratelimit;
 pub mod recording;
 pub mod redis_url;
 pub mod relay_protocol;

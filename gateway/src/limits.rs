@@ -13,6 +13,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::ratelimit::Rate;
+
 /// Default `--max-connections`: room for 10,000 relayed sessions plus API traffic.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 /// Default `--header-read-timeout`: the TLS handshake, the first request and every request's
@@ -25,6 +27,22 @@ pub const HTTP2_KEEPALIVE: Duration = Duration::from_secs(20);
 /// Default `--relay-ping-interval`: well inside the shortest common load-balancer idle limit
 /// (AWS ALB 60 s; NLB 350 s; HAProxy's `timeout tunnel` as configured).
 pub const DEFAULT_RELAY_PING_INTERVAL: Duration = Duration::from_secs(20);
+/// Default `--requests-per-ip`: every request but the probes and `/metrics`, per client
+/// address. Generous for people and scripts; behind a load balancer that hides client addresses
+/// (no PROXY protocol) every client shares the balancer's budget, so raise it or turn it off.
+pub const DEFAULT_REQUESTS_PER_IP: &str = "100/s:500";
+/// Default `--auth-failures-per-ip`: refused tokens per client address; past it, requests
+/// whose token is not already cached are answered 429 without asking Postgres.
+pub const DEFAULT_AUTH_FAILURES_PER_IP: &str = "2/s:30";
+/// Default `--session-rate-per-token`: new sessions (`POST /v1/sessions` and the one-request
+/// relay) per token, fleet-wide per replica.
+pub const DEFAULT_SESSION_RATE_PER_TOKEN: &str = "5/s:50";
+/// Default `--max-sessions-per-token`: sessions a token holds at once across the fleet
+/// (pending, authorised and not yet used, or relayed).
+pub const DEFAULT_MAX_SESSIONS_PER_TOKEN: u32 = 200;
+/// Default `--max-relays`: relays one replica carries at once; below the connection cap so API
+/// traffic still gets in when it is full.
+pub const DEFAULT_MAX_RELAYS: usize = 15_000;
 
 /// The limits of one listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +58,21 @@ pub struct Limits {
     pub relay: crate::pump::Keepalive,
     /// Peers whose PROXY protocol headers are believed (off when empty).
     pub proxy_protocol: crate::client_addr::ProxyProtocol,
+    /// Requests per client address (probes and `/metrics` exempt).
+    pub requests_per_ip: Rate,
+    /// Refused tokens per client address.
+    pub auth_failures_per_ip: Rate,
+    /// New sessions per token (per replica).
+    pub session_rate_per_token: Rate,
+    /// Sessions a token holds at once, fleet-wide; 0: no cap.
+    pub max_sessions_per_token: u32,
+    /// Relays this replica carries at once; 0: no cap.
+    pub max_relays: usize,
+}
+
+/// A default rate constant, parsed (they are valid; a typo would show in the tests as `off`).
+fn default_rate(s: &str) -> Rate {
+    Rate::parse(s).unwrap_or(Rate::OFF)
 }
 
 impl Default for Limits {
@@ -53,6 +86,11 @@ impl Default for Limits {
                 idle_after: None,
             },
             proxy_protocol: Default::default(),
+            requests_per_ip: default_rate(DEFAULT_REQUESTS_PER_IP),
+            auth_failures_per_ip: default_rate(DEFAULT_AUTH_FAILURES_PER_IP),
+            session_rate_per_token: default_rate(DEFAULT_SESSION_RATE_PER_TOKEN),
+            max_sessions_per_token: DEFAULT_MAX_SESSIONS_PER_TOKEN,
+            max_relays: DEFAULT_MAX_RELAYS,
         }
     }
 }
@@ -159,6 +197,23 @@ impl AsyncWrite for Capped {
 
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod defaults {
+    #[test]
+    fn default_rates_are_valid() {
+        for r in [
+            super::DEFAULT_REQUESTS_PER_IP,
+            super::DEFAULT_AUTH_FAILURES_PER_IP,
+            super::DEFAULT_SESSION_RATE_PER_TOKEN,
+        ] {
+            assert!(
+                crate::ratelimit::Rate::parse(r).is_ok_and(|r| r.limit.is_some()),
+                "{r}"
+            );
+        }
     }
 }
 

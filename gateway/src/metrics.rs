@@ -44,6 +44,9 @@ pub struct Metrics {
     pub manifests_signed: IntCounter,
     /// Recording chunks uploaded to object storage by this replica.
     pub chunks_uploaded: IntCounter,
+    /// Requests refused by a rate limit or cap, by limit (`requests`, `auth_failures`,
+    /// `session_rate`, `token_sessions`, `replica_relays`).
+    pub rate_limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -155,6 +158,14 @@ impl Metrics {
                 "Recording chunks uploaded to object storage",
             )
             .unwrap_or_else(|_| unreachable_metric()),
+            rate_limited: IntCounterVec::new(
+                Opts::new(
+                    "wg_rate_limited_total",
+                    "Requests refused by a rate limit or cap, by limit",
+                ),
+                &["limit"],
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
             registry,
         };
         for c in [
@@ -175,6 +186,7 @@ impl Metrics {
             Box::new(m.approvals.clone()),
             Box::new(m.manifests_signed.clone()),
             Box::new(m.chunks_uploaded.clone()),
+            Box::new(m.rate_limited.clone()),
         ] {
             let _ = m.registry.register(c);
         }

@@ -55,6 +55,8 @@ impl Modify for BearerAuth {
         paths::get_target,
         paths::delete_target,
         paths::create_token,
+        paths::list_tokens,
+        paths::revoke_token,
         paths::list_sessions,
         paths::create_session,
         paths::get_session,
@@ -206,12 +208,41 @@ mod paths {
         responses(
             (status = 201, description = "Created; the secret is shown only in this answer.",
              body = CreatedToken),
-            (status = 400, description = "`invalid_body`.", body = ErrorBody),
-            (status = 401, description = "`unauthorized`.", body = ErrorBody),
+            (status = 400, description = "`invalid_body`, `invalid_ttl` (`ttl_seconds` outside \
+                                          60–31,622,400).", body = ErrorBody),
+            (status = 401, description = "`unauthorized`, `token_expired`, `token_revoked`.",
+             body = ErrorBody),
             (status = 403, description = "`forbidden`: needs the admin role.", body = ErrorBody),
         ),
         security(("bearer" = [])))]
     fn create_token() {}
+
+    #[utoipa::path(get, path = "/v1/tokens", tag = "tokens",
+        description = "Every token, oldest first, with its state; never a secret or hash.",
+        responses(
+            (status = 200, description = "Tokens.", body = Vec<TokenView>),
+            (status = 401, description = "`unauthorized`, `token_expired`, `token_revoked`.",
+             body = ErrorBody),
+            (status = 403, description = "`forbidden`: needs the admin role.", body = ErrorBody),
+        ),
+        security(("bearer" = [])))]
+    fn list_tokens() {}
+
+    #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens",
+        description = "Revokes a token (idempotent). Its next request is refused with \
+                       `token_revoked`: at once on the replica that answers, within 2 s on \
+                       every other (their token cache TTL); event streams opened with it end \
+                       within that bound plus a 250 ms poll.",
+        params(("id" = String, Path, description = "Token id.")),
+        responses(
+            (status = 200, description = "The token after the change.", body = TokenView),
+            (status = 401, description = "`unauthorized`, `token_expired`, `token_revoked`.",
+             body = ErrorBody),
+            (status = 403, description = "`forbidden`: needs the admin role.", body = ErrorBody),
+            (status = 404, description = "`token_not_found`.", body = ErrorBody),
+        ),
+        security(("bearer" = [])))]
+    fn revoke_token() {}
 
     #[utoipa::path(get, path = "/v1/sessions", tag = "sessions",
         description = "Newest first. A user sees its own sessions; approvers and admins all.",
@@ -233,6 +264,11 @@ mod paths {
             (status = 400, description = "`invalid_body`.", body = ErrorBody),
             (status = 401, description = "`unauthorized`.", body = ErrorBody),
             (status = 404, description = "`target_not_found`.", body = ErrorBody),
+            (status = 429, description = "`session_rate_limited` (this token opens sessions \
+                                          too fast), `too_many_sessions` (it holds the most \
+                                          allowed at once), `too_many_requests`, \
+                                          `too_many_failed_auth`; wait `Retry-After`.",
+             body = ErrorBody),
             (status = 503, description = "`database_unavailable`, \
                                           `session_state_unavailable`, `starting`.",
              body = ErrorBody),
@@ -279,8 +315,12 @@ mod paths {
             (status = 410, description = "`session_expired`, `session_terminated`.",
              body = ErrorBody),
             (status = 502, description = "`target_unreachable`.", body = ErrorBody),
+            (status = 429, description = "`too_many_requests`, `too_many_failed_auth` (and for \
+                                          `/v1/targets/{name}/relay`, which creates a session: \
+                                          `session_rate_limited`, `too_many_sessions`); wait \
+                                          `Retry-After`.", body = ErrorBody),
             (status = 503, description = "`draining`, `replica_isolated`, \
-                                          `recording_unavailable`, \
+                                          `replica_at_capacity`, `recording_unavailable`, \
                                           `session_state_unavailable`: retry through the \
                                           load balancer.", body = ErrorBody),
         ),
@@ -302,8 +342,12 @@ mod paths {
             (status = 409, description = "`approval_required`.", body = ErrorBody),
             (status = 502, description = "`target_unreachable` (the attempt is recorded as \
                                           ended with that reason).", body = ErrorBody),
+            (status = 429, description = "`too_many_requests`, `too_many_failed_auth` (and for \
+                                          `/v1/targets/{name}/relay`, which creates a session: \
+                                          `session_rate_limited`, `too_many_sessions`); wait \
+                                          `Retry-After`.", body = ErrorBody),
             (status = 503, description = "`draining`, `replica_isolated`, \
-                                          `recording_unavailable`, \
+                                          `replica_at_capacity`, `recording_unavailable`, \
                                           `session_state_unavailable`, \
                                           `database_unavailable`: retry through the load \
                                           balancer.", body = ErrorBody),

@@ -176,7 +176,11 @@ pub async fn run(
             app.clone(),
             parts.metrics.clone(),
         );
-        let (request_timeout, relay_keepalive) = (parts.limits.request_timeout, parts.limits.relay);
+        let (request_timeout, relay_keepalive, limits) = (
+            parts.limits.request_timeout,
+            parts.limits.relay,
+            parts.limits.clone(),
+        );
         let Parts {
             recordings,
             recording_seal_after,
@@ -212,6 +216,12 @@ pub async fn run(
                         |e| matches!(e, crate::store::StoreError::Unavailable(_)),
                     )
                     .await?;
+                    retry_while_unavailable(
+                        "postgres (bootstrap token rotation)",
+                        || crate::api::rotate_bootstrap_token(&store, &hashed),
+                        |e| matches!(e, crate::store::StoreError::Unavailable(_)),
+                    )
+                    .await?;
                 }
                 Ok::<_, ServeError>(live)
             };
@@ -242,6 +252,9 @@ pub async fn run(
                     live_session_ttl,
                     poll: health_interval.max(Duration::from_millis(500)),
                     max_failed_renewals: 3,
+                    session_rate_per_token: limits.session_rate_per_token,
+                    max_sessions_per_token: limits.max_sessions_per_token,
+                    max_relays: limits.max_relays,
                 },
             );
             let jobs_task = replica.role.has_api().then(|| {
@@ -263,6 +276,7 @@ pub async fn run(
             if let Some(rec) = recordings.clone() {
                 tokio::spawn(resume_uploads(rec));
             }
+            let guard = crate::api::Guard::new(&limits, metrics.rate_limited.clone());
             let state = Arc::new(AppState {
                 replica: replica.clone(),
                 store,
@@ -277,6 +291,7 @@ pub async fn run(
                 tokens: Default::default(),
                 relay_keepalive,
                 target_policy: Arc::new(target_policy),
+                guard,
             });
             app.ready(router(state));
             tracing::info!(event = "ready_to_serve", replica = %replica.id);

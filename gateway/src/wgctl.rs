@@ -212,6 +212,16 @@ pub enum TokensCommand {
         /// Label.
         #[arg(long)]
         name: Option<String>,
+        /// Lifetime (e.g. 12h, 30d; 1m to 366d). Without it the token never expires.
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+    },
+    /// Every token (never the secrets): id, name, role, state, expiry, last use.
+    List,
+    /// Revoke a token: refused on its next request (within 2 s on every replica).
+    Revoke {
+        /// Token id (from `tokens list`).
+        id: String,
     },
 }
 
@@ -297,6 +307,12 @@ impl Cli {
 
 fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// A unix-ms time as RFC 3339 (UTC, seconds).
+fn when(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 fn table(headers: &[&str], rows: Vec<Vec<String>>) {
@@ -554,18 +570,71 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             }
         },
         Command::Tokens {
-            command: TokensCommand::Create { role, name },
+            command: TokensCommand::Create { role, name, ttl },
         } => {
-            let t = client.create_token(&NewToken { role, name }).await?;
+            let t = client
+                .create_token(&NewToken {
+                    role,
+                    name,
+                    ttl_seconds: ttl.map(|d| d.as_secs()),
+                })
+                .await?;
             if json_out {
                 print_json(&t);
             } else {
                 println!("{}", t.token);
                 eprintln!(
-                    "token {:?} ({:?}) created; the secret above is shown only once",
+                    "token {:?} ({:?}) created, {}; the secret above is shown only once",
                     t.id,
-                    t.role.as_str()
+                    t.role.as_str(),
+                    t.expires_at.map_or_else(
+                        || "never expires".into(),
+                        |e| format!("expires {}", when(e))
+                    )
                 );
+            }
+        }
+        Command::Tokens {
+            command: TokensCommand::List,
+        } => {
+            let ts = client.tokens().await?;
+            if json_out {
+                print_json(&ts);
+            } else {
+                table(
+                    &[
+                        "ID",
+                        "NAME",
+                        "ROLE",
+                        "STATE",
+                        "CREATED",
+                        "EXPIRES",
+                        "LAST USED",
+                    ],
+                    ts.into_iter()
+                        .map(|t| {
+                            vec![
+                                t.id,
+                                t.name,
+                                t.role.as_str().to_string(),
+                                format!("{:?}", t.state).to_lowercase(),
+                                when(t.created_at),
+                                t.expires_at.map_or_else(|| "never".into(), when),
+                                t.last_used_at.map_or_else(|| "-".into(), when),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Command::Tokens {
+            command: TokensCommand::Revoke { id },
+        } => {
+            let t = client.revoke_token(&id).await?;
+            if json_out {
+                print_json(&t);
+            } else {
+                println!("token {} ({}) is revoked", t.id, t.name);
             }
         }
         Command::System {

@@ -159,6 +159,10 @@ pub struct NewToken {
     /// Label (default `<role>-token`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Seconds until the token stops working (60 to 31,622,400, i.e. 366 days); absent: it
+    /// never expires (revoke it with `DELETE /v1/tokens/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
 }
 
 /// Response of `POST /v1/tokens`: the only time the secret is shown.
@@ -172,6 +176,65 @@ pub struct CreatedToken {
     pub role: Role,
     /// The secret bearer token.
     pub token: String,
+    /// Unix ms after which it is refused, if it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+/// Whether a token works now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenState {
+    /// Accepted.
+    Active,
+    /// Past its `expires_at`.
+    Expired,
+    /// Revoked by an admin (or a rotated bootstrap token).
+    Revoked,
+}
+
+/// A token as `GET /v1/tokens` lists it: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenView {
+    /// Token id (what `DELETE /v1/tokens/{id}` takes; bootstrap tokens start `bootstrap-`).
+    pub id: String,
+    /// Label.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Whether it works now.
+    pub state: TokenState,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms after which it is refused, if it expires.
+    pub expires_at: Option<i64>,
+    /// Unix ms when it was revoked.
+    pub revoked_at: Option<i64>,
+    /// Unix ms of its last use, to the minute (per replica; absent when never used).
+    pub last_used_at: Option<i64>,
+}
+
+impl TokenView {
+    /// The view of a stored token at `now_ms`; `None` for a row with an unknown role.
+    pub fn from_row(r: crate::store::TokenInfo, now_ms: i64) -> Option<Self> {
+        let state = if r.revoked_at.is_some() {
+            TokenState::Revoked
+        } else if r.expires_at.is_some_and(|e| e <= now_ms) {
+            TokenState::Expired
+        } else {
+            TokenState::Active
+        };
+        Some(Self {
+            role: Role::parse(&r.role)?,
+            id: r.id,
+            name: r.name,
+            state,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+            last_used_at: r.last_used_at,
+        })
+    }
 }
 
 /// Optional body of `POST /v1/approvals/{id}/approve` and `…/deny`.
@@ -400,8 +463,27 @@ error_codes! {
         InvalidPort = "invalid_port",
         /// 400: a drain timeout that is not a duration.
         InvalidTimeout = "invalid_timeout",
-        /// 401: no, a malformed, an unknown or a revoked token.
+        /// 401: no, a malformed or an unknown token.
         Unauthorized = "unauthorized",
+        /// 401: the token is past its expiry; ask an admin for a new one.
+        TokenExpired = "token_expired",
+        /// 401: the token was revoked (or was a rotated-out bootstrap token).
+        TokenRevoked = "token_revoked",
+        /// 400: a token TTL outside the allowed range.
+        InvalidTtl = "invalid_ttl",
+        /// 404: no such token.
+        TokenNotFound = "token_not_found",
+        /// 429: too many failed authentications from this address; wait `Retry-After`.
+        TooManyFailedAuth = "too_many_failed_auth",
+        /// 429: too many requests from this address; wait `Retry-After`.
+        TooManyRequests = "too_many_requests",
+        /// 429: this token opens sessions faster than allowed; wait `Retry-After`.
+        SessionRateLimited = "session_rate_limited",
+        /// 429: this token holds as many sessions as allowed; end one first.
+        TooManySessions = "too_many_sessions",
+        /// 503: this replica carries as many relays as allowed; retry through the load
+        /// balancer (a server condition, not the client's rate: 503 like `draining`).
+        ReplicaAtCapacity = "replica_at_capacity",
         /// 403: the token's role does not allow this.
         Forbidden = "forbidden",
         /// 403: an approver tried to decide their own request.

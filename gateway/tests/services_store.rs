@@ -90,7 +90,7 @@ async fn three_replicas_migrate_together_and_share_state() {
         .unwrap();
     assert_eq!(admin.role, "admin");
     let id = stores[0]
-        .create_token(&hash("user-token"), "alice", Role::User)
+        .create_token(&hash("user-token"), "alice", Role::User, None)
         .await
         .unwrap();
     assert_eq!(

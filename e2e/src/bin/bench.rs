@@ -429,10 +429,26 @@ fn main() {
         let redis = RedisServer::start().unwrap();
         let sshd = Sshd::start().unwrap();
         let echo = echo_server().await;
-        // The production health cycle (1 s): every relay renews its grant once per cycle.
-        let fleet = Fleet::start(1, &pg.url(), &redis.url(), &["--health-interval", "1s"])
-            .await
-            .unwrap();
+        // The production health cycle (1 s): every relay renews its grant once per cycle. One
+        // token opens thousands of sessions from one address as fast as it can: the per-token
+        // and per-address limits are off, or they would be what this measures.
+        let fleet = Fleet::start(
+            1,
+            &pg.url(),
+            &redis.url(),
+            &[
+                "--health-interval",
+                "1s",
+                "--requests-per-ip",
+                "off",
+                "--session-rate-per-token",
+                "off",
+                "--max-sessions-per-token",
+                "0",
+            ],
+        )
+        .await
+        .unwrap();
         let out = run(
             &mut fleet.wgctl(&["targets", "add", "echo", "--host", "127.0.0.1", "--port", &echo.to_string()]),
             Duration::from_secs(30),

@@ -1,5 +1,12 @@
 //! Bearer-token authentication: `Authorization: Bearer <token>`, looked up by hash, with a
 //! short-lived cache of successful lookups ([`TokenCache`]).
+//!
+//! Expired and revoked tokens get their own codes (`token_expired`, `token_revoked`) rather
+//! than `unauthorized`: only a caller holding the exact 256-bit secret can ever see them, so
+//! they reveal nothing to someone guessing, and they tell a legitimate holder what to do (ask
+//! for a new token, not check for a typo). Revocation reaches every replica within
+//! [`TOKEN_CACHE_TTL`] (nothing to lose in a Redis failover: Postgres is the truth); the
+//! revoking replica drops its own cached entry at once. Expiry is exact, cache or not.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,16 +15,17 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
+use crate::store::now_ms;
 use crate::token::{Role, hash};
 
 /// How long a successful token lookup is reused without asking Postgres again. This is the
-/// bound on how long a token that disappears from the store (deleted today; revoked, once
-/// tokens can be revoked) keeps working on a replica that had just seen it.
+/// bound on how long a revoked token keeps working on a replica that had just seen it, and how
+/// often open event streams re-check their token.
 pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(2);
 
 /// Most tokens remembered at once; beyond it, expired entries go, then everything.
@@ -39,11 +47,14 @@ impl TokenCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The caller cached for `token_hash`, unless older than [`TOKEN_CACHE_TTL`].
+    /// The caller cached for `token_hash`, unless older than [`TOKEN_CACHE_TTL`] or past its
+    /// token's expiry.
     pub fn get(&self, token_hash: &str) -> Option<Caller> {
         let mut map = self.lock();
         match map.get(token_hash) {
-            Some((at, c)) if at.elapsed() < TOKEN_CACHE_TTL => Some(c.clone()),
+            Some((at, c)) if at.elapsed() < TOKEN_CACHE_TTL && !c.expired(now_ms()) => {
+                Some(c.clone())
+            }
             Some(_) => {
                 map.remove(token_hash);
                 None
@@ -62,6 +73,11 @@ impl TokenCache {
             }
         }
         map.insert(token_hash, (Instant::now(), caller));
+    }
+
+    /// Forgets every entry of token `token_id` (it was just revoked here).
+    pub fn forget(&self, token_id: &str) {
+        self.lock().retain(|_, (_, c)| c.token_id != token_id);
     }
 
     /// Entries held (expired ones included until touched).
@@ -84,9 +100,18 @@ pub struct Caller {
     pub name: String,
     /// Role.
     pub role: Role,
+    /// Unix ms after which the token is refused, if it expires.
+    pub expires_at: Option<i64>,
+    /// SHA-256 of the secret, so a long-lived stream can re-check its token.
+    pub token_hash: String,
 }
 
 impl Caller {
+    /// True once the token is past its expiry at `now` (unix ms).
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
+
     /// 403 unless the caller has at least `role`.
     pub fn require(&self, role: Role) -> Result<(), ApiError> {
         if self.role.allows(role) {
@@ -128,21 +153,63 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         if let Some(caller) = state.tokens.get(&token_hash) {
             return Ok(caller);
         }
-        let row = state
-            .store
-            .token_by_hash(&token_hash)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
-        let role = Role::parse(&row.role)
-            .ok_or_else(|| ApiError::unauthorized("token has an unknown role"))?;
-        let caller = Caller {
-            token_id: row.id,
-            name: row.name,
-            role,
-        };
-        state.tokens.put(token_hash, caller.clone());
-        Ok(caller)
+        // Not cached: this costs a database lookup, which an address that keeps sending
+        // refused tokens does not get.
+        let ip = super::guard::client_ip(&parts.extensions);
+        state.guard.check_blocked(ip)?;
+        match lookup(state, &token_hash).await {
+            Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+                Err(state.guard.failed(ip).unwrap_or(e))
+            }
+            other => other,
+        }
     }
+}
+
+/// A token lookup in Postgres, bypassing the cache (and refreshing it); refuses unknown,
+/// expired and revoked tokens. Long-lived
+/// streams re-check with it, so a revocation anywhere ends them within their re-check period.
+pub async fn lookup(state: &AppState, token_hash: &str) -> Result<Caller, ApiError> {
+    let row = state
+        .store
+        .token_by_hash(token_hash)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
+    let role = Role::parse(&row.role)
+        .ok_or_else(|| ApiError::unauthorized("token has an unknown role"))?;
+    if row.revoked_at.is_some() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::TokenRevoked,
+            format!(
+                "the token `{}` was revoked; ask an admin for a new one",
+                row.id
+            ),
+        ));
+    }
+    let caller = Caller {
+        token_id: row.id,
+        name: row.name,
+        role,
+        expires_at: row.expires_at,
+        token_hash: token_hash.to_string(),
+    };
+    if caller.expired(now_ms()) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::TokenExpired,
+            format!(
+                "the token `{}` expired; ask an admin for a new one",
+                caller.token_id
+            ),
+        ));
+    }
+    state.tokens.put(token_hash.to_string(), caller.clone());
+    let (store, h) = (state.store.clone(), token_hash.to_string());
+    tokio::spawn(async move {
+        let _ = store.touch_token(&h).await;
+    });
+    Ok(caller)
 }
 
 #[cfg(test)]
@@ -156,6 +223,8 @@ mod tests {
             token_id: format!("id-{name}"),
             name: name.into(),
             role: Role::Admin,
+            expires_at: None,
+            token_hash: format!("h-{name}"),
         }
     }
 
@@ -169,6 +238,25 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(cache.get("h1").is_none(), "served past its TTL");
         assert!(cache.is_empty(), "an expired entry stays");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_token_is_not_served_from_the_cache() {
+        let cache = TokenCache::default();
+        let mut c = caller("soon");
+        c.expires_at = Some(now_ms() - 1);
+        cache.put("h".into(), c);
+        assert!(cache.get("h").is_none(), "served past the token's expiry");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_revoked_token_is_forgotten_at_once() {
+        let cache = TokenCache::default();
+        cache.put("h1".into(), caller("a"));
+        cache.put("h2".into(), caller("b"));
+        cache.forget("id-a");
+        assert!(cache.get("h1").is_none());
+        assert_eq!(cache.get("h2").unwrap().name, "b");
     }
 
     #[tokio::test(start_paused = true)]

@@ -41,6 +41,14 @@ impl ApiError {
         }
     }
 
+    /// 429 with `Retry-After`: a rate limit or cap; wait, then retry.
+    pub fn too_many(code: ErrorCode, message: impl Into<String>, retry_after: u32) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+        }
+    }
+
     /// 400.
     pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -140,6 +148,13 @@ impl From<crate::session::SessionError> for ApiError {
             E::AlreadyDecided { .. } => ApiError::conflict(ErrorCode::AlreadyDecided, message),
             E::ApprovalExpired(_) => ApiError::conflict(ErrorCode::ApprovalExpired, message),
             E::NotPending { .. } => ApiError::conflict(ErrorCode::NotPending, message),
+            E::RateLimited(wait) => ApiError::too_many(
+                ErrorCode::SessionRateLimited,
+                message,
+                crate::ratelimit::retry_after_secs(wait),
+            ),
+            E::TooManySessions(_) => ApiError::too_many(ErrorCode::TooManySessions, message, 5),
+            E::AtCapacity(_) => ApiError::unavailable(ErrorCode::ReplicaAtCapacity, message, 1),
             E::Store(e) => e.into(),
             E::Live(e) => e.into(),
         }

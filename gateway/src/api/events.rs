@@ -2,6 +2,10 @@
 //! starts and ends. Live events come from the Redis stream the leased fan-out job feeds; a
 //! client that reconnects with `Last-Event-ID` (or `?since=ID`) first gets what it missed from
 //! the Postgres outbox. Event ids are the outbox ids, so duplicates between the two are dropped.
+//! The stream re-checks its token in Postgres every [`TOKEN_CACHE_TTL`] and ends when the token
+//! is revoked or expires (or cannot be confirmed): a revoked approver stops seeing requests
+//! within that period plus one poll, on every replica; after a mere database blip a client
+//! reconnects with `Last-Event-ID`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,7 +17,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde::Deserialize;
 
-use super::{ApiError, AppState, Caller};
+use super::auth::lookup;
+use super::{ApiError, AppState, Caller, TOKEN_CACHE_TTL};
 use crate::live::EVENTS_STREAM;
 use crate::store::EventRow;
 use crate::token::Role;
@@ -65,10 +70,18 @@ pub async fn stream(
         }
         let mut cursor = cursor;
         let mut last_sent = last_sent;
+        let mut checked = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tx.closed() => return,
                 _ = tokio::time::sleep(POLL) => {}
+            }
+            if checked.elapsed() >= TOKEN_CACHE_TTL {
+                checked = tokio::time::Instant::now();
+                if let Err(e) = lookup(&st, &caller.token_hash).await {
+                    tracing::info!(event = "event_stream_closed", token = %caller.token_id, code = %e.body.code, "token no longer accepted; ending the event stream");
+                    return;
+                }
             }
             let entries = match st
                 .live

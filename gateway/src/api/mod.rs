@@ -4,6 +4,7 @@ mod approvals;
 mod auth;
 pub mod error;
 mod events;
+mod guard;
 mod health;
 mod recordings;
 mod relay;
@@ -24,9 +25,11 @@ use axum::routing::get;
 
 pub use auth::{Caller, TOKEN_CACHE_TTL, TokenCache};
 pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use guard::{Guard, client_ip};
 pub use health::{REDACTED, render_metrics};
 pub use starting::{StartPhase, Starting};
 pub use system::{DEFAULT_DRAIN_TIMEOUT, DRAIN_OUTCOME_HEADER, SystemStatus};
+pub use tokens::{MAX_TTL_SECONDS, MIN_TTL_SECONDS, rotate_bootstrap_token};
 
 use crate::health::HealthState;
 use crate::live::Live;
@@ -64,6 +67,8 @@ pub struct AppState {
     pub relay_keepalive: crate::pump::Keepalive,
     /// Which addresses targets may point at (checked when added and at every dial).
     pub target_policy: Arc<crate::target_policy::TargetPolicy>,
+    /// Per-address limits before authentication.
+    pub guard: Guard,
 }
 
 /// Who is asking, for the session core: the caller's token and role, and the connection's
@@ -98,7 +103,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "/v1/targets/{name}",
                 get(targets::get).delete(targets::delete),
             )
-            .route("/v1/tokens", axum::routing::post(tokens::create))
+            .route("/v1/tokens", get(tokens::list).post(tokens::create))
+            .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
             .route("/v1/sessions", get(sessions::list).post(sessions::create))
             .route(
                 "/v1/sessions/{id}",
@@ -128,6 +134,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .merge(long_lived);
     r.fallback(|| async { ApiError::not_found(ErrorCode::NotFound, "no such endpoint") })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::per_address,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

@@ -9,9 +9,10 @@ use std::sync::{Arc, OnceLock, RwLock};
 use axum::Json;
 use axum::Router;
 use axum::extract::Request;
+use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::IntoMakeService;
+use std::net::SocketAddr;
 use tower::ServiceExt;
 
 use super::{ApiError, ErrorCode};
@@ -58,14 +59,15 @@ impl Starting {
         let _ = self.full.set(router);
     }
 
-    /// The make-service to bind.
-    pub fn into_make_service(self) -> IntoMakeService<Router> {
+    /// The make-service to bind; requests carry the peer address (`ConnectInfo<SocketAddr>`)
+    /// for the per-address limits.
+    pub fn into_make_service(self) -> IntoMakeServiceWithConnectInfo<Router, SocketAddr> {
         Router::new()
             .fallback(move |req: Request| {
                 let this = self.clone();
                 async move { this.handle(req).await }
             })
-            .into_make_service()
+            .into_make_service_with_connect_info::<SocketAddr>()
     }
 
     async fn handle(&self, req: Request) -> Response {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::grant::{
     APPROVAL_WINDOW_MS, AUTHORIZED_TTL_MS, Grant, GrantState, TERMINATED_GRANT_TTL,
@@ -13,6 +13,7 @@ use super::grant::{
 use super::{EndReason, SessionError, SessionStatus};
 use crate::live::{Live, LiveError, Swap, session_key};
 use crate::metrics::Metrics;
+use crate::ratelimit::{KeyedLimit, Rate};
 use crate::signing::Keyring;
 use crate::store::{Decided, Decision, SessionRow, Store, TargetRow, now_ms};
 
@@ -81,11 +82,13 @@ impl Direct {
 }
 
 /// A session this replica carries: claimed in Postgres, its live grant active and renewed by
-/// [`Sessions::watch`]. Made only by [`Sessions::claim`].
+/// [`Sessions::watch`]. Made only by [`Sessions::claim`] and [`Sessions::start_direct`]; holds
+/// one of the replica's relay places until the last copy is dropped.
 #[derive(Debug, Clone)]
 pub struct Active {
     grant: Grant,
     signed: String,
+    _place: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 impl Active {
@@ -131,6 +134,13 @@ pub struct SessionsConfig {
     pub poll: Duration,
     /// Consecutive failed renewals after which the relay ends (`session_state_lost`).
     pub max_failed_renewals: u32,
+    /// New sessions per token on this replica.
+    pub session_rate_per_token: Rate,
+    /// Sessions a token holds at once across the fleet (pending, authorised, relayed); 0: no
+    /// cap.
+    pub max_sessions_per_token: u32,
+    /// Relays this replica carries at once; 0: no cap.
+    pub max_relays: usize,
 }
 
 impl SessionsConfig {
@@ -141,6 +151,9 @@ impl SessionsConfig {
             live_session_ttl: super::DEFAULT_LIVE_SESSION_TTL,
             poll: Duration::from_secs(1),
             max_failed_renewals: 3,
+            session_rate_per_token: crate::limits::Limits::default().session_rate_per_token,
+            max_sessions_per_token: crate::limits::DEFAULT_MAX_SESSIONS_PER_TOKEN,
+            max_relays: crate::limits::DEFAULT_MAX_RELAYS,
         }
     }
 }
@@ -158,6 +171,10 @@ struct Inner {
     keyring: Keyring,
     metrics: Metrics,
     config: SessionsConfig,
+    /// New sessions per token.
+    rate: KeyedLimit<String>,
+    /// Relay places of this replica (`None`: no cap).
+    places: Option<Arc<Semaphore>>,
 }
 
 /// How long [`Sessions::end`] waits for Postgres to record an end before retrying in the
@@ -232,6 +249,9 @@ impl Sessions {
                 live,
                 keyring,
                 metrics,
+                rate: KeyedLimit::new(config.session_rate_per_token),
+                places: (config.max_relays > 0)
+                    .then(|| Arc::new(Semaphore::new(config.max_relays))),
                 config,
             }),
         }
@@ -291,6 +311,55 @@ impl Sessions {
         Ok(grant)
     }
 
+    // ---- limits ----
+
+    fn limited(&self, limit: &'static str) {
+        self.inner
+            .metrics
+            .rate_limited
+            .with_label_values(&[limit])
+            .inc();
+    }
+
+    /// Whether `token_id` may start another session now: within its session rate, and holding
+    /// fewer sessions than the per-token cap (counted in Postgres, so fleet-wide; requests racing
+    /// each other may pass it by as many as arrive at once).
+    async fn admit(&self, token_id: &str) -> Result<(), SessionError> {
+        if let Err(wait) = self.inner.rate.check(&token_id.to_string()) {
+            self.limited("session_rate");
+            tracing::warn!(event = "session_rate_limited", token = %token_id, retry_after = ?wait);
+            return Err(SessionError::RateLimited(wait));
+        }
+        let max = self.inner.config.max_sessions_per_token;
+        if max > 0 {
+            let held = self.inner.store.open_sessions_of(token_id).await?;
+            if held >= i64::from(max) {
+                self.limited("token_sessions");
+                tracing::warn!(event = "token_sessions_capped", token = %token_id, held, max);
+                return Err(SessionError::TooManySessions(max));
+            }
+        }
+        Ok(())
+    }
+
+    /// One of this replica's relay places, or [`SessionError::AtCapacity`].
+    fn place(&self) -> Result<Option<Arc<OwnedSemaphorePermit>>, SessionError> {
+        let Some(places) = &self.inner.places else {
+            return Ok(None);
+        };
+        match places.clone().try_acquire_owned() {
+            Ok(p) => Ok(Some(Arc::new(p))),
+            Err(_) => {
+                self.limited("replica_relays");
+                tracing::warn!(
+                    event = "replica_at_capacity",
+                    max = self.inner.config.max_relays
+                );
+                Err(SessionError::AtCapacity(self.inner.config.max_relays))
+            }
+        }
+    }
+
     // ---- authorise and decide ----
 
     /// Authorises `token_id` to connect to `target`: pending when the target needs an approver,
@@ -307,6 +376,7 @@ impl Sessions {
             .target(target)
             .await?
             .ok_or_else(|| SessionError::TargetNotFound(target.to_string()))?;
+        self.admit(who.token_id).await?;
         self.authorise_target(who, &target).await
     }
 
@@ -449,6 +519,7 @@ impl Sessions {
         if row.require_approval != 0 {
             return Err(SessionError::ApprovalRequired(row.name));
         }
+        self.admit(who.token_id).await?;
         let ttl = self.inner.config.live_session_ttl;
         let now = now_ms();
         let grant = grant_to(
@@ -475,6 +546,7 @@ impl Sessions {
             from,
             target_id,
         } = direct;
+        let place = self.place()?;
         let id = grant.session_id.clone();
         let signed = self.sign(&grant);
         let ttl = self.inner.config.live_session_ttl;
@@ -518,7 +590,11 @@ impl Sessions {
             &id,
             serde_json::json!({"session": id, "target": grant.target, "replica": self.replica(), "by": grant.token_id, "client": from}),
         );
-        Ok(Active { grant, signed })
+        Ok(Active {
+            grant,
+            signed,
+            _place: place,
+        })
     }
 
     // ---- connect: open, claim, watch, end ----
@@ -572,6 +648,7 @@ impl Sessions {
             by,
             from,
         } = opening;
+        let place = self.place()?;
         let id = grant.session_id.clone();
         let replica = self.replica().to_string();
         if !self
@@ -631,6 +708,7 @@ impl Sessions {
         Ok(Active {
             grant: active,
             signed: active_signed,
+            _place: place,
         })
     }
 

@@ -67,6 +67,17 @@ pub enum SessionError {
         /// Its status.
         status: SessionStatus,
     },
+    /// The token opens sessions faster than its rate; retry after the duration.
+    #[error("this token opens sessions faster than allowed; retry in {}", humantime::format_duration(std::time::Duration::from_secs(.0.as_secs().max(1))))]
+    RateLimited(std::time::Duration),
+    /// The token holds as many sessions as the cap allows.
+    #[error(
+        "this token holds {0} sessions, the most allowed at once; end one (or let an unused authorisation expire) first"
+    )]
+    TooManySessions(u32),
+    /// This replica carries as many relays as it may.
+    #[error("this replica carries {0} relays, the most it may; retry through the load balancer")]
+    AtCapacity(usize),
     /// The durable store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -27,7 +27,17 @@ const ALICE: Requester<'static> = Requester {
     from: None,
 };
 
+const BOB: Requester<'static> = Requester {
+    token_id: "bob",
+    admin: false,
+    from: None,
+};
+
 async fn world() -> World {
+    world_with(|_| {}).await
+}
+
+async fn world_with(tune: impl FnOnce(&mut SessionsConfig)) -> World {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(
         &format!("sqlite://{}?mode=rwc", dir.path().join("db").display()),
@@ -50,11 +60,15 @@ async fn world() -> World {
         live.clone(),
         keyring.clone(),
         Metrics::new("r1"),
-        SessionsConfig {
-            replica: "r1".into(),
-            live_session_ttl: Duration::from_secs(2),
-            poll: Duration::from_millis(50),
-            max_failed_renewals: 3,
+        {
+            let mut c = SessionsConfig {
+                replica: "r1".into(),
+                live_session_ttl: Duration::from_secs(2),
+                poll: Duration::from_millis(50),
+                ..SessionsConfig::for_replica("r1")
+            };
+            tune(&mut c);
+            c
         },
     );
     World {
@@ -526,4 +540,81 @@ async fn the_record_names_who_connected_and_from_where() {
         (row.connected_by.as_deref(), row.connected_from.as_deref()),
         (Some("alice"), Some("203.0.113.7:51234"))
     );
+}
+
+#[tokio::test]
+async fn a_token_opening_sessions_too_fast_is_refused_with_a_wait_and_others_are_not() {
+    let w = world_with(|c| {
+        c.session_rate_per_token = crate::ratelimit::Rate::parse("1/m:3").unwrap();
+    })
+    .await;
+    for _ in 0..3 {
+        w.core.authorise(ALICE, "db").await.unwrap();
+    }
+    match w.core.authorise(ALICE, "db").await {
+        Err(SessionError::RateLimited(wait)) => {
+            assert!(wait > Duration::from_secs(10), "{wait:?}")
+        }
+        other => panic!("expected a rate limit, got {other:?}"),
+    }
+    // The one-request relay counts against the same rate.
+    assert!(matches!(
+        w.core.prepare_direct(ALICE, "db").await,
+        Err(SessionError::RateLimited(_))
+    ));
+    w.core.authorise(BOB, "db").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_holding_the_cap_is_refused_until_one_ends() {
+    let w = world_with(|c| c.max_sessions_per_token = 2).await;
+    let a = w.core.authorise(ALICE, "db").await.unwrap();
+    let direct = w.core.prepare_direct(ALICE, "db").await.unwrap();
+    let b = w.core.start_direct(direct).await.unwrap();
+    assert!(matches!(
+        w.core.authorise(ALICE, "db").await,
+        Err(SessionError::TooManySessions(2))
+    ));
+    assert!(matches!(
+        w.core.prepare_direct(ALICE, "db").await,
+        Err(SessionError::TooManySessions(2))
+    ));
+    w.core.authorise(BOB, "db").await.unwrap();
+    w.core
+        .end(b.id(), EndReason::ClientClosed, Moved::default())
+        .await;
+    w.core.authorise(ALICE, "db").await.unwrap();
+    let _ = a;
+}
+
+#[tokio::test]
+async fn the_replica_carries_at_most_its_relay_cap_and_frees_places_when_relays_end() {
+    let w = world_with(|c| c.max_relays = 1).await;
+    let first = w
+        .core
+        .start_direct(w.core.prepare_direct(ALICE, "db").await.unwrap())
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.core
+            .start_direct(w.core.prepare_direct(ALICE, "db").await.unwrap())
+            .await,
+        Err(SessionError::AtCapacity(1))
+    ));
+    let a = w.core.authorise(BOB, "db").await.unwrap();
+    let opening = w.core.open(&a.id, BOB).await.unwrap();
+    assert!(matches!(
+        w.core.claim(opening.clone()).await,
+        Err(SessionError::AtCapacity(1))
+    ));
+    assert_eq!(
+        w.status(&a.id).await.0,
+        SessionStatus::Authorized,
+        "a refused claim leaves the authorisation usable"
+    );
+    w.core
+        .end(first.id(), EndReason::ClientClosed, Moved::default())
+        .await;
+    drop(first);
+    w.core.claim(opening).await.unwrap();
 }

@@ -9,6 +9,7 @@
 mod rows;
 mod outbox;
 mod recordings;
+mod tokens;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -19,9 +20,9 @@ use sqlx::{AnyPool, Executor};
 pub use outbox::{ApprovalRow, Decided, Decision, EventRow, OUTBOX_LOCK};
 pub use recordings::UnsignedRecording;
 pub use rows::{SessionRow, TargetRow, TokenRow};
+pub use tokens::{BOOTSTRAP_ID_PREFIX, TokenInfo};
 
 use crate::session::EndReason;
-use crate::token::Role;
 
 /// Failures of the store a caller can act on.
 #[derive(Debug, thiserror::Error)]
@@ -95,12 +96,21 @@ pub enum PoolMode {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// A small pool of its own for [`Store::ping`]: a flood that holds every connection of the
+    /// main pool cannot fail `/readyz`.
+    health: AnyPool,
     backend: Backend,
     call_timeout: Duration,
     mode: PoolMode,
     /// `BEGIN` plus the transaction-scoped settings of [`PoolMode::Transaction`].
     begin_sql: String,
 }
+
+/// Connections of the main pool.
+pub const POOL_SIZE: u32 = 16;
+/// Connections of the health-check pool (one check per cycle needs one; the second covers a
+/// connection being replaced).
+pub const HEALTH_POOL_SIZE: u32 = 2;
 
 /// Advisory lock key serialising migrations across replicas (`pg_advisory_xact_lock`).
 const MIGRATE_LOCK: i64 = 0x5767_6d69_6772_6174; // "Wgmigrat"
@@ -133,33 +143,43 @@ impl Store {
             Backend::Postgres
         };
         let ms = statement_timeout.as_millis();
-        let pool = AnyPoolOptions::new()
-            .max_connections(16)
-            .min_connections(0)
-            .acquire_timeout(statement_timeout.min(Duration::from_secs(5)))
-            .idle_timeout(Duration::from_secs(300))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Postgres && mode == PoolMode::Transaction {
-                        // Session settings would stick to a server connection other clients
-                        // share: they are set per transaction instead (see `begin_sql`).
-                    } else if backend == Backend::Postgres {
-                        conn.execute(sqlx::AssertSqlSafe(format!("SET statement_timeout = {ms}")))
+        let options = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .min_connections(0)
+                .acquire_timeout(statement_timeout.min(Duration::from_secs(5)))
+                .idle_timeout(Duration::from_secs(300))
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        if backend == Backend::Postgres && mode == PoolMode::Transaction {
+                            // Session settings would stick to a server connection other clients
+                            // share: they are set per transaction instead (see `begin_sql`).
+                        } else if backend == Backend::Postgres {
+                            conn.execute(sqlx::AssertSqlSafe(format!(
+                                "SET statement_timeout = {ms}"
+                            )))
                             .await?;
-                        conn.execute("SET idle_in_transaction_session_timeout = 60000")
-                            .await?;
-                    } else {
-                        conn.execute("PRAGMA busy_timeout = 5000").await?;
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                    }
-                    Ok(())
+                            conn.execute("SET idle_in_transaction_session_timeout = 60000")
+                                .await?;
+                        } else {
+                            conn.execute("PRAGMA busy_timeout = 5000").await?;
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .connect_lazy(url)?;
+        };
+        let pool = options(POOL_SIZE).connect_lazy(url)?;
+        let health = match backend {
+            Backend::Postgres => options(HEALTH_POOL_SIZE).connect_lazy(url)?,
+            // One file, one process: a second pool would only contend for the same lock.
+            Backend::Sqlite => pool.clone(),
+        };
         // Client-side bound: the server-side timeout plus a margin for the round trip.
         let call_timeout = statement_timeout + Duration::from_secs(1);
         Ok(Self {
             pool,
+            health,
             backend,
             call_timeout,
             mode,
@@ -340,11 +360,18 @@ impl Store {
         }
     }
 
-    /// A round trip (`SELECT 1`), returning its duration.
+    /// A round trip (`SELECT 1`) on the health pool, returning its duration.
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         let start = Instant::now();
-        self.run(async |c| self.query("SELECT 1").execute(&mut *c).await)
-            .await?;
+        self.bounded(async {
+            let mut conn = self.health.acquire().await?;
+            // Unnamed: through a transaction-mode pooler a named statement would outlive us.
+            sqlx::query("SELECT 1")
+                .persistent(false)
+                .execute(&mut *conn)
+                .await
+        })
+        .await?;
         Ok(start.elapsed())
     }
 
@@ -398,63 +425,6 @@ impl Store {
             })
             .await?;
         Ok(rows)
-    }
-
-    // ---- tokens ----
-
-    /// Ensures the bootstrap admin token (from `--admin-token-file`) exists. Replicas starting
-    /// together race here; `ON CONFLICT DO NOTHING` without a target covers both unique indexes
-    /// (hash and id), whereas `ON CONFLICT (hash)` let the loser fail on the id index.
-    pub async fn ensure_admin_token(&self, token_hash: &str) -> Result<(), StoreError> {
-        let id = format!("bootstrap-{}", &token_hash[..12]);
-        self.run(async |c| {
-            self.query(
-                "INSERT INTO tokens (hash, id, name, role, created_at) VALUES ($1, $2, 'bootstrap-admin', 'admin', $3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(token_hash)
-            .bind(id)
-            .bind(now_ms())
-            .execute(&mut *c).await})
-        .await
-        .map(|_| ())
-    }
-
-    /// Stores a new token (by hash) and returns its id.
-    pub async fn create_token(
-        &self,
-        token_hash: &str,
-        name: &str,
-        role: Role,
-    ) -> Result<String, StoreError> {
-        let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
-        self.run(async |c| {
-            self.query(
-                "INSERT INTO tokens (hash, id, name, role, created_at) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(token_hash)
-            .bind(&id)
-            .bind(name)
-            .bind(role.as_str())
-            .bind(now_ms())
-            .execute(&mut *c)
-            .await
-        })
-        .await?;
-        Ok(id)
-    }
-
-    /// Looks up a non-revoked token by hash.
-    pub async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRow>, StoreError> {
-        self.run(async |c| {
-            self.query_as(
-                "SELECT id, name, role FROM tokens WHERE hash = $1 AND revoked_at IS NULL",
-            )
-            .bind(token_hash)
-            .fetch_optional(&mut *c)
-            .await
-        })
-        .await
     }
 
     // ---- targets ----

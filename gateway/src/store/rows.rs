@@ -30,6 +30,10 @@ pub struct TokenRow {
     pub name: String,
     /// Stored role name.
     pub role: String,
+    /// Unix ms after which the token is refused; `None`: never expires.
+    pub expires_at: Option<i64>,
+    /// Unix ms when it was revoked.
+    pub revoked_at: Option<i64>,
 }
 
 /// `SELECT <every SessionRow column> FROM sessions <tail>`, as a literal (sqlx only takes
