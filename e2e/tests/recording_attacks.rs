@@ -118,11 +118,13 @@ fn manifest_of(id: &str, dir: &Path) -> Manifest {
 }
 
 type Check = fn(&Finding, bool, u64) -> bool;
+/// Tampers with the recording directory of session `id` that holds `n` chunks.
+type Tamper = Box<dyn Fn(&str, &Path, u64)>;
 
 struct Attack {
     name: &'static str,
     /// Tampers with the recording directory `dir` of session `id` with `n` chunks.
-    apply: Box<dyn Fn(&str, &Path, u64)>,
+    apply: Tamper,
     /// Must hold for some finding of the server's report: (finding, ended, n).
     server: Check,
     /// Must hold for some finding of the offline report.
