@@ -10,7 +10,9 @@ use std::time::Duration;
 use wardengate::jobs::{Jobs, MANIFESTS};
 use wardengate::live::{Live, MemoryLive};
 use wardengate::metrics::Metrics;
-use wardengate::recording::{Direction, ManifestKeys, Meta, Recorded, Recordings};
+use wardengate::recording::{
+    ChunkIndex, Direction, End, ManifestKeys, Meta, Recorded, Recordings, chain,
+};
 use wardengate::replica::{Replica, Role};
 use wardengate::session::{EndReason, SessionStatus, Sessions, SessionsConfig};
 use wardengate::signing::Keyring;
@@ -208,16 +210,39 @@ async fn a_spool_left_by_a_dead_process_is_uploaded_on_the_next_start() {
     let spool = s.dir.path().join("spool/s2");
     std::fs::create_dir_all(&spool).unwrap();
     std::fs::write(spool.join(".live"), b"").unwrap();
-    std::fs::write(
-        spool.join("meta.json"),
-        serde_json::to_vec(&meta("s2")).unwrap(),
-    )
-    .unwrap();
+    // Written as a replica writes them: chained and sealed with the internal key.
+    let meta_doc = serde_json::to_vec(&meta("s2")).unwrap();
+    std::fs::write(spool.join("meta.json"), &meta_doc).unwrap();
     std::fs::write(spool.join("chunk-000001.bin"), b"abc").unwrap();
-    let idx = serde_json::json!({"session": "s2", "seq": 1, "size": 3,
-        "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", "frames": []});
-    std::fs::write(spool.join("chunk-000001.json"), idx.to_string()).unwrap();
-    std::fs::write(spool.join("end.json"), b"{}").unwrap();
+    let mut idx = ChunkIndex {
+        session: "s2".into(),
+        seq: 1,
+        size: 3,
+        sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
+        frames: vec![],
+        prev: chain::link_hash(&meta_doc),
+        seal: None,
+    };
+    idx.seal = Some(chain::seal(
+        &s.keyring,
+        "s2",
+        "chunk-000001.json",
+        &idx.canonical(),
+    ));
+    let idx_doc = serde_json::to_vec(&idx).unwrap();
+    std::fs::write(spool.join("chunk-000001.json"), &idx_doc).unwrap();
+    let mut end = End {
+        session: "s2".into(),
+        ended_ms: 1,
+        reason: "client_closed".into(),
+        chunks: 1,
+        bytes_up: 3,
+        bytes_down: 0,
+        prev: chain::link_hash(&idx_doc),
+        seal: None,
+    };
+    end.seal = Some(chain::seal(&s.keyring, "s2", "end.json", &end.canonical()));
+    std::fs::write(spool.join("end.json"), serde_json::to_vec(&end).unwrap()).unwrap();
 
     assert_eq!(
         s.rec.resume_spool(false).await.unwrap(),
