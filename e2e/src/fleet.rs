@@ -426,6 +426,12 @@ impl Fleet {
         )
     }
 
+    /// The internal (HMAC) key file every replica shares: what an attacker who read that
+    /// Secret holds (the recordings attack tests forge legacy manifests with it).
+    pub fn internal_key_file(&self) -> PathBuf {
+        self.sandbox.path().join("internal-keys")
+    }
+
     /// `wgctl ARGS…` against the load balancer.
     pub fn wgctl(&self, args: &[&str]) -> Command {
         let mut c = Command::new(crate::bin("wgctl"));

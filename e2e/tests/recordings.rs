@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use wardengate::recording::ManifestKeys;
 use wardengate::wire::SessionView;
 use wardengate_e2e::{Deps, Fleet, proxy_command};
 use wardengate_testkit::process::run;
@@ -41,7 +42,13 @@ async fn sessions_are_recorded_signed_and_verified_even_when_their_replica_dies_
     let objects = tempfile::tempdir().unwrap();
     let root = objects.path().join("rec");
     let url = format!("file://{}", root.display());
-    let mut fleet = deps.fleet(2, &["--recordings-url", &url]).await.unwrap();
+    let key = objects.path().join("recording-key");
+    std::fs::write(&key, ManifestKeys::generate_file("rk1")).unwrap();
+    let key = key.display().to_string();
+    let mut fleet = deps
+        .fleet(2, &["--recordings-url", &url, "--recording-key-file", &key])
+        .await
+        .unwrap();
 
     ssh(&deps, fleet.wgctl_env(), "recorded-output");
     let id = latest_session(&fleet);

@@ -275,6 +275,50 @@ impl Client {
         Err(api_error(status.as_u16(), &text, retry_after))
     }
 
+    /// `GET path` as raw bytes (a recording object).
+    pub async fn get_bytes(&self, path: &str) -> Result<bytes::Bytes, ClientError> {
+        let mut req = self.http.get(format!("{}{path}", self.addr));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.transport(error_chain(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            return resp.bytes().await.map_err(|e| self.transport(e));
+        }
+        let retry_after = retry_after(resp.headers());
+        let text = resp.text().await.unwrap_or_default();
+        Err(api_error(status.as_u16(), &text, retry_after))
+    }
+
+    /// `GET /v1/recordings/public-keys`: the trusted manifest keys (no token needed).
+    pub async fn recording_public_keys(&self) -> Result<crate::wire::RecordingKeys, ClientError> {
+        self.get("/v1/recordings/public-keys").await
+    }
+
+    /// `GET /v1/recordings/{id}/objects`: every object key of a recording.
+    pub async fn recording_objects(
+        &self,
+        id: &str,
+    ) -> Result<crate::wire::RecordingObjects, ClientError> {
+        self.get(&format!("/v1/recordings/{}/objects", segment(id)))
+            .await
+    }
+
+    /// `GET /v1/recordings/{id}/objects/{key}`: one object's bytes.
+    pub async fn recording_object(&self, id: &str, key: &str) -> Result<bytes::Bytes, ClientError> {
+        let key: Vec<String> = key.split('/').map(segment).collect();
+        self.get_bytes(&format!(
+            "/v1/recordings/{}/objects/{}",
+            segment(id),
+            key.join("/")
+        ))
+        .await
+    }
+
     /// `GET path` as text (e.g. `/metrics`), with the token when there is one.
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
         let mut req = self.http.get(format!("{}{path}", self.addr));

@@ -43,6 +43,12 @@ pub struct ServeArgs {
     /// Internal signing keys, one `<key-id> <base64 secret>` per line; the first signs.
     #[arg(long, env = "WG_INTERNAL_KEY_FILE")]
     pub internal_key_file: Option<PathBuf>,
+    /// Ed25519 recording-manifest keys: one `<key-id> private <base64 seed>` line (only on the
+    /// replicas that should sign manifests; never on relay-only pools) and `<key-id> public
+    /// <base64 key>` lines for retired keys still trusted. `wardengate keys generate --recording`
+    /// writes one. Unset: this replica neither signs manifests nor can verify them.
+    #[arg(long, env = "WG_RECORDING_KEY_FILE")]
+    pub recording_key_file: Option<PathBuf>,
     /// File holding the bootstrap admin token (at least 24 characters).
     #[arg(long, env = "WG_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
@@ -184,6 +190,8 @@ pub struct ServeConfig {
     pub keyring: Keyring,
     /// Bootstrap admin token, if given.
     pub admin_token: Option<String>,
+    /// Ed25519 recording-manifest keys, if given.
+    pub recording_keys: Option<crate::recording::ManifestKeys>,
     /// Recordings destination.
     pub recordings_url: Option<String>,
     /// Recording spool directory.
@@ -359,6 +367,23 @@ impl ServeArgs {
                 format!("{}: {e}", key_path.display()),
             )
         })?;
+        let recording_keys = match &self.recording_key_file {
+            Some(p) => Some(
+                crate::recording::ManifestKeys::parse(&read(
+                    "recording-key-file",
+                    "WG_RECORDING_KEY_FILE",
+                    p,
+                )?)
+                .map_err(|e| {
+                    err(
+                        "recording-key-file",
+                        "WG_RECORDING_KEY_FILE",
+                        format!("{}: {e}", p.display()),
+                    )
+                })?,
+            ),
+            None => None,
+        };
         let admin_token = match &self.admin_token_file {
             Some(p) => Some(
                 crate::token::parse_token_file(&read(
@@ -517,6 +542,7 @@ impl ServeArgs {
             tls,
             keyring,
             admin_token,
+            recording_keys,
             recordings_url: self.recordings_url.clone(),
             recordings_spool,
             recording_seal_after,

@@ -115,6 +115,16 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         path: keys_path.clone(),
         reason: e.to_string(),
     })?;
+    // The dev replica signs its recordings' manifests too (Ed25519, its own generated key).
+    let rec_key_path = dir.join("recording-key");
+    let (rec_keys, _) = load_or_create(&rec_key_path, || {
+        crate::recording::ManifestKeys::generate_file("dev-rec1")
+    })?;
+    let manifest_keys =
+        crate::recording::ManifestKeys::parse(&rec_keys).map_err(|e| DevError::Corrupt {
+            path: rec_key_path.clone(),
+            reason: e.to_string(),
+        })?;
     let token_path = dir.join("admin-token");
     let (admin_token, new_token) = load_or_create(&token_path, crate::token::generate)?;
     let db = dir.join("wardengate.db");
@@ -142,7 +152,9 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         recordings_url.as_str(),
         dir.join("spool"),
         metrics.chunks_uploaded.clone(),
-    )?;
+    )?
+    .sealed_with(keyring.clone())
+    .with_manifest_keys(manifest_keys);
     // The lines are printed once the server answers, so they work the moment they are pasted.
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (listen, token_shown, admin_shown) = (opts.listen, token_path.clone(), admin_token.clone());

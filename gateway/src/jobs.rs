@@ -7,7 +7,9 @@
 //! Jobs: `cleanup` ends sessions whose replica stopped heartbeating (`replica_lost`) and
 //! authorisations that were never used (`expired`); `fanout` publishes the Postgres event outbox
 //! (approval requests and decisions, session starts and ends) to the Redis stream every
-//! replica's subscribers read, each event at most once (a fenced cursor).
+//! replica's subscribers read, each event at most once (a fenced cursor); `manifests` signs the
+//! manifests of ended sessions' recordings with the Ed25519 recording key, and runs only on
+//! replicas given that key (never on relay-only pools).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -54,7 +56,7 @@ pub struct Jobs {
     pub lost_after: Duration,
     /// Recording storage (the manifest job runs only with it).
     pub recordings: Option<crate::recording::Recordings>,
-    /// Keys that sign manifests.
+    /// The internal keys (grants; recordings carry their own Ed25519 manifest key).
     pub keyring: crate::signing::Keyring,
     /// An ended recording without its end marker is signed as incomplete after this long.
     pub seal_after: Duration,
@@ -171,8 +173,12 @@ impl Jobs {
                 continue;
             }
             let manifest = rec.manifest(&r.session_id).await?;
-            let (doc, sha) =
-                crate::recording::Recordings::signed_document(&manifest, &self.keyring);
+            let Some((doc, sha)) =
+                crate::recording::Recordings::signed_document(&manifest, rec.manifest_keys())
+            else {
+                // Only replicas given the recording key run this job (see `spawn_jobs`).
+                return Ok(signed);
+            };
             if !self
                 .store
                 .claim_signature(&r.session_id, &sha, manifest.complete, MANIFESTS, epoch)

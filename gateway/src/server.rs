@@ -405,7 +405,8 @@ fn spawn_jobs(jobs: crate::jobs::Jobs) -> tokio::task::JoinHandle<()> {
     let (cleanup, fanout, manifests) = (jobs.clone(), jobs.clone(), jobs);
     tokio::spawn(async move {
         let sign = async {
-            if manifests.recordings.is_some() {
+            // Only replicas holding the recording private key sign (relay-only pools never do).
+            if manifests.recordings.as_ref().is_some_and(|r| r.can_sign()) {
                 manifests
                     .run(crate::jobs::MANIFESTS, Duration::from_secs(1))
                     .await;

@@ -182,6 +182,42 @@ impl Keyring {
         .unwrap_or_default()
     }
 
+    /// A detached MAC of `message` under the signing key, for documents that carry their own
+    /// seal (recording chunk indexes): `(key id, base64url MAC)`. `domain` separates uses.
+    pub fn mac_detached(&self, domain: &str, message: &[u8]) -> (String, String) {
+        let (kid, key) = &self.keys[0];
+        let mut m = Self::mac(key, kid, domain);
+        m.update(b"\0");
+        m.update(message);
+        (
+            kid.clone(),
+            URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()),
+        )
+    }
+
+    /// Checks a MAC made by [`Keyring::mac_detached`] with any loaded key, in constant time.
+    pub fn verify_detached(
+        &self,
+        domain: &str,
+        message: &[u8],
+        kid: &str,
+        mac: &str,
+    ) -> Result<(), SigningError> {
+        let key = self
+            .keys
+            .iter()
+            .find(|(k, _)| k == kid)
+            .map(|(_, key)| key)
+            .ok_or_else(|| SigningError::UnknownKey(kid.to_string()))?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(mac)
+            .map_err(|_| SigningError::BadSignature)?;
+        let mut m = Self::mac(key, kid, domain);
+        m.update(b"\0");
+        m.update(message);
+        m.verify_slice(&sig).map_err(|_| SigningError::BadSignature)
+    }
+
     /// Verifies the envelope (key id known, MAC correct in constant time, not expired at
     /// `now_ms`) and returns the value.
     pub fn verify<T: DeserializeOwned + Expiring>(
@@ -311,6 +347,30 @@ mod tests {
         assert_eq!(
             ring("k1").verify::<Grant>(&forged, 1_000).unwrap_err(),
             SigningError::BadSignature
+        );
+    }
+
+    #[test]
+    fn detached_macs_bind_domain_message_and_key() {
+        let k = ring("k1");
+        let (kid, mac) = k.mac_detached("d1", b"hello");
+        assert_eq!(kid, "k1");
+        assert_eq!(k.verify_detached("d1", b"hello", &kid, &mac), Ok(()));
+        assert_eq!(
+            k.verify_detached("d1", b"hellO", &kid, &mac),
+            Err(SigningError::BadSignature)
+        );
+        assert_eq!(
+            k.verify_detached("d2", b"hello", &kid, &mac),
+            Err(SigningError::BadSignature)
+        );
+        assert_eq!(
+            ring("k1").verify_detached("d1", b"hello", &kid, &mac),
+            Err(SigningError::BadSignature)
+        );
+        assert_eq!(
+            k.verify_detached("d1", b"hello", "k2", &mac),
+            Err(SigningError::UnknownKey("k2".into()))
         );
     }
 

@@ -117,12 +117,32 @@ pub enum Command {
 /// `wgctl recordings …`.
 #[derive(Debug, Subcommand)]
 pub enum RecordingsCommand {
-    /// Check the signature of session ID's recording manifest and the hash of every chunk.
-    /// Exit code 0 when everything verifies, 1 with the problems listed otherwise.
+    /// Check session ID's recording: its hash chain and seals, its Ed25519-signed manifest
+    /// (against the hash Postgres recorded) and every object; or, with `--offline DIR
+    /// --public-key FILE`, a downloaded recording with no server. Exit code 0 when everything
+    /// verifies, 1 with the findings listed otherwise.
     Verify {
+        /// Session id (not with --offline).
+        #[arg(required_unless_present = "offline")]
+        id: Option<String>,
+        /// A downloaded recording directory (`wgctl recordings download ID DIR`).
+        #[arg(long, requires = "public_key", conflicts_with = "id")]
+        offline: Option<std::path::PathBuf>,
+        /// Trusted public keys (`wgctl recordings public-keys > FILE`, or
+        /// `wardengate keys public KEYFILE`).
+        #[arg(long, requires = "offline")]
+        public_key: Option<std::path::PathBuf>,
+    },
+    /// Download every object of session ID's recording into DIR (for `verify --offline`).
+    Download {
         /// Session id.
         id: String,
+        /// Directory to create and fill.
+        dir: std::path::PathBuf,
     },
+    /// Print the public keys recording manifests are signed with, in the key-file format
+    /// `verify --public-key` reads (no token needed).
+    PublicKeys,
 }
 
 /// `wgctl approvals …`.
@@ -436,8 +456,19 @@ where
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<(), ClientError> {
-    let client = cli.client()?;
     let json_out = cli.output == Output::Json;
+    if let Command::Recordings {
+        command:
+            RecordingsCommand::Verify {
+                offline: Some(dir),
+                public_key: Some(keys),
+                ..
+            },
+    } = &cli.command
+    {
+        return verify_offline(dir, keys, json_out);
+    }
+    let client = cli.client()?;
     match cli.command {
         Command::Targets { command } => match command {
             TargetsCommand::Add {
@@ -673,39 +704,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             }
         }
         Command::Approvals { command } => approvals(&client, command, json_out).await?,
-        Command::Recordings {
-            command: RecordingsCommand::Verify { id },
-        } => {
-            let v = client.verify_recording(&id).await?;
-            if json_out {
-                print_json(&v);
-            } else if v.ok {
-                println!(
-                    "recording {id}: OK — signature valid (key {}), {} objects, {} bytes, {}",
-                    v.key_id.clone().unwrap_or_default(),
-                    v.objects,
-                    v.bytes,
-                    if v.complete {
-                        "complete"
-                    } else {
-                        "INCOMPLETE (its replica died before finishing)"
-                    }
-                );
-            } else {
-                println!("recording {id}: FAILED");
-                for p in &v.problems {
-                    println!("  {p}");
-                }
-            }
-            if !v.ok {
-                return Err(ClientError::Api {
-                    status: 422,
-                    code: ErrorCode::RecordingInvalid,
-                    message: format!("recording {id} did not verify: {}", v.problems.join("; ")),
-                    retry_after: None,
-                });
-            }
-        }
+        Command::Recordings { command } => recordings(&client, command, json_out).await?,
         Command::System {
             command: SystemCommand::Status { local },
         } => {
@@ -807,5 +806,125 @@ fn show_decision(id: &str, r: &crate::wire::DecisionResult, json_out: bool) {
         print_json(r);
     } else {
         println!("session {id} {}", r.decision.as_str());
+    }
+}
+
+/// Prints a verification report in plain words (or JSON) and turns a failure into exit code 1.
+fn report(v: &crate::wire::Verification, json_out: bool) -> Result<(), ClientError> {
+    let id = &v.session;
+    if json_out {
+        print_json(v);
+    } else if v.ok {
+        println!(
+            "recording {id}: OK — signature valid ({} key {}), {} chunks chained, {} objects, \
+             {} bytes, {}",
+            v.signature.clone().unwrap_or_default(),
+            v.key_id.clone().unwrap_or_default(),
+            v.chunks,
+            v.objects,
+            v.bytes,
+            if v.complete {
+                "complete"
+            } else {
+                "INCOMPLETE (its replica died before finishing)"
+            }
+        );
+        if !v.seals_checked {
+            println!("  (offline: chain seals need the internal key and were not checked)");
+        }
+    } else if v.intact_but_unsigned() {
+        println!(
+            "recording {id}: NOT SIGNED YET — {} chunks so far, hash chain intact{}",
+            v.chunks,
+            if v.seals_checked {
+                " and sealed"
+            } else {
+                " (seals not checked offline)"
+            }
+        );
+    } else {
+        println!("recording {id}: FAILED");
+        for p in &v.problems {
+            println!("  {p}");
+        }
+    }
+    if v.ok {
+        return Ok(());
+    }
+    Err(ClientError::Api {
+        status: 422,
+        code: ErrorCode::RecordingInvalid,
+        message: format!("recording {id} did not verify: {}", v.problems.join("; ")),
+        retry_after: None,
+    })
+}
+
+fn verify_offline(
+    dir: &std::path::Path,
+    keys: &std::path::Path,
+    json_out: bool,
+) -> Result<(), ClientError> {
+    let local = |what: String| ClientError::Io(std::io::Error::other(what));
+    let text = std::fs::read_to_string(keys)
+        .map_err(|e| local(format!("reading public keys {}: {e}", keys.display())))?;
+    let keys = crate::recording::ManifestKeys::parse(&text)
+        .map_err(|e| local(format!("{}: {e}", keys.display())))?;
+    let v = crate::recording::verify_offline(dir, &keys)
+        .map_err(|e| local(format!("{}: {e}", dir.display())))?;
+    report(&v, json_out)
+}
+
+async fn recordings(
+    client: &Client,
+    command: RecordingsCommand,
+    json_out: bool,
+) -> Result<(), ClientError> {
+    match command {
+        RecordingsCommand::Verify { id, .. } => {
+            let id = id.unwrap_or_default();
+            let v = client.verify_recording(&id).await?;
+            report(&v, json_out)
+        }
+        RecordingsCommand::PublicKeys => {
+            let listing = client.recording_public_keys().await?;
+            if json_out {
+                print_json(&listing);
+            } else {
+                for k in &listing.keys {
+                    println!("{} public {}", k.kid, k.public_key);
+                }
+            }
+            Ok(())
+        }
+        RecordingsCommand::Download { id, dir } => {
+            let listing = client.recording_objects(&id).await?;
+            std::fs::create_dir_all(&dir)?;
+            for key in &listing.keys {
+                let parts: Vec<&str> = key.split('/').collect();
+                if parts
+                    .iter()
+                    .any(|p| p.is_empty() || *p == "." || *p == "..")
+                {
+                    eprintln!("skipping unsafe key {key:?}");
+                    continue;
+                }
+                let bytes = client.recording_object(&id, key).await?;
+                let path = parts.iter().fold(dir.clone(), |p, part| p.join(part));
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&path, &bytes)?;
+            }
+            if !json_out {
+                println!(
+                    "recording {id}: {} objects written to {}",
+                    listing.keys.len(),
+                    dir.display()
+                );
+            } else {
+                print_json(&listing);
+            }
+            Ok(())
+        }
     }
 }

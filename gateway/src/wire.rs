@@ -303,24 +303,317 @@ impl From<EventRow> for Event {
     }
 }
 
-/// The result of verifying a recording (`GET /v1/recordings/{id}/verify`): 200 whether or not
-/// it verified; `ok` says which.
+/// The result of verifying a recording (`GET /v1/recordings/{id}/verify`, or
+/// `wgctl recordings verify --offline`): 200 whether or not it verified; `ok` says which.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Verification {
     /// Session id.
     pub session: String,
-    /// Whether the signature and every object check out.
+    /// Whether the manifest is signed and the signature, the chain and every object check out.
     pub ok: bool,
     /// Key id that signed the manifest, when the signature is valid.
     pub key_id: Option<String>,
-    /// Whether the recording is complete.
+    /// How the manifest is signed, when its signature is valid: `ed25519`, or `legacy-hmac`
+    /// (a manifest from before Ed25519 signing, accepted only when its hash is the one
+    /// Postgres recorded).
+    #[serde(default)]
+    pub signature: Option<String>,
+    /// Whether the recording is complete (its `end.json` was written by the relaying replica).
     pub complete: bool,
+    /// Chunks in the hash chain (1..N, N from `end.json` once the session ended).
+    #[serde(default)]
+    pub chunks: u64,
+    /// Whether the chain's seals (HMACs under the internal key) were checked: false offline.
+    #[serde(default)]
+    pub seals_checked: bool,
     /// Objects checked.
     pub objects: usize,
     /// Bytes checked.
     pub bytes: u64,
-    /// What failed, one line each.
+    /// What failed, each naming the object key concerned.
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+    /// The same findings in plain words, one line each.
     pub problems: Vec<String>,
+}
+
+impl Verification {
+    /// An empty report for `session`, to be filled by the checks.
+    pub fn new(session: &str) -> Self {
+        Self {
+            session: session.to_string(),
+            ok: false,
+            key_id: None,
+            signature: None,
+            complete: false,
+            chunks: 0,
+            seals_checked: false,
+            objects: 0,
+            bytes: 0,
+            findings: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// Whether the only finding is that the recording is not signed yet (a live or just-ended
+    /// session whose chain checks out so far).
+    pub fn intact_but_unsigned(&self) -> bool {
+        matches!(self.findings.as_slice(), [Finding::NotSignedYet { .. }])
+    }
+}
+
+/// One thing wrong with a recording, naming the object key (relative to the session's prefix)
+/// concerned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "finding", rename_all = "snake_case")]
+pub enum Finding {
+    /// An object below the session's prefix in a sub-folder (`ID/a/meta.json`): recordings are
+    /// flat, so it can only be a shadow copy.
+    NestedKey {
+        /// Key.
+        key: String,
+    },
+    /// An object whose name is not part of the recording layout.
+    UnexpectedObject {
+        /// Key.
+        key: String,
+    },
+    /// The same key twice (in a listing or in the manifest).
+    DuplicateKey {
+        /// Key.
+        key: String,
+    },
+    /// An object the chain or the manifest needs is not there.
+    Missing {
+        /// Key.
+        key: String,
+    },
+    /// An object that does not parse as what it should be.
+    Malformed {
+        /// Key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// An object whose bytes differ from what the signed manifest lists.
+    Altered {
+        /// Key.
+        key: String,
+        /// SHA-256 in the manifest.
+        signed_sha256: String,
+        /// SHA-256 of the stored bytes.
+        actual_sha256: String,
+        /// Size in the manifest.
+        signed_size: u64,
+        /// Size of the stored bytes.
+        actual_size: u64,
+    },
+    /// A chunk's bytes do not match the hash and size in its sealed index.
+    IndexMismatch {
+        /// Key of the chunk's bytes.
+        key: String,
+    },
+    /// A chunk index carries another sequence number than its name.
+    OutOfSequence {
+        /// Key.
+        key: String,
+        /// The number its name says.
+        expected_seq: u64,
+    },
+    /// A chunk numbered after the last one `end.json` counts.
+    BeyondEnd {
+        /// Key.
+        key: String,
+        /// Chunks according to `end.json`.
+        chunks: u64,
+    },
+    /// `prev` is not the hash of the previous link: a link was altered, removed, reordered or
+    /// inserted.
+    ChainBroken {
+        /// Key of the link whose `prev` does not match.
+        key: String,
+    },
+    /// A link's seal (HMAC under the internal key) is missing or wrong: it was not written by a
+    /// replica.
+    SealInvalid {
+        /// Key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// No manifest yet: the session is live or its manifest is still to be signed.
+    NotSignedYet {
+        /// Key of the manifest.
+        key: String,
+    },
+    /// No manifest, but Postgres says it was signed: it was deleted.
+    ManifestDeleted {
+        /// Key of the manifest.
+        key: String,
+    },
+    /// A manifest exists but Postgres recorded none: it was placed by someone else.
+    ManifestNotRecorded {
+        /// Key of the manifest.
+        key: String,
+    },
+    /// The manifest's SHA-256 is not the one Postgres recorded when it was signed.
+    ManifestHashMismatch {
+        /// Key of the manifest.
+        key: String,
+        /// SHA-256 Postgres holds.
+        recorded: String,
+        /// SHA-256 of the stored manifest.
+        actual: String,
+    },
+    /// The manifest's signature does not verify.
+    SignatureInvalid {
+        /// Key of the manifest.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// The manifest is signed with a key id none of the trusted public keys has.
+    UnknownKey {
+        /// Key of the manifest.
+        key: String,
+        /// The key id it names.
+        kid: String,
+    },
+    /// A legacy HMAC manifest where its MAC cannot be checked (offline: no shared key).
+    LegacyHmacUnverifiable {
+        /// Key of the manifest.
+        key: String,
+    },
+    /// An object of the recording that the signed manifest does not list.
+    NotInManifest {
+        /// Key.
+        key: String,
+    },
+    /// A document that names another session.
+    WrongSession {
+        /// Key.
+        key: String,
+        /// The session it names.
+        found: String,
+    },
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NestedKey { key } => write!(
+                f,
+                "{key}: unexpected object in a sub-folder (recordings are flat; a shadow copy?)"
+            ),
+            Self::UnexpectedObject { key } => {
+                write!(f, "{key}: unexpected object (not part of a recording)")
+            }
+            Self::DuplicateKey { key } => write!(f, "{key}: listed twice"),
+            Self::Missing { key } => write!(f, "{key}: missing"),
+            Self::Malformed { key, reason } => write!(f, "{key}: malformed ({reason})"),
+            Self::Altered {
+                key,
+                signed_sha256,
+                actual_sha256,
+                signed_size,
+                actual_size,
+            } => write!(
+                f,
+                "{key}: altered (sha256 {actual_sha256} size {actual_size}, signed \
+                 {signed_sha256} size {signed_size})"
+            ),
+            Self::IndexMismatch { key } => write!(
+                f,
+                "{key}: altered (its bytes do not match the hash in its sealed index)"
+            ),
+            Self::OutOfSequence { key, expected_seq } => write!(
+                f,
+                "{key}: carries another sequence number than {expected_seq} (reordered?)"
+            ),
+            Self::BeyondEnd { key, chunks } => write!(
+                f,
+                "{key}: chunk after the last one (end.json counts {chunks}); added later"
+            ),
+            Self::ChainBroken { key } => write!(
+                f,
+                "{key}: hash chain broken (a chunk before it was altered, removed, reordered \
+                 or inserted)"
+            ),
+            Self::SealInvalid { key, reason } => {
+                write!(
+                    f,
+                    "{key}: seal invalid ({reason}); not written by a replica"
+                )
+            }
+            Self::NotSignedYet { key } => write!(
+                f,
+                "{key}: not signed yet (the session is live or its manifest is pending)"
+            ),
+            Self::ManifestDeleted { key } => write!(
+                f,
+                "{key}: deleted (Postgres says this recording was signed): tampered"
+            ),
+            Self::ManifestNotRecorded { key } => write!(
+                f,
+                "{key}: present, but Postgres recorded no signature for this recording: placed \
+                 by someone else"
+            ),
+            Self::ManifestHashMismatch {
+                key,
+                recorded,
+                actual,
+            } => write!(
+                f,
+                "{key}: replaced (sha256 {actual}, Postgres recorded {recorded})"
+            ),
+            Self::SignatureInvalid { key, reason } => {
+                write!(f, "{key}: signature invalid ({reason})")
+            }
+            Self::UnknownKey { key, kid } => write!(
+                f,
+                "{key}: signed with key `{kid}`, which is not a trusted recording key"
+            ),
+            Self::LegacyHmacUnverifiable { key } => write!(
+                f,
+                "{key}: legacy HMAC manifest; it can only be checked by the server (against \
+                 the hash Postgres recorded)"
+            ),
+            Self::NotInManifest { key } => write!(f, "{key}: not in the signed manifest"),
+            Self::WrongSession { key, found } => {
+                write!(f, "{key}: belongs to session {found}")
+            }
+        }
+    }
+}
+
+/// One trusted recording-manifest key (`GET /v1/recordings/public-keys`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RecordingKey {
+    /// Key id, as named in manifests.
+    pub kid: String,
+    /// Always `ed25519`.
+    pub algorithm: String,
+    /// The 32-byte public key, standard base64.
+    pub public_key: String,
+    /// Whether this replica signs with it (false: a retired key kept for verification).
+    pub signing: bool,
+}
+
+/// Body of `GET /v1/recordings/public-keys`: the keys manifests may be signed with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RecordingKeys {
+    /// Trusted keys, the signing one first.
+    pub keys: Vec<RecordingKey>,
+}
+
+/// Body of `GET /v1/recordings/{id}/objects`: every object key below the session's prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RecordingObjects {
+    /// Session id.
+    pub session: String,
+    /// Keys relative to the session's prefix, sorted (nested ones included, so a download
+    /// shows what verify would flag).
+    pub keys: Vec<String>,
 }
 
 /// State named by `GET /healthz`.

@@ -10,7 +10,9 @@ use std::time::Duration;
 use wardengate::jobs::{Jobs, MANIFESTS};
 use wardengate::live::{Live, MemoryLive};
 use wardengate::metrics::Metrics;
-use wardengate::recording::{Direction, Meta, Recordings};
+use wardengate::recording::{
+    ChunkIndex, Direction, End, ManifestKeys, Meta, Recorded, Recordings, chain,
+};
 use wardengate::replica::{Replica, Role};
 use wardengate::session::{EndReason, SessionStatus, Sessions, SessionsConfig};
 use wardengate::signing::Keyring;
@@ -71,13 +73,15 @@ async fn setup() -> Setup {
     let store = Store::connect(&pg.url(), Duration::from_secs(5)).unwrap();
     store.migrate().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let keyring = Keyring::parse(&Keyring::generate_file("k1")).unwrap();
     let rec = Recordings::open(
         &format!("file://{}", dir.path().join("objects").display()),
         dir.path().join("spool"),
         Metrics::new("t").chunks_uploaded.clone(),
     )
-    .unwrap();
-    let keyring = Keyring::parse(&Keyring::generate_file("k1")).unwrap();
+    .unwrap()
+    .sealed_with(keyring.clone())
+    .with_manifest_keys(ManifestKeys::parse(&ManifestKeys::generate_file("rk1")).unwrap());
     Setup {
         _pg: pg,
         dir,
@@ -109,6 +113,15 @@ fn jobs(s: &Setup) -> Jobs {
         seal_after: Duration::from_secs(600),
         max_hold: Duration::from_secs(300),
     }
+}
+
+/// Verifies `id` as the server does: against the manifest hash Postgres recorded.
+async fn verify(s: &Setup, rec: &Recordings, id: &str) -> wardengate::wire::Verification {
+    let recorded = match s.store.manifest_hash(id).await.unwrap() {
+        Some(h) => Recorded::Signed(h),
+        None => Recorded::NotSigned,
+    };
+    rec.verify(id, &recorded).await.unwrap()
 }
 
 async fn wait_uploaded(rec: &Recordings, id: &str) {
@@ -143,23 +156,26 @@ async fn a_recording_is_signed_once_and_verification_catches_tampering() {
     assert_eq!(j.sign_manifests(epoch).await.unwrap(), 1);
     assert_eq!(j.sign_manifests(epoch).await.unwrap(), 0, "signed once");
 
-    let v = s.rec.verify("s1", &s.keyring).await.unwrap();
+    let v = verify(&s, &s.rec, "s1").await;
     assert!(v.ok, "{v:?}");
     assert!(v.complete);
-    assert_eq!(v.key_id.as_deref(), Some("k1"));
+    assert_eq!(v.key_id.as_deref(), Some("rk1"));
     // meta, 2 × (bin + json), end.
     assert_eq!(v.objects, 6, "{v:?}");
 
     // Another key cannot vouch for it.
-    let other = Keyring::parse(&Keyring::generate_file("k9")).unwrap();
-    assert!(!s.rec.verify("s1", &other).await.unwrap().ok);
+    let other = s
+        .rec
+        .clone()
+        .with_manifest_keys(ManifestKeys::parse(&ManifestKeys::generate_file("rk1")).unwrap());
+    assert!(!verify(&s, &other, "s1").await.ok);
 
     // Alter one byte of a chunk: verification names it.
     let chunk = s.dir.path().join("objects/s1/chunk-000001.bin");
     let mut bytes = std::fs::read(&chunk).unwrap();
     bytes[10] ^= 1;
     std::fs::write(&chunk, &bytes).unwrap();
-    let v = s.rec.verify("s1", &s.keyring).await.unwrap();
+    let v = verify(&s, &s.rec, "s1").await;
     assert!(!v.ok);
     assert!(
         v.problems
@@ -169,20 +185,20 @@ async fn a_recording_is_signed_once_and_verification_catches_tampering() {
     );
     bytes[10] ^= 1;
     std::fs::write(&chunk, &bytes).unwrap();
-    assert!(s.rec.verify("s1", &s.keyring).await.unwrap().ok);
+    assert!(verify(&s, &s.rec, "s1").await.ok);
 
     // Add or remove an object: named too.
     std::fs::write(s.dir.path().join("objects/s1/extra.bin"), b"x").unwrap();
-    let v = s.rec.verify("s1", &s.keyring).await.unwrap();
+    let v = verify(&s, &s.rec, "s1").await;
     assert!(
         v.problems
             .iter()
-            .any(|p| p.contains("extra.bin: not in the signed manifest")),
+            .any(|p| p.contains("extra.bin: unexpected object")),
         "{v:?}"
     );
     std::fs::remove_file(s.dir.path().join("objects/s1/extra.bin")).unwrap();
     std::fs::remove_file(s.dir.path().join("objects/s1/chunk-000002.json")).unwrap();
-    let v = s.rec.verify("s1", &s.keyring).await.unwrap();
+    let v = verify(&s, &s.rec, "s1").await;
     assert!(
         v.problems.iter().any(|p| p == "chunk-000002.json: missing"),
         "{v:?}"
@@ -197,16 +213,39 @@ async fn a_spool_left_by_a_dead_process_is_uploaded_on_the_next_start() {
     let spool = s.dir.path().join("spool/s2");
     std::fs::create_dir_all(&spool).unwrap();
     std::fs::write(spool.join(".live"), b"").unwrap();
-    std::fs::write(
-        spool.join("meta.json"),
-        serde_json::to_vec(&meta("s2")).unwrap(),
-    )
-    .unwrap();
+    // Written as a replica writes them: chained and sealed with the internal key.
+    let meta_doc = serde_json::to_vec(&meta("s2")).unwrap();
+    std::fs::write(spool.join("meta.json"), &meta_doc).unwrap();
     std::fs::write(spool.join("chunk-000001.bin"), b"abc").unwrap();
-    let idx = serde_json::json!({"session": "s2", "seq": 1, "size": 3,
-        "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", "frames": []});
-    std::fs::write(spool.join("chunk-000001.json"), idx.to_string()).unwrap();
-    std::fs::write(spool.join("end.json"), b"{}").unwrap();
+    let mut idx = ChunkIndex {
+        session: "s2".into(),
+        seq: 1,
+        size: 3,
+        sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
+        frames: vec![],
+        prev: chain::link_hash(&meta_doc),
+        seal: None,
+    };
+    idx.seal = Some(chain::seal(
+        &s.keyring,
+        "s2",
+        "chunk-000001.json",
+        &idx.canonical(),
+    ));
+    let idx_doc = serde_json::to_vec(&idx).unwrap();
+    std::fs::write(spool.join("chunk-000001.json"), &idx_doc).unwrap();
+    let mut end = End {
+        session: "s2".into(),
+        ended_ms: 1,
+        reason: "client_closed".into(),
+        chunks: 1,
+        bytes_up: 3,
+        bytes_down: 0,
+        prev: chain::link_hash(&idx_doc),
+        seal: None,
+    };
+    end.seal = Some(chain::seal(&s.keyring, "s2", "end.json", &end.canonical()));
+    std::fs::write(spool.join("end.json"), serde_json::to_vec(&end).unwrap()).unwrap();
 
     assert_eq!(
         s.rec.resume_spool(false).await.unwrap(),
@@ -222,7 +261,7 @@ async fn a_spool_left_by_a_dead_process_is_uploaded_on_the_next_start() {
     let j = jobs(&s);
     let epoch = s.store.fence_job(MANIFESTS, "r1").await.unwrap();
     assert_eq!(j.sign_manifests(epoch).await.unwrap(), 1);
-    let v = s.rec.verify("s2", &s.keyring).await.unwrap();
+    let v = verify(&s, &s.rec, "s2").await;
     assert!(v.ok && v.complete, "{v:?}");
 }
 

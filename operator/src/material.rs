@@ -22,11 +22,32 @@ pub const CERT_VALIDITY_DAYS: i64 = 3650;
 #[error("generating the cluster's TLS certificate: {0}")]
 pub struct MaterialError(#[from] rcgen::Error);
 
-/// Data of a fresh internal Secret: `keys` (one signing key, id `k1`) and `admin-token`.
+/// Item of the internal Secret holding the Ed25519 recording-manifest key (control-plane pods
+/// only: relay-only GatewayPool pods never mount it).
+pub const RECORDING_KEY: &str = "recording-key";
+
+/// A fresh recording-manifest key file (`<kid> private <base64 seed>`, what
+/// `--recording-key-file` reads).
+fn recording_key() -> ByteString {
+    let seed: [u8; 32] = rand::random();
+    ByteString(format!("rk1 private {}\n", STANDARD.encode(seed)).into_bytes())
+}
+
+/// Adds the recording key to internal Secret data created before it existed (adding a missing
+/// item is not a rotation: nothing already in use changes).
+pub fn with_recording_key(mut data: BTreeMap<String, ByteString>) -> BTreeMap<String, ByteString> {
+    data.entry(RECORDING_KEY.to_string())
+        .or_insert_with(recording_key);
+    data
+}
+
+/// Data of a fresh internal Secret: `keys` (one signing key, id `k1`), `admin-token` and
+/// `recording-key` (the Ed25519 manifest key, id `rk1`).
 pub fn internal() -> BTreeMap<String, ByteString> {
     let key: [u8; 32] = rand::random();
     let token: [u8; 32] = rand::random();
     BTreeMap::from([
+        (RECORDING_KEY.to_string(), recording_key()),
         (
             "keys".to_string(),
             ByteString(format!("k1 {}\n", STANDARD.encode(key)).into_bytes()),
@@ -152,5 +173,20 @@ mod tests {
         let token = String::from_utf8(d["admin-token"].0.clone()).unwrap();
         assert!(token.starts_with("wg_") && token.len() == 46, "{token}");
         assert_ne!(internal()["admin-token"], d["admin-token"], "random");
+        let rec = String::from_utf8(d[RECORDING_KEY].0.clone()).unwrap();
+        let mut parts = rec.split_whitespace();
+        assert_eq!(parts.next(), Some("rk1"));
+        assert_eq!(parts.next(), Some("private"));
+        assert_eq!(STANDARD.decode(parts.next().unwrap()).unwrap().len(), 32);
+        // A Secret from before the recording key gets one; an existing one is kept.
+        let mut old = d.clone();
+        old.remove(RECORDING_KEY);
+        let upgraded = with_recording_key(old);
+        assert!(upgraded.contains_key(RECORDING_KEY));
+        assert_eq!(upgraded["keys"], d["keys"]);
+        assert_eq!(
+            with_recording_key(d.clone())[RECORDING_KEY],
+            d[RECORDING_KEY]
+        );
     }
 }

@@ -785,6 +785,9 @@ fn gateway_pools_do_not_mount_the_bootstrap_admin_token() {
         ["keys"]
     );
     assert!(env_value(&p.containers[0], "WG_ADMIN_TOKEN_FILE").is_none());
+    // Nor the Ed25519 recording-manifest key: relay-only pools never sign manifests.
+    assert!(!items.iter().any(|i| i.key == "recording-key"));
+    assert!(env_value(&p.containers[0], "WG_RECORDING_KEY_FILE").is_none());
     // The shared ConfigMap does not name it either; the control plane gets it by env.
     let Owned::ConfigMap(cm) = find(&objs, "ConfigMap/wardengate-config") else {
         unreachable!()
@@ -797,6 +800,10 @@ fn gateway_pools_do_not_mount_the_bootstrap_admin_token() {
     );
     let cp = pod(deployments(&objs)[0]);
     assert!(env_value(&cp.containers[0], "WG_ADMIN_TOKEN_FILE").is_some());
+    assert_eq!(
+        env_value(&cp.containers[0], "WG_RECORDING_KEY_FILE").and_then(|e| e.value.as_deref()),
+        Some("/etc/wardengate/internal/recording-key")
+    );
     assert!(
         volume(cp, "internal")
             .secret

@@ -119,7 +119,13 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "/v1/approvals/{id}/deny",
                 axum::routing::post(approvals::deny),
             )
-            .route("/v1/recordings/{id}/verify", get(recordings::verify));
+            .route("/v1/recordings/public-keys", get(recordings::public_keys))
+            .route("/v1/recordings/{id}/verify", get(recordings::verify))
+            .route("/v1/recordings/{id}/objects", get(recordings::objects))
+            .route(
+                "/v1/recordings/{id}/objects/{*key}",
+                get(recordings::object),
+            );
         long_lived = long_lived.route("/v1/events", get(events::stream));
     }
     if state.replica.role.has_relay() {

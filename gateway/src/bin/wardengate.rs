@@ -22,6 +22,12 @@ struct Cli {
 enum Command {
     /// Serve a replica against shared Postgres and Redis.
     Serve(Box<ServeArgs>),
+    /// Generate key files.
+    Keys {
+        /// Subcommand.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Everything in one process with an embedded store: no services needed.
     Dev {
         /// Directory for the embedded state, the generated certificate, key and admin token.
@@ -31,6 +37,49 @@ enum Command {
         #[arg(long, env = "WG_LISTEN", default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
     },
+}
+
+/// `wardengate keys …`.
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Print a new key file: the internal HMAC keyring (default) or, with `--recording`, an
+    /// Ed25519 recording-manifest key (for `--recording-key-file`).
+    Generate {
+        /// An Ed25519 recording-manifest key instead of an internal key.
+        #[arg(long)]
+        recording: bool,
+        /// Key id.
+        #[arg(long, default_value = "k1")]
+        kid: String,
+    },
+    /// Print the public lines of a recording key file (to trust a retired key after a
+    /// rotation, or to hand to auditors for `wgctl recordings verify --offline`).
+    Public {
+        /// Recording key file.
+        file: PathBuf,
+    },
+}
+
+fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Generate { recording, kid } => {
+            if recording {
+                print!(
+                    "{}",
+                    wardengate::recording::ManifestKeys::generate_file(&kid)
+                );
+            } else {
+                print!("{}", wardengate::signing::Keyring::generate_file(&kid));
+            }
+        }
+        KeysCommand::Public { file } => {
+            let text = std::fs::read_to_string(&file)?;
+            let keys = wardengate::recording::ManifestKeys::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            print!("{}", keys.public_file());
+        }
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -43,13 +92,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cfg.database_pool_mode,
     )?;
     let recordings = match &cfg.recordings_url {
-        Some(url) => Some(wardengate::recording::Recordings::open(
-            url,
-            cfg.recordings_spool.clone(),
-            metrics.chunks_uploaded.clone(),
-        )?),
+        Some(url) => Some(
+            wardengate::recording::Recordings::open(
+                url,
+                cfg.recordings_spool.clone(),
+                metrics.chunks_uploaded.clone(),
+            )?
+            .sealed_with(cfg.keyring.clone())
+            .with_manifest_keys(cfg.recording_keys.clone().unwrap_or_default()),
+        ),
         None => None,
     };
+    if recordings.as_ref().is_some_and(|r| !r.can_sign()) && cfg.role.has_api() {
+        tracing::warn!(
+            "recordings are written but this replica has no recording private key \
+             (--recording-key-file / WG_RECORDING_KEY_FILE): it will not sign manifests"
+        );
+    }
     let parts = Parts {
         recordings,
         recording_seal_after: cfg.recording_seal_after,
@@ -83,6 +142,7 @@ async fn main() -> ExitCode {
     wardengate::tls::install_crypto_provider();
     let result = match Cli::parse().command {
         Command::Serve(args) => serve(*args).await,
+        Command::Keys { command } => keys(command),
         Command::Dev { data_dir, listen } => {
             wardengate::dev::run(wardengate::dev::DevOptions { data_dir, listen })
                 .await

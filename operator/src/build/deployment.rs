@@ -112,6 +112,11 @@ fn container_env(v: &ValidCluster) -> Vec<EnvVar> {
         "WG_ADMIN_TOKEN_FILE",
         &format!("{CONFIG_DIR}/internal/{ADMIN_TOKEN_KEY}"),
     ));
+    // Control-plane replicas sign recording manifests; GatewayPools drop this (see pool.rs).
+    e.push(env(
+        "WG_RECORDING_KEY_FILE",
+        &format!("{CONFIG_DIR}/internal/{}", crate::material::RECORDING_KEY),
+    ));
     if v.spec.recordings.is_some() {
         e.push(env("WG_RECORDINGS_SPOOL", SPOOL_DIR));
     }

@@ -130,7 +130,9 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
             .and_then(|s| s.data.clone())
             .filter(|d| !d.is_empty())
     };
-    let internal = existing(&names::internal_secret(&v.name)).unwrap_or_else(material::internal);
+    let internal = existing(&names::internal_secret(&v.name))
+        .map(material::with_recording_key)
+        .unwrap_or_else(material::internal);
     let tls = if v.spec.tls.secret_name.is_some() {
         BTreeMap::new()
     } else {

@@ -7,11 +7,32 @@
 //! recording proves when, how much and in which direction data flowed, and that nothing was
 //! altered since, but it cannot show the commands typed. Say so to anyone relying on it.
 //!
-//! Layout under the configured prefix, per session:
+//! Layout under the configured prefix, per session (flat: nothing below `<id>/` has a `/`):
 //! `<id>/meta.json` (who, what, when), `<id>/chunk-000001.bin` (the bytes, both directions
-//! interleaved), `<id>/chunk-000001.json` (its frames: time, direction, size, offset, and the
-//! chunk's hash), `<id>/end.json` (when and why it ended), `<id>/manifest.json` (the signed
-//! list of every other object with size and hash).
+//! interleaved), `<id>/chunk-000001.json` (its frames: time, direction, size, offset, the
+//! chunk's hash, `prev` and `seal`), `<id>/end.json` (when and why it ended, how many chunks,
+//! `prev` and `seal`), `<id>/manifest.json` (the signed list of every other object with size and
+//! hash).
+//!
+//! Integrity, in two layers:
+//! - From the first chunk, by the relaying replica: every chunk index and `end.json` carry
+//!   `prev`, the SHA-256 of the previous link (chunk 1: of `meta.json`), and a seal, an HMAC under
+//!   the internal key ([`chain`]). Altering, removing, reordering or inserting a chunk of a live
+//!   recording breaks the chain or a seal.
+//! - Once the session ended, by the manifest job only: `manifest.json` lists every object's hash
+//!   and is signed with Ed25519 under the recording key ([`signer`]; tag
+//!   `wardengate-recording-manifest-v1\0`, key id in the document, old public keys kept for
+//!   rotation); Postgres keeps the manifest's SHA-256. The public keys are published
+//!   (`GET /v1/recordings/public-keys`), so `wgctl recordings verify --offline DIR --public-key
+//!   FILE` checks a downloaded recording with no server.
+//!
+//! Manifests MACed with the shared internal key before Ed25519 signing (`legacy-hmac`) still
+//! verify on the server, but only as the exact document whose hash Postgres recorded when it was
+//! signed (anyone with the shared key could MAC a new one); offline they cannot be checked.
+//!
+//! Verification ([`verify`]) fetches every object by its exact key, flags nested, unexpected,
+//! duplicate and missing keys, checks chunks 1..N against `end.json`, the chain, the seals
+//! (server only), the manifest against Postgres and its signature.
 //!
 //! Durability: a chunk is written to the spool before its upload starts and deleted only after
 //! the upload succeeded; failed uploads are retried by a background task and after a restart
@@ -29,6 +50,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::signing::{Expiring, Keyring};
+
+pub mod chain;
+pub mod signer;
+pub mod verify;
+
+pub use signer::ManifestKeys;
+pub use verify::{Recorded, Snapshot, Trust};
 
 /// A chunk is sealed when it holds this many bytes…
 pub const CHUNK_BYTES: usize = 256 * 1024;
@@ -114,6 +142,53 @@ pub struct ChunkIndex {
     pub sha256: String,
     /// Frames in order.
     pub frames: Vec<Frame>,
+    /// SHA-256 of the previous link's stored bytes (`meta.json` for chunk 1).
+    #[serde(default)]
+    pub prev: String,
+    /// The relaying replica's seal over everything above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<chain::Seal>,
+}
+
+impl ChunkIndex {
+    /// The JSON that the seal covers: the index without its seal.
+    pub fn canonical(&self) -> Vec<u8> {
+        let mut c = self.clone();
+        c.seal = None;
+        serde_json::to_vec(&c).unwrap_or_default()
+    }
+}
+
+/// The end record (`end.json`): the last link of the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct End {
+    /// Session.
+    pub session: String,
+    /// Unix ms.
+    pub ended_ms: i64,
+    /// Why it ended.
+    pub reason: String,
+    /// Chunks written: the chain runs 1..=chunks.
+    pub chunks: u64,
+    /// Bytes client to target.
+    pub bytes_up: u64,
+    /// Bytes target to client.
+    pub bytes_down: u64,
+    /// SHA-256 of the last chunk index (or of `meta.json` when there was no chunk).
+    #[serde(default)]
+    pub prev: String,
+    /// The relaying replica's seal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<chain::Seal>,
+}
+
+impl End {
+    /// The JSON that the seal covers.
+    pub fn canonical(&self) -> Vec<u8> {
+        let mut c = self.clone();
+        c.seal = None;
+        serde_json::to_vec(&c).unwrap_or_default()
+    }
 }
 
 /// Session metadata (`meta.json`).
@@ -167,14 +242,6 @@ impl Expiring for Manifest {
 /// Result of verifying a recording: a wire type, see [`crate::wire::Verification`].
 pub use crate::wire::Verification;
 
-#[derive(Debug, Serialize, Deserialize)]
-struct SignedManifest {
-    /// The keyring envelope (`kid`, `body`, `sig`).
-    signed: String,
-    /// The same manifest, readable.
-    manifest: Manifest,
-}
-
 /// Where recordings go, and the replica's spool.
 #[derive(Clone)]
 pub struct Recordings {
@@ -182,6 +249,8 @@ pub struct Recordings {
     prefix: Path,
     spool: PathBuf,
     uploaded: prometheus::IntCounter,
+    seals: Option<Keyring>,
+    keys: ManifestKeys,
 }
 
 impl std::fmt::Debug for Recordings {
@@ -237,7 +306,33 @@ impl Recordings {
             prefix,
             spool,
             uploaded,
+            seals: None,
+            keys: ManifestKeys::default(),
         })
+    }
+
+    /// Seals every chain link this replica writes with `keyring` (the internal key), and checks
+    /// seals when verifying.
+    pub fn sealed_with(mut self, keyring: Keyring) -> Self {
+        self.seals = Some(keyring);
+        self
+    }
+
+    /// The Ed25519 manifest keys: the private one (signing-job replicas only) and the trusted
+    /// public ones.
+    pub fn with_manifest_keys(mut self, keys: ManifestKeys) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Trusted manifest keys.
+    pub fn manifest_keys(&self) -> &ManifestKeys {
+        &self.keys
+    }
+
+    /// Whether this replica holds the private key, so may run the signing job.
+    pub fn can_sign(&self) -> bool {
+        self.keys.can_sign()
     }
 
     fn object(&self, session: &str, name: &str) -> Path {
@@ -256,6 +351,7 @@ impl Recordings {
         let doc = serde_json::to_vec_pretty(meta).unwrap_or_default();
         std::fs::write(dir.join(".live"), b"").map_err(spool_err(&dir))?;
         write_atomic(&dir, "meta.json", &doc)?;
+        let prev = chain::link_hash(&doc);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let uploader = self.clone();
         let session = meta.session.clone();
@@ -268,6 +364,8 @@ impl Recordings {
                 bytes: Vec::new(),
                 frames: Vec::new(),
                 opened: Instant::now(),
+                prev,
+                seals: self.seals.clone(),
             })),
             kick: tx,
         })
@@ -352,31 +450,94 @@ impl Recordings {
         }
     }
 
-    async fn entries(&self, session: &str) -> Result<Vec<Entry>, RecordingError> {
-        let base = self.prefix.clone().join(session);
-        let metas: Vec<object_store::ObjectMeta> =
-            self.store.list(Some(&base)).try_collect().await?;
-        let mut out = Vec::new();
-        for m in metas {
-            let name = m.location.filename().unwrap_or_default().to_string();
-            if name == MANIFEST {
-                continue;
-            }
-            let bytes = self.store.get(&m.location).await?.bytes().await?;
-            out.push(Entry {
-                name,
-                size: bytes.len() as u64,
-                sha256: sha256_hex(&bytes),
-            });
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+    fn base(&self, session: &str) -> Path {
+        self.prefix.clone().join(session)
     }
 
-    /// Builds `session`'s manifest from what object storage holds (hashing every object).
+    /// Every key below `session`'s prefix, relative to it (nested keys included, `/`-joined).
+    pub async fn list_keys(&self, session: &str) -> Result<Vec<String>, RecordingError> {
+        let base = self.base(session);
+        let metas: Vec<object_store::ObjectMeta> =
+            self.store.list(Some(&base)).try_collect().await?;
+        let mut keys: Vec<String> = metas
+            .iter()
+            .filter_map(|m| {
+                m.location
+                    .prefix_match(&base)
+                    .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>())
+            })
+            .map(|parts| parts.join("/"))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// The object `key` (relative, `/`-separated) of `session`, fetched by that exact key;
+    /// `None` when it does not exist or the key is not a plain relative path.
+    pub async fn get_object(
+        &self,
+        session: &str,
+        key: &str,
+    ) -> Result<Option<bytes::Bytes>, RecordingError> {
+        if key.is_empty()
+            || key
+                .split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..")
+        {
+            return Ok(None);
+        }
+        let mut path = self.base(session);
+        for part in key.split('/') {
+            path = path.join(part);
+        }
+        match self.store.get(&path).await {
+            Ok(r) => Ok(Some(r.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The recording's objects as verification reads them: the listing, then every flat,
+    /// well-named object by its exact key (and the ones the chain and manifest name).
+    pub async fn snapshot(&self, session: &str) -> Result<Snapshot, RecordingError> {
+        let listing = self.list_keys(session).await?;
+        let mut snap = Snapshot {
+            objects: Default::default(),
+            listing,
+        };
+        for name in Snapshot::first_fetch(&snap.listing) {
+            if let Some(b) = self.get_object(session, &name).await? {
+                snap.objects
+                    .insert(name.clone(), verify::Obj::new(&name, b));
+            }
+        }
+        for name in snap.second_fetch() {
+            if let Some(b) = self.get_object(session, &name).await? {
+                snap.objects
+                    .insert(name.clone(), verify::Obj::new(&name, b));
+            }
+        }
+        Ok(snap)
+    }
+
+    /// Builds `session`'s manifest from what object storage holds: every flat object of the
+    /// recording layout (never a nested or foreign key), fetched by its exact key and hashed.
     pub async fn manifest(&self, session: &str) -> Result<Manifest, RecordingError> {
-        let objects = self.entries(session).await?;
-        let complete = objects.iter().any(|e| e.name == "end.json");
+        let mut objects = Vec::new();
+        for name in self.list_keys(session).await? {
+            if !verify::well_named(&name) || name == MANIFEST {
+                continue;
+            }
+            if let Some(b) = self.get_object(session, &name).await? {
+                objects.push(Entry {
+                    size: b.len() as u64,
+                    sha256: sha256_hex(&b),
+                    name,
+                });
+            }
+        }
+        objects.sort_by(|a, b| a.name.cmp(&b.name));
+        let complete = objects.iter().any(|e| e.name == verify::END);
         Ok(Manifest {
             session: session.to_string(),
             objects,
@@ -384,15 +545,22 @@ impl Recordings {
         })
     }
 
-    /// The signed `manifest.json` document for `manifest` and its SHA-256. Deterministic.
-    pub fn signed_document(manifest: &Manifest, keyring: &Keyring) -> (Vec<u8>, String) {
-        let doc = serde_json::to_vec_pretty(&SignedManifest {
-            signed: keyring.sign(manifest),
+    /// The Ed25519-signed `manifest.json` document for `manifest` and its SHA-256, or `None`
+    /// without a private key. Deterministic (Ed25519 signatures are).
+    pub fn signed_document(manifest: &Manifest, keys: &ManifestKeys) -> Option<(Vec<u8>, String)> {
+        let body = serde_json::to_string(manifest).unwrap_or_default();
+        let (kid, sig) = keys.sign(body.as_bytes())?;
+        let doc = serde_json::to_vec_pretty(&verify::SignedManifest {
+            format: signer::FORMAT.into(),
+            alg: signer::ALGORITHM.into(),
+            kid,
+            body,
+            sig,
             manifest: manifest.clone(),
         })
         .unwrap_or_default();
         let hash = sha256_hex(&doc);
-        (doc, hash)
+        Some((doc, hash))
     }
 
     /// Stores a signed manifest document for `session`.
@@ -408,96 +576,90 @@ impl Recordings {
         (self.store.clone(), self.object(session, name))
     }
 
-    /// Verifies `session`: the manifest's signature, then every listed object's size and hash,
-    /// and that no object was added or removed.
+    /// Verifies `session` on the server: the chain and its seals, the manifest against what
+    /// Postgres `recorded`, its signature (Ed25519, or a legacy HMAC manifest Postgres
+    /// recorded), and every object.
     pub async fn verify(
         &self,
         session: &str,
-        keyring: &Keyring,
+        recorded: &Recorded,
     ) -> Result<Verification, RecordingError> {
-        let mut v = Verification {
-            session: session.to_string(),
-            ok: false,
-            key_id: None,
-            complete: false,
-            objects: 0,
-            bytes: 0,
-            problems: Vec::new(),
+        let snap = self.snapshot(session).await?;
+        let trust = Trust {
+            seals: self.seals.as_ref(),
+            keys: &self.keys,
+            legacy: self.seals.as_ref(),
         };
-        let doc = match self.store.get(&self.object(session, MANIFEST)).await {
-            Ok(r) => r.bytes().await?,
-            Err(object_store::Error::NotFound { .. }) => {
-                v.problems
-                    .push("no manifest: the recording is not signed (yet)".into());
-                return Ok(v);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let signed: SignedManifest = serde_json::from_slice(&doc)
-            .map_err(|e| RecordingError::Malformed(session.into(), format!("manifest: {e}")))?;
-        let manifest: Manifest = match keyring.verify(&signed.signed, 0) {
-            Ok(m) => m,
-            Err(e) => {
-                v.problems.push(format!("manifest signature: {e}"));
-                return Ok(v);
-            }
-        };
-        v.key_id = serde_json::from_str::<serde_json::Value>(&signed.signed)
-            .ok()
-            .and_then(|e| e["kid"].as_str().map(str::to_string));
-        if manifest.session != session {
-            v.problems
-                .push(format!("manifest is for session {}", manifest.session));
-        }
-        v.complete = manifest.complete;
-        let actual = self.entries(session).await?;
-        for want in &manifest.objects {
-            match actual.iter().find(|a| a.name == want.name) {
-                None => v.problems.push(format!("{}: missing", want.name)),
-                Some(a) if a.sha256 != want.sha256 || a.size != want.size => {
-                    v.problems.push(format!(
-                        "{}: altered (sha256 {} size {}, signed {} size {})",
-                        want.name, a.sha256, a.size, want.sha256, want.size
-                    ))
-                }
-                Some(a) => {
-                    v.objects += 1;
-                    v.bytes += a.size;
-                }
-            }
-        }
-        for a in &actual {
-            if !manifest.objects.iter().any(|w| w.name == a.name) {
-                v.problems
-                    .push(format!("{}: not in the signed manifest", a.name));
-            }
-        }
-        // Every chunk's index must match its bytes too.
-        for e in manifest
-            .objects
-            .iter()
-            .filter(|e| e.name.ends_with(".json") && e.name.starts_with("chunk-"))
-        {
-            let Ok(r) = self.store.get(&self.object(session, &e.name)).await else {
-                continue;
-            };
-            let idx: ChunkIndex = match serde_json::from_slice(&r.bytes().await?) {
-                Ok(i) => i,
-                Err(err) => {
-                    v.problems.push(format!("{}: {err}", e.name));
-                    continue;
-                }
-            };
-            let bin = e.name.replace(".json", ".bin");
-            let listed = manifest.objects.iter().find(|o| o.name == bin);
-            if listed.is_none_or(|b| b.sha256 != idx.sha256 || b.size != idx.size as u64) {
-                v.problems
-                    .push(format!("{}: index does not match {bin}", e.name));
-            }
-        }
-        v.ok = v.problems.is_empty();
-        Ok(v)
+        Ok(verify::check(session, &snap, trust, recorded))
     }
+}
+
+/// Reads a downloaded recording directory for offline verification: the listing is every file
+/// below `dir` (relative, `/`-joined), and objects are read by their exact names.
+pub fn snapshot_dir(dir: &FsPath) -> Result<Snapshot, RecordingError> {
+    fn walk(root: &FsPath, dir: &FsPath, out: &mut Vec<String>) -> Result<(), RecordingError> {
+        for e in std::fs::read_dir(dir).map_err(spool_err(dir))? {
+            let e = e.map_err(spool_err(dir))?;
+            let path = e.path();
+            if path.is_dir() {
+                walk(root, &path, out)?;
+            } else if let Ok(rel) = path.strip_prefix(root) {
+                let parts: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.push(parts.join("/"));
+            }
+        }
+        Ok(())
+    }
+    let mut listing = Vec::new();
+    walk(dir, dir, &mut listing)?;
+    listing.sort();
+    let mut snap = Snapshot {
+        listing,
+        objects: Default::default(),
+    };
+    let read = |snap: &mut Snapshot, name: String| -> Result<(), RecordingError> {
+        let path = dir.join(&name);
+        match std::fs::read(&path) {
+            Ok(b) => {
+                snap.objects
+                    .insert(name.clone(), verify::Obj::new(&name, bytes::Bytes::from(b)));
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(spool_err(&path)(e)),
+        }
+    };
+    for name in Snapshot::first_fetch(&snap.listing) {
+        read(&mut snap, name)?;
+    }
+    for name in snap.second_fetch() {
+        read(&mut snap, name)?;
+    }
+    Ok(snap)
+}
+
+/// Verifies a downloaded recording directory with no server, trusting only `keys`: the chain
+/// (not its seals: they need the internal key), the manifest's Ed25519 signature and every
+/// object. The session id is taken from `meta.json` (else the directory's name).
+pub fn verify_offline(dir: &FsPath, keys: &ManifestKeys) -> Result<Verification, RecordingError> {
+    let snap = snapshot_dir(dir)?;
+    let session = snap
+        .objects
+        .get(verify::META)
+        .and_then(|o| o.doc.as_ref())
+        .and_then(|d| serde_json::from_slice::<Meta>(d).ok())
+        .map(|m| m.session)
+        .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let trust = Trust {
+        seals: None,
+        keys,
+        legacy: None,
+    };
+    Ok(verify::check(&session, &snap, trust, &Recorded::Unknown))
 }
 
 struct Pending {
@@ -507,6 +669,10 @@ struct Pending {
     bytes: Vec<u8>,
     frames: Vec<Frame>,
     opened: Instant,
+    /// Hash of the last link written.
+    prev: String,
+    /// Internal key that seals links, when configured.
+    seals: Option<Keyring>,
 }
 
 impl Pending {
@@ -518,20 +684,24 @@ impl Pending {
         }
         self.seq += 1;
         let bytes = std::mem::take(&mut self.bytes);
-        let index = ChunkIndex {
+        let mut index = ChunkIndex {
             session: self.session.clone(),
             seq: self.seq,
             size: bytes.len(),
             sha256: sha256_hex(&bytes),
             frames: std::mem::take(&mut self.frames),
+            prev: self.prev.clone(),
+            seal: None,
         };
-        let base = format!("chunk-{:06}", self.seq);
-        write_atomic(&self.dir, &format!("{base}.bin"), &bytes)?;
-        write_atomic(
-            &self.dir,
-            &format!("{base}.json"),
-            &serde_json::to_vec(&index).unwrap_or_default(),
-        )?;
+        let name = verify::chunk_name(self.seq, "json");
+        index.seal = self
+            .seals
+            .as_ref()
+            .map(|k| chain::seal(k, &self.session, &name, &index.canonical()));
+        let doc = serde_json::to_vec(&index).unwrap_or_default();
+        write_atomic(&self.dir, &verify::chunk_name(self.seq, "bin"), &bytes)?;
+        write_atomic(&self.dir, &name, &doc)?;
+        self.prev = chain::link_hash(&doc);
         self.opened = Instant::now();
         Ok(true)
     }
@@ -589,10 +759,20 @@ impl Recorder {
         if let Err(e) = p.seal() {
             tracing::error!(error = %e, "recording chunk could not be spooled");
         }
-        let end = serde_json::json!({
-            "session": p.session, "ended_ms": crate::store::now_ms(), "reason": reason,
-            "chunks": p.seq, "bytes_up": bytes_up, "bytes_down": bytes_down,
-        });
+        let mut end = End {
+            session: p.session.clone(),
+            ended_ms: crate::store::now_ms(),
+            reason: reason.to_string(),
+            chunks: p.seq,
+            bytes_up,
+            bytes_down,
+            prev: p.prev.clone(),
+            seal: None,
+        };
+        end.seal = p
+            .seals
+            .as_ref()
+            .map(|k| chain::seal(k, &p.session, verify::END, &end.canonical()));
         if let Err(e) = write_atomic(
             &p.dir,
             "end.json",
