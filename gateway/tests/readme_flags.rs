@@ -41,3 +41,41 @@ fn every_serve_flag_is_in_the_readme_table_with_its_variable_and_default() {
         missing.join("\n")
     );
 }
+
+/// Every flag that carries a secret or key material is covered by SECURITY.md (what to protect,
+/// how to rotate it), and every limit flag by its threat-model section.
+#[test]
+fn security_md_covers_every_secret_and_limit_flag() {
+    let security =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../SECURITY.md")).unwrap();
+    let cmd = ServeArgs::augment_args(Command::new("serve"));
+    let secret = |l: &str| {
+        l.ends_with("-file")
+            || l.ends_with("-url")
+            || l == "tls-key"
+            || l.starts_with("max-")
+            || l.ends_with("-per-ip")
+            || l.ends_with("-per-token")
+            || l.ends_with("-timeout")
+            || l.starts_with("proxy-protocol")
+            || l.starts_with("target-")
+            || l == "metrics-listen"
+            || l == "admin-socket"
+    };
+    let missing: Vec<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|l| {
+            secret(l)
+                && *l != "recordings-url"
+                && *l != "drain-timeout"
+                && *l != "statement-timeout"
+        })
+        .filter(|l| !security.contains(&format!("`--{l}`")))
+        .map(String::from)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "SECURITY.md does not mention: {missing:?}"
+    );
+}
