@@ -28,7 +28,8 @@ pub struct Cli {
         global = true
     )]
     pub addr: String,
-    /// Bearer token.
+    /// Bearer token. On the command line it is visible to every user of this machine (`ps`):
+    /// prefer `--token-file` / `WG_TOKEN_FILE`.
     #[arg(long, env = "WG_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
     /// File holding the bearer token.
@@ -306,6 +307,12 @@ impl Cli {
             })?),
             None => None,
         };
+        if token_in_arguments(std::env::args()) {
+            eprintln!(
+                "wgctl: warning: --token puts the secret in the process list, readable by every \
+                 user of this machine; use --token-file or WG_TOKEN_FILE instead"
+            );
+        }
         let token = match (&self.token, &self.token_file) {
             (Some(t), _) => Some(t.trim().to_string()),
             (None, Some(f)) => Some(
@@ -323,6 +330,12 @@ impl Cli {
         };
         Client::new(&self.addr, ca.as_deref(), token)
     }
+}
+
+/// Whether the token was given as a command-line argument (not through the environment).
+fn token_in_arguments(args: impl Iterator<Item = String>) -> bool {
+    args.take_while(|a| a != "--")
+        .any(|a| a == "--token" || a.starts_with("--token="))
 }
 
 fn print_json(v: &impl serde::Serialize) {

@@ -211,3 +211,29 @@ fn tls_failures_become_advice() {
         &["presents a CA certificate as its own", "--tls-cert"],
     );
 }
+
+/// A token on the command line is readable by every user through the process list: `wgctl`
+/// says so and names the safe alternatives; from the environment or a file it stays quiet.
+#[test]
+fn a_token_on_the_command_line_draws_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9: the command fails after the warning.
+    let noisy = wgctl(
+        dir.path(),
+        "https://127.0.0.1:9",
+        None,
+        &["--token", "secret-secret-secret-secret", "targets", "list"],
+    );
+    assert!(
+        noisy.stderr.contains("process list") && noisy.stderr.contains("WG_TOKEN_FILE"),
+        "{}",
+        noisy.stderr
+    );
+    let quiet = wgctl(
+        dir.path(),
+        "https://127.0.0.1:9",
+        None,
+        &["targets", "list"],
+    );
+    assert!(!quiet.stderr.contains("process list"), "{}", quiet.stderr);
+}
