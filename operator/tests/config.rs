@@ -97,3 +97,50 @@ fn the_manager_uses_flags_the_binary_has_and_probes_it_serves() {
         "a standby replica"
     );
 }
+
+/// The namespaced mode grants exactly the cluster mode's rules, as a Role in the operator's
+/// namespace (no ClusterRole at all), its other RBAC files are the same as `config/rbac`'s, and
+/// its overlay points the operator at its own namespace through a flag the binary reads.
+#[test]
+fn the_namespaced_mode_grants_the_same_rules_in_one_namespace_only() {
+    let cluster = build(&config().join("rbac"));
+    let namespaced = build(&config().join("rbac-namespaced"));
+    let rules = |objs: &[serde_yaml::Value], kind: &str| {
+        objs.iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == "wardengate-operator")
+            .unwrap()["rules"]
+            .clone()
+    };
+    assert_eq!(
+        rules(&namespaced, "Role"),
+        rules(&cluster, "ClusterRole"),
+        "config/rbac-namespaced/role.yaml drifted from config/rbac/role.yaml"
+    );
+    assert!(
+        !namespaced
+            .iter()
+            .any(|o| o["kind"].as_str().is_some_and(|k| k.starts_with("Cluster"))),
+        "the namespaced mode must not grant anything cluster-wide"
+    );
+    for f in [
+        "service_account.yaml",
+        "leader_election_role.yaml",
+        "leader_election_role_binding.yaml",
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(config().join("rbac").join(f)).unwrap(),
+            std::fs::read_to_string(config().join("rbac-namespaced").join(f)).unwrap(),
+            "{f} differs between the two RBAC modes"
+        );
+    }
+    let overlay = std::fs::read_to_string(config().join("namespaced/kustomization.yaml")).unwrap();
+    assert!(overlay.contains("name: WG_OPERATOR_NAMESPACE") && overlay.contains("metadata.namespace"));
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_wardengate-operator"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("WG_OPERATOR_NAMESPACE"),
+        "the overlay sets a variable `run` does not read"
+    );
+}

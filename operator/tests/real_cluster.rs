@@ -193,6 +193,17 @@ struct Operator {
 
 impl Operator {
     fn start(env: &Env, identity: &str, kubeconfig: &Path) -> Self {
+        Self::start_in(env, identity, kubeconfig, SYSTEM_NS, &[])
+    }
+
+    /// An operator whose Lease lives in `lease_ns`, with `extra` flags.
+    fn start_in(
+        env: &Env,
+        identity: &str,
+        kubeconfig: &Path,
+        lease_ns: &str,
+        extra: &[&str],
+    ) -> Self {
         let probe_port = free_port().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardengate-operator"));
         cmd.args([
@@ -200,12 +211,13 @@ impl Operator {
             "--probe-addr",
             &format!("127.0.0.1:{probe_port}"),
             "--lease-namespace",
-            SYSTEM_NS,
+            lease_ns,
             "--identity",
             identity,
             "--log-format",
             "text",
         ])
+        .args(extra)
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info,kube=warn");
         let svc = Service::spawn(env.sandbox(), identity, cmd, &RunAs::current()).unwrap();
@@ -489,9 +501,145 @@ fn the_operator_on_a_real_apiserver() {
     garbage_collection(&env);
     leader_takeover(&env, &mut ops);
     no_forbidden_requests(&env);
+    namespaced_install(&env, ops);
+    image_policy(&env);
 
     env.k(&["label", "nodes", "--all", "wardengate.io/pool-"]);
     env.step("done");
+}
+
+/// Requests by `user` the RBAC authorizer denied, as `verb group/resource in namespace`.
+fn denied_requests(env: &Env, user: &str) -> BTreeSet<String> {
+    let Some(log) = env.audit_log() else {
+        return BTreeSet::new();
+    };
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|ev| {
+            ev["user"]["username"] == user
+                && ev["annotations"]["authorization.k8s.io/decision"] == "forbid"
+        })
+        .map(|ev| {
+            format!(
+                "{} {}/{} in {}",
+                ev["verb"].as_str().unwrap_or("?"),
+                ev["objectRef"]["apiGroup"].as_str().unwrap_or(""),
+                ev["objectRef"]["resource"].as_str().unwrap_or("?"),
+                ev["objectRef"]["namespace"].as_str().unwrap_or("(cluster)")
+            )
+        })
+        .collect()
+}
+
+/// `kubectl auth can-i ARGS` as admin: `yes` or `no`.
+fn can_i(env: &Env, args: &[&str]) -> String {
+    let out = Command::new(&env.kubectl)
+        .env("KUBECONFIG", &env.admin)
+        .args(["auth", "can-i"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The single-tenant install: `config/namespaced` through an overlay that sets the namespace,
+/// as its comment says. Its ServiceAccount may touch Secrets in that namespace only; an operator
+/// run as it with only that namespace watched (the cluster-wide ones stopped first: one operator
+/// per namespace) reconciles a cluster there to Ready without a single request denied.
+fn namespaced_install(env: &Env, ops: Vec<Operator>) {
+    const NS: &str = "e2e-tenant";
+    let sa = format!("system:serviceaccount:{NS}:wardengate-operator");
+    let overlay = env.work.path().join("tenant-overlay");
+    std::fs::create_dir_all(&overlay).unwrap();
+    let up = "../".repeat(overlay.components().count() - 1);
+    let base = repo().join("config/namespaced").canonicalize().unwrap();
+    let base = format!("{up}{}", base.display().to_string().trim_start_matches('/'));
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             namespace: {NS}\nresources:\n  - {base}\n"
+        ),
+    )
+    .unwrap();
+    env.step("kubectl apply -k <overlay of config/namespaced with namespace e2e-tenant>");
+    env.k(&["apply", "-k", &overlay.display().to_string()]);
+    for (args, want) in [
+        (vec!["get", "secrets", "-n", NS], "yes"),
+        (vec!["create", "secrets", "-n", NS], "yes"),
+        (vec!["get", "secrets", "-n", "ex-quickstart"], "no"),
+        (vec!["list", "secrets", "--all-namespaces"], "no"),
+        (vec!["list", "wardengateclusters.wardengate.io", "-n", "e2e-drain"], "no"),
+    ] {
+        let mut a = args.clone();
+        a.extend(["--as", &sa]);
+        assert_eq!(can_i(env, &a), want, "can-i {args:?} as {sa}");
+    }
+    drop(ops);
+    let kubeconfig = env.work.path().join("tenant.kubeconfig");
+    service_account_kubeconfig(
+        &env.kubectl,
+        &env.admin,
+        NS,
+        "wardengate-operator",
+        Duration::from_secs(3600),
+        &kubeconfig,
+    )
+    .unwrap();
+    let _op = Operator::start_in(
+        env,
+        "tenant-operator",
+        &kubeconfig,
+        NS,
+        &["--watch-namespace", NS],
+    );
+    env.apply_json(
+        "tenant",
+        &[secret(NS, "db"), cr("WardengateCluster", NS, "wg", base_spec())],
+    );
+    wait_ready(env, "wgc", NS, "wg");
+    let denied = denied_requests(env, &sa);
+    assert!(denied.is_empty(), "requests the namespaced Role does not allow: {denied:?}");
+    env.step("namespaced operator: Ready in e2e-tenant, Secrets elsewhere out of reach, nothing denied");
+}
+
+/// The optional admission policy refuses a WardengateCluster whose `spec.image` is not an
+/// allow-listed repository, naming the field, and admits the default image.
+fn image_policy(env: &Env) {
+    const NS: &str = "e2e-images";
+    env.namespace(NS);
+    env.k(&["apply", "-k", &repo().join("config/image-policy").display().to_string()]);
+    let evil = with(base_spec(), &["image"], json!("registry.example/not-wardengate"));
+    // The apiserver starts enforcing a new policy within a few seconds.
+    let mut refusal = String::new();
+    env.wait("the image policy to refuse a foreign image", 60, || {
+        let f = env.file(
+            "evil.json",
+            &cr("WardengateCluster", NS, "evil", evil.clone()).to_string(),
+        );
+        match env.try_k(&["apply", "-f", &f]) {
+            Err(e) => {
+                refusal = e;
+                true
+            }
+            Ok(_) => {
+                let _ = env.try_k(&["delete", "wgc", "evil", "-n", NS, "--wait=false"]);
+                false
+            }
+        }
+    });
+    assert!(
+        refusal.contains("spec.image") && refusal.contains("registry.example/not-wardengate"),
+        "{refusal}"
+    );
+    env.apply_json(
+        "allowed-image",
+        &[secret(NS, "db"), cr("WardengateCluster", NS, "ok", base_spec())],
+    );
+    env.k(&["delete", "-k", &repo().join("config/image-policy").display().to_string()]);
+    env.step("image policy: a foreign spec.image refused at admission, the default admitted");
 }
 
 fn leader_of(env: &Env, ops: &[Operator]) -> usize {
