@@ -231,3 +231,76 @@ async fn a_gated_session_waits_for_an_approver_and_the_watch_stream_shows_it() {
         relay.err()
     );
 }
+
+/// Whoever can write to Redis but does not hold the internal key cannot show approvers a
+/// forged event (a fake `approval.requested`, a fake `session.ended`): stream entries whose seal
+/// does not verify are dropped; real events before and after them still arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_events_written_into_redis_never_reach_approvers() {
+    let deps = Deps::start().unwrap();
+    let fleet = deps.fleet(1, &[]).await.unwrap();
+    let admin = fleet.client_for(0);
+    admin
+        .add_target(&wardengate::wire::NewTarget {
+            name: GATED.into(),
+            host: "127.0.0.1".into(),
+            port: deps.sshd.port(),
+            require_approval: true,
+        })
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let follower = {
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            admin
+                .events("/v1/events", None, |e| tx.send(e).is_ok())
+                .await
+        })
+    };
+    // A first real request proves the stream is attached (it follows from its end).
+    let first = admin.create_session(GATED).await.unwrap();
+    let seen = next_request(&mut rx).await;
+    assert!(seen.iter().any(|e| e.data.contains(&first.id)), "{seen:?}");
+
+    // Forgeries: unsealed event JSON, and a sealed-looking entry with a made-up MAC.
+    let raw = r#"{"id":999999,"at":1,"kind":"approval.requested","subject":"forged-1","detail":"{\"session\":\"forged-1\"}"}"#;
+    let fake_seal = serde_json::json!({
+        "event": raw.replace("forged-1", "forged-2"),
+        "kid": "e2e1",
+        "mac": "AAAA",
+    })
+    .to_string();
+    for doc in [raw.to_string(), fake_seal] {
+        deps.redis
+            .cli(&["XADD", "wg:events", "*", "e", &doc])
+            .unwrap();
+    }
+    let second = admin.create_session(GATED).await.unwrap();
+    let seen = next_request(&mut rx).await;
+    assert!(
+        seen.iter().all(|e| !e.data.contains("forged")),
+        "a forged event reached the approver: {seen:?}"
+    );
+    assert!(seen.iter().any(|e| e.data.contains(&second.id)), "{seen:?}");
+    follower.abort();
+}
+
+/// Events up to and including the next `approval.requested`, within 30 s.
+async fn next_request(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<wardengate::client::SseEvent>,
+) -> Vec<wardengate::client::SseEvent> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        let e = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("no event within 30 s")
+            .expect("the stream ended");
+        let done = e.event == "approval.requested";
+        seen.push(e);
+        if done {
+            return seen;
+        }
+    }
+}

@@ -214,7 +214,7 @@ impl Jobs {
             return Ok(0);
         }
         for e in &events {
-            let doc = serde_json::to_string(e)?;
+            let doc = crate::event_seal::seal(&self.keyring, e)?;
             self.live
                 .stream_add(crate::live::EVENTS_STREAM, &doc, STREAM_LEN)
                 .await?;

@@ -12,7 +12,7 @@
 //! | `wire`, `openapi` | every request and response body, shared with the client; the OpenAPI document generated from them |
 //! | `client`, `wgctl` | the typed HTTP/relay client and the `wgctl` commands |
 //! | `store`, `live` | Postgres/SQLite persistence; Redis (standalone, Sentinel, Cluster) or in-process live state |
-//! | `jobs` | leased, fenced background jobs: cleanup, event fan-out, manifest signing |
+//! | `jobs`, `event_seal` | leased, fenced background jobs: cleanup, event fan-out (events sealed with the internal key), manifest signing |
 //! | `recording`, `signing` | session recordings (chunks, spool, upload, verify); signed grants and manifests |
 //! | `replica`, `health` | this replica's identity, the one drain path; dependency checks, readiness and isolation |
 //! | `limits`, `client_addr`, `retry` | bounds before authentication (connections, deadlines, relay keep-alive); the client's address (TCP peer or PROXY header); the one retry policy (backon, jittered) |
@@ -26,6 +26,7 @@ pub mod client;
 pub mod client_addr;
 pub mod config;
 pub mod dev;
+pub mod event_seal;
 pub mod health;
 pub mod jobs;
 pub mod limits;

@@ -134,7 +134,9 @@ fn the_namespaced_mode_grants_the_same_rules_in_one_namespace_only() {
         );
     }
     let overlay = std::fs::read_to_string(config().join("namespaced/kustomization.yaml")).unwrap();
-    assert!(overlay.contains("name: WG_OPERATOR_NAMESPACE") && overlay.contains("metadata.namespace"));
+    assert!(
+        overlay.contains("name: WG_OPERATOR_NAMESPACE") && overlay.contains("metadata.namespace")
+    );
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_wardengate-operator"))
         .args(["run", "--help"])
         .output()

@@ -571,7 +571,15 @@ fn namespaced_install(env: &Env, ops: Vec<Operator>) {
         (vec!["create", "secrets", "-n", NS], "yes"),
         (vec!["get", "secrets", "-n", "ex-quickstart"], "no"),
         (vec!["list", "secrets", "--all-namespaces"], "no"),
-        (vec!["list", "wardengateclusters.wardengate.io", "-n", "e2e-drain"], "no"),
+        (
+            vec![
+                "list",
+                "wardengateclusters.wardengate.io",
+                "-n",
+                "e2e-drain",
+            ],
+            "no",
+        ),
     ] {
         let mut a = args.clone();
         a.extend(["--as", &sa]);
@@ -597,12 +605,20 @@ fn namespaced_install(env: &Env, ops: Vec<Operator>) {
     );
     env.apply_json(
         "tenant",
-        &[secret(NS, "db"), cr("WardengateCluster", NS, "wg", base_spec())],
+        &[
+            secret(NS, "db"),
+            cr("WardengateCluster", NS, "wg", base_spec()),
+        ],
     );
     wait_ready(env, "wgc", NS, "wg");
     let denied = denied_requests(env, &sa);
-    assert!(denied.is_empty(), "requests the namespaced Role does not allow: {denied:?}");
-    env.step("namespaced operator: Ready in e2e-tenant, Secrets elsewhere out of reach, nothing denied");
+    assert!(
+        denied.is_empty(),
+        "requests the namespaced Role does not allow: {denied:?}"
+    );
+    env.step(
+        "namespaced operator: Ready in e2e-tenant, Secrets elsewhere out of reach, nothing denied",
+    );
 }
 
 /// The optional admission policy refuses a WardengateCluster whose `spec.image` is not an
@@ -610,8 +626,16 @@ fn namespaced_install(env: &Env, ops: Vec<Operator>) {
 fn image_policy(env: &Env) {
     const NS: &str = "e2e-images";
     env.namespace(NS);
-    env.k(&["apply", "-k", &repo().join("config/image-policy").display().to_string()]);
-    let evil = with(base_spec(), &["image"], json!("registry.example/not-wardengate"));
+    env.k(&[
+        "apply",
+        "-k",
+        &repo().join("config/image-policy").display().to_string(),
+    ]);
+    let evil = with(
+        base_spec(),
+        &["image"],
+        json!("registry.example/not-wardengate"),
+    );
     // The apiserver starts enforcing a new policy within a few seconds.
     let mut refusal = String::new();
     env.wait("the image policy to refuse a foreign image", 60, || {
@@ -636,9 +660,16 @@ fn image_policy(env: &Env) {
     );
     env.apply_json(
         "allowed-image",
-        &[secret(NS, "db"), cr("WardengateCluster", NS, "ok", base_spec())],
+        &[
+            secret(NS, "db"),
+            cr("WardengateCluster", NS, "ok", base_spec()),
+        ],
     );
-    env.k(&["delete", "-k", &repo().join("config/image-policy").display().to_string()]);
+    env.k(&[
+        "delete",
+        "-k",
+        &repo().join("config/image-policy").display().to_string(),
+    ]);
     env.step("image policy: a foreign spec.image refused at admission, the default admitted");
 }
 

@@ -41,6 +41,10 @@ fn sse(e: &EventRow) -> Event {
         .data(serde_json::to_string(&crate::wire::Event::from(e.clone())).unwrap_or_default())
 }
 
+fn entry_id(cursor: &Option<String>) -> &str {
+    cursor.as_deref().unwrap_or("?")
+}
+
 /// The stream.
 pub async fn stream(
     State(st): State<Arc<AppState>>,
@@ -94,8 +98,12 @@ pub async fn stream(
             };
             for (entry, doc) in entries {
                 cursor = Some(entry);
-                let Ok(e) = serde_json::from_str::<EventRow>(&doc) else {
-                    continue;
+                let e = match crate::event_seal::open(&st.keyring, &doc) {
+                    Ok(e) => e,
+                    Err(error) => {
+                        tracing::warn!(event = "event_rejected", entry = %entry_id(&cursor), error = %error, "dropping a stream entry whose seal does not verify");
+                        continue;
+                    }
                 };
                 if e.id <= last_sent {
                     continue;
