@@ -81,9 +81,14 @@ async fn a_session_outlives_every_internal_ttl_with_the_defaults() {
     check_output(&out, 8 << 20);
     assert!(held > Duration::from_secs(120), "held only {held:?}");
     let row = ended_session(&fleet).await;
-    assert_eq!(
-        row.end_reason,
-        Some(wardengate::session::EndReason::ClientClosed),
+    assert!(
+        matches!(
+            row.end_reason,
+            Some(
+                wardengate::session::EndReason::ClientClosed
+                    | wardengate::session::EndReason::TargetClosed
+            )
+        ),
         "{row:?}"
     );
     eprintln!("session held {held:?} and ended normally");
@@ -98,9 +103,18 @@ async fn short_ttls_renew_twenty_times_and_terminate_stays_prompt() {
     // 6 s idle + traffic + 6 s idle = more than 24 renewals of a 2 s grant.
     let out = idle_traffic_idle(&deps, &fleet, 6, 1 << 20).await;
     check_output(&out, 1 << 20);
-    assert_eq!(
-        ended_session(&fleet).await.end_reason,
-        Some(wardengate::session::EndReason::ClientClosed)
+    // A normal end, never a lapsed grant: which side the relay sees close first is a race
+    // (ssh kills its ProxyCommand as sshd closes the connection).
+    let reason = ended_session(&fleet).await.end_reason;
+    assert!(
+        matches!(
+            reason,
+            Some(
+                wardengate::session::EndReason::ClientClosed
+                    | wardengate::session::EndReason::TargetClosed
+            )
+        ),
+        "{reason:?}"
     );
 
     // Terminate a live session after 5 s (10 renewals): the relay closes within a poll or two.
