@@ -277,6 +277,20 @@ async fn a_bad_token_flood_is_rate_limited_while_readiness_and_legitimate_latenc
         );
     }
 
+    // 1,000 slow clients from another address hold connections through the whole flood: one
+    // byte of a TLS handshake each, never the rest (cut at the 10 s header-read timeout).
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    let mut slow = Vec::new();
+    for _ in 0..1000 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(([127, 0, 0, 3], 0).into()).unwrap();
+        let mut s = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut s, &[0x16])
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+
     let flood_for = Duration::from_secs(6);
     let flood_http = http_from(&fleet, "127.0.0.1".parse().unwrap());
     let mut flooders = Vec::new();
@@ -340,10 +354,12 @@ async fn a_bad_token_flood_is_rate_limited_while_readiness_and_legitimate_latenc
     let (ready_ok, ready_failed) = probe.await.unwrap();
     let (p_before, p_during) = (p50(before), p50(during.clone()));
     println!(
-        "bad-token flood, 64 connections for {flood_for:?}: {} refused as unauthorized (database lookups), {limited} rate limited (429), {other} other; /readyz {ready_ok} ok, {ready_failed} failed; legitimate GET /v1/sessions p50 {p_before:?} before, {p_during:?} during ({} samples)",
+        "{} slow connections held and a bad-token flood, 64 connections for {flood_for:?}: {} refused as unauthorized (database lookups), {limited} rate limited (429), {other} other; /readyz {ready_ok} ok, {ready_failed} failed; legitimate GET /v1/sessions p50 {p_before:?} before, {p_during:?} during ({} samples)",
+        slow.len(),
         unauthorized,
         during.len()
     );
+    drop(slow);
     assert_eq!(ready_failed, 0, "/readyz failed during the flood");
     assert!(limited > 0, "the flood was never rate limited");
     assert!(retry_after, "a 429 came without Retry-After");

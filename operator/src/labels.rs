@@ -87,6 +87,10 @@ pub mod names {
     pub fn pdb(cluster: &str) -> String {
         format!("{cluster}-cp")
     }
+    /// NetworkPolicy of the control plane's pods.
+    pub fn network_policy(cluster: &str) -> String {
+        format!("{cluster}-cp")
+    }
 
     /// Gateway Deployment (and its Service and PDB) of a pool.
     pub fn pool(pool: &str) -> String {

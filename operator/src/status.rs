@@ -9,6 +9,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use wardengate_crds::{GatewayPoolStatus, RolloutStatus, WardengateClusterStatus};
@@ -80,6 +81,7 @@ pub struct Applied {
     pub(crate) zones: Vec<AppliedZone>,
     pub(crate) service: Service,
     pub(crate) pdb: Option<PodDisruptionBudget>,
+    pub(crate) network_policy: NetworkPolicy,
 }
 
 impl Applied {
@@ -106,6 +108,10 @@ impl Applied {
     /// The PodDisruptionBudget, if one is wanted.
     pub fn pdb(&self) -> Option<&PodDisruptionBudget> {
         self.pdb.as_ref()
+    }
+    /// The NetworkPolicy.
+    pub fn network_policy(&self) -> &NetworkPolicy {
+        &self.network_policy
     }
     /// The Deployments that exist, in rollout order.
     pub fn deployments(&self) -> impl Iterator<Item = &Deployment> {

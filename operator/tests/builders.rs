@@ -827,3 +827,82 @@ fn a_patroni_health_url_must_be_http() {
         "{err}"
     );
 }
+
+/// Every cluster and pool gets a NetworkPolicy admitting only 8443 and 8444 (TCP) to exactly
+/// the pods its Deployments run (nothing else they might listen on is reachable); egress stays
+/// open, since targets are wherever users connect.
+#[test]
+fn network_policies_admit_only_the_gateway_ports_to_their_own_pods() {
+    let yaml = format!(
+        "{}\n---\n{}",
+        example("three-zone-ha"),
+        example("remote-gateway-pool")
+    );
+    let objs = objects(&yaml);
+    let policies: Vec<_> = objs
+        .iter()
+        .filter_map(|o| match o {
+            Owned::NetworkPolicy(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(policies.len(), 2, "one for the cluster, one for the pool");
+    for p in policies {
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.policy_types.as_deref(),
+            Some(&["Ingress".to_string()][..])
+        );
+        let rules = spec.ingress.as_ref().unwrap();
+        assert_eq!(rules.len(), 1);
+        let ports: Vec<(i32, &str)> = rules[0]
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| match (&p.port, p.protocol.as_deref()) {
+                (
+                    Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)),
+                    Some(proto),
+                ) => (*n, proto),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ports, [(8443, "TCP"), (8444, "TCP")]);
+        let want = spec
+            .pod_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .clone()
+            .unwrap();
+        // The pods of at least one Deployment, and only the Deployments of this owner.
+        let selected: Vec<&Deployment> = deployments(&objs)
+            .into_iter()
+            .filter(|d| {
+                let labels = d
+                    .spec
+                    .template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.clone())
+                    .unwrap_or_default();
+                want.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+            .collect();
+        assert!(
+            !selected.is_empty(),
+            "{} selects no pods",
+            p.metadata.name.as_deref().unwrap()
+        );
+        let is_pool = want.contains_key("wardengate.io/pool");
+        for d in selected {
+            assert_eq!(
+                d.metadata.name.as_deref().unwrap().ends_with("-gw"),
+                is_pool,
+                "{} selects another owner's pods",
+                p.metadata.name.as_deref().unwrap()
+            );
+        }
+    }
+}

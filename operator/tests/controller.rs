@@ -166,13 +166,13 @@ async fn fresh_then_ready_then_steady_reconciles_pin_their_api_traffic() {
         .collect();
     assert_eq!(
         applied.len(),
-        7,
-        "SA, 2 Secrets, ConfigMap, Deployment, Service, PDB:\n{}",
+        8,
+        "SA, 2 Secrets, ConfigMap, Deployment, Service, PDB, NetworkPolicy:\n{}",
         summary(&fresh)
     );
     assert_eq!(
         fresh.iter().filter(|r| r.verb == Verb::List).count(),
-        6,
+        7,
         "one list per owned kind"
     );
     assert!(
@@ -251,8 +251,8 @@ async fn fresh_then_ready_then_steady_reconciles_pin_their_api_traffic() {
     assert_eq!(fake.resource_version(), rv, "nothing changed in the store");
     assert_eq!(
         steady.len(),
-        7,
-        "6 lists + 1 referenced Secret:\n{}",
+        8,
+        "7 lists + 1 referenced Secret:\n{}",
         summary(&steady)
     );
 }

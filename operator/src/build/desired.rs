@@ -5,6 +5,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 
@@ -36,6 +37,8 @@ pub struct Desired {
     pub service: Service,
     /// The PodDisruptionBudget; none below two replicas.
     pub pdb: Option<PodDisruptionBudget>,
+    /// Ingress to the pods on 8443/8444 only.
+    pub network_policy: NetworkPolicy,
 }
 
 impl Desired {
@@ -64,6 +67,7 @@ impl Desired {
         );
         out.push(Owned::Service(self.service));
         out.extend(self.pdb.map(Owned::Pdb));
+        out.push(Owned::NetworkPolicy(self.network_policy));
         out
     }
 }

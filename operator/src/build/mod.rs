@@ -14,6 +14,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec,
+};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -55,6 +58,8 @@ pub enum Owned {
     Service(Service),
     /// PodDisruptionBudget.
     Pdb(PodDisruptionBudget),
+    /// NetworkPolicy.
+    NetworkPolicy(NetworkPolicy),
 }
 
 impl Owned {
@@ -67,6 +72,7 @@ impl Owned {
             Owned::Deployment(o) => ("Deployment", &o.metadata),
             Owned::Service(o) => ("Service", &o.metadata),
             Owned::Pdb(o) => ("PodDisruptionBudget", &o.metadata),
+            Owned::NetworkPolicy(o) => ("NetworkPolicy", &o.metadata),
         };
         format!("{kind}/{}", meta.name.as_deref().unwrap_or_default())
     }
@@ -136,6 +142,7 @@ pub fn cluster_objects(
             .collect(),
         service: service(v, &owner),
         pdb: pdb(v, &owner),
+        network_policy: network_policy(v, &owner),
     }
 }
 
@@ -196,6 +203,33 @@ fn config_map(v: &ValidCluster, owner: &Option<OwnerReference>) -> ConfigMap {
         metadata: meta(v, names::config_map(&v.name), owner),
         data: Some(data),
         ..Default::default()
+    }
+}
+
+/// Ingress to the gateway pods on 8443 (API, relays, probes) and 8444 (the agent port of remote
+/// gateways) only, from anywhere: nothing else they might listen on is reachable from the
+/// network. Egress is not restricted (targets are wherever users connect to; Postgres, Redis
+/// and object storage are the user's); see the README to restrict it.
+pub fn network_policy(v: &ValidCluster, owner: &Option<OwnerReference>) -> NetworkPolicy {
+    let port = |p: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(p)),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    NetworkPolicy {
+        metadata: meta(v, names::network_policy(&v.name), owner),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(labels::selector(&v.name, "control-plane")),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                ports: Some(vec![port(8443), port(8444)]),
+                from: None,
+            }]),
+            ..Default::default()
+        }),
     }
 }
 

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{EnvVar, KeyToPath, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 
-use super::{Desired, KEYS_KEY, deployments, pdb, service};
+use super::{Desired, KEYS_KEY, deployments, network_policy, pdb, service};
 use crate::labels::{self, COMPONENT, POOL, names};
 use crate::validate::{ValidCluster, ValidPool};
 
@@ -89,6 +89,14 @@ pub fn pool_objects(
         }
         b
     });
+    let mut np = network_policy(&v, &owner);
+    np.metadata.name = Some(names::pool(&p.name));
+    pool_labels(&mut np.metadata.labels);
+    if let Some(spec) = np.spec.as_mut() {
+        let mut sel = spec.pod_selector.take();
+        relabel_selector(&mut sel, p);
+        spec.pod_selector = sel;
+    }
     Desired {
         service_account: None,
         secrets: Vec::new(),
@@ -96,6 +104,7 @@ pub fn pool_objects(
         zones,
         service: s,
         pdb,
+        network_policy: np,
     }
 }
 

@@ -184,7 +184,12 @@ pub async fn apply(
         Some(b) => Some(pass.one(b, &observed.pdbs).await?),
         None => None,
     };
+    let network_policy = pass
+        .one(&desired.network_policy, &observed.network_policies)
+        .await?;
     // Orphans, dependents first.
+    pass.prune([&desired.network_policy], &observed.network_policies)
+        .await?;
     pass.prune(&desired.pdb, &observed.pdbs).await?;
     pass.prune([&desired.service], &observed.services).await?;
     pass.prune(
@@ -205,6 +210,7 @@ pub async fn apply(
             zones,
             service,
             pdb,
+            network_policy,
         },
         written: pass.written,
         deleted: pass.deleted,

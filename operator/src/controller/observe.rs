@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 use kube::{Client, Resource, ResourceExt};
@@ -34,6 +35,8 @@ pub struct Observed {
     pub services: ByName<Service>,
     /// Owned PodDisruptionBudgets.
     pub pdbs: ByName<PodDisruptionBudget>,
+    /// Owned NetworkPolicies.
+    pub network_policies: ByName<NetworkPolicy>,
     /// What is missing of the referenced Secrets, one message each naming the spec field and
     /// the Secret (and the key, when the Secret exists without it).
     pub missing: Vec<String>,
@@ -153,6 +156,7 @@ pub async fn observe(
     out.deployments = owned(client, ns, sel, uid).await?;
     out.services = owned(client, ns, sel, uid).await?;
     out.pdbs = owned(client, ns, sel, uid).await?;
+    out.network_policies = owned(client, ns, sel, uid).await?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &v.namespace);
     for (field, name) in referenced_secrets(v) {
         // Our own generated Secrets are never referenced by the spec.
@@ -219,6 +223,7 @@ pub async fn observe_pool(
         deployments: owned(client, namespace, &sel, uid).await?,
         services: owned(client, namespace, &sel, uid).await?,
         pdbs: owned(client, namespace, &sel, uid).await?,
+        network_policies: owned(client, namespace, &sel, uid).await?,
         ..Observed::default()
     })
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Action, Config as ControllerConfig, Controller};
@@ -68,6 +69,7 @@ pub async fn run(client: Client, namespace: Option<String>, concurrency: u16, ct
         api::<PodDisruptionBudget>(&client, &namespace),
         owned.clone(),
     )
+    .owns(api::<NetworkPolicy>(&client, &namespace), owned.clone())
     .with_config(ControllerConfig::default().concurrency(concurrency))
     .run(
         cluster::reconcile_guarded,
@@ -87,7 +89,11 @@ pub async fn run(client: Client, namespace: Option<String>, concurrency: u16, ct
     let pools = pools
         .owns(api::<Deployment>(&client, &namespace), owned.clone())
         .owns(api::<Service>(&client, &namespace), owned.clone())
-        .owns(api::<PodDisruptionBudget>(&client, &namespace), owned)
+        .owns(
+            api::<PodDisruptionBudget>(&client, &namespace),
+            owned.clone(),
+        )
+        .owns(api::<NetworkPolicy>(&client, &namespace), owned)
         // A cluster's version or spec change reaches the pools that serve it. Clusters come
         // through the guard too: an undecodable one must not stop this watch.
         .watches(
