@@ -372,9 +372,19 @@ async fn a_bad_token_flood_is_rate_limited_while_readiness_and_legitimate_latenc
         p_during < Duration::from_secs(1),
         "legitimate p50 {p_during:?}"
     );
-    let counted = fleet
-        .metric_labeled(0, "wg_rate_limited_total", "limit=\"auth_failures\"")
+    // Read from another address: 127.0.0.1 is still blocked for uncached tokens, and /metrics
+    // needs one.
+    let metrics = fleet
+        .client_for(0)
+        .bind_local("127.0.0.2".parse().unwrap())
+        .unwrap()
+        .get_text("/metrics")
         .await
+        .unwrap();
+    let counted: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("wg_rate_limited_total{") && l.contains("limit=\"auth_failures\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0);
     assert!(counted > 0.0, "refusals not counted");
 }
