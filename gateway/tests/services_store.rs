@@ -441,7 +441,9 @@ async fn through_pgbouncer_in_transaction_mode() {
         .map(|_| {
             Store::connect_with(
                 &bouncer.url(),
-                Duration::from_millis(700),
+                // Long enough that 60 operations queued on PgBouncer's one server connection
+                // get a pool connection on a loaded machine (the acquire timeout follows it).
+                Duration::from_millis(3500),
                 PoolMode::Transaction,
             )
             .unwrap()
@@ -453,7 +455,7 @@ async fn through_pgbouncer_in_transaction_mode() {
     for s in &stores {
         assert_eq!(
             s.current_setting("statement_timeout").await.unwrap(),
-            "700ms"
+            "3500ms"
         );
     }
     let work = (0..60).map(|i| {
