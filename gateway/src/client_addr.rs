@@ -161,6 +161,16 @@ fn parse(buf: &[u8]) -> Result<Option<(Source, usize)>, ProxyHeaderError> {
     }
 }
 
+/// [`parse`] for the fuzz targets (`fuzz/`): `Ok(None)` while more bytes are needed, else the
+/// client the header names (`None`: the proxy speaks for itself) and the header's length.
+#[doc(hidden)]
+pub fn parse_header(buf: &[u8]) -> Result<Option<(Option<SocketAddr>, usize)>, ProxyHeaderError> {
+    Ok(parse(buf)?.map(|(source, len)| match source {
+        Source::Client(addr) => (Some(addr), len),
+        Source::Proxy => (None, len),
+    }))
+}
+
 /// Whether the first bytes of a connection start a PROXY header (v1 `PROXY `, v2's `\r\n`
 /// signature) rather than TLS (`0x16`).
 fn starts_header(first: u8) -> bool {
