@@ -55,6 +55,12 @@ bench: deps
 # The README's test command: dependencies, lints, then every suite.
 test: deps lint services
 
+# Fuzz every parser that takes outside input (fuzz/, cargo-fuzz on nightly, both installed when
+# missing), one target after another for FUZZ_SECONDS each (default 60); fails on a crash and
+# names the input. Not part of `test`/CI: `./task fuzz [TARGET...]`.
+fuzz *TARGETS:
+    scripts/fuzz.sh {{TARGETS}}
+
 # Build the Kubernetes tools from the Go modules in e2e/kube (etcd; kube-apiserver,
 # kube-controller-manager, kube-scheduler and kubectl v1.37; kwok; helm; kstatus) into .tools/bin.
 # Cached outside the clone per module hash: a warm run only links them.

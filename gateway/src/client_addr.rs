@@ -119,6 +119,9 @@ enum Source {
     Proxy,
 }
 
+/// Longest v1 header, CRLF included (the spec's 107 bytes).
+const V1_MAX_BYTES: usize = 107;
+
 /// Parses a complete header at the start of `buf`: `Ok(None)` while more bytes are needed,
 /// else the source and the header's length (bytes after it belong to TLS).
 fn parse(buf: &[u8]) -> Result<Option<(Source, usize)>, ProxyHeaderError> {
@@ -132,6 +135,23 @@ fn parse(buf: &[u8]) -> Result<Option<(Source, usize)>, ProxyHeaderError> {
         };
     }
     match parsed {
+        // ppp ends a `PROXY UNKNOWN` header at a bare LF word and, with no CR in the buffer,
+        // reports the whole buffer as the header: the bytes after it (TLS) were swallowed.
+        // Every v1 header ends in CRLF; without one it is incomplete or invalid.
+        ppp::HeaderResult::V1(Ok(h)) if !h.header.ends_with("\r\n") => {
+            let cr = h.header.find('\r');
+            let partial = h.header.len() == buf.len()
+                && buf.len() < V1_MAX_BYTES
+                && !h.header.contains('\n')
+                && cr.is_none_or(|i| i + 1 == buf.len());
+            if partial {
+                Ok(None)
+            } else {
+                Err(ProxyHeaderError::Invalid(
+                    "a v1 header must end in CRLF".into(),
+                ))
+            }
+        }
         ppp::HeaderResult::V1(Ok(h)) => {
             let source = match h.addresses {
                 ppp::v1::Addresses::Tcp4(a) => {
@@ -159,6 +179,16 @@ fn parse(buf: &[u8]) -> Result<Option<(Source, usize)>, ProxyHeaderError> {
         ppp::HeaderResult::V1(Err(e)) => Err(ProxyHeaderError::Invalid(format!("{e:?}"))),
         ppp::HeaderResult::V2(Err(e)) => Err(ProxyHeaderError::Invalid(format!("{e:?}"))),
     }
+}
+
+/// [`parse`] for the fuzz targets (`fuzz/`): `Ok(None)` while more bytes are needed, else the
+/// client the header names (`None`: the proxy speaks for itself) and the header's length.
+#[doc(hidden)]
+pub fn parse_header(buf: &[u8]) -> Result<Option<(Option<SocketAddr>, usize)>, ProxyHeaderError> {
+    Ok(parse(buf)?.map(|(source, len)| match source {
+        Source::Client(addr) => (Some(addr), len),
+        Source::Proxy => (None, len),
+    }))
 }
 
 /// Whether the first bytes of a connection start a PROXY header (v1 `PROXY `, v2's `\r\n`
@@ -337,6 +367,33 @@ impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for ClientAddr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_v1_header_is_complete_only_with_its_crlf() {
+        // Found by `fuzz/` (proxy_header): ppp accepted these as complete headers.
+        let crash = b"PROXY UNKNOWN OXY  UNKNOWN \n 8R.OXY UllllllWN OXYlXYl";
+        assert!(matches!(parse(crash), Err(ProxyHeaderError::Invalid(_))));
+        assert_eq!(parse(b"PROXY UNKNOWN"), Ok(None));
+        assert_eq!(parse(b"PROXY UNKNOWN\r"), Ok(None));
+        // A bare LF ended the header in ppp's eyes, and the TLS bytes after it were taken as
+        // part of the header.
+        assert!(matches!(
+            parse(b"PROXY UNKNOWN \n \x16\x03\x01"),
+            Err(ProxyHeaderError::Invalid(_))
+        ));
+        assert_eq!(
+            parse(b"PROXY UNKNOWN\r\n\x16\x03"),
+            Ok(Some((Source::Proxy, 15)))
+        );
+        let tcp4 = b"PROXY TCP4 192.0.2.1 198.51.100.1 56324 8443\r\n\x16";
+        assert_eq!(
+            parse(tcp4),
+            Ok(Some((
+                Source::Client("192.0.2.1:56324".parse().unwrap()),
+                tcp4.len() - 1
+            )))
+        );
+    }
 
     fn v2(source: SocketAddr, local: bool) -> Vec<u8> {
         let command = if local {

@@ -301,6 +301,24 @@ fn addr(flag: &str, var: &str, s: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+/// Checks `--database-url`: a URL with the `postgres` or `postgresql` scheme. A function of its
+/// own so the fuzz targets (`fuzz/`) reach it without building a whole [`ServeArgs`].
+pub fn parse_database_url(s: &str) -> Result<url::Url, ConfigError> {
+    let parsed = url::Url::parse(s)
+        .map_err(|e| err("database-url", "WG_DATABASE_URL", format!("not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return Err(err(
+            "database-url",
+            "WG_DATABASE_URL",
+            format!(
+                "scheme `{}` is not supported; use postgres://",
+                parsed.scheme()
+            ),
+        ));
+    }
+    Ok(parsed)
+}
+
 impl ServeArgs {
     /// Validates everything, reading the files it names.
     pub fn validate(&self) -> Result<ServeConfig, ConfigError> {
@@ -313,18 +331,7 @@ impl ServeArgs {
                 "required: the Postgres URL",
             )
         })?;
-        let parsed = url::Url::parse(&database_url)
-            .map_err(|e| err("database-url", "WG_DATABASE_URL", format!("not a URL: {e}")))?;
-        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
-            return Err(err(
-                "database-url",
-                "WG_DATABASE_URL",
-                format!(
-                    "scheme `{}` is not supported; use postgres://",
-                    parsed.scheme()
-                ),
-            ));
-        }
+        parse_database_url(&database_url)?;
         let redis_url = self
             .redis_url
             .as_deref()

@@ -32,6 +32,20 @@ pub fn chunk_name(seq: u64, ext: &str) -> String {
     format!("chunk-{seq:06}.{ext}")
 }
 
+/// Absent chunks reported one by one past the last chunk present (or fetched past the last one
+/// listed). An `end.json` claiming more (tampered: its count is outside input) gets one
+/// finding instead of a walk of up to 2^64 chunks.
+pub const MISSING_TAIL: u64 = 1000;
+
+/// The highest chunk sequence number among `names`, 0 when none.
+fn last_chunk<'a>(names: impl IntoIterator<Item = &'a String>) -> u64 {
+    names
+        .into_iter()
+        .filter_map(|k| parse_chunk_name(k).map(|(s, _)| s))
+        .max()
+        .unwrap_or(0)
+}
+
 /// `(seq, is_index)` of a chunk object name in its canonical form, else `None`.
 pub fn parse_chunk_name(name: &str) -> Option<(u64, bool)> {
     let rest = name.strip_prefix("chunk-")?;
@@ -108,7 +122,8 @@ impl Snapshot {
             .doc(END)
             .and_then(|d| serde_json::from_slice::<End>(d).ok())
         {
-            for seq in 1..=end.chunks.min(1_000_000) {
+            let bound = last_chunk(&self.listing).saturating_add(MISSING_TAIL);
+            for seq in 1..=end.chunks.min(bound) {
                 want.insert(chunk_name(seq, "json"));
                 want.insert(chunk_name(seq, "bin"));
             }
@@ -272,7 +287,15 @@ pub fn check(
             .unwrap_or(0),
     };
     v.chunks = n;
-    for seq in 1..=n {
+    let present = last_chunk(snap.listing.iter().chain(snap.objects.keys()));
+    let walk = n.min(present.saturating_add(MISSING_TAIL));
+    if walk < n {
+        f.push(Finding::Malformed {
+            key: END.into(),
+            reason: format!("claims {n} chunks; none after chunk {present} exists"),
+        });
+    }
+    for seq in 1..=walk {
         let jn = chunk_name(seq, "json");
         let bn = chunk_name(seq, "bin");
         let Some(doc) = snap.doc(&jn) else {
@@ -508,5 +531,44 @@ fn check_manifest(
         if well_named(k) && k != MANIFEST && !names.contains(k.as_str()) {
             f.push(Finding::NotInManifest { key: k.clone() });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_end_claiming_endless_chunks_is_one_finding_not_an_endless_walk() {
+        // Found while fuzzing (fuzz/ recording): `"chunks": 1000000000000` never returned.
+        let end = br#"{"session":"s-1","ended_ms":2,"reason":"x","chunks":5000000,"bytes_up":0,"bytes_down":0}"#;
+        let mut snap = Snapshot {
+            listing: vec![END.into()],
+            objects: Default::default(),
+        };
+        snap.objects
+            .insert(END.into(), Obj::new(END, Bytes::from_static(end)));
+        assert!(snap.second_fetch().len() <= 2 * MISSING_TAIL as usize);
+        let keys = ManifestKeys::default();
+        let trust = Trust {
+            seals: None,
+            keys: &keys,
+            legacy: None,
+        };
+        let v = check("s-1", &snap, trust, &Recorded::Unknown);
+        assert!(!v.ok);
+        assert_eq!(v.chunks, 5_000_000);
+        assert!(
+            v.findings.len() < 3 * MISSING_TAIL as usize,
+            "{}",
+            v.findings.len()
+        );
+        assert!(v.findings.iter().any(|f| matches!(
+            f,
+            Finding::Malformed { key, reason } if key == END && reason.contains("5000000")
+        )));
+        assert!(v.findings.contains(&Finding::Missing {
+            key: chunk_name(1, "json")
+        }));
     }
 }
