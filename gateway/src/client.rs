@@ -249,13 +249,7 @@ impl Client {
         body: Option<&B>,
         timeout: Duration,
     ) -> Result<T, ClientError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.addr))
-            .timeout(timeout);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
+        let mut req = self.request(method, path).timeout(timeout);
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -275,13 +269,20 @@ impl Client {
         Err(api_error(status.as_u16(), &text, retry_after))
     }
 
+    /// A request to `path` on this server, with the bearer token when there is one: every
+    /// HTTP call goes through it.
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.addr));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
     /// `GET path` as raw bytes (a recording object).
     pub async fn get_bytes(&self, path: &str) -> Result<bytes::Bytes, ClientError> {
-        let mut req = self.http.get(format!("{}{path}", self.addr));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req
+        let resp = self
+            .request(Method::GET, path)
             .send()
             .await
             .map_err(|e| self.transport(error_chain(&e)))?;
@@ -321,11 +322,8 @@ impl Client {
 
     /// `GET path` as text (e.g. `/metrics`), with the token when there is one.
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
-        let mut req = self.http.get(format!("{}{path}", self.addr));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req
+        let resp = self
+            .request(Method::GET, path)
             .send()
             .await
             .map_err(|e| self.transport(error_chain(&e)))?;
@@ -354,13 +352,9 @@ impl Client {
     ) -> Result<(), ClientError> {
         // A stream has no overall deadline; the server's keep-alives show it is alive.
         let mut req = self
-            .http
-            .get(format!("{}{path}", self.addr))
+            .request(Method::GET, path)
             .timeout(Duration::from_secs(365 * 24 * 3600))
             .header("accept", "text/event-stream");
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
         }
@@ -643,11 +637,8 @@ impl Client {
     /// A health document read whatever the status; an answer that is not one becomes an error.
     async fn probe<T: DeserializeOwned>(&self, path: &str) -> Result<(u16, T), ClientError> {
         // With a token, `/readyz` names each failing dependency's error.
-        let mut req = self.http.get(format!("{}{path}", self.addr));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req
+        let resp = self
+            .request(Method::GET, path)
             .send()
             .await
             .map_err(|e| self.transport(error_chain(&e)))?;
