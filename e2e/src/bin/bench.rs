@@ -3,9 +3,12 @@
 //!
 //! - **Relay throughput and round trips** to an echo target, best of `ROUNDS` alternating runs
 //!   (single runs vary ±15 % on a shared machine). Each gateway path is compared with a chain
-//!   of plain-TCP HAProxies with as many relaying processes: `wgctl tunnel` → `wardengate` →
-//!   echo against HAProxy → HAProxy → echo, and through the fleet's load balancer against the
-//!   same chain plus one HAProxy. Direct and single-hop HAProxy figures are for information.
+//!   of HAProxies with as many relaying processes: `wgctl tunnel` →(TLS)→ `wardengate` → echo
+//!   against HAProxy →(TLS 1.3, AES-128-GCM)→ HAProxy → echo (the same shape doing the same
+//!   encryption) and against the plain-TCP pair; through the fleet's load balancer against the
+//!   plain chain plus one HAProxy. Direct and single-hop figures are for information. The
+//!   relaying processes' CPU time per MiB echoed is printed per path: unlike the rates, it
+//!   holds on a busy machine.
 //! - **`scp` of 1 GiB** through `wgctl connect` as ProxyCommand against direct `scp`, same sshd.
 //! - **Session setup** (authorise + relay open + first byte back) through one replica with
 //!   Postgres and Redis, p50/p99, and the sustained new-session rate of that replica.
@@ -36,7 +39,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use wardengate::client::{Client, with_retries};
 use wardengate_e2e::{Fleet, echo_server, proxy_command};
-use wardengate_testkit::haproxy::{Backend, HaProxy, HealthCheck};
+use wardengate_testkit::haproxy::{Backend, HaProxy, HealthCheck, LbOptions};
 use wardengate_testkit::process::run;
 use wardengate_testkit::{Postgres, RedisServer, Sandbox, Sshd};
 
@@ -170,10 +173,28 @@ async fn echo_through(mut ws: Relay, n: usize) -> Relay {
     ws
 }
 
+/// How a session is set up.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Setup {
+    /// `GET /v1/targets/echo/relay`: authorise and open in one request (what `wgctl` does
+    /// first, for targets without approval).
+    OneRequest,
+    /// `POST /v1/sessions`, then the relay of that session (the path of approved sessions).
+    TwoRequests,
+}
+
 /// One session, as a user's first connection sees it: authorise, open, first byte back.
-async fn one_setup(c: &Client) -> (Duration, Relay) {
+async fn one_setup(c: &Client, how: Setup) -> (Duration, Relay) {
     let t = Instant::now();
-    let ws = open_session(c).await;
+    let ws = match how {
+        Setup::OneRequest => {
+            with_retries(Duration::from_secs(60), |_| {}, || c.open_target_relay("echo"))
+                .await
+                .unwrap()
+                .0
+        }
+        Setup::TwoRequests => open_session(c).await,
+    };
     let ws = echo_through(ws, 1).await;
     (t.elapsed(), ws)
 }
@@ -193,6 +214,17 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     (field(&status, "VmRSS:"), field(&rollup, "Anonymous:"))
+}
+
+/// CPU time a process has used so far (user + system), from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // `/proc` counts in USER_HZ, fixed at 100 by Linux's ABI.
+    Duration::from_millis(ticks * 10)
 }
 
 /// Waits until the replica reports `n` active relays.
@@ -355,26 +387,49 @@ struct PathResult {
     tput: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU of the path's relaying processes per MiB echoed (none for paths without them).
+    cpu_per_mib: Option<Duration>,
 }
 
-/// Best of `ROUNDS` alternating runs per path: highest throughput, lowest p50 and p99.
-async fn measure_paths(paths: &[(&'static str, &'static str, SocketAddr)]) -> Vec<PathResult> {
+/// One path measured: name, shape, where the bench connects, and its relaying processes.
+struct PathSpec {
+    name: &'static str,
+    what: &'static str,
+    addr: SocketAddr,
+    relays: Vec<u32>,
+}
+
+/// Best of `ROUNDS` alternating runs per path: highest throughput, lowest p50 and p99; the
+/// relaying processes' CPU time per MiB over all throughput runs (a figure that holds on a
+/// busy machine, unlike the rates).
+async fn measure_paths(paths: &[PathSpec]) -> Vec<PathResult> {
     let mut out: Vec<PathResult> = paths
         .iter()
-        .map(|(name, what, _)| PathResult {
-            name,
-            what,
+        .map(|p| PathResult {
+            name: p.name,
+            what: p.what,
             tput: 0.0,
             p50: Duration::MAX,
             p99: Duration::MAX,
+            cpu_per_mib: None,
         })
         .collect();
+    let mut cpu = vec![Duration::ZERO; paths.len()];
+    let cpu_of = |pids: &[u32]| pids.iter().map(|p| cpu_time(*p)).sum::<Duration>();
     for _ in 0..ROUNDS {
-        for (i, (_, _, addr)) in paths.iter().enumerate() {
-            out[i].tput = out[i].tput.max(throughput(*addr).await);
-            let (p50, p99) = latency(*addr).await;
+        for (i, p) in paths.iter().enumerate() {
+            let before = cpu_of(&p.relays);
+            out[i].tput = out[i].tput.max(throughput(p.addr).await);
+            cpu[i] += cpu_of(&p.relays) - before;
+            let (p50, p99) = latency(p.addr).await;
             out[i].p50 = out[i].p50.min(p50);
             out[i].p99 = out[i].p99.min(p99);
+        }
+    }
+    let mib = (ROUNDS * BULK) as f64 / (1024.0 * 1024.0);
+    for (i, p) in paths.iter().enumerate() {
+        if !p.relays.is_empty() {
+            out[i].cpu_per_mib = Some(cpu[i].div_f64(mib));
         }
     }
     out
@@ -463,16 +518,35 @@ fn main() {
             let h1 = HaProxy::tcp(&[Backend::new("echo", echo)], HealthCheck::Tcp).unwrap();
             let h2 = HaProxy::tcp(&[Backend::new("h1", h1.port())], HealthCheck::Tcp).unwrap();
             let h3 = HaProxy::tcp(&[Backend::new("h2", h2.port())], HealthCheck::Tcp).unwrap();
+            // The same shape with TLS between the two relays, as between wgctl and wardengate.
+            let pem = Sandbox::new("bench-tls").unwrap();
+            let pair = wardengate::tls::self_signed(&["127.0.0.1"]).unwrap();
+            let pem_file = pem.path().join("haproxy.pem");
+            std::fs::write(&pem_file, format!("{}{}", pair.cert, pair.key)).unwrap();
+            let tls_lb = |backend: u16, opts: LbOptions| {
+                HaProxy::start_with(
+                    Arc::new(Sandbox::new("haproxy-tls").unwrap()),
+                    &[Backend::new("next", backend)],
+                    &HealthCheck::Tcp,
+                    wardengate_testkit::haproxy::LB_TIMING,
+                    &opts,
+                )
+                .unwrap()
+            };
+            let t1 = tls_lb(echo, LbOptions { tls_bind_pem: Some(pem_file.clone()), ..LbOptions::default() });
+            let t2 = tls_lb(t1.port(), LbOptions { tls_to_backends: true, ..LbOptions::default() });
             let (mut t_direct, gw_direct) = tunnel(&fleet, &fleet.replica_addr(0));
             let (mut t_lb, gw_lb) = tunnel(&fleet, &fleet.lb_addr());
             let at = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
+            let spec = |name, what, addr, relays: &[u32]| PathSpec { name, what, addr, relays: relays.to_vec() };
             let paths = [
-                ("direct", "bench → echo", at(echo)),
-                ("haproxy", "bench → HAProxy → echo", at(h1.port())),
-                ("haproxy×2", "bench → HAProxy → HAProxy → echo", at(h2.port())),
-                ("gateway", "bench → wgctl → wardengate → echo", gw_direct),
-                ("haproxy×3", "bench → HAProxy ×3 → echo", at(h3.port())),
-                ("gateway+lb", "bench → wgctl → LB → wardengate → echo", gw_lb),
+                spec("direct", "bench → echo", at(echo), &[]),
+                spec("haproxy", "bench → HAProxy → echo", at(h1.port()), &[h1.pid()]),
+                spec("haproxy×2", "bench → HAProxy → HAProxy → echo", at(h2.port()), &[h2.pid(), h1.pid()]),
+                spec("haproxy×2 tls", "bench → HAProxy →(TLS)→ HAProxy → echo", at(t2.port()), &[t2.pid(), t1.pid()]),
+                spec("gateway", "bench → wgctl →(TLS)→ wardengate → echo", gw_direct, &[t_direct.id(), replica]),
+                spec("haproxy×3", "bench → HAProxy ×3 → echo", at(h3.port()), &[h3.pid(), h2.pid(), h1.pid()]),
+                spec("gateway+lb", "bench → wgctl →(TLS)→ LB → wardengate → echo", gw_lb, &[t_lb.id(), replica]),
             ];
             let perf = std::env::var("WG_BENCH_PERF").is_ok_and(|v| v == "1");
             let sandbox = Sandbox::new("bench-perf").unwrap();
@@ -498,11 +572,11 @@ fn main() {
                 "relay, best of {ROUNDS} alternating runs ({} MiB echoed per run; rtt = 64-byte round trip):",
                 BULK >> 20
             ));
-            report.push(format!("{:<11} {:>14} {:>11} {:>11}   {}", "path", "throughput", "rtt p50", "rtt p99", "shape"));
+            report.push(format!("{:<13} {:>14} {:>11} {:>11} {:>15}   {}", "path", "throughput", "rtt p50", "rtt p99", "relay CPU/MiB", "shape"));
             for p in &r {
                 report.push(format!(
-                    "{:<11} {:>9.1} MiB/s {:>11} {:>11}   {}",
-                    p.name, p.tput, ms(p.p50), ms(p.p99), p.what
+                    "{:<13} {:>9.1} MiB/s {:>11} {:>11} {:>15}   {}",
+                    p.name, p.tput, ms(p.p50), ms(p.p99), p.cpu_per_mib.map(ms).unwrap_or_else(|| "—".into()), p.what
                 ));
             }
             let ratio = |a: usize, b: usize| {
@@ -513,9 +587,10 @@ fn main() {
                     r[a].p99.as_secs_f64() / r[b].p99.as_secs_f64()
                 )
             };
-            report.push(format!("gateway    vs haproxy×2 (same shape): {}", ratio(3, 2)));
-            report.push(format!("gateway+lb vs haproxy×3 (same shape): {}", ratio(5, 4)));
-            report.push(format!("(for information) gateway vs one HAProxy hop: {}; vs direct: {}", ratio(3, 1), ratio(3, 0)));
+            report.push(format!("gateway    vs haproxy×2 tls (same shape, same encryption): {}", ratio(4, 3)));
+            report.push(format!("gateway    vs haproxy×2 (same shape, no encryption): {}", ratio(4, 2)));
+            report.push(format!("gateway+lb vs haproxy×3 (same shape, no encryption): {}", ratio(6, 5)));
+            report.push(format!("(for information) gateway vs one HAProxy hop: {}; vs direct: {}", ratio(4, 1), ratio(4, 0)));
             if let Some((w, c, mib, took)) = counters {
                 let per = |x: Option<(f64, f64)>| match x {
                     Some((cpu_ms, instr)) => format!(
@@ -554,24 +629,33 @@ fn main() {
         if wanted("setup") {
             // Warm the replica's pools and TLS resumption first.
             for _ in 0..10 {
-                let (_, ws) = one_setup(&client).await;
+                let (_, ws) = one_setup(&client, Setup::OneRequest).await;
                 close(ws).await;
             }
-            let mut times = Vec::with_capacity(SETUPS);
-            for _ in 0..SETUPS {
-                let (t, ws) = one_setup(&client).await;
-                times.push(t);
-                close(ws).await;
-            }
-            let p50 = percentile(&mut times, 0.5);
-            let p99 = percentile(&mut times, 0.99);
             let tcp = tcp_setup(format!("127.0.0.1:{echo}").parse().unwrap()).await;
-            report.push(format!(
-                "session setup through one replica (authorise + relay open + first byte, {SETUPS} sequential): p50 {} p99 {} (direct TCP connect + first byte p50 {})",
-                ms(p50),
-                ms(p99),
-                ms(tcp)
-            ));
+            for how in [Setup::OneRequest, Setup::TwoRequests] {
+                let mut times = Vec::with_capacity(SETUPS);
+                let cpu = cpu_time(replica);
+                for _ in 0..SETUPS {
+                    let (t, ws) = one_setup(&client, how).await;
+                    times.push(t);
+                    close(ws).await;
+                }
+                let cpu = (cpu_time(replica) - cpu) / SETUPS as u32;
+                let p50 = percentile(&mut times, 0.5);
+                let p99 = percentile(&mut times, 0.99);
+                report.push(format!(
+                    "session setup through one replica, {} (authorise + relay open + first byte, {SETUPS} sequential): p50 {} p99 {}; replica CPU {} per session, setup to close (direct TCP connect + first byte p50 {})",
+                    match how {
+                        Setup::OneRequest => "one request, wgctl's path",
+                        Setup::TwoRequests => "two requests (POST, then relay)",
+                    },
+                    ms(p50),
+                    ms(p99),
+                    ms(cpu),
+                    ms(tcp)
+                ));
+            }
             let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let start = Instant::now();
             let workers: Vec<_> = (0..RATE_WORKERS)
@@ -579,7 +663,7 @@ fn main() {
                     let (c, done) = (client.clone(), done.clone());
                     tokio::spawn(async move {
                         while start.elapsed() < RATE_FOR {
-                            let (_, ws) = one_setup(&c).await;
+                            let (_, ws) = one_setup(&c, Setup::OneRequest).await;
                             close(ws).await;
                             done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
@@ -591,7 +675,7 @@ fn main() {
             }
             let n = done.load(std::sync::atomic::Ordering::Relaxed);
             report.push(format!(
-                "sustained new sessions on one replica ({RATE_WORKERS} concurrent clients, authorise + open + first byte + close): {:.0} sessions/s ({n} in {:.1} s)",
+                "sustained new sessions on one replica ({RATE_WORKERS} concurrent clients, one request: authorise + open + first byte + close): {:.0} sessions/s ({n} in {:.1} s)",
                 n as f64 / start.elapsed().as_secs_f64(),
                 start.elapsed().as_secs_f64()
             ));

@@ -64,6 +64,10 @@ pub struct LbOptions {
     pub send_proxy_v2: bool,
     /// Cut connections idle for this long (as AWS ALB after 60 s), instead of 30 minutes.
     pub idle_timeout: Option<Duration>,
+    /// Terminate TLS on the frontend with this PEM file (certificate and key in one file).
+    pub tls_bind_pem: Option<std::path::PathBuf>,
+    /// Speak TLS to the backends (without verifying them), as a relay between two sites does.
+    pub tls_to_backends: bool,
 }
 
 /// A running HAProxy with one `listen` section.
@@ -135,6 +139,11 @@ impl HaProxy {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// The HAProxy process (to read its CPU time).
+    pub fn pid(&self) -> u32 {
+        self._service.pid()
+    }
 }
 
 fn render_config(
@@ -148,15 +157,30 @@ fn render_config(
         .idle_timeout
         .map(|d| format!("{}ms", d.as_millis()))
         .unwrap_or_else(|| "30m".into());
+    // TLS 1.3 with AES-128-GCM, the suite the gateway prefers, so TLS chains compare like with
+    // like.
+    let tls13 = "    ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256\n    \
+                 ssl-default-server-ciphersuites TLS_AES_128_GCM_SHA256\n    \
+                 ssl-default-bind-options ssl-min-ver TLSv1.3\n    \
+                 ssl-default-server-options ssl-min-ver TLSv1.3\n";
+    let tls_global = if opts.tls_bind_pem.is_some() || opts.tls_to_backends {
+        tls13
+    } else {
+        ""
+    };
     let mut c = format!(
-        "global\n    maxconn 2000\n\ndefaults\n    mode tcp\n    timeout connect 2s\n    \
+        "global\n    maxconn 2000\n{tls_global}\ndefaults\n    mode tcp\n    timeout connect 2s\n    \
          timeout client {idle}\n    timeout server {idle}\n    timeout check 2s\n\n",
     );
     // redispatch: a connect to a backend that just died is retried on another one, as a cloud
     // L4 balancer does before its health check has noticed.
     let _ = writeln!(
         c,
-        "listen wg\n    bind 127.0.0.1:{port}\n    balance roundrobin\n    option redispatch\n    retries 2"
+        "listen wg\n    bind 127.0.0.1:{port}{}\n    balance roundrobin\n    option redispatch\n    retries 2",
+        opts.tls_bind_pem
+            .as_ref()
+            .map(|p| format!(" ssl crt {}", p.display()))
+            .unwrap_or_default()
     );
     match check {
         HealthCheck::Tcp => {}
@@ -181,6 +205,9 @@ fn render_config(
         }
         if opts.send_proxy_v2 {
             c.push_str(" send-proxy-v2 check-send-proxy");
+        }
+        if opts.tls_to_backends {
+            c.push_str(" ssl verify none");
         }
         c.push('\n');
     }

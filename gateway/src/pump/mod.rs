@@ -41,7 +41,10 @@ pub use crate::relay_protocol::HALF_CLOSE;
 
 /// Default largest frame the pump sends: bounds the WebSocket layers' buffers on both sides
 /// (each keeps about one frame of capacity) while keeping frames large enough for throughput.
-pub const DEFAULT_CHUNK: usize = 16 * 1024;
+/// A frame's header (at most 8 bytes at this size, masked) and payload fit one TLS record
+/// (16 KiB of plaintext): a 16 KiB payload would spill 4–8 bytes into a second record, costing
+/// the sender an extra seal and the receiver an extra record and buffer for every frame.
+pub const DEFAULT_CHUNK: usize = 16 * 1024 - 16;
 
 /// One relay message, independent of the WebSocket library.
 #[derive(Debug, Clone, PartialEq, Eq)]
