@@ -14,6 +14,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use wardengate_crds::{GatewayPoolStatus, RolloutStatus, WardengateClusterStatus};
 
+use crate::fleet::{self, PlacementCounts, PodView};
 use crate::labels::{self, names};
 use crate::rollout::{Plan, Progress};
 use crate::validate::ValidCluster;
@@ -56,6 +57,11 @@ pub mod reasons {
     pub const CLUSTER_NOT_FOUND: &str = "ClusterNotFound";
     /// A pool waits for its cluster to report a version.
     pub const WAITING_FOR_CLUSTER: &str = "WaitingForCluster";
+    /// Pods are draining (terminating with sessions, or told to drain); the message counts them.
+    pub const DRAINING: &str = "Draining";
+    /// Most ready pods report Postgres or Redis failing: the rollout stopped (the message names
+    /// the dependency) and resumes when they recover.
+    pub const DEPENDENCY_UNAVAILABLE: &str = "DependencyUnavailable";
 }
 
 /// One placement as the apply step left it.
@@ -154,29 +160,68 @@ pub fn condition(
 }
 
 /// Status of a cluster whose objects were applied.
+///
+/// `pods` is the observed fleet (each control-plane pod and what its status endpoint said):
+/// per-zone sessions and draining pods come from it, with the zero-write rule of
+/// [`crate::fleet`].
 pub fn cluster(
     v: &ValidCluster,
     generation: i64,
     applied: &Applied,
     plan: &Plan,
+    pods: &[PodView],
     previous: Option<&WardengateClusterStatus>,
     now: &Time,
 ) -> WardengateClusterStatus {
     let prev_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
     let replicas: i32 = v.placements.iter().map(|(_, r)| r).sum();
-    let (mut ready, mut updated, mut draining) = (0, 0, 0);
-    for d in applied.deployments() {
+    let (mut ready, mut updated, mut terminating) = (0, 0, 0);
+    let mut placements: Vec<PlacementCounts> = v
+        .placements
+        .iter()
+        .map(|(zone, want)| PlacementCounts {
+            name: zone
+                .clone()
+                .unwrap_or_else(|| names::deployment(&v.name, None)),
+            desired: *want,
+            ..PlacementCounts::default()
+        })
+        .collect();
+    for z in applied.zones() {
+        let Some(d) = &z.deployment else { continue };
         let s = d.status.clone().unwrap_or_default();
+        let held = plan.hold.contains(z.name.as_str());
+        let up = if held {
+            0
+        } else {
+            s.updated_replicas.unwrap_or(0)
+        };
         ready += s.ready_replicas.unwrap_or(0);
-        draining += s.terminating_replicas.unwrap_or(0);
-        if !plan
-            .hold
-            .contains(d.metadata.name.as_deref().unwrap_or_default())
+        terminating += s.terminating_replicas.unwrap_or(0);
+        updated += up;
+        if let Some(pc) = v
+            .placements
+            .iter()
+            .position(|(zone, _)| *zone == z.zone)
+            .and_then(|i| placements.get_mut(i))
         {
-            updated += s.updated_replicas.unwrap_or(0);
+            pc.ready = s.ready_replicas.unwrap_or(0);
+            pc.updated = up;
         }
     }
+    let (pods_draining, sessions_draining) = fleet::draining_totals(pods);
+    let draining = pods_draining.max(terminating);
     let all_complete = plan.done && applied.all_complete();
+    let active = fleet::active(pods, all_complete);
+    let (zones, sessions) = fleet::zones(
+        &placements,
+        pods,
+        previous.map(|p| p.zones.as_slice()).unwrap_or(&[]),
+        previous.map(|p| p.sessions),
+        active,
+    );
+    let drain_msg =
+        format!("{draining} pod(s) draining with {sessions_draining} session(s) still open");
     let (ready_cond, reconciling, stalled, phase) = if let Some(zone) = &plan.stopped_at {
         let msg = format!(
             "the rollout stopped in {zone}: new pods did not become ready before the progress deadline; \
@@ -193,11 +238,28 @@ pub fn cluster(
             "{ready}/{replicas} replicas ready at version {}",
             v.spec.version
         );
+        // Old pods may still drain after the Deployments completed: serving, but not done.
+        let reconciling = if draining > 0 {
+            (true, reasons::DRAINING, drain_msg.clone())
+        } else {
+            (false, reasons::AVAILABLE, msg.clone())
+        };
         (
-            (true, reasons::AVAILABLE, msg.clone()),
-            (false, reasons::AVAILABLE, msg),
+            (true, reasons::AVAILABLE, msg),
+            reconciling,
             (false, reasons::HEALTHY, String::new()),
             "Ready",
+        )
+    } else if let Some(why) = &plan.dependency_unavailable {
+        let msg = format!(
+            "rollout to {} stopped: {why}; it resumes when they recover ({ready}/{replicas} ready, {updated} updated)",
+            v.spec.version
+        );
+        (
+            (false, reasons::DEPENDENCY_UNAVAILABLE, msg.clone()),
+            (false, reasons::DEPENDENCY_UNAVAILABLE, msg.clone()),
+            (true, reasons::DEPENDENCY_UNAVAILABLE, msg),
+            "Degraded",
         )
     } else if let Some(why) = &plan.database_unhealthy {
         let msg = format!(
@@ -232,9 +294,19 @@ pub fn cluster(
             "{ready}/{replicas} replicas ready, {updated} on version {}{at}",
             v.spec.version
         );
+        let reason = if draining > 0 {
+            reasons::DRAINING
+        } else {
+            reasons::PROGRESSING
+        };
+        let msg = if draining > 0 {
+            format!("{msg}; {drain_msg}")
+        } else {
+            msg
+        };
         (
-            (false, reasons::PROGRESSING, msg.clone()),
-            (true, reasons::PROGRESSING, msg),
+            (false, reason, msg.clone()),
+            (true, reason, msg),
             (false, reasons::HEALTHY, String::new()),
             "Progressing",
         )
@@ -245,13 +317,26 @@ pub fn cluster(
         generation,
         now,
     );
-    if !v.warnings.is_empty() {
+    let mut warnings = v.warnings.clone();
+    let silent = fleet::unanswered(pods);
+    if !silent.is_empty() {
+        warnings.push(format!(
+            "pods not answering GET /v1/system/status on {}: {}",
+            labels::HTTPS_PORT,
+            silent
+                .iter()
+                .map(|(p, why)| format!("{p} ({why})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !warnings.is_empty() {
         conditions.push(condition(
             prev_conditions,
             types::WARNINGS,
             true,
             reasons::SPEC_WARNINGS,
-            v.warnings.join("; "),
+            warnings.join("; "),
             generation,
             now,
         ));
@@ -283,8 +368,10 @@ pub fn cluster(
             target_version: Some(v.spec.version.clone()),
             current_zone: plan.current.clone(),
             pods_draining: draining,
-            sessions_draining: 0,
+            sessions_draining,
         }),
+        sessions,
+        zones,
     }
 }
 

@@ -9,8 +9,6 @@ use wardengate_crds::{WardengateCluster, WardengateClusterSpec};
 /// Seconds added to the drain timeout for endpoint propagation (the LB must stop sending new
 /// connections before the drain can finish) and for the process to shut down.
 pub const GRACE_MARGIN_SECONDS: i64 = 30;
-/// Drains longer than this get a warning: autoscalers and node drains commonly cut them.
-pub const LONG_DRAIN_SECONDS: i64 = 600;
 
 /// Why a cluster cannot be built. The message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,10 +130,12 @@ pub fn validate(c: &WardengateCluster) -> Result<ValidCluster, Invalid> {
         .termination_grace_period_seconds
         .unwrap_or(drain + GRACE_MARGIN_SECONDS);
     let mut warnings = Vec::new();
-    if drain > LONG_DRAIN_SECONDS {
-        warnings.push(format!(
-            "spec.drain.timeoutSeconds is {drain}s; drains above {LONG_DRAIN_SECONDS}s are commonly cut short by autoscalers and node drains"
-        ));
+    let autoscaler = spec
+        .drain
+        .autoscaler_max_graceful_termination_seconds
+        .unwrap_or(wardengate_crds::DEFAULT_AUTOSCALER_GRACE_SECONDS);
+    if let Some(w) = autoscaler_warning(drain, grace_seconds, autoscaler) {
+        warnings.push(w);
     }
     if spec.replicas < 3 {
         warnings.push(format!(
@@ -151,6 +151,19 @@ pub fn validate(c: &WardengateCluster) -> Result<ValidCluster, Invalid> {
         grace_seconds,
         statement_timeout,
         warnings,
+    })
+}
+
+/// The warning when a pod's termination grace exceeds what the cluster-autoscaler waits for an
+/// evicted pod (`--max-graceful-termination-sec`, `spec.drain.autoscalerMaxGracefulTerminationSeconds`):
+/// a scale-down would then kill the pod mid-drain, cutting the sessions it still carries.
+pub fn autoscaler_warning(drain: i64, grace: i64, autoscaler: i64) -> Option<String> {
+    (grace > autoscaler).then(|| {
+        format!(
+            "terminationGracePeriodSeconds is {grace}s (drain {drain}s + margin) but the cluster-autoscaler waits at most {autoscaler}s \
+             (spec.drain.autoscalerMaxGracefulTerminationSeconds, its --max-graceful-termination-sec): a scale-down would cut drains short; \
+             lower spec.drain.timeoutSeconds or raise the autoscaler's limit"
+        )
     })
 }
 
