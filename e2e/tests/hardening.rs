@@ -392,9 +392,12 @@ async fn the_observer_token_reads_status_and_metrics_only() {
     .unwrap();
     let ca = std::fs::read_to_string(&fleet.wgctl_env()[1].1).unwrap();
     for token in [new, old] {
-        let observer =
-            wardengate::client::Client::new(&fleet.replica_addr(0), Some(&ca), Some(token))
-                .unwrap();
+        let observer = wardengate::client::Client::new(
+            &fleet.replica_addr(0),
+            Some(&ca),
+            Some(token.to_string()),
+        )
+        .unwrap();
         let status: Value = observer.get("/v1/system/status").await.unwrap();
         assert_eq!(status["owned_sessions"], 0, "{status}");
         assert_eq!(
@@ -414,7 +417,7 @@ async fn the_observer_token_reads_status_and_metrics_only() {
             (Method::GET, "/v1/sessions"),
             (Method::GET, "/v1/tokens"),
             (Method::GET, "/v1/approvals"),
-            (Method::GET, "/v1/recordings/public-keys"),
+            (Method::GET, "/v1/targets/anything"),
             (Method::POST, "/v1/system/drain"),
         ] {
             match observer
@@ -429,7 +432,7 @@ async fn the_observer_token_reads_status_and_metrics_only() {
     let near = wardengate::client::Client::new(
         &fleet.replica_addr(0),
         Some(&ca),
-        Some("obs_new_0123456789abcdefghijklmnoq"),
+        Some("obs_new_0123456789abcdefghijklmnoq".to_string()),
     )
     .unwrap();
     match near.get_text("/v1/system/status").await {

@@ -529,3 +529,231 @@ pub fn pool(
         selector: Some(labels::selector_string(&crate::build::pool_selector(p))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::fleet::{Answer, Dependencies, Report};
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+    use wardengate_crds::WardengateCluster;
+
+    fn valid() -> ValidCluster {
+        let c: WardengateCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "wardengate.io/v1alpha1", "kind": "WardengateCluster",
+            "metadata": {"name": "wg", "namespace": "ns", "generation": 2},
+            "spec": {
+                "version": "1.1.0", "replicas": 4, "zones": ["a", "b"],
+                "postgres": {"external": {"urlSecretRef": {"name": "db", "key": "url"}}},
+                "redis": {"hosts": ["redis:6379"]},
+            },
+        }))
+        .unwrap();
+        crate::validate::validate(&c).unwrap()
+    }
+
+    fn deployment(name: &str, ready: i32, updated: i32) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.name = Some(name.into());
+        d.metadata.generation = Some(1);
+        d.spec.replicas = Some(2);
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(1),
+            replicas: Some(2),
+            ready_replicas: Some(ready),
+            available_replicas: Some(ready),
+            updated_replicas: Some(updated),
+            ..Default::default()
+        });
+        d
+    }
+
+    fn applied(a: (i32, i32), b: (i32, i32)) -> Applied {
+        Applied {
+            service_account: None,
+            secrets: Vec::new(),
+            config_map: None,
+            zones: vec![
+                AppliedZone {
+                    zone: Some("a".into()),
+                    name: "wg-cp-a".into(),
+                    deployment: Some(deployment("wg-cp-a", a.0, a.1)),
+                },
+                AppliedZone {
+                    zone: Some("b".into()),
+                    name: "wg-cp-b".into(),
+                    deployment: Some(deployment("wg-cp-b", b.0, b.1)),
+                },
+            ],
+            service: Service::default(),
+            pdb: None,
+            network_policy: NetworkPolicy::default(),
+        }
+    }
+
+    fn pod(name: &str, zone: usize, version: &str, sessions: Option<i64>) -> PodView {
+        PodView {
+            name: name.into(),
+            placement: Some(zone),
+            ready: true,
+            terminating: false,
+            version: Some(version.into()),
+            deletion_cost: None,
+            answer: match sessions {
+                Some(n) => Answer::Report(Report {
+                    replica: name.into(),
+                    draining: false,
+                    owned_sessions: n,
+                    version: "x".into(),
+                    dependencies: Some(Dependencies {
+                        postgres: true,
+                        redis: true,
+                    }),
+                }),
+                None => Answer::NoAnswer("connection failed".into()),
+            },
+        }
+    }
+
+    fn now() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    fn cond<'a>(s: &'a WardengateClusterStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn a_rollout_with_a_pod_draining_its_last_session() {
+        let v = valid();
+        let plan = Plan {
+            current: Some("a".into()),
+            hold: ["wg-cp-b".to_string()].into(),
+            ..Plan::default()
+        };
+        let mut old = pod("wg-cp-a-old", 0, "1.0.0", Some(1));
+        old.terminating = true;
+        let pods = vec![
+            pod("wg-cp-a-1", 0, "1.1.0", Some(0)),
+            pod("wg-cp-a-2", 0, "1.1.0", Some(2)),
+            old,
+            pod("wg-cp-b-1", 1, "1.0.0", Some(5)),
+            pod("wg-cp-b-2", 1, "1.0.0", None),
+        ];
+        let s = cluster(&v, 2, &applied((2, 2), (2, 2)), &plan, &pods, None, &now());
+        let r = s.rollout.as_ref().unwrap();
+        assert_eq!((r.pods_draining, r.sessions_draining), (1, 1));
+        assert_eq!(r.current_zone.as_deref(), Some("a"));
+        assert_eq!(r.target_version.as_deref(), Some("1.1.0"));
+        assert_eq!(s.sessions, 8);
+        assert_eq!(
+            s.updated_replicas, 2,
+            "zone b is held: its pods are not updated"
+        );
+        let a = &s.zones[0];
+        assert_eq!(
+            (a.name.as_str(), a.desired, a.ready, a.updated),
+            ("a", 2, 2, 2)
+        );
+        assert_eq!((a.sessions, a.version.as_deref()), (3, Some("1.1.0")));
+        assert_eq!(a.draining.len(), 1);
+        assert_eq!(
+            (a.draining[0].name.as_str(), a.draining[0].sessions),
+            ("wg-cp-a-old", 1)
+        );
+        let b = &s.zones[1];
+        assert_eq!(
+            (b.updated, b.sessions, b.unreachable.as_slice()),
+            (0, 5, &["wg-cp-b-2".to_string()][..])
+        );
+        let rec = cond(&s, types::RECONCILING);
+        assert_eq!(
+            (rec.status.as_str(), rec.reason.as_str()),
+            ("True", reasons::DRAINING)
+        );
+        assert!(
+            rec.message.contains("1 pod(s) draining with 1 session(s)"),
+            "{}",
+            rec.message
+        );
+        let w = cond(&s, types::WARNINGS);
+        assert!(
+            w.message.contains("wg-cp-b-2 (connection failed)"),
+            "{}",
+            w.message
+        );
+
+        // The session ends, the old pod goes: exact counts again (still rolling), no Draining.
+        let pods: Vec<PodView> = pods.into_iter().filter(|p| !p.terminating).collect();
+        let s2 = cluster(
+            &v,
+            2,
+            &applied((2, 2), (2, 2)),
+            &plan,
+            &pods,
+            Some(&s),
+            &now(),
+        );
+        assert_eq!(s2.rollout.as_ref().unwrap().sessions_draining, 0);
+        assert_eq!(cond(&s2, types::RECONCILING).reason, reasons::PROGRESSING);
+        assert!(s2.zones[0].draining.is_empty());
+        assert_eq!(s2.sessions, 7);
+    }
+
+    #[test]
+    fn a_degraded_fleet_is_stalled_naming_the_dependency() {
+        let v = valid();
+        let plan = Plan {
+            current: Some("a".into()),
+            hold: ["wg-cp-a".to_string(), "wg-cp-b".to_string()].into(),
+            dependency_unavailable: Some("Redis is unreachable from 3 of 4 ready pods".into()),
+            ..Plan::default()
+        };
+        let pods = vec![pod("wg-cp-a-1", 0, "1.0.0", Some(0))];
+        let s = cluster(&v, 2, &applied((2, 2), (2, 2)), &plan, &pods, None, &now());
+        let st = cond(&s, types::STALLED);
+        assert_eq!(
+            (st.status.as_str(), st.reason.as_str()),
+            ("True", reasons::DEPENDENCY_UNAVAILABLE)
+        );
+        assert!(
+            st.message.contains("Redis is unreachable from 3 of 4"),
+            "{}",
+            st.message
+        );
+        assert_eq!(cond(&s, types::READY).status, "False");
+        assert_eq!(s.phase.as_deref(), Some("Degraded"));
+    }
+
+    #[test]
+    fn a_steady_fleet_with_moving_counts_computes_an_identical_status() {
+        let v = valid();
+        let plan = Plan {
+            done: true,
+            ..Plan::default()
+        };
+        let mut d = applied((2, 2), (2, 2));
+        for z in &mut d.zones {
+            if let Some(dep) = z.deployment.as_mut() {
+                dep.metadata.annotations = None;
+            }
+        }
+        let mk = |a: i64, b: i64| {
+            vec![
+                pod("wg-cp-a-1", 0, "1.1.0", Some(a)),
+                pod("wg-cp-b-1", 1, "1.1.0", Some(b)),
+            ]
+        };
+        let first = cluster(&v, 2, &d, &plan, &mk(12, 3), None, &now());
+        assert_eq!(first.phase.as_deref(), Some("Ready"));
+        assert_eq!(first.sessions, 15);
+        let later = Time(k8s_openapi::jiff::Timestamp::from_second(1000).unwrap());
+        for (a, b) in [(14, 4), (16, 2), (10, 3)] {
+            let again = cluster(&v, 2, &d, &plan, &mk(a, b), Some(&first), &later);
+            assert_eq!(again, first, "{a}/{b} sessions rewrote a steady status");
+        }
+        let moved = cluster(&v, 2, &d, &plan, &mk(25, 3), Some(&first), &later);
+        assert_eq!((moved.sessions, moved.zones[0].sessions), (28, 25));
+    }
+}

@@ -288,4 +288,45 @@ mod tests {
         let p = placements(5, &z(&["a", "b", "c"]));
         assert_eq!(p.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![2, 2, 1]);
     }
+
+    fn cluster(drain: serde_json::Value) -> WardengateCluster {
+        #[allow(clippy::unwrap_used)]
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "wardengate.io/v1alpha1", "kind": "WardengateCluster",
+            "metadata": {"name": "wg", "namespace": "ns"},
+            "spec": {
+                "version": "1.0.0", "drain": drain,
+                "postgres": {"external": {"urlSecretRef": {"name": "db", "key": "url"}}},
+                "redis": {"hosts": ["redis:6379"]},
+            },
+        }))
+        .unwrap()
+    }
+
+    #[allow(clippy::unwrap_used)]
+    fn warnings(drain: serde_json::Value) -> Vec<String> {
+        validate(&cluster(drain)).unwrap().warnings
+    }
+
+    #[test]
+    fn a_grace_beyond_the_autoscalers_limit_is_a_warning() {
+        let autoscaler = |w: &[String]| w.iter().any(|m| m.contains("cluster-autoscaler"));
+        // Default drain 270 s + 30 s margin = 300 s, within the default 600 s.
+        assert!(!autoscaler(&warnings(serde_json::json!({}))));
+        // 600 s + 30 s is more than the autoscaler waits by default.
+        let w = warnings(serde_json::json!({"timeoutSeconds": 600}));
+        assert!(autoscaler(&w), "{w:?}");
+        assert!(
+            w.iter().any(|m| m.contains("630s") && m.contains("600s")),
+            "{w:?}"
+        );
+        // A cluster whose autoscaler waits longer: no warning; shorter: a warning.
+        assert!(!autoscaler(&warnings(serde_json::json!({
+            "timeoutSeconds": 600, "autoscalerMaxGracefulTerminationSeconds": 900
+        }))));
+        assert!(autoscaler(&warnings(serde_json::json!({
+            "timeoutSeconds": 120, "autoscalerMaxGracefulTerminationSeconds": 60
+        }))));
+        assert_eq!(autoscaler_warning(270, 300, 300), None, "equal is fine");
+    }
 }
