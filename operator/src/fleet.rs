@@ -92,9 +92,12 @@ impl PodView {
     }
 }
 
-/// Whether a pod should be asked: it serves (ready) or drains (terminating); both need an IP.
-pub fn worth_asking(ready: bool, terminating: bool, has_ip: bool) -> bool {
-    has_ip && (ready || terminating)
+/// Whether a pod should be asked: every pod with an IP, ready or not (a replica whose Redis
+/// fails also fails readiness, and is exactly the one whose verdict matters), terminating or
+/// not (a draining pod is no longer ready but still holds sessions). Pods not running yet are
+/// not asked.
+pub fn worth_asking(running: bool, terminating: bool, has_ip: bool) -> bool {
+    has_ip && (running || terminating)
 }
 
 /// The 1-2-5 bucket `n` falls in (its lower bound): 0, 1, 2, 5, 10, 20, 50, 100, …
@@ -136,7 +139,7 @@ pub fn deletion_cost_patches(pods: &[PodView]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A dependency most ready pods report failing.
+/// A dependency most serving pods report failing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dependency {
     /// Postgres.
@@ -154,12 +157,14 @@ impl std::fmt::Display for Dependency {
     }
 }
 
-/// The degraded fleet verdict: a dependency that more than half of the ready, non-terminating
-/// pods that answered report failing, with the counts for the message. Postgres first.
+/// The degraded fleet verdict: a dependency that more than half of the serving pods (not
+/// terminating) that answered report failing, with the counts for the message. Kubernetes
+/// readiness is not a filter: a replica failing Redis past its grace fails readiness too.
+/// Postgres first.
 pub fn degraded(pods: &[PodView]) -> Option<(Dependency, usize, usize)> {
     let deps: Vec<Dependencies> = pods
         .iter()
-        .filter(|p| p.ready && !p.terminating)
+        .filter(|p| !p.terminating)
         .filter_map(|p| p.report()?.dependencies)
         .collect();
     let n = deps.len();
@@ -479,7 +484,12 @@ mod tests {
         dep(&mut pods[0], false, false);
         dep(&mut pods[1], false, true);
         assert_eq!(degraded(&pods), Some((Dependency::Postgres, 3, 3)));
-        // Terminating and unready pods do not vote; nobody answering is no verdict.
+        // Unready pods vote (a failing dependency makes them unready).
+        for p in &mut pods {
+            p.ready = false;
+        }
+        assert_eq!(degraded(&pods), Some((Dependency::Postgres, 3, 3)));
+        // Terminating pods do not vote; nobody answering is no verdict.
         for p in &mut pods {
             p.terminating = true;
         }
@@ -487,7 +497,7 @@ mod tests {
     }
 
     #[test]
-    fn only_serving_or_draining_pods_with_an_ip_are_asked() {
+    fn running_or_draining_pods_with_an_ip_are_asked() {
         assert!(worth_asking(true, false, true));
         assert!(worth_asking(false, true, true));
         assert!(!worth_asking(false, false, true));

@@ -102,7 +102,7 @@ pub struct Plan {
     /// Why every template change is held although the plan would proceed (the Patroni health
     /// URL does not answer 2xx).
     pub database_unhealthy: Option<String>,
-    /// Why every template change is held: most ready pods report a dependency (named in the
+    /// Why every template change is held: most serving pods report a dependency (named in the
     /// message) failing. The rollout resumes when they no longer do.
     pub dependency_unavailable: Option<String>,
 }
@@ -133,7 +133,7 @@ pub fn hold_changes(
     plan.database_unhealthy = Some(why);
 }
 
-/// Holds every template change to an existing Deployment because most ready pods report a
+/// Holds every template change to an existing Deployment because most serving pods report a
 /// dependency failing (`why` names it). Zones already rolling finish on their own (their
 /// Deployment has the template); no further zone starts.
 pub fn hold_for_dependency(

@@ -59,7 +59,7 @@ pub mod reasons {
     pub const WAITING_FOR_CLUSTER: &str = "WaitingForCluster";
     /// Pods are draining (terminating with sessions, or told to drain); the message counts them.
     pub const DRAINING: &str = "Draining";
-    /// Most ready pods report Postgres or Redis failing: the rollout stopped (the message names
+    /// Most serving pods report Postgres or Redis failing: the rollout stopped (the message names
     /// the dependency) and resumes when they recover.
     pub const DEPENDENCY_UNAVAILABLE: &str = "DependencyUnavailable";
 }

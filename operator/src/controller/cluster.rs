@@ -186,11 +186,11 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
         tracing::warn!(cluster = %key, %why, "rollout held: Patroni reports no healthy primary");
         rollout::hold_changes(&mut plan, &wanted, &observed_progress(&observed), why);
     }
-    // Degraded fleet gate: no zone starts while most ready pods report a dependency failing.
+    // Degraded fleet gate: no zone starts while most serving pods report a dependency failing.
     if !plan.done
         && let Some((dep, failing, of)) = fleet::degraded(&fleet)
     {
-        let why = format!("{dep} is unreachable from {failing} of {of} ready pods");
+        let why = format!("{dep} is unreachable from {failing} of {of} pods that answered");
         tracing::warn!(cluster = %key, %why, "rollout stopped: degraded fleet");
         rollout::hold_for_dependency(&mut plan, &wanted, &observed_progress(&observed), why);
     }

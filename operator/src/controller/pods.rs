@@ -172,8 +172,9 @@ pub async fn observe(
             .as_ref()
             .and_then(|s| s.pod_ip.as_deref())
             .and_then(|ip| ip.parse::<IpAddr>().ok());
+        let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
         let answer = match ip {
-            Some(ip) if fleet::worth_asking(ready, terminating, true) => ask(reach, ip).await,
+            Some(ip) if fleet::worth_asking(running, terminating, true) => ask(reach, ip).await,
             _ => Answer::NotAsked,
         };
         PodView {
