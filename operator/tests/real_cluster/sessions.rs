@@ -158,7 +158,11 @@ impl Kubelet {
                         .unwrap_or_default()
                         .to_string();
                     let deleting = p["metadata"]["deletionTimestamp"].is_string();
-                    match b.get_mut(&name) {
+                    // (signalled, exited) of a backed pod.
+                    let state = b
+                        .get_mut(&name)
+                        .map(|back| (back.signalled, back.signalled && exited(&mut back.proc)));
+                    match state {
                         None if !ip.is_empty() && !deleting => {
                             let _ = k(&[
                                 "patch",
@@ -202,27 +206,27 @@ impl Kubelet {
                                 );
                             }
                         }
-                        Some(back) if deleting && !back.signalled => {
+                        Some((false, _)) if deleting => {
                             // The preStop drain: SIGTERM drains, then the process exits.
-                            let _ = Command::new("kill")
-                                .args(["-TERM", &back.proc.id().to_string()])
-                                .status();
-                            back.signalled = true;
-                        }
-                        Some(back) if back.signalled => {
-                            if exited(&mut back.proc) {
-                                let _ = k(&[
-                                    "patch",
-                                    "pod",
-                                    &name,
-                                    "-n",
-                                    NS,
-                                    "--type=json",
-                                    "-p",
-                                    r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
-                                ]);
-                                b.remove(&name);
+                            if let Some(back) = b.get_mut(&name) {
+                                let _ = Command::new("kill")
+                                    .args(["-TERM", &back.proc.id().to_string()])
+                                    .status();
+                                back.signalled = true;
                             }
+                        }
+                        Some((true, true)) => {
+                            let _ = k(&[
+                                "patch",
+                                "pod",
+                                &name,
+                                "-n",
+                                NS,
+                                "--type=json",
+                                "-p",
+                                r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+                            ]);
+                            b.remove(&name);
                         }
                         _ => {}
                     }
@@ -268,8 +272,12 @@ fn wgc(env: &Env) -> Value {
     env.json(&["get", "wgc", NAME, "-n", NS])
 }
 
+/// The `status:` part of `kubectl get wgc -o yaml`.
 fn status_yaml(env: &Env) -> String {
-    env.k(&["get", "wgc", NAME, "-n", NS, "-o", "jsonpath={.status}"])
+    let y = env.k(&["get", "wgc", NAME, "-n", NS, "-o", "yaml"]);
+    y.find("\nstatus:")
+        .map(|i| y[i + 1..].to_string())
+        .unwrap_or(y)
 }
 
 /// Pod name → (zone label, deletion cost, terminating).
@@ -518,7 +526,7 @@ pub(super) fn sessions_through_real_gateways(env: &Env) -> [String; 3] {
     let after = status_yaml(env);
     assert!(!pod_table(env).contains_key(&pod_a));
     env.step(&format!(
-        "sessions: rollout done {:.0}s after the bump (the session held the old pod); after: {after}",
+        "sessions: rollout done {:.0}s after the bump (the session held the old pod)",
         started.elapsed().as_secs_f64()
     ));
     env.wait("idle pods to cost 0", 60, || {
