@@ -279,7 +279,7 @@ pub struct SystemStatus {
 }
 
 /// The dependency verdicts of `GET /v1/system/status`: the operator stops a rollout when most
-/// ready replicas report one of them failing.
+/// serving replicas report one of them failing.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Dependencies {
     /// Postgres passes (failing no longer than the isolation grace).
