@@ -458,7 +458,7 @@ pub(super) fn sessions_through_real_gateways(env: &Env) -> [String; 3] {
     );
     let before = status_yaml(env);
     env.step(&format!(
-        "sessions: one SSH session on {pod_a}; status before the rollout: {before}"
+        "sessions: one SSH session on {pod_a}, shown in status (before)"
     ));
 
     // The version bump: zone a rolls; its old pod drains with the session for as long as it lasts.
@@ -488,7 +488,7 @@ pub(super) fn sessions_through_real_gateways(env: &Env) -> [String; 3] {
     );
     let during = status_yaml(env);
     env.step(&format!(
-        "sessions: while {pod_a} drains with the session: {during}"
+        "sessions: {pod_a} drains with the session, shown in status (during)"
     ));
     // It keeps draining while the session lives (several operator passes).
     let hold = Instant::now();
