@@ -54,6 +54,7 @@ fn default_image() -> String {
         type_ = "integer",
         json_path = ".status.readyReplicas"
     ),
+    printcolumn(name = "Sessions", type_ = "integer", json_path = ".status.sessions"),
     printcolumn(name = "Version", type_ = "string", json_path = ".status.version"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
@@ -313,4 +314,11 @@ pub struct WardengateClusterStatus {
     /// Rollout progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
+    /// Live sessions on all control-plane pods (exact while rolling or draining; at steady
+    /// state refreshed only when it changes bucket, see the README).
+    #[serde(default)]
+    pub sessions: i64,
+    /// Per placement: desired, ready, updated, version, sessions, draining pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<ZoneStatus>,
 }

@@ -30,6 +30,10 @@ fn default_drain() -> i64 {
     DEFAULT_DRAIN_SECONDS
 }
 
+/// What the cluster-autoscaler waits for a pod it evicts by default
+/// (`--max-graceful-termination-sec`).
+pub const DEFAULT_AUTOSCALER_GRACE_SECONDS: i64 = 600;
+
 /// How long a replica may drain before it is stopped.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -38,12 +42,19 @@ pub struct DrainSpec {
     #[serde(default = "default_drain")]
     #[schemars(range(min = 0, max = 86400))]
     pub timeout_seconds: i64,
+    /// The longest the cluster's autoscaler waits for an evicted pod (its
+    /// `--max-graceful-termination-sec`; 600 when unset). A termination grace above it gets a
+    /// warning condition: scale-down would kill pods mid-drain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub autoscaler_max_graceful_termination_seconds: Option<i64>,
 }
 
 impl Default for DrainSpec {
     fn default() -> Self {
         Self {
             timeout_seconds: DEFAULT_DRAIN_SECONDS,
+            autoscaler_max_graceful_termination_seconds: None,
         }
     }
 }
@@ -73,6 +84,46 @@ pub struct RolloutStatus {
     /// Sessions those pods still hold.
     #[serde(default)]
     pub sessions_draining: i64,
+}
+
+/// One pod that is draining (terminating, or told to drain) and the sessions it still carries.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainingPod {
+    /// Pod name.
+    pub name: String,
+    /// Live sessions it still relays.
+    #[serde(default)]
+    pub sessions: i64,
+}
+
+/// One placement (a zone, or the single Deployment without zones) as observed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneStatus {
+    /// Zone, or the Deployment's name when no zones are listed.
+    pub name: String,
+    /// Replicas wanted.
+    #[serde(default)]
+    pub desired: i32,
+    /// Ready pods.
+    #[serde(default)]
+    pub ready: i32,
+    /// Pods on the current template.
+    #[serde(default)]
+    pub updated: i32,
+    /// Version(s) its running pods carry (comma-separated while mixed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Live sessions on its pods (see the README for when this is refreshed).
+    #[serde(default)]
+    pub sessions: i64,
+    /// Pods draining, with the sessions each still holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub draining: Vec<DrainingPod>,
+    /// Pods that did not answer `GET /v1/system/status`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<String>,
 }
 
 /// kstatus-compatible status fields shared by both kinds.

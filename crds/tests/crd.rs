@@ -67,7 +67,12 @@ fn crds_generate_with_subresources_columns_and_short_names() {
             .iter()
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert_eq!(cols, ["Ready", "Replicas", "Version", "Phase", "Age"]);
+        let want: &[&str] = if crd.spec.names.kind == "WardengateCluster" {
+            &["Ready", "Replicas", "Sessions", "Version", "Phase", "Age"]
+        } else {
+            &["Ready", "Replicas", "Version", "Phase", "Age"]
+        };
+        assert_eq!(cols, want);
         assert_eq!(v["spec"]["scope"], "Namespaced");
         let yaml = serde_yaml::to_string(&crd).unwrap();
         assert!(

@@ -367,3 +367,78 @@ async fn strangers_see_no_metrics_status_or_dependency_errors() {
         "a stranger read the error text ({detail})"
     );
 }
+
+/// The operator's observer token (`--observer-token-file`, two listed during a rotation) reads
+/// `/v1/system/status` (with the dependency verdicts) and `/metrics`, and nothing else: every
+/// other endpoint refuses it as an unknown token, and `/readyz` shows it no error text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_observer_token_reads_status_and_metrics_only() {
+    let pg = Postgres::start().unwrap();
+    let redis = RedisServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("observer-token");
+    let (new, old) = (
+        "obs_new_0123456789abcdefghijklmnop",
+        "obs_old_0123456789abcdefghijklmnop",
+    );
+    std::fs::write(&file, format!("{new}\n{old}\n")).unwrap();
+    let fleet = Fleet::start(
+        1,
+        &pg.url(),
+        &redis.url(),
+        &["--observer-token-file", file.to_str().unwrap()],
+    )
+    .await
+    .unwrap();
+    let ca = std::fs::read_to_string(&fleet.wgctl_env()[1].1).unwrap();
+    for token in [new, old] {
+        let observer = wardengate::client::Client::new(
+            &fleet.replica_addr(0),
+            Some(&ca),
+            Some(token.to_string()),
+        )
+        .unwrap();
+        let status: Value = observer.get("/v1/system/status").await.unwrap();
+        assert_eq!(status["owned_sessions"], 0, "{status}");
+        assert_eq!(
+            status["dependencies"],
+            serde_json::json!({"postgres": true, "redis": true}),
+            "{status}"
+        );
+        assert!(
+            observer
+                .get_text("/metrics")
+                .await
+                .unwrap()
+                .contains("wg_replica_up")
+        );
+        for (method, path) in [
+            (Method::GET, "/v1/targets"),
+            (Method::GET, "/v1/sessions"),
+            (Method::GET, "/v1/tokens"),
+            (Method::GET, "/v1/approvals"),
+            (Method::GET, "/v1/targets/anything"),
+            (Method::POST, "/v1/system/drain"),
+        ] {
+            match observer
+                .call::<Value, Value>(method.clone(), path, None)
+                .await
+            {
+                Err(wardengate::client::ClientError::Api { status: 401, .. }) => {}
+                other => panic!("{method} {path} with the observer token: {other:?}"),
+            }
+        }
+    }
+    let near = wardengate::client::Client::new(
+        &fleet.replica_addr(0),
+        Some(&ca),
+        Some("obs_new_0123456789abcdefghijklmnoq".to_string()),
+    )
+    .unwrap();
+    match near.get_text("/v1/system/status").await {
+        Err(wardengate::client::ClientError::Api { status: 401, .. }) => {}
+        other => panic!("a token one character off: {other:?}"),
+    }
+    let status: Value = fleet.client_for(0).get("/v1/system/status").await.unwrap();
+    assert_eq!(status["draining"], false, "the drain attempts were refused");
+}

@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// File holding the bootstrap admin token (at least 24 characters).
     #[arg(long, env = "WG_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// File of observer tokens (one per line, at least 24 characters each; list two while
+    /// rotating): each reads GET /v1/system/status and /metrics only. The operator generates
+    /// one per cluster. Re-read every 10 s.
+    #[arg(long, env = "WG_OBSERVER_TOKEN_FILE")]
+    pub observer_token_file: Option<PathBuf>,
     /// Where recordings go: file:///path or s3://bucket/prefix (S3 credentials and region from
     /// the usual AWS_* variables). Unset: sessions are not recorded.
     #[arg(long, env = "WG_RECORDINGS_URL")]
@@ -190,6 +195,8 @@ pub struct ServeConfig {
     pub keyring: Keyring,
     /// Bootstrap admin token, if given.
     pub admin_token: Option<String>,
+    /// Observer token file (checked readable and well-formed at start-up), if given.
+    pub observer_token_file: Option<PathBuf>,
     /// Ed25519 recording-manifest keys, if given.
     pub recording_keys: Option<crate::recording::ManifestKeys>,
     /// Recordings destination.
@@ -408,6 +415,20 @@ impl ServeArgs {
             ),
             None => None,
         };
+        if let Some(p) = &self.observer_token_file {
+            crate::api::observer::parse_file(&read(
+                "observer-token-file",
+                "WG_OBSERVER_TOKEN_FILE",
+                p,
+            )?)
+            .map_err(|e| {
+                err(
+                    "observer-token-file",
+                    "WG_OBSERVER_TOKEN_FILE",
+                    format!("{}: {e}", p.display()),
+                )
+            })?;
+        }
         if let Some(r) = &self.recordings_url
             && !(r.starts_with("file:///") || r.starts_with("s3://"))
         {
@@ -549,6 +570,7 @@ impl ServeArgs {
             tls,
             keyring,
             admin_token,
+            observer_token_file: self.observer_token_file.clone(),
             recording_keys,
             recordings_url: self.recordings_url.clone(),
             recordings_spool,

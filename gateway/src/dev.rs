@@ -200,6 +200,7 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         health_interval: Duration::from_secs(1),
         isolation_grace: Duration::from_secs(10),
         admin_token: Some(admin_token.trim().to_string()),
+        observer_token_file: None,
         drain_timeout: Duration::from_secs(5),
         replica_lost_after: Duration::from_secs(15),
         live_session_ttl: crate::session::DEFAULT_LIVE_SESSION_TTL,

@@ -139,6 +139,8 @@ mod paths {
     fn openapi() {}
 
     #[utoipa::path(get, path = "/v1/system/status", tag = "system",
+        description = "The answering replica's status. Any valid token, or an observer token \
+                       (`--observer-token-file`), which reads this and `/metrics` only.",
         responses(
             (status = 200, description = "The answering replica's status.", body = SystemStatus),
         ))]

@@ -87,6 +87,8 @@ pub struct Parts {
     pub isolation_grace: Duration,
     /// Admin token to ensure at start.
     pub admin_token: Option<String>,
+    /// Observer token file (status and metrics only), if any.
+    pub observer_token_file: Option<std::path::PathBuf>,
     /// How long a SIGTERM drain waits for owned sessions before closing them.
     pub drain_timeout: Duration,
     /// Heartbeat age after which a replica's sessions end as `replica_lost`.
@@ -189,6 +191,7 @@ pub async fn run(
             keyring,
             health_interval,
             admin_token,
+            observer_token_file,
             replica_lost_after,
             live_session_ttl,
             ready,
@@ -292,6 +295,7 @@ pub async fn run(
                 relay_keepalive,
                 target_policy: Arc::new(target_policy),
                 guard,
+                observer: crate::api::observer::ObserverTokens::new(observer_token_file),
             });
             app.ready(router(state));
             tracing::info!(event = "ready_to_serve", replica = %replica.id);

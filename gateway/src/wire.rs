@@ -272,6 +272,20 @@ pub struct SystemStatus {
     /// Seconds left in the drain's eviction window, while draining.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_remaining_seconds: Option<f64>,
+    /// Whether Postgres and Redis pass this replica's readiness checks (as `/readyz` computes
+    /// them); absent from the local admin socket, which does not run the checker's view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependencies: Option<Dependencies>,
+}
+
+/// The dependency verdicts of `GET /v1/system/status`: the operator stops a rollout when most
+/// serving replicas report one of them failing.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Dependencies {
+    /// Postgres passes (failing no longer than the isolation grace).
+    pub postgres: bool,
+    /// Redis passes (failing no longer than the isolation grace).
+    pub redis: bool,
 }
 
 /// One event of `GET /v1/events` (the `data` of a server-sent event; its `id` and `event`

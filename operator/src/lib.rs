@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod controller;
+pub mod fleet;
 pub mod labels;
 pub mod leader;
 pub mod material;

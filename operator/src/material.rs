@@ -26,6 +26,25 @@ pub struct MaterialError(#[from] rcgen::Error);
 /// only: relay-only GatewayPool pods never mount it).
 pub const RECORDING_KEY: &str = "recording-key";
 
+/// Item of the internal Secret holding the observer token: the operator's read-only identity
+/// for each pod's `GET /v1/system/status` (`--observer-token-file`). One token per line; to
+/// rotate, put the new token first and keep the old one below it until the pods re-read the
+/// file (10 s after the kubelet updates the mounted Secret), then remove the old line.
+pub const OBSERVER_TOKEN: &str = "observer-token";
+
+/// A fresh observer token file.
+fn observer_token() -> ByteString {
+    let t: [u8; 32] = rand::random();
+    ByteString(format!("wgo_{}\n", URL_SAFE_NO_PAD.encode(t)).into_bytes())
+}
+
+/// Adds the observer token to internal Secret data created before it existed.
+pub fn with_observer_token(mut data: BTreeMap<String, ByteString>) -> BTreeMap<String, ByteString> {
+    data.entry(OBSERVER_TOKEN.to_string())
+        .or_insert_with(observer_token);
+    data
+}
+
 /// A fresh recording-manifest key file (`<kid> private <base64 seed>`, what
 /// `--recording-key-file` reads).
 fn recording_key() -> ByteString {
@@ -41,13 +60,14 @@ pub fn with_recording_key(mut data: BTreeMap<String, ByteString>) -> BTreeMap<St
     data
 }
 
-/// Data of a fresh internal Secret: `keys` (one signing key, id `k1`), `admin-token` and
-/// `recording-key` (the Ed25519 manifest key, id `rk1`).
+/// Data of a fresh internal Secret: `keys` (one signing key, id `k1`), `admin-token`,
+/// `recording-key` (the Ed25519 manifest key, id `rk1`) and `observer-token`.
 pub fn internal() -> BTreeMap<String, ByteString> {
     let key: [u8; 32] = rand::random();
     let token: [u8; 32] = rand::random();
     BTreeMap::from([
         (RECORDING_KEY.to_string(), recording_key()),
+        (OBSERVER_TOKEN.to_string(), observer_token()),
         (
             "keys".to_string(),
             ByteString(format!("k1 {}\n", STANDARD.encode(key)).into_bytes()),

@@ -102,6 +102,9 @@ pub struct Plan {
     /// Why every template change is held although the plan would proceed (the Patroni health
     /// URL does not answer 2xx).
     pub database_unhealthy: Option<String>,
+    /// Why every template change is held: most serving pods report a dependency (named in the
+    /// message) failing. The rollout resumes when they no longer do.
+    pub dependency_unavailable: Option<String>,
 }
 
 /// Whether applying `plan` would change the template of a Deployment that exists (creating a
@@ -119,13 +122,31 @@ pub fn replaces_pods(
     })
 }
 
-/// Holds every template change to an existing Deployment, for `why`.
+/// Holds every template change to an existing Deployment, for `why` (the Patroni gate).
 pub fn hold_changes(
     plan: &mut Plan,
     wanted: &[Wanted],
     observed: &BTreeMap<String, Progress>,
     why: String,
 ) {
+    hold_existing(plan, wanted, observed);
+    plan.database_unhealthy = Some(why);
+}
+
+/// Holds every template change to an existing Deployment because most serving pods report a
+/// dependency failing (`why` names it). Zones already rolling finish on their own (their
+/// Deployment has the template); no further zone starts.
+pub fn hold_for_dependency(
+    plan: &mut Plan,
+    wanted: &[Wanted],
+    observed: &BTreeMap<String, Progress>,
+    why: String,
+) {
+    hold_existing(plan, wanted, observed);
+    plan.dependency_unavailable = Some(why);
+}
+
+fn hold_existing(plan: &mut Plan, wanted: &[Wanted], observed: &BTreeMap<String, Progress>) {
     for w in wanted {
         if observed
             .get(&w.name)
@@ -134,7 +155,6 @@ pub fn hold_changes(
             plan.hold.insert(w.name.clone());
         }
     }
-    plan.database_unhealthy = Some(why);
 }
 
 /// Decides which Deployments may take their rendered template now.
@@ -227,6 +247,32 @@ mod tests {
         // Nothing to replace: the URL is not even asked.
         o = observed(&[("a", "new", true), ("b", "new", true), ("c", "new", true)]);
         assert!(!replaces_pods(&w, &o, &plan(&w, &o, false)));
+    }
+
+    #[test]
+    fn a_degraded_fleet_holds_the_next_zone_and_releases_it_on_recovery() {
+        let w = wanted(&["a", "b"], "new");
+        let o = observed(&[("a", "new", true), ("b", "old", true)]);
+        let mut p = plan(&w, &o, false);
+        assert_eq!(p.current.as_deref(), Some("b"));
+        hold_for_dependency(&mut p, &w, &o, "Redis".into());
+        assert!(p.hold.contains("cp-b"), "zone b must not start");
+        assert!(!replaces_pods(&w, &o, &p));
+        assert_eq!(p.dependency_unavailable.as_deref(), Some("Redis"));
+        assert_eq!(p.database_unhealthy, None);
+        // Recovered: the next pass plans afresh and zone b rolls.
+        let p = plan(&w, &o, false);
+        assert!(p.hold.is_empty() && p.dependency_unavailable.is_none());
+    }
+
+    #[test]
+    fn replacements_not_ready_keep_the_rollout_in_their_zone() {
+        // Zone a's new pods exist but are not ready: b waits, whatever else happens.
+        let w = wanted(&["a", "b", "c"], "new");
+        let o = observed(&[("a", "new", false), ("b", "old", true), ("c", "old", true)]);
+        let p = plan(&w, &o, false);
+        assert_eq!(p.current.as_deref(), Some("a"));
+        assert!(p.hold.contains("cp-b") && p.hold.contains("cp-c"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use wardengate_crds::{GatewayPoolStatus, RolloutStatus, WardengateClusterStatus};
 
+use crate::fleet::{self, PlacementCounts, PodView};
 use crate::labels::{self, names};
 use crate::rollout::{Plan, Progress};
 use crate::validate::ValidCluster;
@@ -56,6 +57,11 @@ pub mod reasons {
     pub const CLUSTER_NOT_FOUND: &str = "ClusterNotFound";
     /// A pool waits for its cluster to report a version.
     pub const WAITING_FOR_CLUSTER: &str = "WaitingForCluster";
+    /// Pods are draining (terminating with sessions, or told to drain); the message counts them.
+    pub const DRAINING: &str = "Draining";
+    /// Most serving pods report Postgres or Redis failing: the rollout stopped (the message names
+    /// the dependency) and resumes when they recover.
+    pub const DEPENDENCY_UNAVAILABLE: &str = "DependencyUnavailable";
 }
 
 /// One placement as the apply step left it.
@@ -154,29 +160,68 @@ pub fn condition(
 }
 
 /// Status of a cluster whose objects were applied.
+///
+/// `pods` is the observed fleet (each control-plane pod and what its status endpoint said):
+/// per-zone sessions and draining pods come from it, with the zero-write rule of
+/// [`crate::fleet`].
 pub fn cluster(
     v: &ValidCluster,
     generation: i64,
     applied: &Applied,
     plan: &Plan,
+    pods: &[PodView],
     previous: Option<&WardengateClusterStatus>,
     now: &Time,
 ) -> WardengateClusterStatus {
     let prev_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
     let replicas: i32 = v.placements.iter().map(|(_, r)| r).sum();
-    let (mut ready, mut updated, mut draining) = (0, 0, 0);
-    for d in applied.deployments() {
+    let (mut ready, mut updated, mut terminating) = (0, 0, 0);
+    let mut placements: Vec<PlacementCounts> = v
+        .placements
+        .iter()
+        .map(|(zone, want)| PlacementCounts {
+            name: zone
+                .clone()
+                .unwrap_or_else(|| names::deployment(&v.name, None)),
+            desired: *want,
+            ..PlacementCounts::default()
+        })
+        .collect();
+    for z in applied.zones() {
+        let Some(d) = &z.deployment else { continue };
         let s = d.status.clone().unwrap_or_default();
+        let held = plan.hold.contains(z.name.as_str());
+        let up = if held {
+            0
+        } else {
+            s.updated_replicas.unwrap_or(0)
+        };
         ready += s.ready_replicas.unwrap_or(0);
-        draining += s.terminating_replicas.unwrap_or(0);
-        if !plan
-            .hold
-            .contains(d.metadata.name.as_deref().unwrap_or_default())
+        terminating += s.terminating_replicas.unwrap_or(0);
+        updated += up;
+        if let Some(pc) = v
+            .placements
+            .iter()
+            .position(|(zone, _)| *zone == z.zone)
+            .and_then(|i| placements.get_mut(i))
         {
-            updated += s.updated_replicas.unwrap_or(0);
+            pc.ready = s.ready_replicas.unwrap_or(0);
+            pc.updated = up;
         }
     }
+    let (pods_draining, sessions_draining) = fleet::draining_totals(pods);
+    let draining = pods_draining.max(terminating);
     let all_complete = plan.done && applied.all_complete();
+    let active = fleet::active(pods, all_complete);
+    let (zones, sessions) = fleet::zones(
+        &placements,
+        pods,
+        previous.map(|p| p.zones.as_slice()).unwrap_or(&[]),
+        previous.map(|p| p.sessions),
+        active,
+    );
+    let drain_msg =
+        format!("{draining} pod(s) draining with {sessions_draining} session(s) still open");
     let (ready_cond, reconciling, stalled, phase) = if let Some(zone) = &plan.stopped_at {
         let msg = format!(
             "the rollout stopped in {zone}: new pods did not become ready before the progress deadline; \
@@ -193,11 +238,28 @@ pub fn cluster(
             "{ready}/{replicas} replicas ready at version {}",
             v.spec.version
         );
+        // Old pods may still drain after the Deployments completed: serving, but not done.
+        let reconciling = if draining > 0 {
+            (true, reasons::DRAINING, drain_msg.clone())
+        } else {
+            (false, reasons::AVAILABLE, msg.clone())
+        };
         (
-            (true, reasons::AVAILABLE, msg.clone()),
-            (false, reasons::AVAILABLE, msg),
+            (true, reasons::AVAILABLE, msg),
+            reconciling,
             (false, reasons::HEALTHY, String::new()),
             "Ready",
+        )
+    } else if let Some(why) = &plan.dependency_unavailable {
+        let msg = format!(
+            "rollout to {} stopped: {why}; it resumes when they recover ({ready}/{replicas} ready, {updated} updated)",
+            v.spec.version
+        );
+        (
+            (false, reasons::DEPENDENCY_UNAVAILABLE, msg.clone()),
+            (false, reasons::DEPENDENCY_UNAVAILABLE, msg.clone()),
+            (true, reasons::DEPENDENCY_UNAVAILABLE, msg),
+            "Degraded",
         )
     } else if let Some(why) = &plan.database_unhealthy {
         let msg = format!(
@@ -232,9 +294,19 @@ pub fn cluster(
             "{ready}/{replicas} replicas ready, {updated} on version {}{at}",
             v.spec.version
         );
+        let reason = if draining > 0 {
+            reasons::DRAINING
+        } else {
+            reasons::PROGRESSING
+        };
+        let msg = if draining > 0 {
+            format!("{msg}; {drain_msg}")
+        } else {
+            msg
+        };
         (
-            (false, reasons::PROGRESSING, msg.clone()),
-            (true, reasons::PROGRESSING, msg),
+            (false, reason, msg.clone()),
+            (true, reason, msg),
             (false, reasons::HEALTHY, String::new()),
             "Progressing",
         )
@@ -245,13 +317,26 @@ pub fn cluster(
         generation,
         now,
     );
-    if !v.warnings.is_empty() {
+    let mut warnings = v.warnings.clone();
+    let silent = fleet::unanswered(pods);
+    if !silent.is_empty() {
+        warnings.push(format!(
+            "pods not answering GET /v1/system/status on {}: {}",
+            labels::HTTPS_PORT,
+            silent
+                .iter()
+                .map(|(p, why)| format!("{p} ({why})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !warnings.is_empty() {
         conditions.push(condition(
             prev_conditions,
             types::WARNINGS,
             true,
             reasons::SPEC_WARNINGS,
-            v.warnings.join("; "),
+            warnings.join("; "),
             generation,
             now,
         ));
@@ -283,8 +368,10 @@ pub fn cluster(
             target_version: Some(v.spec.version.clone()),
             current_zone: plan.current.clone(),
             pods_draining: draining,
-            sessions_draining: 0,
+            sessions_draining,
         }),
+        sessions,
+        zones,
     }
 }
 
@@ -440,5 +527,233 @@ pub fn pool(
         },
         phase: Some(phase.to_string()),
         selector: Some(labels::selector_string(&crate::build::pool_selector(p))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::fleet::{Answer, Dependencies, Report};
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+    use wardengate_crds::WardengateCluster;
+
+    fn valid() -> ValidCluster {
+        let c: WardengateCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "wardengate.io/v1alpha1", "kind": "WardengateCluster",
+            "metadata": {"name": "wg", "namespace": "ns", "generation": 2},
+            "spec": {
+                "version": "1.1.0", "replicas": 4, "zones": ["a", "b"],
+                "postgres": {"external": {"urlSecretRef": {"name": "db", "key": "url"}}},
+                "redis": {"hosts": ["redis:6379"]},
+            },
+        }))
+        .unwrap();
+        crate::validate::validate(&c).unwrap()
+    }
+
+    fn deployment(name: &str, ready: i32, updated: i32) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.name = Some(name.into());
+        d.metadata.generation = Some(1);
+        d.spec.replicas = Some(2);
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(1),
+            replicas: Some(2),
+            ready_replicas: Some(ready),
+            available_replicas: Some(ready),
+            updated_replicas: Some(updated),
+            ..Default::default()
+        });
+        d
+    }
+
+    fn applied(a: (i32, i32), b: (i32, i32)) -> Applied {
+        Applied {
+            service_account: None,
+            secrets: Vec::new(),
+            config_map: None,
+            zones: vec![
+                AppliedZone {
+                    zone: Some("a".into()),
+                    name: "wg-cp-a".into(),
+                    deployment: Some(deployment("wg-cp-a", a.0, a.1)),
+                },
+                AppliedZone {
+                    zone: Some("b".into()),
+                    name: "wg-cp-b".into(),
+                    deployment: Some(deployment("wg-cp-b", b.0, b.1)),
+                },
+            ],
+            service: Service::default(),
+            pdb: None,
+            network_policy: NetworkPolicy::default(),
+        }
+    }
+
+    fn pod(name: &str, zone: usize, version: &str, sessions: Option<i64>) -> PodView {
+        PodView {
+            name: name.into(),
+            placement: Some(zone),
+            ready: true,
+            terminating: false,
+            version: Some(version.into()),
+            deletion_cost: None,
+            answer: match sessions {
+                Some(n) => Answer::Report(Report {
+                    replica: name.into(),
+                    draining: false,
+                    owned_sessions: n,
+                    version: "x".into(),
+                    dependencies: Some(Dependencies {
+                        postgres: true,
+                        redis: true,
+                    }),
+                }),
+                None => Answer::NoAnswer("connection failed".into()),
+            },
+        }
+    }
+
+    fn now() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    fn cond<'a>(s: &'a WardengateClusterStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn a_rollout_with_a_pod_draining_its_last_session() {
+        let v = valid();
+        let plan = Plan {
+            current: Some("a".into()),
+            hold: ["wg-cp-b".to_string()].into(),
+            ..Plan::default()
+        };
+        let mut old = pod("wg-cp-a-old", 0, "1.0.0", Some(1));
+        old.terminating = true;
+        let pods = vec![
+            pod("wg-cp-a-1", 0, "1.1.0", Some(0)),
+            pod("wg-cp-a-2", 0, "1.1.0", Some(2)),
+            old,
+            pod("wg-cp-b-1", 1, "1.0.0", Some(5)),
+            pod("wg-cp-b-2", 1, "1.0.0", None),
+        ];
+        let s = cluster(&v, 2, &applied((2, 2), (2, 2)), &plan, &pods, None, &now());
+        let r = s.rollout.as_ref().unwrap();
+        assert_eq!((r.pods_draining, r.sessions_draining), (1, 1));
+        assert_eq!(r.current_zone.as_deref(), Some("a"));
+        assert_eq!(r.target_version.as_deref(), Some("1.1.0"));
+        assert_eq!(s.sessions, 8);
+        assert_eq!(
+            s.updated_replicas, 2,
+            "zone b is held: its pods are not updated"
+        );
+        let a = &s.zones[0];
+        assert_eq!(
+            (a.name.as_str(), a.desired, a.ready, a.updated),
+            ("a", 2, 2, 2)
+        );
+        assert_eq!((a.sessions, a.version.as_deref()), (3, Some("1.1.0")));
+        assert_eq!(a.draining.len(), 1);
+        assert_eq!(
+            (a.draining[0].name.as_str(), a.draining[0].sessions),
+            ("wg-cp-a-old", 1)
+        );
+        let b = &s.zones[1];
+        assert_eq!(
+            (b.updated, b.sessions, b.unreachable.as_slice()),
+            (0, 5, &["wg-cp-b-2".to_string()][..])
+        );
+        let rec = cond(&s, types::RECONCILING);
+        assert_eq!(
+            (rec.status.as_str(), rec.reason.as_str()),
+            ("True", reasons::DRAINING)
+        );
+        assert!(
+            rec.message.contains("1 pod(s) draining with 1 session(s)"),
+            "{}",
+            rec.message
+        );
+        let w = cond(&s, types::WARNINGS);
+        assert!(
+            w.message.contains("wg-cp-b-2 (connection failed)"),
+            "{}",
+            w.message
+        );
+
+        // The session ends, the old pod goes: exact counts again (still rolling), no Draining.
+        let pods: Vec<PodView> = pods.into_iter().filter(|p| !p.terminating).collect();
+        let s2 = cluster(
+            &v,
+            2,
+            &applied((2, 2), (2, 2)),
+            &plan,
+            &pods,
+            Some(&s),
+            &now(),
+        );
+        assert_eq!(s2.rollout.as_ref().unwrap().sessions_draining, 0);
+        assert_eq!(cond(&s2, types::RECONCILING).reason, reasons::PROGRESSING);
+        assert!(s2.zones[0].draining.is_empty());
+        assert_eq!(s2.sessions, 7);
+    }
+
+    #[test]
+    fn a_degraded_fleet_is_stalled_naming_the_dependency() {
+        let v = valid();
+        let plan = Plan {
+            current: Some("a".into()),
+            hold: ["wg-cp-a".to_string(), "wg-cp-b".to_string()].into(),
+            dependency_unavailable: Some("Redis is unreachable from 3 of 4 ready pods".into()),
+            ..Plan::default()
+        };
+        let pods = vec![pod("wg-cp-a-1", 0, "1.0.0", Some(0))];
+        let s = cluster(&v, 2, &applied((2, 2), (2, 2)), &plan, &pods, None, &now());
+        let st = cond(&s, types::STALLED);
+        assert_eq!(
+            (st.status.as_str(), st.reason.as_str()),
+            ("True", reasons::DEPENDENCY_UNAVAILABLE)
+        );
+        assert!(
+            st.message.contains("Redis is unreachable from 3 of 4"),
+            "{}",
+            st.message
+        );
+        assert_eq!(cond(&s, types::READY).status, "False");
+        assert_eq!(s.phase.as_deref(), Some("Degraded"));
+    }
+
+    #[test]
+    fn a_steady_fleet_with_moving_counts_computes_an_identical_status() {
+        let v = valid();
+        let plan = Plan {
+            done: true,
+            ..Plan::default()
+        };
+        let mut d = applied((2, 2), (2, 2));
+        for z in &mut d.zones {
+            if let Some(dep) = z.deployment.as_mut() {
+                dep.metadata.annotations = None;
+            }
+        }
+        let mk = |a: i64, b: i64| {
+            vec![
+                pod("wg-cp-a-1", 0, "1.1.0", Some(a)),
+                pod("wg-cp-b-1", 1, "1.1.0", Some(b)),
+            ]
+        };
+        let first = cluster(&v, 2, &d, &plan, &mk(12, 3), None, &now());
+        assert_eq!(first.phase.as_deref(), Some("Ready"));
+        assert_eq!(first.sessions, 15);
+        let later = Time(k8s_openapi::jiff::Timestamp::from_second(1000).unwrap());
+        for (a, b) in [(14, 4), (16, 2), (10, 3)] {
+            let again = cluster(&v, 2, &d, &plan, &mk(a, b), Some(&first), &later);
+            assert_eq!(again, first, "{a}/{b} sessions rewrote a steady status");
+        }
+        let moved = cluster(&v, 2, &d, &plan, &mk(25, 3), Some(&first), &later);
+        assert_eq!((moved.sessions, moved.zones[0].sessions), (28, 25));
     }
 }

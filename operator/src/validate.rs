@@ -9,8 +9,6 @@ use wardengate_crds::{WardengateCluster, WardengateClusterSpec};
 /// Seconds added to the drain timeout for endpoint propagation (the LB must stop sending new
 /// connections before the drain can finish) and for the process to shut down.
 pub const GRACE_MARGIN_SECONDS: i64 = 30;
-/// Drains longer than this get a warning: autoscalers and node drains commonly cut them.
-pub const LONG_DRAIN_SECONDS: i64 = 600;
 
 /// Why a cluster cannot be built. The message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,10 +130,12 @@ pub fn validate(c: &WardengateCluster) -> Result<ValidCluster, Invalid> {
         .termination_grace_period_seconds
         .unwrap_or(drain + GRACE_MARGIN_SECONDS);
     let mut warnings = Vec::new();
-    if drain > LONG_DRAIN_SECONDS {
-        warnings.push(format!(
-            "spec.drain.timeoutSeconds is {drain}s; drains above {LONG_DRAIN_SECONDS}s are commonly cut short by autoscalers and node drains"
-        ));
+    let autoscaler = spec
+        .drain
+        .autoscaler_max_graceful_termination_seconds
+        .unwrap_or(wardengate_crds::DEFAULT_AUTOSCALER_GRACE_SECONDS);
+    if let Some(w) = autoscaler_warning(drain, grace_seconds, autoscaler) {
+        warnings.push(w);
     }
     if spec.replicas < 3 {
         warnings.push(format!(
@@ -151,6 +151,19 @@ pub fn validate(c: &WardengateCluster) -> Result<ValidCluster, Invalid> {
         grace_seconds,
         statement_timeout,
         warnings,
+    })
+}
+
+/// The warning when a pod's termination grace exceeds what the cluster-autoscaler waits for an
+/// evicted pod (`--max-graceful-termination-sec`, `spec.drain.autoscalerMaxGracefulTerminationSeconds`):
+/// a scale-down would then kill the pod mid-drain, cutting the sessions it still carries.
+pub fn autoscaler_warning(drain: i64, grace: i64, autoscaler: i64) -> Option<String> {
+    (grace > autoscaler).then(|| {
+        format!(
+            "terminationGracePeriodSeconds is {grace}s (drain {drain}s + margin) but the cluster-autoscaler waits at most {autoscaler}s \
+             (spec.drain.autoscalerMaxGracefulTerminationSeconds, its --max-graceful-termination-sec): a scale-down would cut drains short; \
+             lower spec.drain.timeoutSeconds or raise the autoscaler's limit"
+        )
     })
 }
 
@@ -274,5 +287,46 @@ mod tests {
         assert_eq!(placements(3, &[]), vec![(None, 3)]);
         let p = placements(5, &z(&["a", "b", "c"]));
         assert_eq!(p.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![2, 2, 1]);
+    }
+
+    fn cluster(drain: serde_json::Value) -> WardengateCluster {
+        #[allow(clippy::unwrap_used)]
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "wardengate.io/v1alpha1", "kind": "WardengateCluster",
+            "metadata": {"name": "wg", "namespace": "ns"},
+            "spec": {
+                "version": "1.0.0", "drain": drain,
+                "postgres": {"external": {"urlSecretRef": {"name": "db", "key": "url"}}},
+                "redis": {"hosts": ["redis:6379"]},
+            },
+        }))
+        .unwrap()
+    }
+
+    #[allow(clippy::unwrap_used)]
+    fn warnings(drain: serde_json::Value) -> Vec<String> {
+        validate(&cluster(drain)).unwrap().warnings
+    }
+
+    #[test]
+    fn a_grace_beyond_the_autoscalers_limit_is_a_warning() {
+        let autoscaler = |w: &[String]| w.iter().any(|m| m.contains("cluster-autoscaler"));
+        // Default drain 270 s + 30 s margin = 300 s, within the default 600 s.
+        assert!(!autoscaler(&warnings(serde_json::json!({}))));
+        // 600 s + 30 s is more than the autoscaler waits by default.
+        let w = warnings(serde_json::json!({"timeoutSeconds": 600}));
+        assert!(autoscaler(&w), "{w:?}");
+        assert!(
+            w.iter().any(|m| m.contains("630s") && m.contains("600s")),
+            "{w:?}"
+        );
+        // A cluster whose autoscaler waits longer: no warning; shorter: a warning.
+        assert!(!autoscaler(&warnings(serde_json::json!({
+            "timeoutSeconds": 600, "autoscalerMaxGracefulTerminationSeconds": 900
+        }))));
+        assert!(autoscaler(&warnings(serde_json::json!({
+            "timeoutSeconds": 120, "autoscalerMaxGracefulTerminationSeconds": 60
+        }))));
+        assert_eq!(autoscaler_warning(270, 300, 300), None, "equal is fine");
     }
 }

@@ -830,7 +830,8 @@ fn a_patroni_health_url_must_be_http() {
 
 /// Every cluster and pool gets a NetworkPolicy admitting only 8443 and 8444 (TCP) to exactly
 /// the pods its Deployments run (nothing else they might listen on is reachable); egress stays
-/// open, since targets are wherever users connect.
+/// open, since targets are wherever users connect. The operator's status reads (8443 from its
+/// namespace) are admitted.
 #[test]
 fn network_policies_admit_only_the_gateway_ports_to_their_own_pods() {
     let yaml = format!(
@@ -869,6 +870,20 @@ fn network_policies_admit_only_the_gateway_ports_to_their_own_pods() {
             })
             .collect();
         assert_eq!(ports, [(8443, "TCP"), (8444, "TCP")]);
+        // The operator reads each pod's GET /v1/system/status on 8443 from its own namespace:
+        // the rule must not restrict sources (or, if it ever does, must name the operator).
+        assert!(
+            rules[0].from.as_ref().is_none_or(|f| f.iter().any(|peer| {
+                peer.namespace_selector.as_ref().is_some_and(|n| {
+                    n.match_labels.as_ref().is_some_and(|l| {
+                        l.get("kubernetes.io/metadata.name").map(String::as_str)
+                            == Some("wardengate-system")
+                    })
+                })
+            })),
+            "the operator's traffic to 8443 is not admitted: {:?}",
+            rules[0].from
+        );
         let want = spec
             .pod_selector
             .as_ref()

@@ -172,8 +172,8 @@ async fn fresh_then_ready_then_steady_reconciles_pin_their_api_traffic() {
     );
     assert_eq!(
         fresh.iter().filter(|r| r.verb == Verb::List).count(),
-        7,
-        "one list per owned kind"
+        8,
+        "one list per owned kind, and one of the pods (the fleet)"
     );
     assert!(
         fresh
@@ -251,8 +251,8 @@ async fn fresh_then_ready_then_steady_reconciles_pin_their_api_traffic() {
     assert_eq!(fake.resource_version(), rv, "nothing changed in the store");
     assert_eq!(
         steady.len(),
-        8,
-        "7 lists + 1 referenced Secret:\n{}",
+        9,
+        "7 lists + the pods + 1 referenced Secret:\n{}",
         summary(&steady)
     );
 }

@@ -37,6 +37,9 @@ use wardengate_testkit::process::Service;
 use wardengate_testkit::user::RunAs;
 use wardengate_testkit::{KubeCluster, Sandbox, wait_until};
 
+#[path = "real_cluster/sessions.rs"]
+mod sessions;
+
 const SYSTEM_NS: &str = "wardengate-system";
 const OPERATOR_SA: &str = "system:serviceaccount:wardengate-system:wardengate-operator";
 const READY_TIMEOUT: &str = "--timeout=240s";
@@ -497,6 +500,13 @@ fn the_operator_on_a_real_apiserver() {
     zone_scheduling(&env);
     drain_respects_the_pdb(&env);
     zone_by_zone_rollout(&env);
+    if env.cluster.is_some() {
+        // Pod IPs on loopback (kwok's CIDR) only on the harness' cluster.
+        let [before, during, after] = sessions::sessions_through_real_gateways(&env);
+        eprintln!(
+            "status before the rollout:\n{before}\nwhile a pod drains with a session:\n{during}\nafter:\n{after}"
+        );
+    }
     stalled_is_failed_for_kstatus(&env);
     garbage_collection(&env);
     leader_takeover(&env, &mut ops);
@@ -870,7 +880,7 @@ fn printer_columns(env: &Env) {
     let out = env.k(&["get", "wgc,wgp", "-A"]);
     env.step(&format!("kubectl get wgc,wgp -A:\n{out}"));
     let header = out.lines().next().unwrap();
-    for col in ["READY", "REPLICAS", "VERSION", "PHASE", "AGE"] {
+    for col in ["READY", "REPLICAS", "SESSIONS", "VERSION", "PHASE", "AGE"] {
         assert!(header.contains(col), "column {col} missing: {header}");
     }
     let row = out
@@ -878,7 +888,8 @@ fn printer_columns(env: &Env) {
         .find(|l| l.starts_with("ex-quickstart") && l.contains("wardengatecluster"))
         .unwrap_or_else(|| panic!("no quickstart row:\n{out}"));
     let cells: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(&cells[2..6], ["True", "3", "0.1.0", "Ready"], "{row}");
+    // kwok pods have no gateway behind them here: nobody answers, 0 sessions.
+    assert_eq!(&cells[2..7], ["True", "3", "0", "0.1.0", "Ready"], "{row}");
     let pool = out
         .lines()
         .find(|l| l.contains("gatewaypool.wardengate.io/us-east"))

@@ -6,6 +6,7 @@ pub mod error;
 mod events;
 mod guard;
 mod health;
+pub mod observer;
 mod recordings;
 mod relay;
 mod sessions;
@@ -69,6 +70,8 @@ pub struct AppState {
     pub target_policy: Arc<crate::target_policy::TargetPolicy>,
     /// Per-address limits before authentication.
     pub guard: Guard,
+    /// The operator's read-only identity (status and metrics only).
+    pub observer: observer::ObserverTokens,
 }
 
 /// Who is asking, for the session core: the caller's token and role, and the connection's

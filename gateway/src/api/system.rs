@@ -21,9 +21,14 @@ pub const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// Header telling how a drain ended: `drained` or `evicted=N`.
 pub const DRAIN_OUTCOME_HEADER: &str = "wardengate-drain-outcome";
 
-/// Handler.
-pub async fn status(State(st): State<Arc<AppState>>, _caller: super::Caller) -> Json<SystemStatus> {
-    Json(status_of(&st.replica))
+/// Handler: for any valid token, or the operator's observer token (see [`super::observer`]).
+pub async fn status(
+    State(st): State<Arc<AppState>>,
+    _reader: super::observer::Reader,
+) -> Json<SystemStatus> {
+    let mut s = status_of(&st.replica);
+    s.dependencies = Some(st.dependencies());
+    Json(s)
 }
 
 /// The status of `replica`, for the API and the local admin socket.
@@ -38,6 +43,7 @@ pub fn status_of(replica: &Replica) -> SystemStatus {
         owned_sessions: replica.relays(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         drain_remaining_seconds: replica.drain_remaining().map(|d| d.as_secs_f64()),
+        dependencies: None,
     }
 }
 

@@ -123,6 +123,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         health_interval: cfg.health_interval,
         isolation_grace: cfg.isolation_grace,
         admin_token: cfg.admin_token,
+        observer_token_file: cfg.observer_token_file,
         drain_timeout: cfg.drain_timeout,
         replica_lost_after: cfg.replica_lost_after,
         live_session_ttl: cfg.live_session_ttl,

@@ -120,6 +120,11 @@ fn container_env(v: &ValidCluster) -> Vec<EnvVar> {
     if v.spec.recordings.is_some() {
         e.push(env("WG_RECORDINGS_SPOOL", SPOOL_DIR));
     }
+    // The operator's read-only identity for GET /v1/system/status.
+    e.push(env(
+        "WG_OBSERVER_TOKEN_FILE",
+        &format!("{CONFIG_DIR}/internal/{}", crate::material::OBSERVER_TOKEN),
+    ));
     e
 }
 

@@ -145,8 +145,14 @@ fn gatewayify(d: &mut Deployment, p: &ValidPool) {
     for c in &mut pod.containers {
         let env = c.env.get_or_insert_with(Vec::new);
         // Gateways never bootstrap an admin token: they neither read nor mount it.
-        // Nor the recording-manifest key: relay-only pods never sign manifests.
-        env.retain(|e| e.name != "WG_ADMIN_TOKEN_FILE" && e.name != "WG_RECORDING_KEY_FILE");
+        // Nor the recording-manifest key: relay-only pods never sign manifests. Nor the observer
+        // token: the operator observes control-plane pods only (for now).
+        env.retain(|e| {
+            !matches!(
+                e.name.as_str(),
+                "WG_ADMIN_TOKEN_FILE" | "WG_RECORDING_KEY_FILE" | "WG_OBSERVER_TOKEN_FILE"
+            )
+        });
         // `env` wins over the ConfigMap's `envFrom`, so the shared ConfigMap stays one object.
         env.push(EnvVar {
             name: "WG_ROLE".into(),

@@ -16,8 +16,12 @@ use super::backoff::ObjectKey;
 use super::events::{publish, report};
 use super::plan::{observed_progress, plan_rollout};
 use super::status_write::{now, write_status};
-use super::{Context, Error, MISSING_SECRET_RETRY, RESYNC, apply, observe, patroni, undecodable};
+use super::{
+    Context, Error, FLEET_ACTIVE_RESYNC, FLEET_RESYNC, MISSING_SECRET_RETRY, apply, observe,
+    patroni, pods, undecodable,
+};
 use crate::build::{self, SecretMaterial};
+use crate::fleet;
 use crate::labels::names;
 use crate::material;
 use crate::rollout;
@@ -132,6 +136,7 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
     };
     let internal = existing(&names::internal_secret(&v.name))
         .map(material::with_recording_key)
+        .map(material::with_observer_token)
         .unwrap_or_else(material::internal);
     let tls = if v.spec.tls.secret_name.is_some() {
         BTreeMap::new()
@@ -144,6 +149,17 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
             )?,
         }
     };
+
+    // Dereference the fleet: each serving or draining pod's status (reads only; a pod that does
+    // not answer is reported, not fatal).
+    let reach = pods::reach(
+        &ctx.client,
+        &v,
+        v.spec.tls.secret_name.is_none().then_some(&tls),
+        &internal,
+    )
+    .await;
+    let fleet = pods::observe(&ctx.client, &v, &reach).await?;
 
     // Build (pure) and plan the rollout (pure).
     let desired = build::cluster_objects(
@@ -170,6 +186,14 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
         tracing::warn!(cluster = %key, %why, "rollout held: Patroni reports no healthy primary");
         rollout::hold_changes(&mut plan, &wanted, &observed_progress(&observed), why);
     }
+    // Degraded fleet gate: no zone starts while most serving pods report a dependency failing.
+    if !plan.done
+        && let Some((dep, failing, of)) = fleet::degraded(&fleet)
+    {
+        let why = format!("{dep} is unreachable from {failing} of {of} pods that answered");
+        tracing::warn!(cluster = %key, %why, "rollout stopped: degraded fleet");
+        rollout::hold_for_dependency(&mut plan, &wanted, &observed_progress(&observed), why);
+    }
 
     // Apply.
     let outcome = apply::apply(&ctx.client, &ns, &desired, &observed, &plan.hold).await?;
@@ -178,15 +202,20 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
         tracing::warn!(cluster = %key, zone, "rollout stopped: progress deadline exceeded");
     }
 
-    // Status, from what apply returned.
+    // Scale-in removes idle replicas first: deletion costs follow session buckets.
+    pods::patch_deletion_costs(&ctx.client, &ns, &fleet::deletion_cost_patches(&fleet)).await?;
+
+    // Status, from what apply returned and the fleet.
     let s = status::cluster(
         &v,
         generation,
         &outcome.applied,
         &plan,
+        &fleet,
         c.status.as_ref(),
         &now,
     );
+    let active = fleet::active(&fleet, s.phase.as_deref() == Some("Ready"));
     let became_ready = s.phase.as_deref() == Some("Ready")
         && c.status.as_ref().and_then(|p| p.phase.as_deref()) != Some("Ready");
     write_status(ctx, c, c.status.as_ref(), &s).await?;
@@ -201,7 +230,13 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
         )
         .await;
     }
-    Ok(Action::requeue(RESYNC))
+    // Session counts change without any event: look again soon while something moves, and at
+    // a steady pace otherwise (reads only; status is written only on bucket changes).
+    Ok(Action::requeue(if active {
+        FLEET_ACTIVE_RESYNC
+    } else {
+        FLEET_RESYNC
+    }))
 }
 
 /// Backoff after a failed reconcile.

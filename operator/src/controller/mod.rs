@@ -8,6 +8,7 @@
 //! - [`undecodable`]: `Stalled` for custom resources that do not deserialize;
 //! - [`observe`]: the reads (owned objects by kind, referenced Secrets);
 //! - [`plan`]: observed Deployments into the pure rollout planner;
+//! - [`pods`]: the fleet's pods and their `/v1/system/status`, and deletion-cost patches;
 //! - [`patroni`]: the database health gate before a rollout replaces pods;
 //! - [`apply`]: server-side apply and pruning, returning the typed applied set;
 //! - [`status_write`] and [`events`]: what the user sees;
@@ -23,6 +24,7 @@ pub mod events;
 pub mod observe;
 pub mod patroni;
 pub mod plan;
+pub mod pods;
 pub mod pool;
 pub mod status_write;
 pub mod undecodable;
@@ -41,3 +43,8 @@ pub use wiring::run;
 pub const MISSING_SECRET_RETRY: Duration = Duration::from_secs(30);
 /// Periodic resync of a healthy cluster (reads only, unless something drifted unnoticed).
 pub const RESYNC: Duration = Duration::from_secs(300);
+/// Resync of a cluster whose fleet is steady: pods' session counts (and so deletion costs)
+/// change without any Kubernetes event. Reads only unless a count changed bucket.
+pub const FLEET_RESYNC: Duration = Duration::from_secs(30);
+/// Resync while a rollout or a drain is in progress, so status follows draining sessions.
+pub const FLEET_ACTIVE_RESYNC: Duration = Duration::from_secs(5);
