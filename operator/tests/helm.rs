@@ -262,6 +262,19 @@ fn operator_chart_copies_are_the_repositorys() {
         plain, rules,
         "config/monitoring/prometheusrule.yaml drifted"
     );
+    // `kubectl apply -k config/monitoring` applies exactly that PrometheusRule.
+    let kustomized = Command::new(tool("kubectl").unwrap())
+        .args([
+            "kustomize",
+            &repo().join("config/monitoring").display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(kustomized.status.success(), "{kustomized:?}");
+    let k = docs(&String::from_utf8_lossy(&kustomized.stdout));
+    assert_eq!(k.len(), 1);
+    assert_eq!(k[0]["kind"], "PrometheusRule");
+    assert_eq!(&k[0]["spec"]["groups"], rules);
     // The ServiceMonitor scrapes the port the metrics Service names, as the job the rules use.
     let objs = template(
         "wardengate-operator",

@@ -462,3 +462,23 @@ spec: {clusterRef: {name: wg}}
     let listed: BTreeSet<String> = OPERATOR_ENV.iter().map(|s| s.to_string()).collect();
     assert_eq!(set, listed);
 }
+
+/// The README's "Pod placement and overrides" lists every variable `spec.env` may not name.
+#[test]
+fn the_readme_names_every_refused_variable() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = readme
+        .split("### Pod placement and overrides")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    for name in OPERATOR_ENV {
+        assert!(
+            section.contains(&format!("`{name}`")),
+            "README lacks {name}"
+        );
+    }
+}

@@ -1535,9 +1535,9 @@ fn pod_overrides_on_real_nodes(env: &Env) {
             .collect();
         assert!(env_names.contains(&"HTTPS_PROXY"), "{env_names:?}");
     }
-    env.step(&format!(
-        "placement: 4 pool pods on the 2 tainted edge nodes only, 3 control-plane pods off them with priority 1000000"
-    ));
+    env.step(
+        "placement: 4 pool pods on the 2 tainted edge nodes only, 3 control-plane pods off them with priority 1000000",
+    );
     env.k(&["delete", "namespace", ns, "--wait=false"]);
     for n in &dedicated {
         env.k(&["taint", "node", n, &format!("{TAINT}-")]);
