@@ -1,8 +1,6 @@
 //! `GatewayPool`: gateway-only replicas for a cluster, in its namespace or another region.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -54,46 +52,48 @@ fn default_pool_replicas() -> i32 {
     "!has(self.terminationGracePeriodSeconds) || self.terminationGracePeriodSeconds >= self.drain.timeoutSeconds"
 ).message("spec.terminationGracePeriodSeconds must not be shorter than spec.drain.timeoutSeconds: pods would be killed mid-drain").field_path(".terminationGracePeriodSeconds"))]
 pub struct GatewayPoolSpec {
-    /// The cluster these gateways serve.
+    /// The `WardengateCluster` these gateways serve. Required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_ref: Option<ClusterRef>,
-    /// Gateway replicas.
+    /// Gateway replicas. At least 1. Default: 2.
     #[serde(default = "default_pool_replicas")]
     #[x_kube(validation = Rule::new("self >= 1").message("spec.replicas must be at least 1"))]
     pub replicas: i32,
-    /// Version; defaults to the cluster's, and is never newer than the cluster reports.
+    /// Version (image tag). Default: the cluster's; never newer than the cluster reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// Region label for remote pools (informational; placement is by nodeSelector).
+    /// Region label for remote pools (informational; placement is by nodeSelector). Default:
+    /// none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
-    /// Node-pool placement.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub node_selector: BTreeMap<String, String>,
-    /// Tolerations for dedicated gateway nodes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tolerations: Vec<Toleration>,
-    /// Container resources.
+    /// Requests and limits of the gateway container. Default: the cluster's `resources`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Drain before stop.
+    /// How long a stopping gateway waits for its sessions (preStop drain). Default:
+    /// `timeoutSeconds: 270`.
     #[serde(default)]
     pub drain: DrainSpec,
-    /// Explicit termination grace; derived from the drain timeout when unset.
+    /// Pod `terminationGracePeriodSeconds`; must not be shorter than `drain.timeoutSeconds`.
+    /// Default: the drain timeout plus 30 s (300 s with the default drain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_grace_period_seconds: Option<i64>,
-    /// Rollout controls.
+    /// Rollout controls. Default: not paused.
     #[serde(default)]
     pub rollout: RolloutSpec,
+    /// Placement and pod-template additions of the gateways (nodeSelector, tolerations,
+    /// affinity, priorityClassName, podAnnotations, podLabels, env, envFrom); the cluster's are
+    /// not inherited.
+    #[serde(flatten)]
+    pub pod: PodOverrides,
 }
 
 /// Which cluster a pool belongs to.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterRef {
-    /// `WardengateCluster` name.
+    /// `WardengateCluster` name. Required.
     pub name: String,
-    /// Its namespace (default: the pool's).
+    /// Its namespace. Default: the pool's (the only one supported today).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }

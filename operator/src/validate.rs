@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use wardengate_crds::{WardengateCluster, WardengateClusterSpec};
+use wardengate_crds::{OPERATOR_ENV, PodOverrides, WardengateCluster, WardengateClusterSpec};
 
 /// Seconds added to the drain timeout for endpoint propagation (the LB must stop sending new
 /// connections before the drain can finish) and for the process to shut down.
@@ -54,6 +54,9 @@ fn field(field: &str, reason: impl Into<String>) -> Invalid {
 
 /// Validates `c` (admission rules and semantic checks).
 pub fn validate(c: &WardengateCluster) -> Result<ValidCluster, Invalid> {
+    // Before CEL: this check names the offending index (`spec.env[2].name`), CEL only the list.
+    let override_warnings =
+        pod_overrides(&c.spec.pod, c.metadata.name.as_deref().unwrap_or_default())?;
     c.validate_cel()
         .map_err(|e| Invalid::Admission(e.to_string()))?;
     let name = c
@@ -137,6 +140,7 @@ pub fn validate(c: &WardengateCluster) -> Result<ValidCluster, Invalid> {
     if let Some(w) = autoscaler_warning(drain, grace_seconds, autoscaler) {
         warnings.push(w);
     }
+    warnings.extend(override_warnings);
     if spec.replicas < 3 {
         warnings.push(format!(
             "spec.replicas is {}; the HA guide recommends three across failure domains",
@@ -184,6 +188,8 @@ pub struct ValidPool {
 
 /// Validates a pool (admission rules and semantic checks).
 pub fn validate_pool(p: &wardengate_crds::GatewayPool) -> Result<ValidPool, Invalid> {
+    let cluster = p.spec.cluster_ref.as_ref().map(|c| c.name.as_str());
+    pod_overrides(&p.spec.pod, cluster.unwrap_or_default())?;
     p.validate_cel()
         .map_err(|e| Invalid::Admission(e.to_string()))?;
     let name = p
@@ -222,6 +228,103 @@ pub fn validate_pool(p: &wardengate_crds::GatewayPool) -> Result<ValidPool, Inva
         spec: p.spec.clone(),
         grace_seconds,
     })
+}
+
+/// Checks the pod overrides of either kind (`spec.env`, `spec.envFrom`, `spec.affinity`, …);
+/// the warnings name `podLabels` keys the operator's own labels override.
+pub fn pod_overrides(o: &PodOverrides, cluster: &str) -> Result<Vec<String>, Invalid> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, e) in o.env.iter().enumerate() {
+        let at = format!("spec.env[{i}].name");
+        if e.name.trim().is_empty() {
+            return Err(field(&at, "required"));
+        }
+        if OPERATOR_ENV.contains(&e.name.as_str()) {
+            return Err(field(
+                &at,
+                format!(
+                    "`{}` is set by the operator and cannot be overridden (its variables: {})",
+                    e.name,
+                    OPERATOR_ENV.join(", ")
+                ),
+            ));
+        }
+        if !seen.insert(e.name.as_str()) {
+            return Err(field(&at, format!("`{}` is listed twice", e.name)));
+        }
+        if e.value.is_some() && e.value_from.is_some() {
+            return Err(field(
+                &format!("spec.env[{i}]"),
+                "set either value or valueFrom, not both",
+            ));
+        }
+        if let Some(f) = &e.value_from
+            && f.secret_key_ref.is_none()
+            && f.config_map_key_ref.is_none()
+            && f.field_ref.is_none()
+            && f.resource_field_ref.is_none()
+        {
+            return Err(field(
+                &format!("spec.env[{i}].valueFrom"),
+                "name a secretKeyRef, configMapKeyRef, fieldRef or resourceFieldRef",
+            ));
+        }
+    }
+    for (i, s) in o.env_from.iter().enumerate() {
+        let named = |n: Option<&str>| n.is_some_and(|n| !n.trim().is_empty());
+        let cm = s.config_map_ref.as_ref().map(|r| r.name.as_str());
+        let secret = s.secret_ref.as_ref().map(|r| r.name.as_str());
+        if named(cm) == named(secret) {
+            return Err(field(
+                &format!("spec.envFrom[{i}]"),
+                "name exactly one of configMapRef or secretRef",
+            ));
+        }
+        if let Some(p) = s.prefix.as_deref()
+            && p.starts_with("WG_")
+        {
+            return Err(field(
+                &format!("spec.envFrom[{i}].prefix"),
+                format!("`{p}` would shadow the operator's WG_* variables; use another prefix"),
+            ));
+        }
+    }
+    if let Some(req) = o
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        && req.node_selector_terms.is_empty()
+    {
+        return Err(field(
+            "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms",
+            "list at least one term (an empty list matches no node)",
+        ));
+    }
+    if o.priority_class_name
+        .as_deref()
+        .is_some_and(|p| p.trim().is_empty())
+    {
+        return Err(field(
+            "spec.priorityClassName",
+            "must not be empty when set",
+        ));
+    }
+    let own = crate::labels::common(cluster)
+        .into_iter()
+        .chain(crate::labels::selector(cluster, "control-plane"))
+        .collect();
+    Ok(
+        crate::build::overrides::shadowed_labels(&o.pod_labels, &own)
+            .into_iter()
+            .map(|k| {
+                format!("spec.podLabels.{k}: the operator sets this label itself; its value wins")
+            })
+            .collect(),
+    )
 }
 
 /// The version a pool may run: the one it asks for (default: the cluster's), but never newer

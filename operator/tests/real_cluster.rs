@@ -509,6 +509,9 @@ fn the_operator_on_a_real_apiserver() {
     }
     stalled_is_failed_for_kstatus(&env);
     garbage_collection(&env);
+    pod_overrides_on_real_nodes(&env);
+    kubectl_explain(&env);
+    operator_metrics_pass_promtool(&env, &ops[leader_of(&env, &ops)]);
     leader_takeover(&env, &mut ops);
     no_forbidden_requests(&env);
     namespaced_install(&env, ops);
@@ -1410,4 +1413,207 @@ fn no_forbidden_requests(env: &Env) {
     env.step(&format!(
         "RBAC: {total} requests as {OPERATOR_SA}, none denied by the authorizer ({other_403} refused by admission)"
     ));
+}
+
+/// Issue 13 item 5 with the real scheduler and admission: a pool pinned by nodeSelector and a
+/// toleration lands only on the tainted nodes of its node pool (and the control plane, without
+/// the toleration, never does); a cluster's priorityClassName reaches its pods' priority; an
+/// `env` entry naming an operator variable is refused by the apiserver's CEL rule.
+fn pod_overrides_on_real_nodes(env: &Env) {
+    const LABEL: &str = "e2e.wardengate.io/node-pool";
+    const TAINT: &str = "e2e.wardengate.io/dedicated";
+    let ns = "e2e-placement";
+    env.namespace(ns);
+    // One node in each of two zones becomes the dedicated, tainted "edge" pool.
+    let nodes = env.json(&["get", "nodes"]);
+    let mut dedicated = Vec::new();
+    for zone in &env.zones[..2] {
+        let n = nodes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["metadata"]["labels"]["topology.kubernetes.io/zone"] == zone.as_str())
+            .unwrap()["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        env.k(&["label", "node", &n, &format!("{LABEL}=edge"), "--overwrite"]);
+        env.k(&[
+            "taint",
+            "node",
+            &n,
+            &format!("{TAINT}=edge:NoSchedule"),
+            "--overwrite",
+        ]);
+        dedicated.push(n);
+    }
+    env.apply_json(
+        "priority-class",
+        &[
+            json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                 "metadata": {"name": "e2e-wardengate-critical"}, "value": 1000000,
+                 "description": "Wardengate control plane (e2e)"}),
+        ],
+    );
+    let refused = env
+        .try_k(&[
+            "apply",
+            "-f",
+            &env.file(
+                "env-collision.json",
+                &cr(
+                    "WardengateCluster",
+                    ns,
+                    "bad",
+                    with(
+                        base_spec(),
+                        &["env"],
+                        json!([{"name": "WG_ROLE", "value": "all"}]),
+                    ),
+                )
+                .to_string(),
+            ),
+        ])
+        .expect_err("an env entry naming WG_ROLE is refused at admission");
+    assert!(refused.contains("spec.env"), "{refused}");
+    let cluster = with(
+        with(
+            base_spec(),
+            &["priorityClassName"],
+            json!("e2e-wardengate-critical"),
+        ),
+        &["env"],
+        json!([{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}]),
+    );
+    let pool = json!({
+        "clusterRef": {"name": "wardengate"},
+        "replicas": 4,
+        "nodeSelector": {LABEL: "edge"},
+        "tolerations": [{"key": TAINT, "operator": "Equal", "value": "edge", "effect": "NoSchedule"}],
+        "podLabels": {"team": "edge"},
+    });
+    env.apply_json(
+        "placement",
+        &[
+            secret(ns, "db"),
+            cr("WardengateCluster", ns, "wardengate", cluster),
+            cr("GatewayPool", ns, "edge", pool),
+        ],
+    );
+    wait_ready(env, "wgc", ns, "wardengate");
+    wait_ready(env, "wgp", ns, "edge");
+    let listed = |sel: &str| -> Vec<Value> {
+        env.json(&["get", "pods", "-n", ns, "-l", sel])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .cloned()
+            .collect()
+    };
+    let gateways = listed("wardengate.io/pool=edge,app.kubernetes.io/component=gateway");
+    assert_eq!(gateways.len(), 4);
+    let mut used = BTreeSet::new();
+    for p in &gateways {
+        let node = p["spec"]["nodeName"].as_str().unwrap().to_string();
+        assert!(
+            dedicated.contains(&node),
+            "gateway on {node}, not {dedicated:?}"
+        );
+        assert_eq!(p["metadata"]["labels"]["team"], "edge");
+        used.insert(node);
+    }
+    assert_eq!(used.len(), 2, "spread over both dedicated nodes: {used:?}");
+    let cp =
+        listed("app.kubernetes.io/instance=wardengate,app.kubernetes.io/component=control-plane");
+    assert_eq!(cp.len(), 3);
+    for p in &cp {
+        let node = p["spec"]["nodeName"].as_str().unwrap();
+        assert!(
+            !dedicated.iter().any(|d| d == node),
+            "control plane on tainted {node}"
+        );
+        assert_eq!(p["spec"]["priorityClassName"], "e2e-wardengate-critical");
+        assert_eq!(
+            p["spec"]["priority"], 1000000,
+            "admission resolved the class"
+        );
+        let env_names: Vec<&str> = p["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert!(env_names.contains(&"HTTPS_PROXY"), "{env_names:?}");
+    }
+    env.step(
+        "placement: 4 pool pods on the 2 tainted edge nodes only, 3 control-plane pods off them with priority 1000000",
+    );
+    env.k(&["delete", "namespace", ns, "--wait=false"]);
+    for n in &dedicated {
+        env.k(&["taint", "node", n, &format!("{TAINT}-")]);
+        env.k(&["label", "node", n, &format!("{LABEL}-")]);
+    }
+    env.k(&["delete", "priorityclass", "e2e-wardengate-critical"]);
+}
+
+/// `kubectl explain` prints the CRD descriptions: what a field does and its default.
+fn kubectl_explain(env: &Env) {
+    for (field, needles) in [
+        ("wgc.spec.replicas", &["Default: 3"][..]),
+        (
+            "wgc.spec.drain.timeoutSeconds",
+            &["preStop", "Default: 270"][..],
+        ),
+        ("wgc.spec.terminationGracePeriodSeconds", &["300 s"][..]),
+        (
+            "wgc.spec.priorityClassName",
+            &["PriorityClass", "Default"][..],
+        ),
+        ("wgc.spec.env", &["WG_ROLE", "refused"][..]),
+        ("wgp.spec.nodeSelector", &["node pool", "Default: none"][..]),
+        ("wgp.spec.replicas", &["Default: 2"][..]),
+    ] {
+        let out = env.k(&["explain", field]);
+        let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
+        for n in needles {
+            assert!(
+                flat.contains(n),
+                "kubectl explain {field} lacks {n:?}:\n{out}"
+            );
+        }
+    }
+    env.step("kubectl explain wgc.spec.*/wgp.spec.*: descriptions with defaults");
+}
+
+/// `promtool check metrics` (Debian package `prometheus`) on the leader's real `/metrics`, after
+/// it reconciled every example: no lint finding at all (the operator has no exception).
+fn operator_metrics_pass_promtool(env: &Env, leader: &Operator) {
+    use std::io::Write;
+    let (_, body) = wardengate_testkit::http::get(leader.probe_port, "/metrics").unwrap();
+    assert!(body.contains("wg_operator_reconciles_total"), "{body}");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool: scripts/install-deps.sh installs the Debian package prometheus");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "promtool check metrics: {text}"
+    );
+    env.step("promtool check metrics on the operator's /metrics: clean");
 }

@@ -41,3 +41,34 @@ fn cloudnativepg() {
 fn redis_cluster() {
     insta::assert_snapshot!(rendered(&example("redis-cluster")));
 }
+
+/// Every pod override at once, over pinned zones: the zone pinning ANDed with the user's
+/// required node affinity, labels, annotations, env and envFrom in their places.
+#[test]
+fn pod_overrides() {
+    let yaml = r#"
+apiVersion: wardengate.io/v1alpha1
+kind: WardengateCluster
+metadata: {name: wg, namespace: access}
+spec:
+  version: "0.1.0"
+  replicas: 2
+  zones: [a, b]
+  postgres: {external: {urlSecretRef: {name: db, key: url}}}
+  redis: {mode: standalone, hosts: ["redis:6379"]}
+  nodeSelector: {node-pool: control-plane}
+  tolerations: [{key: dedicated, operator: Equal, value: wardengate, effect: NoSchedule}]
+  priorityClassName: wardengate-critical
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms: [{matchExpressions: [{key: disk, operator: In, values: [ssd]}]}]
+  podAnnotations: {example.com/owner: sre}
+  podLabels: {team: access}
+  env:
+    - name: HTTPS_PROXY
+      valueFrom: {secretKeyRef: {name: proxy, key: url}}
+  envFrom: [{configMapRef: {name: tuning}}]
+"#;
+    insta::assert_snapshot!(rendered(yaml));
+}

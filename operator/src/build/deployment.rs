@@ -377,7 +377,7 @@ pub fn deployments(v: &ValidCluster, owner: &Option<OwnerReference>) -> Vec<Zone
             }
             let mut metadata = meta(v, names::deployment(&v.name, zone.as_deref()), owner);
             metadata.labels = Some(pod_labels.clone());
-            let deployment = Deployment {
+            let mut deployment = Deployment {
                 metadata,
                 spec: DeploymentSpec {
                     replicas: Some(*replicas),
@@ -404,6 +404,7 @@ pub fn deployments(v: &ValidCluster, owner: &Option<OwnerReference>) -> Vec<Zone
                 },
                 ..Default::default()
             };
+            super::overrides::apply(&mut deployment.spec.template, &v.spec.pod);
             ZoneObjects {
                 zone: zone.clone(),
                 deployment,

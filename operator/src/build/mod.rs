@@ -6,6 +6,7 @@
 mod connection;
 mod deployment;
 mod desired;
+pub mod overrides;
 mod pool;
 mod service;
 

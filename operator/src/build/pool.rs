@@ -1,5 +1,5 @@
 //! Gateway pools: relay-only replicas (`WG_ROLE=gateway`) for a cluster, on their own node pool
-//! (nodeSelector, tolerations), with the same probes, drain, surge-only rollout and PDB rules as
+//! (nodeSelector, tolerations and the other `spec` pod overrides), with the same probes, drain, surge-only rollout and PDB rules as
 //! the control plane, their own L4 Service, and the cluster's wiring (ConfigMap, Secrets).
 
 use std::collections::BTreeMap;
@@ -29,8 +29,13 @@ fn relabel(m: &mut BTreeMap<String, String>, p: &ValidPool) {
     m.insert(POOL.to_string(), p.name.clone());
 }
 
+/// Relabels the operator's own control-plane selectors only; a user's affinity terms (from
+/// `spec.affinity`) keep theirs.
 fn relabel_selector(s: &mut Option<LabelSelector>, p: &ValidPool) {
-    if let Some(m) = s.as_mut().and_then(|s| s.match_labels.as_mut()) {
+    if let Some(m) = s.as_mut().and_then(|s| s.match_labels.as_mut())
+        && m.get(COMPONENT).map(String::as_str) == Some("control-plane")
+        && m.get(labels::INSTANCE) == Some(&p.cluster)
+    {
         relabel(m, p);
     }
 }
@@ -45,6 +50,9 @@ fn as_cluster(p: &ValidPool, cluster: &ValidCluster, version: &str) -> ValidClus
     if p.spec.resources.is_some() {
         v.spec.resources = p.spec.resources.clone();
     }
+    // A pool's placement and additions are its own (a gateway node pool, not the control
+    // plane's): the cluster's are not inherited.
+    v.spec.pod = p.spec.pod.clone();
     v.grace_seconds = p.grace_seconds;
     v.placements = vec![(None, p.spec.replicas)];
     v
@@ -120,12 +128,6 @@ fn gatewayify(d: &mut Deployment, p: &ValidPool) {
     let Some(pod) = spec.template.spec.as_mut() else {
         return;
     };
-    if !p.spec.node_selector.is_empty() {
-        pod.node_selector = Some(p.spec.node_selector.clone());
-    }
-    if !p.spec.tolerations.is_empty() {
-        pod.tolerations = Some(p.spec.tolerations.clone());
-    }
     if let Some(aa) = pod
         .affinity
         .as_mut()
