@@ -48,8 +48,8 @@ pub struct DrainSpec {
     #[schemars(range(min = 0, max = 86400))]
     pub timeout_seconds: i64,
     /// The longest the cluster's autoscaler waits for an evicted pod (its
-    /// `--max-graceful-termination-sec`; 600 when unset). A termination grace above it gets a
-    /// warning condition: scale-down would kill pods mid-drain.
+    /// `--max-graceful-termination-sec`). A termination grace above it gets a warning
+    /// condition: scale-down would kill pods mid-drain. Default: 600 (the autoscaler's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 86400))]
     pub autoscaler_max_graceful_termination_seconds: Option<i64>,
@@ -147,6 +147,7 @@ pub const OPERATOR_ENV: &[&str] = &[
     "WG_DRAIN_TIMEOUT",
     "WG_INTERNAL_KEY_FILE",
     "WG_LISTEN",
+    "WG_OBSERVER_TOKEN_FILE",
     "WG_RECORDINGS_SPOOL",
     "WG_RECORDINGS_URL",
     "WG_RECORDING_KEY_FILE",
@@ -195,7 +196,7 @@ pub struct PodOverrides {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new(
-        "self.all(e, !(e.name in ['WG_ADMIN_SOCKET', 'WG_ADMIN_TOKEN_FILE', 'WG_AGENT_LISTEN', 'WG_DATABASE_URL', 'WG_DRAIN_TIMEOUT', 'WG_INTERNAL_KEY_FILE', 'WG_LISTEN', 'WG_RECORDINGS_SPOOL', 'WG_RECORDINGS_URL', 'WG_RECORDING_KEY_FILE', 'WG_REDIS_URL', 'WG_REPLICA_ID', 'WG_ROLE', 'WG_STATEMENT_TIMEOUT', 'WG_TLS_CERT', 'WG_TLS_KEY']))"
+        "self.all(e, !(e.name in ['WG_ADMIN_SOCKET', 'WG_ADMIN_TOKEN_FILE', 'WG_AGENT_LISTEN', 'WG_DATABASE_URL', 'WG_DRAIN_TIMEOUT', 'WG_INTERNAL_KEY_FILE', 'WG_LISTEN', 'WG_OBSERVER_TOKEN_FILE', 'WG_RECORDINGS_SPOOL', 'WG_RECORDINGS_URL', 'WG_RECORDING_KEY_FILE', 'WG_REDIS_URL', 'WG_REPLICA_ID', 'WG_ROLE', 'WG_STATEMENT_TIMEOUT', 'WG_TLS_CERT', 'WG_TLS_KEY']))"
     ).message("a variable the operator sets (WG_ROLE, WG_DATABASE_URL, …) cannot be overridden"))]
     pub env: Vec<EnvVar>,
     /// Extra variables from whole Secrets or ConfigMaps (`envFrom`); listed before the

@@ -42,6 +42,11 @@ test keeps them equal): least privilege, exactly the requests the controller mak
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The fleet: list the control-plane pods (their status is then read from each pod over
+# HTTPS), and patch only their controller.kubernetes.io/pod-deletion-cost annotation.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "patch"]
 # Events for every action and failure.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

@@ -131,16 +131,21 @@ type Relay = wardengate::client::RelayStream;
 
 /// Authorises a session to `echo` and opens its relay.
 async fn open_session(c: &Client) -> Relay {
-    let created: serde_json::Value = c
-        .call(
-            Method::POST,
-            "/v1/sessions",
-            Some(&serde_json::json!({"target": "echo"})),
-        )
-        .await
-        .unwrap();
+    // Like `wgctl`: a busy replica's 503 is retried (authorising and opening alike).
+    let created: serde_json::Value = with_retries(
+        Duration::from_secs(60),
+        |_| {},
+        || {
+            c.call(
+                Method::POST,
+                "/v1/sessions",
+                Some(&serde_json::json!({"target": "echo"})),
+            )
+        },
+    )
+    .await
+    .unwrap();
     let id = created["id"].as_str().unwrap();
-    // Like `wgctl`: a busy replica's 503 is retried on the same authorisation.
     with_retries(Duration::from_secs(60), |_| {}, || c.open_relay(id))
         .await
         .unwrap()
@@ -188,10 +193,14 @@ async fn one_setup(c: &Client, how: Setup) -> (Duration, Relay) {
     let t = Instant::now();
     let ws = match how {
         Setup::OneRequest => {
-            with_retries(Duration::from_secs(60), |_| {}, || c.open_target_relay("echo"))
-                .await
-                .unwrap()
-                .0
+            with_retries(
+                Duration::from_secs(60),
+                |_| {},
+                || c.open_target_relay("echo"),
+            )
+            .await
+            .unwrap()
+            .0
         }
         Setup::TwoRequests => open_session(c).await,
     };
@@ -609,6 +618,7 @@ fn main() {
             }
         }
 
+        flush(&mut report);
         if wanted("scp") {
             let dir = Sandbox::new("bench-scp").unwrap();
             let file = dir.path().join("1GiB.bin");
@@ -626,6 +636,7 @@ fn main() {
             ));
         }
 
+        flush(&mut report);
         if wanted("setup") {
             // Warm the replica's pools and TLS resumption first.
             for _ in 0..10 {
@@ -681,6 +692,7 @@ fn main() {
             ));
         }
 
+        flush(&mut report);
         if wanted("memory") {
             wait_active(&fleet, 0).await;
             settle().await;
@@ -748,7 +760,12 @@ fn main() {
             futures::future::join_all(many.into_iter().map(close)).await;
         }
     });
-    for line in report {
+    flush(&mut report);
+}
+
+/// Prints the lines measured so far: a later section that fails loses nothing before it.
+fn flush(report: &mut Vec<String>) {
+    for line in report.drain(..) {
         println!("{line}");
     }
 }
