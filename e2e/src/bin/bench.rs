@@ -132,16 +132,11 @@ type Relay = wardengate::client::RelayStream;
 /// Authorises a session to `echo` and opens its relay.
 async fn open_session(c: &Client) -> Relay {
     // Like `wgctl`: a busy replica's 503 is retried (authorising and opening alike).
+    let body = serde_json::json!({"target": "echo"});
     let created: serde_json::Value = with_retries(
         Duration::from_secs(60),
         |_| {},
-        || {
-            c.call(
-                Method::POST,
-                "/v1/sessions",
-                Some(&serde_json::json!({"target": "echo"})),
-            )
-        },
+        || c.call(Method::POST, "/v1/sessions", Some(&body)),
     )
     .await
     .unwrap();
