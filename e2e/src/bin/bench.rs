@@ -188,10 +188,14 @@ async fn one_setup(c: &Client, how: Setup) -> (Duration, Relay) {
     let t = Instant::now();
     let ws = match how {
         Setup::OneRequest => {
-            with_retries(Duration::from_secs(60), |_| {}, || c.open_target_relay("echo"))
-                .await
-                .unwrap()
-                .0
+            with_retries(
+                Duration::from_secs(60),
+                |_| {},
+                || c.open_target_relay("echo"),
+            )
+            .await
+            .unwrap()
+            .0
         }
         Setup::TwoRequests => open_session(c).await,
     };
