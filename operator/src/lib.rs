@@ -13,6 +13,7 @@ pub mod labels;
 pub mod leader;
 pub mod material;
 pub mod metrics;
+pub mod plugin;
 pub mod render;
 pub mod rollout;
 pub mod run;

@@ -37,6 +37,8 @@ use wardengate_testkit::process::Service;
 use wardengate_testkit::user::RunAs;
 use wardengate_testkit::{KubeCluster, Sandbox, wait_until};
 
+#[path = "real_cluster/plugin.rs"]
+mod plugin;
 #[path = "real_cluster/sessions.rs"]
 mod sessions;
 
@@ -485,6 +487,7 @@ fn the_operator_on_a_real_apiserver() {
     env.step(&format!("leader: {:?}", lease_holder(&env)));
 
     examples_reach_ready(&env);
+    plugin::render_matches_the_operator(&env);
     printer_columns(&env);
     assert_eq!(
         env.kstatus("wgc", "ex-quickstart", "wardengate")
@@ -502,10 +505,11 @@ fn the_operator_on_a_real_apiserver() {
     zone_by_zone_rollout(&env);
     if env.cluster.is_some() {
         // Pod IPs on loopback (kwok's CIDR) only on the harness' cluster.
-        let [before, during, after] = sessions::sessions_through_real_gateways(&env);
+        let [before, during, after, screen] = sessions::sessions_through_real_gateways(&env);
         eprintln!(
             "status before the rollout:\n{before}\nwhile a pod drains with a session:\n{during}\nafter:\n{after}"
         );
+        eprintln!("kubectl wardengate status while a pod drains with a session:\n{screen}");
     }
     stalled_is_failed_for_kstatus(&env);
     garbage_collection(&env);
@@ -1198,7 +1202,11 @@ fn zone_by_zone_rollout(env: &Env) {
     let zones: Vec<String> = env.zones.iter().take(3).cloned().collect();
     let dname = |z: &str| format!("wardengate-cp-{z}");
     let old = image_of(&deployments()[&dname(&zones[0])]);
-    // Paused: the version bump is accepted but no Deployment changes.
+    // Paused (kubectl wardengate pause): the version bump is accepted but no Deployment changes.
+    let out = plugin::ok(env, &["pause", "wardengate", "-n", ns]);
+    assert_eq!(out, "wardengatecluster.wardengate.io/wardengate paused\n");
+    let c = env.json(&["get", "wgc", "wardengate", "-n", ns]);
+    assert_eq!(c["spec"]["rollout"]["paused"], true);
     env.k(&[
         "patch",
         "wgc",
@@ -1207,7 +1215,7 @@ fn zone_by_zone_rollout(env: &Env) {
         ns,
         "--type=merge",
         "-p",
-        r#"{"spec":{"version":"0.2.0","rollout":{"paused":true}}}"#,
+        r#"{"spec":{"version":"0.2.0"}}"#,
     ]);
     env.wait("the paused rollout to be reported", 60, || {
         let c = env.json(&["get", "wgc", "wardengate", "-n", ns]);
@@ -1219,21 +1227,41 @@ fn zone_by_zone_rollout(env: &Env) {
     for d in deployments().values() {
         assert_eq!(image_of(d), old, "a paused rollout changed a Deployment");
     }
+    // `rollout status` waits on a paused rollout and gives up at its timeout, non-zero.
+    let t0 = Instant::now();
+    let out = plugin::run(
+        env,
+        &[
+            "rollout",
+            "status",
+            "wardengate",
+            "-n",
+            ns,
+            "--timeout",
+            "3s",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("timed out after 3s") && err.contains("paused"),
+        "{err}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
     env.step(&format!(
-        "rollout paused: no Deployment changed; kstatus {ks}"
+        "rollout paused: no Deployment changed; kstatus {ks}; kubectl wardengate rollout status: exit 1, {}",
+        err.trim()
     ));
     // Unpaused while the example's Patroni REST health URL answers nothing (no Patroni here):
     // the operator holds the rollout, naming the reason, and changes no Deployment.
-    env.k(&[
-        "patch",
-        "wgc",
-        "wardengate",
-        "-n",
-        ns,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"rollout":{"paused":false}}}"#,
-    ]);
+    let out = plugin::ok(env, &["resume", "wardengate", "-n", ns]);
+    assert_eq!(out, "wardengatecluster.wardengate.io/wardengate resumed\n");
+    let again = plugin::ok(env, &["resume", "wardengate", "-n", ns, "-o", "json"]);
+    let again: Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(
+        again["spec"]["rollout"]["paused"], false,
+        "-o json prints the cluster"
+    );
     env.wait(
         "the rollout to be held on the Patroni health URL",
         60,
@@ -1277,6 +1305,19 @@ fn zone_by_zone_rollout(env: &Env) {
         "-p",
         &json!({"spec": {"postgres": {"patroni": {"restHealthUrl": health_url}}}}).to_string(),
     ]);
+    // `rollout status` follows the rollout from here to the end.
+    let waiter = plugin::spawn(
+        env,
+        &[
+            "rollout",
+            "status",
+            "wardengate",
+            "-n",
+            ns,
+            "--timeout",
+            "300s",
+        ],
+    );
     let mut order: Vec<String> = Vec::new();
     let mut saw_in_progress = false;
     env.wait("the rollout through every zone", 300, || {
@@ -1302,6 +1343,37 @@ fn zone_by_zone_rollout(env: &Env) {
     });
     assert_eq!(order, zones, "zones changed out of order");
     wait_ready(env, "wgc", ns, "wardengate");
+    let out = waiter.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        r#"wardengatecluster "wardengate" successfully rolled out: version 0.2.0, 3/3 replicas ready"#,
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().count() > 1 && stdout.contains("waiting for"),
+        "rollout status showed no progress: {stdout}"
+    );
+    env.step(&format!(
+        "kubectl wardengate rollout status: waited through the zones ({} progress lines), exit 0",
+        stdout.lines().count() - 1
+    ));
+    let screen = plugin::ok(env, &["status", "wardengate", "-n", ns]);
+    for z in &zones {
+        let r = plugin::row(&screen, z);
+        assert_eq!(r[1..5], ["1", "1", "1", "0.2.0"], "zone {z}: {screen}");
+    }
+    assert_eq!(plugin::row(&screen, "Phase:")[1], "Ready", "{screen}");
+    let pods = screen
+        .lines()
+        .filter(|l| l.trim_start().starts_with("wardengate-cp-"))
+        .count();
+    assert_eq!(pods, 3, "{screen}");
     let c = env.json(&["get", "wgc", "wardengate", "-n", ns]);
     assert_eq!(c["status"]["version"], "0.2.0");
     assert!(
@@ -1322,7 +1394,25 @@ fn stalled_is_failed_for_kstatus(env: &Env) {
     });
     let ks = env.kstatus("wgc", ns, "wg");
     assert_eq!(ks.split_whitespace().nth(1), Some("Failed"), "{ks}");
-    env.step(&format!("Stalled cluster: kstatus {ks}"));
+    let t0 = Instant::now();
+    let out = plugin::run(
+        env,
+        &["rollout", "status", "wg", "-n", ns, "--timeout", "120s"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(r#"rollout of wardengatecluster "wg" failed: SecretNotFound"#),
+        "{err}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "it waited for the timeout"
+    );
+    env.step(&format!(
+        "Stalled cluster: kstatus {ks}; kubectl wardengate rollout status: exit 1 at once, {}",
+        err.trim()
+    ));
 }
 
 fn garbage_collection(env: &Env) {

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use wardengate_testkit::sshd::HOST_ALIAS;
 use wardengate_testkit::{Postgres, RedisServer, Sshd};
 
-use super::{Env, cr};
+use super::{Env, cr, plugin};
 
 const NS: &str = "e2e-sessions";
 const NAME: &str = "sess";
@@ -356,8 +356,9 @@ fn images(env: &Env) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The real-cluster list; returns the status at the three moments.
-pub(super) fn sessions_through_real_gateways(env: &Env) -> [String; 3] {
+/// The real-cluster list; returns the status at the three moments, and the
+/// `kubectl wardengate status` screen while the pod drains with its session.
+pub(super) fn sessions_through_real_gateways(env: &Env) -> [String; 4] {
     let pg = Postgres::start().unwrap();
     let mut redis = RedisServer::start().unwrap();
     let sshd = Sshd::start().unwrap();
@@ -490,6 +491,37 @@ pub(super) fn sessions_through_real_gateways(env: &Env) -> [String; 3] {
     env.step(&format!(
         "sessions: {pod_a} drains with the session, shown in status (during)"
     ));
+    // The plugin's screen: the draining pod with its session, asked from the pod itself.
+    let screen = plugin::ok(env, &["status", NAME, "-n", NS]);
+    let row = plugin::row(&screen, &pod_a);
+    assert_eq!(row[1], zones[0], "{screen}");
+    assert_eq!(row[4], "1", "sessions of {pod_a}: {screen}");
+    assert!(row.contains(&"Terminating"), "{screen}");
+    let zrow = plugin::row(&screen, &zones[0]);
+    assert!(zrow.contains(&format!("{pod_a}(1)").as_str()), "{screen}");
+    assert_eq!(
+        plugin::row(&screen, "Reconciling")[1..3],
+        ["True", "Draining"],
+        "{screen}"
+    );
+    assert!(
+        screen.contains("\nEvents\n") && screen.contains("Applied"),
+        "{screen}"
+    );
+    let snap: Value =
+        serde_json::from_str(&plugin::ok(env, &["status", NAME, "-n", NS, "-o", "json"])).unwrap();
+    let p = snap["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == pod_a.as_str())
+        .unwrap();
+    assert_eq!(
+        (&p["sessions"], &p["draining"]),
+        (&json!(1), &json!(true)),
+        "{p}"
+    );
+    env.step("kubectl wardengate status: the draining pod with its one session");
     // It keeps draining while the session lives (several operator passes).
     let hold = Instant::now();
     while hold.elapsed() < Duration::from_secs(12) {
@@ -610,7 +642,61 @@ pub(super) fn sessions_through_real_gateways(env: &Env) -> [String; 3] {
     });
     env.step("sessions: Redis back: the rollout resumed");
 
+    // kubectl wardengate drain: refused with the read-only observer token, done with the admin
+    // token it reads from the cluster's internal Secret.
+    env.wait("the rollout to 0.3.0 to finish", 240, || {
+        let c = wgc(env);
+        c["status"]["phase"] == "Ready" && c["status"]["version"] == "0.3.0"
+    });
+    let victim = pod_table(env)
+        .into_iter()
+        .find(|(_, (_, _, terminating))| !terminating)
+        .map(|(n, _)| n)
+        .unwrap();
+    let out = plugin::run(
+        env,
+        &[
+            "drain",
+            &victim,
+            "-n",
+            NS,
+            "--timeout",
+            "20s",
+            "--token-file",
+            &files.path("observer-token"),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("admin token"), "{err}");
+    let t0 = Instant::now();
+    let out = plugin::ok(env, &["drain", &victim, "-n", NS, "--timeout", "20s"]);
+    assert!(
+        out.lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with(&format!("pod {victim} drained (drained) in ")),
+        "{out}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "an idle pod drains at once"
+    );
+    let snap: Value =
+        serde_yaml::from_str(&plugin::ok(env, &["status", NAME, "-n", NS, "-o", "yaml"])).unwrap();
+    let p = snap["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == victim.as_str())
+        .unwrap();
+    assert_eq!(p["draining"], true, "{p}");
+    env.step(&format!(
+        "kubectl wardengate drain {victim}: observer token refused, admin token from the Secret drained it: {}",
+        out.trim()
+    ));
+
     kubelet.shutdown(env);
     let _ = env.try_k(&["delete", "namespace", NS, "--wait=false"]);
-    [before, during, after]
+    [before, during, after, screen]
 }
