@@ -166,6 +166,9 @@ async fn hold(
 ) {
     svc.metrics.agent_gateways.inc();
     tracing::info!(event = "agent_link_up", gateway = %id, replica = %svc.replica);
+    // Only a link that recorded a heartbeat records its end: a link that never spoke must not
+    // mark another, live link of the same gateway on this replica as ended.
+    let mut recorded = false;
     let why = loop {
         let next = tokio::select! {
             n = tokio::time::timeout(svc.silent_after, inbound.message()) => n,
@@ -191,7 +194,7 @@ async fn hold(
                     )
                     .await
                 {
-                    Ok(true) => {}
+                    Ok(true) => recorded = true,
                     Ok(false) => {
                         let _ = tx
                             .send(Err(Status::permission_denied(format!(
@@ -211,7 +214,7 @@ async fn hold(
     };
     svc.metrics.agent_gateways.dec();
     tracing::info!(event = "agent_link_down", gateway = %id, replica = %svc.replica, why = %why);
-    if let Err(e) = svc.store.unlink_gateway(&id, &svc.replica).await {
+    if recorded && let Err(e) = svc.store.unlink_gateway(&id, &svc.replica).await {
         tracing::warn!(gateway = %id, error = %e, "link end not recorded");
     }
 }
