@@ -200,12 +200,24 @@ async fn link_directly(fleet: &Fleet, port: u16, identity: (&str, &str)) -> Stri
     };
     let up = tokio_stream_once(Up { msg: None });
     match c.link(up).await {
-        Err(s) => format!("refused: {:?}: {}", s.code(), s.message()),
+        Err(s) => format!("refused: {:?}: {}", s.code(), chain(&s)),
         Ok(r) => match r.into_inner().message().await {
             Ok(m) => format!("linked: {m:?}"),
-            Err(s) => format!("refused: {:?}: {}", s.code(), s.message()),
+            Err(s) => format!("refused: {:?}: {}", s.code(), chain(&s)),
         },
     }
+}
+
+/// An error with its sources (a TLS refusal is in the transport error's source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 fn tokio_stream_once(up: Up) -> impl futures_stream::Stream<Item = Up> + Send + 'static {
@@ -231,10 +243,7 @@ async fn gateways_join_link_fail_over_and_are_refused_when_they_should_be() {
     let ca_file = sandbox.path().join("agent-ca.pem");
     std::fs::write(&ca_file, AgentCa::generate("e2e agent CA").unwrap()).unwrap();
     let ca_arg = ca_file.display().to_string();
-    let mut fleet = deps
-        .fleet(3, &["--agent-ca-file", &ca_arg])
-        .await
-        .unwrap();
+    let mut fleet = deps.fleet(3, &["--agent-ca-file", &ca_arg]).await.unwrap();
     // The agent ports behind their own TCP load balancer, as a cloud LB would expose 8444.
     let backends: Vec<Backend> = (0..3)
         .map(|i| Backend::new(format!("agent-r{i}"), fleet.agent_port(i)))
@@ -245,7 +254,14 @@ async fn gateways_join_link_fail_over_and_are_refused_when_they_should_be() {
     // 1. Join, then heartbeats show up in `gateways list`.
     let token = join_token(&fleet);
     let t = Instant::now();
-    let gw = start_gateway(&deps, &fleet, &sandbox, "gw0", &control_plane, Some(&token.token));
+    let gw = start_gateway(
+        &deps,
+        &fleet,
+        &sandbox,
+        "gw0",
+        &control_plane,
+        Some(&token.token),
+    );
     let (listed, _) = Fleet::eventually(
         "the gateway connected in gateways list",
         Duration::from_secs(60),
@@ -271,14 +287,21 @@ async fn gateways_join_link_fail_over_and_are_refused_when_they_should_be() {
     })
     .await
     .unwrap();
-    let (up, _) = Fleet::eventually("wg_agent_link_up 1 on the gateway", Duration::from_secs(10), || {
-        let g = &gw;
-        async move { (gateway_metric(g, "wg_agent_link_up").await == Some(1.0)).then_some(()) }
-    })
+    let (up, _) = Fleet::eventually(
+        "wg_agent_link_up 1 on the gateway",
+        Duration::from_secs(10),
+        || {
+            let g = &gw;
+            async move { (gateway_metric(g, "wg_agent_link_up").await == Some(1.0)).then_some(()) }
+        },
+    )
     .await
     .unwrap();
     let _ = up;
-    assert_eq!(gateway_metric(&gw, "wg_agent_offline_seconds").await, Some(0.0));
+    assert_eq!(
+        gateway_metric(&gw, "wg_agent_offline_seconds").await,
+        Some(0.0)
+    );
     let (cert, key) = read_state(&gw.state_dir);
     assert!(cert.contains("BEGIN CERTIFICATE") && key.contains("PRIVATE KEY"));
     let linked: f64 = (0..3)
@@ -314,7 +337,10 @@ async fn gateways_join_link_fail_over_and_are_refused_when_they_should_be() {
     let unknown = join_directly(&fleet, lb.port(), "wg_not-a-token")
         .await
         .unwrap_err();
-    assert!(unknown.message().contains("unknown join token"), "{unknown:?}");
+    assert!(
+        unknown.message().contains("unknown join token"),
+        "{unknown:?}"
+    );
     // A link without a certificate is refused.
     let mut anon = agent_client(&fleet, lb.port(), None).await.unwrap();
     let s = anon
@@ -344,7 +370,11 @@ async fn gateways_join_link_fail_over_and_are_refused_when_they_should_be() {
     let (holder, _) = Fleet::eventually("the link holder", Duration::from_secs(10), || {
         let gs = gateways(&fleet, 0);
         let id = listed.id.clone();
-        async move { gs.into_iter().find(|g| g.id == id).and_then(|g| g.linked_by) }
+        async move {
+            gs.into_iter()
+                .find(|g| g.id == id)
+                .and_then(|g| g.linked_by)
+        }
     })
     .await
     .unwrap();
@@ -352,16 +382,13 @@ async fn gateways_join_link_fail_over_and_are_refused_when_they_should_be() {
     let beats_before = log(&gw).matches("agent_linked").count();
     let killed = Instant::now();
     fleet.kill9(i);
-    let (relinked_to, _) = Fleet::eventually(
-        "the gateway linked again",
-        Duration::from_secs(30),
-        || {
+    let (relinked_to, _) =
+        Fleet::eventually("the gateway linked again", Duration::from_secs(30), || {
             let n = log(&gw).matches("agent_linked").count();
             async move { (n > beats_before).then_some(()) }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log(&gw)));
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", log(&gw)));
     let _ = relinked_to;
     let relink = killed.elapsed();
     let live = (i + 1) % 3;
@@ -385,37 +412,52 @@ async fn gateways_join_link_fail_over_and_are_refused_when_they_should_be() {
         "MEASURED re-link after kill -9 of {holder}: {relink:?} (gateway log), {listed_again:?} \
          until `gateways list` shows it connected via {now_holder} ({listed_after:?} polling)"
     );
-    assert!(
-        relink < Duration::from_secs(10),
-        "re-link took {relink:?}"
-    );
+    assert!(relink < Duration::from_secs(10), "re-link took {relink:?}");
 
     // 5. Revoke: the link is cut within a heartbeat or two, and every new one refused.
-    let revoked: GatewayView =
-        serde_json::from_slice(&wgctl_json(&fleet, live, &["gateways", "revoke", &listed.id]))
-            .unwrap();
+    let revoked: GatewayView = serde_json::from_slice(&wgctl_json(
+        &fleet,
+        live,
+        &["gateways", "revoke", &listed.id],
+    ))
+    .unwrap();
     assert!(revoked.revoked_at.is_some());
     let t = Instant::now();
     let cut = log_shows(&gw, "was revoked", Duration::from_secs(10)).await;
-    eprintln!("MEASURED revoke to link cut: {:?} ({cut:?} polling)", t.elapsed());
+    eprintln!(
+        "MEASURED revoke to link cut: {:?} ({cut:?} polling)",
+        t.elapsed()
+    );
     let answer = link_directly(&fleet, lb.port(), (&cert, &key)).await;
     assert!(
         answer.contains("PermissionDenied") && answer.contains("revoked"),
         "{answer}"
     );
-    let (g, _) = Fleet::eventually("the revoked gateway listed as not connected", Duration::from_secs(15), || {
-        let gs = gateways(&fleet, live);
-        let id = listed.id.clone();
-        async move { gs.into_iter().find(|g| g.id == id && !g.connected) }
-    })
+    let (g, _) = Fleet::eventually(
+        "the revoked gateway listed as not connected",
+        Duration::from_secs(15),
+        || {
+            let gs = gateways(&fleet, live);
+            let id = listed.id.clone();
+            async move { gs.into_iter().find(|g| g.id == id && !g.connected) }
+        },
+    )
     .await
     .unwrap();
     assert!(g.revoked_at.is_some(), "{g:?}");
     assert_eq!(gateway_metric(&gw, "wg_agent_link_up").await, Some(0.0));
-    let (offline, _) = Fleet::eventually("wg_agent_offline_seconds to grow", Duration::from_secs(10), || {
-        let g = &gw;
-        async move { gateway_metric(g, "wg_agent_offline_seconds").await.filter(|s| *s >= 1.0) }
-    })
+    let (offline, _) = Fleet::eventually(
+        "wg_agent_offline_seconds to grow",
+        Duration::from_secs(10),
+        || {
+            let g = &gw;
+            async move {
+                gateway_metric(g, "wg_agent_offline_seconds")
+                    .await
+                    .filter(|s| *s >= 1.0)
+            }
+        },
+    )
     .await
     .unwrap();
     eprintln!("offline for {offline}s after revocation");

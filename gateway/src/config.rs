@@ -636,7 +636,11 @@ impl ServeArgs {
         interval: Duration,
         replica_id: &str,
     ) -> Result<Option<crate::agent::LinkConfig>, ConfigError> {
-        let Some(cp) = self.control_plane.as_deref().filter(|s| !s.trim().is_empty()) else {
+        let Some(cp) = self
+            .control_plane
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        else {
             return Ok(None);
         };
         let e = |reason: String| err("control-plane", "WG_CONTROL_PLANE", reason);
@@ -645,14 +649,22 @@ impl ServeArgs {
             return Err(e(format!("`{cp}`: use https://HOST:8444")));
         }
         if self.role != Role::Gateway {
-            return Err(e("only a `--role gateway` replica dials the control plane".into()));
+            return Err(e(
+                "only a `--role gateway` replica dials the control plane".into()
+            ));
         }
         let region = self
             .region
             .as_deref()
             .map(str::trim)
             .filter(|r| !r.is_empty() && r.len() <= 63)
-            .ok_or_else(|| err("region", "WG_REGION", "required with --control-plane: 1 to 63 characters"))?;
+            .ok_or_else(|| {
+                err(
+                    "region",
+                    "WG_REGION",
+                    "required with --control-plane: 1 to 63 characters",
+                )
+            })?;
         let control_plane_ca = match &self.control_plane_ca {
             Some(p) => Some(read("control-plane-ca", "WG_CONTROL_PLANE_CA", p)?),
             None => None,
@@ -663,7 +675,9 @@ impl ServeArgs {
             join_token_file: self.join_token_file.clone(),
             region: region.to_string(),
             state_dir: self.agent_state_dir.clone().unwrap_or_else(|| {
-                std::env::temp_dir().join("wardengate-agent").join(replica_id)
+                std::env::temp_dir()
+                    .join("wardengate-agent")
+                    .join(replica_id)
             }),
             address: listen.to_string(),
             interval,

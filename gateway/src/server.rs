@@ -451,7 +451,10 @@ fn spawn_agent(
     }
     let (Some(addr), Some(ca)) = (agent.listen, agent.ca) else {
         if replica.role.has_api() {
-            tracing::info!(event = "agent_listener_off", "no --agent-ca-file: remote gateways cannot link");
+            tracing::info!(
+                event = "agent_listener_off",
+                "no --agent-ca-file: remote gateways cannot link"
+            );
         }
         return None;
     };

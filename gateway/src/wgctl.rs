@@ -794,7 +794,9 @@ async fn gateways(
             }
         }
         GatewaysCommand::List => {
-            let gs: Vec<GatewayView> = client.call(Method::GET, "/v1/gateways", None::<&()>).await?;
+            let gs: Vec<GatewayView> = client
+                .call(Method::GET, "/v1/gateways", None::<&()>)
+                .await?;
             if json_out {
                 print_json(&gs);
             } else {

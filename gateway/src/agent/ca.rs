@@ -218,6 +218,10 @@ mod tests {
         let (pem, _) = ca.sign("gw-2", &csr, Duration::from_secs(60)).unwrap();
         let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
-        assert!(cert.issuer().to_string().contains("new"), "{}", cert.issuer());
+        assert!(
+            cert.issuer().to_string().contains("new"),
+            "{}",
+            cert.issuer()
+        );
     }
 }

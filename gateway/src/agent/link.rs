@@ -134,8 +134,9 @@ impl GatewayLink {
             write_private(&tmp, body).map_err(|e| Self::local(name, e))?;
             std::fs::rename(&tmp, dir.join(name)).map_err(|e| Self::local(name, e))?;
         }
-        parse_credentials(cert.to_string(), key.to_string())
-            .ok_or_else(|| LinkError::Local("the control plane sent an unusable certificate".into()))
+        parse_credentials(cert.to_string(), key.to_string()).ok_or_else(|| {
+            LinkError::Local("the control plane sent an unusable certificate".into())
+        })
     }
 
     async fn channel(&self, creds: Option<&Credentials>) -> Result<Channel, LinkError> {
@@ -221,7 +222,8 @@ impl GatewayLink {
         let mut down_stream = client.link(ReceiverStream::new(rx)).await?.into_inner();
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.tick().await;
-        let renew_in = Duration::from_millis(u64::try_from(creds.renew_at_ms() - now_ms()).unwrap_or(0));
+        let renew_in =
+            Duration::from_millis(u64::try_from(creds.renew_at_ms() - now_ms()).unwrap_or(0));
         let renew = tokio::time::sleep(renew_in);
         tokio::pin!(renew);
         loop {

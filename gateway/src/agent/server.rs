@@ -96,7 +96,12 @@ impl Agent for AgentService {
         let (cert_pem, not_after_ms) = self.sign(&id, &r.csr_pem)?;
         match self
             .store
-            .join_gateway(&crate::token::hash(r.token.trim()), region, &id, not_after_ms)
+            .join_gateway(
+                &crate::token::hash(r.token.trim()),
+                region,
+                &id,
+                not_after_ms,
+            )
             .await
             .map_err(store_status)?
         {

@@ -103,11 +103,10 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<GatewayView>, ApiError> {
     caller.require(Role::Admin)?;
-    let g = st
-        .store
-        .revoke_gateway(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(ErrorCode::NotFound, format!("no gateway `{id}`")))?;
+    let g =
+        st.store.revoke_gateway(&id).await?.ok_or_else(|| {
+            ApiError::not_found(ErrorCode::NotFound, format!("no gateway `{id}`"))
+        })?;
     let _ = st
         .store
         .audit(&caller.token_id, "gateway.revoke", &id, "")

@@ -256,13 +256,11 @@ impl Store {
     /// row, or None when there is no such gateway.
     pub async fn revoke_gateway(&self, id: &str) -> Result<Option<GatewayRow>, StoreError> {
         self.run(async |c| {
-            self.query(
-                "UPDATE gateways SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-            )
-            .bind(now_ms())
-            .bind(id)
-            .execute(&mut *c)
-            .await
+            self.query("UPDATE gateways SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&mut *c)
+                .await
         })
         .await?;
         self.gateway(id).await
