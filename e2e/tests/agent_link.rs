@@ -287,7 +287,7 @@ async fn gateways_join_link_fail_over_and_are_refused_when_they_should_be() {
     })
     .await
     .unwrap();
-    let (up, _) = Fleet::eventually(
+    Fleet::eventually(
         "wg_agent_link_up 1 on the gateway",
         Duration::from_secs(10),
         || {
@@ -297,7 +297,6 @@ async fn gateways_join_link_fail_over_and_are_refused_when_they_should_be() {
     )
     .await
     .unwrap();
-    let _ = up;
     assert_eq!(
         gateway_metric(&gw, "wg_agent_offline_seconds").await,
         Some(0.0)
@@ -382,14 +381,12 @@ async fn gateways_join_link_fail_over_and_are_refused_when_they_should_be() {
     let beats_before = log(&gw).matches("agent_linked").count();
     let killed = Instant::now();
     fleet.kill9(i);
-    let (relinked_to, _) =
-        Fleet::eventually("the gateway linked again", Duration::from_secs(30), || {
-            let n = log(&gw).matches("agent_linked").count();
-            async move { (n > beats_before).then_some(()) }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", log(&gw)));
-    let _ = relinked_to;
+    let _relinked = Fleet::eventually("the gateway linked again", Duration::from_secs(30), || {
+        let n = log(&gw).matches("agent_linked").count();
+        async move { (n > beats_before).then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", log(&gw)));
     let relink = killed.elapsed();
     let live = (i + 1) % 3;
     let (now_holder, listed_after) = Fleet::eventually(
