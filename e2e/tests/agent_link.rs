@@ -411,7 +411,82 @@ async fn gateways_join_link_fail_over_and_are_refused_when_they_should_be() {
     );
     assert!(relink < Duration::from_secs(10), "re-link took {relink:?}");
 
-    // 5. Revoke: the link is cut within a heartbeat or two, and every new one refused.
+    // 5. Commands down the link, queued at one replica and delivered by the holder: terminate
+    // reaches the gateway's session core (a real session row ends), drain its one drain path.
+    let session = fleet
+        .client_for(live)
+        .create_session(wardengate_testkit::sshd::HOST_ALIAS)
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    let out = fleet
+        .wgctl(&[
+            "--addr",
+            &fleet.replica_addr(live),
+            "gateways",
+            "terminate",
+            &listed.id,
+            &session.id,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ended, _) = Fleet::eventually(
+        "the session ended by the gateway's terminate",
+        Duration::from_secs(10),
+        || {
+            let c = fleet.client_for(live);
+            let id = session.id.clone();
+            async move {
+                c.session(&id)
+                    .await
+                    .ok()
+                    .filter(|s| s.status == wardengate::session::SessionStatus::Ended)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", log(&gw)));
+    eprintln!(
+        "MEASURED terminate queued to session ended via the gateway: {:?} ({:?})",
+        sent.elapsed(),
+        ended.end_reason
+    );
+    assert!(
+        log(&gw).contains("\"command\":\"terminate\""),
+        "{}",
+        log(&gw)
+    );
+    assert_eq!(gateway_metric(&gw, "wg_draining").await, Some(0.0));
+    let out = fleet
+        .wgctl(&[
+            "--addr",
+            &fleet.replica_addr(live),
+            "gateways",
+            "drain",
+            &listed.id,
+            "--timeout",
+            "5s",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Fleet::eventually("the gateway draining", Duration::from_secs(10), || {
+        let g = &gw;
+        async move { (gateway_metric(g, "wg_draining").await == Some(1.0)).then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", log(&gw)));
+
+    // 6. Revoke: the link is cut within a heartbeat or two, and every new one refused.
     let revoked: GatewayView = serde_json::from_slice(&wgctl_json(
         &fleet,
         live,

@@ -140,6 +140,21 @@ pub enum GatewaysCommand {
         /// Gateway id (from `gateways list`).
         id: String,
     },
+    /// Drain a gateway over its link (it refuses new relays; owned sessions get the timeout).
+    Drain {
+        /// Gateway id.
+        id: String,
+        /// How long owned sessions may continue (default: the gateway's --drain-timeout).
+        #[arg(long)]
+        timeout: Option<humantime::Duration>,
+    },
+    /// Terminate a session on a gateway over its link (through the gateway's session core).
+    Terminate {
+        /// Gateway id.
+        id: String,
+        /// Session id.
+        session: String,
+    },
 }
 
 /// `wgctl recordings …`.
@@ -830,6 +845,42 @@ async fn gateways(
                             ]
                         })
                         .collect(),
+                );
+            }
+        }
+        GatewaysCommand::Drain { .. } | GatewaysCommand::Terminate { .. } => {
+            let (id, body) = match command {
+                GatewaysCommand::Drain { id, timeout } => (
+                    id,
+                    crate::wire::NewGatewayCommand {
+                        kind: "drain".into(),
+                        session_id: None,
+                        timeout_seconds: timeout.map_or(0, |t| t.as_secs()),
+                    },
+                ),
+                GatewaysCommand::Terminate { id, session } => (
+                    id,
+                    crate::wire::NewGatewayCommand {
+                        kind: "terminate".into(),
+                        session_id: Some(session),
+                        timeout_seconds: 0,
+                    },
+                ),
+                _ => return Ok(()),
+            };
+            let q: crate::wire::QueuedGatewayCommand = client
+                .call(
+                    Method::POST,
+                    &format!("/v1/gateways/{id}/commands"),
+                    Some(&body),
+                )
+                .await?;
+            if json_out {
+                print_json(&q);
+            } else {
+                println!(
+                    "{} queued for gateway {} (command {}); sent at its next heartbeat",
+                    q.kind, q.gateway_id, q.id
                 );
             }
         }

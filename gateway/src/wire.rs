@@ -1118,3 +1118,27 @@ pub struct GatewayView {
 /// A gateway whose last heartbeat is older than this counts as not connected, even if the
 /// replica that held its link died without recording the end.
 pub const GATEWAY_CONNECTED_WITHIN_MS: i64 = 10_000;
+
+/// `POST /v1/gateways/{id}/commands`: a command for a gateway, delivered down its link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewGatewayCommand {
+    /// `drain` or `terminate`.
+    pub kind: String,
+    /// The session to terminate (`terminate` only).
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// How long a drain lets owned sessions continue, in seconds (0: the gateway's default).
+    #[serde(default)]
+    pub timeout_seconds: u64,
+}
+
+/// A queued gateway command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedGatewayCommand {
+    /// Command id.
+    pub id: String,
+    /// The gateway it is for.
+    pub gateway_id: String,
+    /// `drain` or `terminate`.
+    pub kind: String,
+}

@@ -25,3 +25,17 @@ CREATE TABLE gateways (
     linked_by TEXT,
     revoked_at BIGINT
 );
+-- Commands for a gateway (drain, terminate), queued by any replica and delivered down the link
+-- by whichever replica holds it, at its next heartbeat; `delivered_at` claims one exactly once.
+CREATE TABLE gateway_commands (
+    id TEXT PRIMARY KEY,
+    gateway_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    session_id TEXT,
+    timeout_seconds BIGINT NOT NULL DEFAULT 0,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    delivered_at BIGINT,
+    delivered_by TEXT
+);
+CREATE INDEX gateway_commands_pending ON gateway_commands (gateway_id) WHERE delivered_at IS NULL;

@@ -199,7 +199,12 @@ async fn hold(
                     )
                     .await
                 {
-                    Ok(true) => recorded = true,
+                    Ok(true) => {
+                        recorded = true;
+                        if !deliver(&svc, &id, &tx).await {
+                            break "the gateway went away".to_string();
+                        }
+                    }
                     Ok(false) => {
                         let _ = tx
                             .send(Err(Status::permission_denied(format!(
@@ -222,6 +227,41 @@ async fn hold(
     if recorded && let Err(e) = svc.store.unlink_gateway(&id, &svc.replica).await {
         tracing::warn!(gateway = %id, error = %e, "link end not recorded");
     }
+}
+
+/// Sends the gateway's queued commands down its link (claimed first, so each is delivered by
+/// one replica once). False when the link is gone.
+async fn deliver(
+    svc: &AgentService,
+    id: &str,
+    tx: &tokio::sync::mpsc::Sender<Result<Down, Status>>,
+) -> bool {
+    let cmds = match svc.store.claim_gateway_commands(id, &svc.replica).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(gateway = %id, error = %e, "gateway commands not read");
+            return true;
+        }
+    };
+    for c in cmds {
+        let msg = match (c.kind.as_str(), c.session_id) {
+            ("drain", _) => down::Msg::Drain(super::proto::Drain {
+                timeout_seconds: u64::try_from(c.timeout_seconds).unwrap_or(0),
+            }),
+            ("terminate", Some(session_id)) => {
+                down::Msg::Terminate(super::proto::Terminate { session_id })
+            }
+            (kind, _) => {
+                tracing::warn!(gateway = %id, command = %c.id, kind, "unknown gateway command dropped");
+                continue;
+            }
+        };
+        tracing::info!(event = "gateway_command_sent", gateway = %id, command = %c.id, kind = %c.kind);
+        if tx.send(Ok(Down { msg: Some(msg) })).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Agent listener failures.

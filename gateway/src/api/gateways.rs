@@ -1,6 +1,8 @@
 //! Remote gateways (admin): one-time join tokens (`POST /v1/gateways/join-tokens`, the secret
 //! shown once), the fleet (`GET /v1/gateways`) and revocation (`DELETE /v1/gateways/{id}`: its
-//! certificate is refused from the next call and its link is cut at its next heartbeat).
+//! certificate is refused from the next call and its link is cut at its next heartbeat), and
+//! commands (`POST /v1/gateways/{id}/commands`: drain, terminate — queued in Postgres and sent
+//! down the link by whichever replica holds it, at the gateway's next heartbeat).
 
 use std::sync::Arc;
 
@@ -113,4 +115,54 @@ pub async fn revoke(
         .await;
     tracing::info!(event = "gateway_revoked", gateway = %id, by = %caller.token_id);
     Ok(Json(view(g, now_ms())))
+}
+
+pub async fn command(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<crate::wire::NewGatewayCommand>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<crate::wire::QueuedGatewayCommand>), ApiError> {
+    caller.require(Role::Admin)?;
+    let Json(req) =
+        body.map_err(|e| ApiError::bad_request(ErrorCode::InvalidBody, e.body_text()))?;
+    match (req.kind.as_str(), &req.session_id) {
+        ("drain", None) | ("terminate", Some(_)) => {}
+        _ => {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidBody,
+                "kind must be `drain`, or `terminate` with a session_id",
+            ));
+        }
+    }
+    match st.store.gateway(&id).await? {
+        Some(g) if g.revoked_at.is_none() => {}
+        _ => {
+            return Err(ApiError::not_found(
+                ErrorCode::NotFound,
+                format!("no gateway `{id}` (or it was revoked)"),
+            ));
+        }
+    }
+    let cmd = crate::store::GatewayCommand {
+        id: uuid::Uuid::new_v4().simple().to_string()[..16].to_string(),
+        kind: req.kind,
+        session_id: req.session_id,
+        timeout_seconds: i64::try_from(req.timeout_seconds).unwrap_or(i64::MAX),
+    };
+    st.store
+        .queue_gateway_command(&id, &cmd, &caller.token_id)
+        .await?;
+    let _ = st
+        .store
+        .audit(&caller.token_id, &format!("gateway.{}", cmd.kind), &id, "")
+        .await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(crate::wire::QueuedGatewayCommand {
+            id: cmd.id,
+            gateway_id: id,
+            kind: cmd.kind,
+        }),
+    ))
 }

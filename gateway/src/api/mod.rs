@@ -112,6 +112,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
             .route("/v1/gateways", get(gateways::list))
             .route("/v1/gateways/{id}", axum::routing::delete(gateways::revoke))
+            .route(
+                "/v1/gateways/{id}/commands",
+                axum::routing::post(gateways::command),
+            )
             .route("/v1/sessions", get(sessions::list).post(sessions::create))
             .route(
                 "/v1/sessions/{id}",

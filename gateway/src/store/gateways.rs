@@ -266,3 +266,85 @@ impl Store {
         self.gateway(id).await
     }
 }
+
+/// A command queued for a gateway.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct GatewayCommand {
+    /// Command id.
+    pub id: String,
+    /// `drain` or `terminate`.
+    pub kind: String,
+    /// The session to terminate.
+    pub session_id: Option<String>,
+    /// Drain timeout in seconds (0: the gateway's default).
+    pub timeout_seconds: i64,
+}
+
+impl Store {
+    /// Queues a command for gateway `gateway_id` (delivered by the replica holding its link).
+    pub async fn queue_gateway_command(
+        &self,
+        gateway_id: &str,
+        cmd: &GatewayCommand,
+        created_by: &str,
+    ) -> Result<(), StoreError> {
+        self.run(async |c| {
+            self.query(
+                "INSERT INTO gateway_commands \
+                 (id, gateway_id, kind, session_id, timeout_seconds, created_by, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&cmd.id)
+            .bind(gateway_id)
+            .bind(&cmd.kind)
+            .bind(&cmd.session_id)
+            .bind(cmd.timeout_seconds)
+            .bind(created_by)
+            .bind(now_ms())
+            .execute(&mut *c)
+            .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Claims every undelivered command of a gateway for delivery by `replica`, oldest first:
+    /// one atomic update, so two replicas never deliver the same command.
+    pub async fn claim_gateway_commands(
+        &self,
+        gateway_id: &str,
+        replica: &str,
+    ) -> Result<Vec<GatewayCommand>, StoreError> {
+        let mut cmds: Vec<(i64, GatewayCommand)> = self
+            .run(async |c| {
+                let rows: Vec<(String, String, Option<String>, i64, i64)> = self
+                    .query_as(
+                        "UPDATE gateway_commands SET delivered_at = $1, delivered_by = $2 \
+                         WHERE gateway_id = $3 AND delivered_at IS NULL \
+                         RETURNING id, kind, session_id, timeout_seconds, created_at",
+                    )
+                    .bind(now_ms())
+                    .bind(replica)
+                    .bind(gateway_id)
+                    .fetch_all(&mut *c)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, kind, session_id, timeout_seconds, at)| {
+                        (
+                            at,
+                            GatewayCommand {
+                                id,
+                                kind,
+                                session_id,
+                                timeout_seconds,
+                            },
+                        )
+                    })
+                    .collect())
+            })
+            .await?;
+        cmds.sort_by_key(|(at, _)| *at);
+        Ok(cmds.into_iter().map(|(_, c)| c).collect())
+    }
+}
