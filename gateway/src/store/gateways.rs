@@ -348,3 +348,110 @@ impl Store {
         Ok(cmds.into_iter().map(|(_, c)| c).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(
+            &format!("sqlite://{}?mode=rwc", dir.path().join("db").display()),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        store.migrate().await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_join_token_joins_once_in_its_region_and_says_why_it_is_refused() {
+        let (_d, s) = store().await;
+        let far = now_ms() + 3_600_000;
+        s.create_join_token("h1", "t1", "eu", "admin", far)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.join_gateway("h1", "us", "gw-a", far).await.unwrap(),
+            Err(JoinRefusal::WrongRegion {
+                id: "t1".into(),
+                token_region: "eu".into(),
+                asked: "us".into()
+            })
+        );
+        assert_eq!(
+            s.join_gateway("h1", "eu", "gw-a", far).await.unwrap(),
+            Ok(())
+        );
+        assert_eq!(
+            s.join_gateway("h1", "eu", "gw-b", far).await.unwrap(),
+            Err(JoinRefusal::Used("t1".into()))
+        );
+        s.create_join_token("h2", "t2", "eu", "admin", now_ms() - 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.join_gateway("h2", "eu", "gw-c", far).await.unwrap(),
+            Err(JoinRefusal::Expired("t2".into()))
+        );
+        assert_eq!(
+            s.join_gateway("nope", "eu", "gw-d", far).await.unwrap(),
+            Err(JoinRefusal::Unknown)
+        );
+        let ids: Vec<String> = s
+            .list_gateways()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| g.id)
+            .collect();
+        assert_eq!(ids, vec!["gw-a".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn heartbeats_stop_at_revocation_and_commands_are_claimed_once() {
+        let (_d, s) = store().await;
+        let far = now_ms() + 3_600_000;
+        s.create_join_token("h", "t", "eu", "admin", far)
+            .await
+            .unwrap();
+        s.join_gateway("h", "eu", "gw", far).await.unwrap().unwrap();
+        assert!(
+            s.gateway_heartbeat("gw", "r0", "eu", "1", "a:1", 2)
+                .await
+                .unwrap()
+        );
+        let g = s.gateway("gw").await.unwrap().unwrap();
+        assert_eq!((g.sessions, g.linked_by.as_deref()), (2, Some("r0")));
+        for (id, kind) in [("c1", "drain"), ("c2", "terminate")] {
+            let cmd = GatewayCommand {
+                id: id.into(),
+                kind: kind.into(),
+                session_id: (kind == "terminate").then(|| "s1".into()),
+                timeout_seconds: 0,
+            };
+            s.queue_gateway_command("gw", &cmd, "admin").await.unwrap();
+        }
+        let first = s.claim_gateway_commands("gw", "r0").await.unwrap();
+        assert_eq!(first.len(), 2);
+        assert!(
+            s.claim_gateway_commands("gw", "r1")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        s.unlink_gateway("gw", "r1").await.unwrap();
+        assert!(s.gateway("gw").await.unwrap().unwrap().linked_by.is_some());
+        s.revoke_gateway("gw").await.unwrap().unwrap();
+        assert!(
+            !s.gateway_heartbeat("gw", "r0", "eu", "1", "a:1", 0)
+                .await
+                .unwrap()
+        );
+        assert!(!s.renew_gateway("gw", far).await.unwrap());
+    }
+}
