@@ -81,10 +81,18 @@ struct Credentials {
     not_after_ms: i64,
 }
 
+/// The control plane back-dates `not_before` by this much for clock skew (see `AgentCa::sign`).
+const BACKDATE_MS: i64 = 5 * 60_000;
+
+/// A link never ends for a renewal sooner than this after it started, so a renewal that keeps
+/// failing (the control plane's store is down) cannot make the link flap.
+const MIN_RENEW_WAIT: Duration = Duration::from_secs(60);
+
 impl Credentials {
-    /// When to renew: two thirds into the certificate's lifetime.
+    /// When to renew: two thirds into the certificate's lifetime, counted from its issue.
     fn renew_at_ms(&self) -> i64 {
-        self.not_before_ms + (self.not_after_ms - self.not_before_ms) * 2 / 3
+        let issued = (self.not_before_ms + BACKDATE_MS).min(self.not_after_ms);
+        issued + (self.not_after_ms - issued) * 2 / 3
     }
 }
 
@@ -377,4 +385,27 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn renewal_is_two_thirds_into_the_lifetime_from_issue_not_from_the_backdated_start() {
+        let ca = crate::agent::AgentCa::from_pem(&crate::agent::AgentCa::generate("t").unwrap())
+            .unwrap();
+        let (key, csr) = new_key_and_csr().unwrap();
+        let (cert, _) = ca.sign("gw-r", &csr, Duration::from_secs(60)).unwrap();
+        let c = parse_credentials(cert, key).unwrap();
+        let in_40s = now_ms() + 40_000;
+        assert!(
+            (c.renew_at_ms() - in_40s).abs() < 3_000,
+            "{}",
+            c.renew_at_ms() - now_ms()
+        );
+        assert_eq!(c.id, "gw-r");
+    }
 }
