@@ -231,7 +231,8 @@ impl GatewayLink {
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.tick().await;
         let renew_in =
-            Duration::from_millis(u64::try_from(creds.renew_at_ms() - now_ms()).unwrap_or(0));
+            Duration::from_millis(u64::try_from(creds.renew_at_ms() - now_ms()).unwrap_or(0))
+                .max(MIN_RENEW_WAIT);
         let renew = tokio::time::sleep(renew_in);
         tokio::pin!(renew);
         loop {
