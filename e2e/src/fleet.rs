@@ -432,6 +432,27 @@ impl Fleet {
         self.sandbox.path().join("internal-keys")
     }
 
+    /// Replica `i`'s agent gRPC port (`--agent-listen`) on 127.0.0.1.
+    pub fn agent_port(&self, i: usize) -> u16 {
+        let args = &self.replicas[i].args;
+        args.iter()
+            .position(|a| a == "--agent-listen")
+            .and_then(|p| args.get(p + 1))
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The replicas' serving certificate (self-signed, so also the CA to trust), PEM file.
+    pub fn cert_path(&self) -> PathBuf {
+        self.ca.clone()
+    }
+
+    /// The fleet's sandbox (for extra processes and files of a test).
+    pub fn sandbox(&self) -> Arc<Sandbox> {
+        self.sandbox.clone()
+    }
+
     /// `wgctl ARGS…` against the load balancer.
     pub fn wgctl(&self, args: &[&str]) -> Command {
         let mut c = Command::new(crate::bin("wgctl"));

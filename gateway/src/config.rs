@@ -155,6 +155,34 @@ pub struct ServeArgs {
     /// retries through the load balancer); 0 turns the cap off.
     #[arg(long, env = "WG_MAX_RELAYS", default_value_t = crate::limits::DEFAULT_MAX_RELAYS)]
     pub max_relays: usize,
+    /// Control plane: the agent CA (PEM: signing CA certificate, its key, then older CA
+    /// certificates still trusted), the same file on every replica (a mounted Secret;
+    /// `wardengate keys generate --agent-ca` writes one). Unset: the agent port is not served.
+    #[arg(long, env = "WG_AGENT_CA_FILE")]
+    pub agent_ca_file: Option<PathBuf>,
+    /// Control plane: lifetime of the gateway client certificates it signs (gateways renew
+    /// after two thirds of it).
+    #[arg(long, env = "WG_AGENT_CERT_TTL", default_value = crate::agent::DEFAULT_CERT_TTL)]
+    pub agent_cert_ttl: String,
+    /// Gateway: the control plane's agent endpoint to dial, `https://HOST:8444` (needs
+    /// `--role gateway` and `--region`).
+    #[arg(long, env = "WG_CONTROL_PLANE")]
+    pub control_plane: Option<String>,
+    /// Gateway: PEM CA certificates trusted for the control plane's serving certificate
+    /// (default: the system roots).
+    #[arg(long, env = "WG_CONTROL_PLANE_CA")]
+    pub control_plane_ca: Option<PathBuf>,
+    /// Gateway: file holding the one-time join token (`wgctl gateways join-token`); needed
+    /// only until the gateway holds a certificate in its state dir.
+    #[arg(long, env = "WG_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
+    /// Gateway: the region it serves (must match its join token's).
+    #[arg(long, env = "WG_REGION")]
+    pub region: Option<String>,
+    /// Gateway: where its agent key and certificate are kept across restarts (default:
+    /// <temp dir>/wardengate-agent/<replica id>).
+    #[arg(long, env = "WG_AGENT_STATE_DIR")]
+    pub agent_state_dir: Option<PathBuf>,
 }
 
 /// A configuration error naming what to fix.
@@ -229,6 +257,12 @@ pub struct ServeConfig {
     pub target_deny: Vec<ipnet::IpNet>,
     /// Networks targets may point at even when denied.
     pub target_allow: Vec<ipnet::IpNet>,
+    /// Control plane: the agent CA (the agent port is served only with one).
+    pub agent_ca: Option<std::sync::Arc<crate::agent::AgentCa>>,
+    /// Control plane: lifetime of signed gateway certificates.
+    pub agent_cert_ttl: Duration,
+    /// Gateway: how to reach the control plane over the agent link, if it should.
+    pub agent_link: Option<crate::agent::LinkConfig>,
 }
 
 impl ServeConfig {
@@ -560,7 +594,25 @@ impl ServeArgs {
                 .join("wardengate-spool")
                 .join(&replica_id)
         });
+        let agent_ca = match &self.agent_ca_file {
+            Some(p) => Some(std::sync::Arc::new(
+                crate::agent::AgentCa::from_pem(&read("agent-ca-file", "WG_AGENT_CA_FILE", p)?)
+                    .map_err(|e| err("agent-ca-file", "WG_AGENT_CA_FILE", e.to_string()))?,
+            )),
+            None => None,
+        };
+        let agent_cert_ttl = parse_duration(
+            "agent-cert-ttl",
+            "WG_AGENT_CERT_TTL",
+            &self.agent_cert_ttl,
+            Duration::from_secs(60),
+            Duration::from_secs(366 * 86_400),
+        )?;
+        let agent_link = self.agent_link(listen, health_interval, &replica_id)?;
         Ok(ServeConfig {
+            agent_ca,
+            agent_cert_ttl,
+            agent_link,
             role: self.role,
             listen,
             agent_listen,
@@ -595,6 +647,63 @@ impl ServeArgs {
             target_allow: crate::target_policy::parse_networks(&self.target_allow)
                 .map_err(|reason| err("target-allow", "WG_TARGET_ALLOW", reason))?,
         })
+    }
+}
+
+impl ServeArgs {
+    /// The gateway's side of the agent link, when `--control-plane` is set.
+    fn agent_link(
+        &self,
+        listen: SocketAddr,
+        interval: Duration,
+        replica_id: &str,
+    ) -> Result<Option<crate::agent::LinkConfig>, ConfigError> {
+        let Some(cp) = self
+            .control_plane
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        let e = |reason: String| err("control-plane", "WG_CONTROL_PLANE", reason);
+        let url = url::Url::parse(cp.trim()).map_err(|x| e(format!("`{cp}` is not a URL: {x}")))?;
+        if url.scheme() != "https" || url.host_str().is_none() {
+            return Err(e(format!("`{cp}`: use https://HOST:8444")));
+        }
+        if self.role != Role::Gateway {
+            return Err(e(
+                "only a `--role gateway` replica dials the control plane".into()
+            ));
+        }
+        let region = self
+            .region
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty() && r.len() <= 63)
+            .ok_or_else(|| {
+                err(
+                    "region",
+                    "WG_REGION",
+                    "required with --control-plane: 1 to 63 characters",
+                )
+            })?;
+        let control_plane_ca = match &self.control_plane_ca {
+            Some(p) => Some(read("control-plane-ca", "WG_CONTROL_PLANE_CA", p)?),
+            None => None,
+        };
+        Ok(Some(crate::agent::LinkConfig {
+            control_plane: url,
+            control_plane_ca,
+            join_token_file: self.join_token_file.clone(),
+            region: region.to_string(),
+            state_dir: self.agent_state_dir.clone().unwrap_or_else(|| {
+                std::env::temp_dir()
+                    .join("wardengate-agent")
+                    .join(replica_id)
+            }),
+            address: listen.to_string(),
+            interval,
+        }))
     }
 }
 

@@ -215,6 +215,7 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         admin_socket: None,
         metrics_listen: None,
         ready: Some(ready_tx),
+        agent: Default::default(),
     };
     crate::server::run(parts, crate::server::shutdown_signal()).await?;
     Ok(())

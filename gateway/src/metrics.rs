@@ -47,6 +47,12 @@ pub struct Metrics {
     /// Requests refused by a rate limit or cap, by limit (`requests`, `auth_failures`,
     /// `session_rate`, `token_sessions`, `replica_relays`).
     pub rate_limited: IntCounterVec,
+    /// Gateway side: 1 while this gateway's agent link to the control plane is up.
+    pub agent_link_up: IntGauge,
+    /// Gateway side: seconds since the agent link went down (0 while it is up).
+    pub agent_offline_seconds: prometheus::Gauge,
+    /// Control-plane side: agent links this replica holds.
+    pub agent_gateways: IntGauge,
 }
 
 impl Metrics {
@@ -166,6 +172,21 @@ impl Metrics {
                 &["limit"],
             )
             .unwrap_or_else(|_| unreachable_metric()),
+            agent_link_up: IntGauge::new(
+                "wg_agent_link_up",
+                "1 while this gateway's agent link to the control plane is up",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            agent_offline_seconds: prometheus::Gauge::new(
+                "wg_agent_offline_seconds",
+                "Seconds since this gateway's agent link went down (0 while up)",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            agent_gateways: IntGauge::new(
+                "wg_agent_gateways",
+                "Gateway agent links this control plane replica holds",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
             registry,
         };
         for c in [
@@ -187,6 +208,9 @@ impl Metrics {
             Box::new(m.manifests_signed.clone()),
             Box::new(m.chunks_uploaded.clone()),
             Box::new(m.rate_limited.clone()),
+            Box::new(m.agent_link_up.clone()),
+            Box::new(m.agent_offline_seconds.clone()),
+            Box::new(m.agent_gateways.clone()),
         ] {
             let _ = m.registry.register(c);
         }

@@ -105,6 +105,21 @@ pub struct Parts {
     pub target_policy: crate::target_policy::TargetPolicy,
     /// Told once the full API serves (dev prints its instructions then).
     pub ready: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The agent link: the listener (control plane) and/or the dial-out (gateway).
+    pub agent: AgentParts,
+}
+
+/// The agent-link parts of a replica (issue 15).
+#[derive(Debug, Default)]
+pub struct AgentParts {
+    /// Agent gRPC listen address (served when `ca` is set and the role serves the API).
+    pub listen: Option<SocketAddr>,
+    /// The agent CA shared by the control-plane replicas.
+    pub ca: Option<Arc<crate::agent::AgentCa>>,
+    /// Lifetime of signed gateway certificates.
+    pub cert_ttl: Duration,
+    /// A gateway's link to its control plane.
+    pub link: Option<crate::agent::LinkConfig>,
 }
 
 /// Connects Redis for `serve`, retrying while it is unreachable (and a Cluster whose nodes are
@@ -196,6 +211,8 @@ pub async fn run(
             live_session_ttl,
             ready,
             target_policy,
+            agent,
+            tls: agent_tls,
             ..
         } = parts;
         tokio::spawn(async move {
@@ -279,6 +296,15 @@ pub async fn run(
             if let Some(rec) = recordings.clone() {
                 tokio::spawn(resume_uploads(rec));
             }
+            let agent_task = spawn_agent(
+                agent,
+                agent_tls,
+                &replica,
+                &store,
+                &sessions,
+                &metrics,
+                health_interval,
+            );
             let guard = crate::api::Guard::new(&limits, metrics.rate_limited.clone());
             let state = Arc::new(AppState {
                 replica: replica.clone(),
@@ -302,7 +328,7 @@ pub async fn run(
             if let Some(tx) = ready {
                 let _ = tx.send(());
             }
-            Some((checker_task, jobs_task))
+            Some((checker_task, jobs_task, agent_task))
         })
     };
     let h = handle.clone();
@@ -369,8 +395,11 @@ pub async fn run(
         t.abort();
     }
     ready.abort();
-    if let Ok(Some((checker_task, jobs_task))) = ready.await {
+    if let Ok(Some((checker_task, jobs_task, agent_task))) = ready.await {
         checker_task.abort();
+        if let Some(t) = agent_task {
+            t.abort();
+        }
         if let Some(t) = jobs_task {
             t.abort();
         }
@@ -400,6 +429,56 @@ async fn serve_metrics(
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(listen = %addr, error = %e, "metrics listener stopped");
+        }
+    }))
+}
+
+/// Starts this replica's end of the agent link: the listener on a control plane that has an
+/// agent CA, the dial-out on a gateway with `--control-plane`.
+fn spawn_agent(
+    agent: AgentParts,
+    tls: PemPair,
+    replica: &Arc<Replica>,
+    store: &Store,
+    sessions: &crate::session::Sessions,
+    metrics: &Metrics,
+    interval: Duration,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if let Some(link) = agent.link {
+        let link = crate::agent::GatewayLink {
+            config: link,
+            replica: replica.clone(),
+            sessions: sessions.clone(),
+            metrics: metrics.clone(),
+        };
+        return Some(tokio::spawn(link.run()));
+    }
+    let (Some(addr), Some(ca)) = (agent.listen, agent.ca) else {
+        if replica.role.has_api() {
+            tracing::info!(
+                event = "agent_listener_off",
+                "no --agent-ca-file: remote gateways cannot link"
+            );
+        }
+        return None;
+    };
+    if !replica.role.has_api() {
+        return None;
+    }
+    let svc = crate::agent::AgentService {
+        store: store.clone(),
+        ca,
+        replica: replica.id.clone(),
+        cert_ttl: agent.cert_ttl,
+        // Three missed heartbeats (gateways send one every health interval).
+        silent_after: (interval * 3).max(Duration::from_secs(3)),
+        metrics: metrics.clone(),
+    };
+    Some(tokio::spawn(async move {
+        if let Err(e) =
+            crate::agent::server::serve(addr, &tls, svc, futures::future::pending()).await
+        {
+            tracing::error!(event = "agent_listener_failed", error = %e);
         }
     }))
 }

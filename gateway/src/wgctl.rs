@@ -113,6 +113,48 @@ pub enum Command {
         #[command(subcommand)]
         command: ApprovalsCommand,
     },
+    /// Remote gateways that link to the control plane (admin).
+    Gateways {
+        /// Subcommand.
+        #[command(subcommand)]
+        command: GatewaysCommand,
+    },
+}
+
+/// `wgctl gateways …`.
+#[derive(Debug, Subcommand)]
+pub enum GatewaysCommand {
+    /// Create a one-time join token for one gateway of a region (the secret is printed once).
+    JoinToken {
+        /// Region the gateway serves (its `--region`).
+        #[arg(long)]
+        region: String,
+        /// Lifetime (1m to 30d).
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+    },
+    /// Every gateway: id, region, version, address, last heartbeat, sessions, link state.
+    List,
+    /// Revoke a gateway: its certificate is refused and its link cut at its next heartbeat.
+    Revoke {
+        /// Gateway id (from `gateways list`).
+        id: String,
+    },
+    /// Drain a gateway over its link (it refuses new relays; owned sessions get the timeout).
+    Drain {
+        /// Gateway id.
+        id: String,
+        /// How long owned sessions may continue (default: the gateway's --drain-timeout).
+        #[arg(long)]
+        timeout: Option<humantime::Duration>,
+    },
+    /// Terminate a session on a gateway over its link (through the gateway's session core).
+    Terminate {
+        /// Gateway id.
+        id: String,
+        /// Session id.
+        session: String,
+    },
 }
 
 /// `wgctl recordings …`.
@@ -717,6 +759,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             }
         }
         Command::Approvals { command } => approvals(&client, command, json_out).await?,
+        Command::Gateways { command } => gateways(&client, command, json_out).await?,
         Command::Recordings { command } => recordings(&client, command, json_out).await?,
         Command::System {
             command: SystemCommand::Status { local },
@@ -730,6 +773,125 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                     "replica {}  role {}  version {}  draining {}  owned sessions {}",
                     s.replica, s.role, s.version, s.draining, s.owned_sessions
                 );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn gateways(
+    client: &Client,
+    command: GatewaysCommand,
+    json_out: bool,
+) -> Result<(), ClientError> {
+    use crate::wire::{CreatedJoinToken, GatewayView, NewJoinToken};
+    use reqwest::Method;
+    match command {
+        GatewaysCommand::JoinToken { region, ttl } => {
+            let body = NewJoinToken {
+                region,
+                ttl_seconds: ttl.as_secs(),
+            };
+            let t: CreatedJoinToken = client
+                .call(Method::POST, "/v1/gateways/join-tokens", Some(&body))
+                .await?;
+            if json_out {
+                print_json(&t);
+            } else {
+                println!("{}", t.token);
+                eprintln!(
+                    "join token {} for region {} created, usable once until {}; the secret \
+                     above is shown only once",
+                    t.id,
+                    t.region,
+                    when(t.expires_at)
+                );
+            }
+        }
+        GatewaysCommand::List => {
+            let gs: Vec<GatewayView> = client
+                .call(Method::GET, "/v1/gateways", None::<&()>)
+                .await?;
+            if json_out {
+                print_json(&gs);
+            } else {
+                table(
+                    &[
+                        "ID",
+                        "REGION",
+                        "VERSION",
+                        "ADDRESS",
+                        "LAST HEARTBEAT",
+                        "SESSIONS",
+                        "LINK",
+                    ],
+                    gs.into_iter()
+                        .map(|g| {
+                            let link = if g.revoked_at.is_some() {
+                                "revoked".to_string()
+                            } else if g.connected {
+                                format!("connected ({})", g.linked_by.unwrap_or_default())
+                            } else {
+                                "not connected".to_string()
+                            };
+                            vec![
+                                g.id,
+                                g.region,
+                                g.version,
+                                g.address,
+                                g.last_heartbeat_at.map_or_else(|| "never".into(), when),
+                                g.sessions.to_string(),
+                                link,
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        GatewaysCommand::Drain { .. } | GatewaysCommand::Terminate { .. } => {
+            let (id, body) = match command {
+                GatewaysCommand::Drain { id, timeout } => (
+                    id,
+                    crate::wire::NewGatewayCommand {
+                        kind: "drain".into(),
+                        session_id: None,
+                        timeout_seconds: timeout.map_or(0, |t| t.as_secs()),
+                    },
+                ),
+                GatewaysCommand::Terminate { id, session } => (
+                    id,
+                    crate::wire::NewGatewayCommand {
+                        kind: "terminate".into(),
+                        session_id: Some(session),
+                        timeout_seconds: 0,
+                    },
+                ),
+                _ => return Ok(()),
+            };
+            let q: crate::wire::QueuedGatewayCommand = client
+                .call(
+                    Method::POST,
+                    &format!("/v1/gateways/{id}/commands"),
+                    Some(&body),
+                )
+                .await?;
+            if json_out {
+                print_json(&q);
+            } else {
+                println!(
+                    "{} queued for gateway {} (command {}); sent at its next heartbeat",
+                    q.kind, q.gateway_id, q.id
+                );
+            }
+        }
+        GatewaysCommand::Revoke { id } => {
+            let g: GatewayView = client
+                .call(Method::DELETE, &format!("/v1/gateways/{id}"), None::<&()>)
+                .await?;
+            if json_out {
+                print_json(&g);
+            } else {
+                println!("gateway {} ({}) is revoked", g.id, g.region);
             }
         }
     }

@@ -1080,3 +1080,79 @@ mod tests {
         );
     }
 }
+
+/// `POST /v1/gateways/join-tokens`: a one-time join token for a gateway of `region`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewJoinToken {
+    /// Region the joining gateway must serve.
+    pub region: String,
+    /// Lifetime in seconds (one minute to 30 days).
+    pub ttl_seconds: u64,
+}
+
+/// A join token as created: the secret is shown only here, once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedJoinToken {
+    /// Token id (for the audit trail).
+    pub id: String,
+    /// Its region.
+    pub region: String,
+    /// The secret, for the gateway's `--join-token-file`.
+    pub token: String,
+    /// Unix ms after which it is refused.
+    pub expires_at: i64,
+}
+
+/// A remote gateway as `GET /v1/gateways` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayView {
+    /// Gateway id.
+    pub id: String,
+    /// Region it serves.
+    pub region: String,
+    /// Version it reported.
+    pub version: String,
+    /// Address it serves relays on.
+    pub address: String,
+    /// Live sessions it reported in its last heartbeat.
+    pub sessions: i64,
+    /// Unix ms of its last heartbeat.
+    pub last_heartbeat_at: Option<i64>,
+    /// Whether its link is up: held by a replica, with a heartbeat within
+    /// [`GATEWAY_CONNECTED_WITHIN_MS`].
+    pub connected: bool,
+    /// The control-plane replica holding its link.
+    pub linked_by: Option<String>,
+    /// When its certificate expires (unix ms).
+    pub cert_not_after: i64,
+    /// Unix ms it was revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// A gateway whose last heartbeat is older than this counts as not connected, even if the
+/// replica that held its link died without recording the end.
+pub const GATEWAY_CONNECTED_WITHIN_MS: i64 = 10_000;
+
+/// `POST /v1/gateways/{id}/commands`: a command for a gateway, delivered down its link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewGatewayCommand {
+    /// `drain` or `terminate`.
+    pub kind: String,
+    /// The session to terminate (`terminate` only).
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// How long a drain lets owned sessions continue, in seconds (0: the gateway's default).
+    #[serde(default)]
+    pub timeout_seconds: u64,
+}
+
+/// A queued gateway command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedGatewayCommand {
+    /// Command id.
+    pub id: String,
+    /// The gateway it is for.
+    pub gateway_id: String,
+    /// `drain` or `terminate`.
+    pub kind: String,
+}

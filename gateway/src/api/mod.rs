@@ -4,6 +4,7 @@ mod approvals;
 mod auth;
 pub mod error;
 mod events;
+mod gateways;
 mod guard;
 mod health;
 pub mod observer;
@@ -108,6 +109,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
             .route("/v1/tokens", get(tokens::list).post(tokens::create))
             .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
+            .route(
+                "/v1/gateways/join-tokens",
+                axum::routing::post(gateways::create_join_token),
+            )
+            .route("/v1/gateways", get(gateways::list))
+            .route("/v1/gateways/{id}", axum::routing::delete(gateways::revoke))
+            .route(
+                "/v1/gateways/{id}/commands",
+                axum::routing::post(gateways::command),
+            )
             .route("/v1/sessions", get(sessions::list).post(sessions::create))
             .route(
                 "/v1/sessions/{id}",

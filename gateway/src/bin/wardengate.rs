@@ -48,6 +48,9 @@ enum KeysCommand {
         /// An Ed25519 recording-manifest key instead of an internal key.
         #[arg(long)]
         recording: bool,
+        /// An agent CA (certificate and key, PEM) for `--agent-ca-file` instead.
+        #[arg(long, conflicts_with = "recording")]
+        agent_ca: bool,
         /// Key id.
         #[arg(long, default_value = "k1")]
         kid: String,
@@ -62,8 +65,17 @@ enum KeysCommand {
 
 fn keys(command: KeysCommand) -> anyhow::Result<()> {
     match command {
-        KeysCommand::Generate { recording, kid } => {
-            if recording {
+        KeysCommand::Generate {
+            recording,
+            agent_ca,
+            kid,
+        } => {
+            if agent_ca {
+                print!(
+                    "{}",
+                    wardengate::agent::AgentCa::generate(&format!("wardengate agent CA {kid}"))?
+                );
+            } else if recording {
                 print!(
                     "{}",
                     wardengate::recording::ManifestKeys::generate_file(&kid)
@@ -132,6 +144,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_socket: cfg.admin_socket,
         metrics_listen: cfg.metrics_listen,
         ready: None,
+        agent: wardengate::server::AgentParts {
+            listen: Some(cfg.agent_listen),
+            ca: cfg.agent_ca,
+            cert_ttl: cfg.agent_cert_ttl,
+            link: cfg.agent_link,
+        },
     };
     wardengate::server::run(parts, shutdown_signal()).await?;
     Ok(())

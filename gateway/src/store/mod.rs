@@ -7,6 +7,7 @@
 
 #[macro_use]
 mod rows;
+mod gateways;
 mod outbox;
 mod recordings;
 mod tokens;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
+pub use gateways::{GatewayCommand, GatewayRow, JoinRefusal};
 pub use outbox::{ApprovalRow, Decided, Decision, EventRow, OUTBOX_LOCK};
 pub use recordings::UnsignedRecording;
 pub use rows::{SessionRow, TargetRow, TokenRow};
