@@ -353,20 +353,9 @@ impl Store {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::time::Duration;
-
     use super::*;
 
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(
-            &format!("sqlite://{}?mode=rwc", dir.path().join("db").display()),
-            Duration::from_secs(5),
-        )
-        .unwrap();
-        store.migrate().await.unwrap();
-        (dir, store)
-    }
+    use super::super::test_store as store;
 
     #[tokio::test]
     async fn a_join_token_joins_once_in_its_region_and_says_why_it_is_refused() {

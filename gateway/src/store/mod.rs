@@ -12,6 +12,21 @@ mod outbox;
 mod recordings;
 mod tokens;
 
+/// A migrated SQLite store in a temporary directory, for the store's unit tests (the directory
+/// lives as long as the returned guard).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) async fn test_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(
+        &format!("sqlite://{}?mode=rwc", dir.path().join("db").display()),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    store.migrate().await.unwrap();
+    (dir, store)
+}
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 

@@ -194,16 +194,7 @@ mod tests {
     use super::*;
     use crate::token::hash;
 
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(
-            &format!("sqlite://{}?mode=rwc", dir.path().join("db").display()),
-            Duration::from_secs(5),
-        )
-        .unwrap();
-        store.migrate().await.unwrap();
-        (dir, store)
-    }
+    use super::super::test_store as store;
 
     #[tokio::test]
     async fn rotating_the_bootstrap_token_revokes_only_older_ones() {
