@@ -20,7 +20,9 @@ use serde_json::{Value, json};
 use wardengate_testkit::kube::{kubectl_ok, tool};
 use wardengate_testkit::{KubeCluster, wait_until};
 
-const KUBE_VERSION: &str = "1.37.0";
+mod support;
+
+use support::schema::{KUBE_VERSION, kubernetes_validate};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -294,29 +296,6 @@ fn operator_chart_copies_are_the_repositorys() {
         sm["spec"]["selector"]["matchLabels"],
         svc["spec"]["selector"]
     );
-}
-
-fn kubernetes_validate(files: &[PathBuf]) {
-    let out = Command::new("python3")
-        .args(["-m", "kubernetes_validate", "--strict", "-k", KUBE_VERSION])
-        .args(files)
-        .env("PYTHONPATH", repo().join(".tools/py"))
-        .output()
-        .expect("python3");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !text.contains("No module named kubernetes_validate"),
-        "kubernetes-validate is not installed: run `./task deps`"
-    );
-    assert!(
-        out.status.success() && !text.contains("WARN") && !text.contains("ERROR"),
-        "{text}"
-    );
-    assert_eq!(text.matches("passed").count(), files.len(), "{text}");
 }
 
 /// Every object of both charts, default and example values, test hooks included.

@@ -5,34 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+mod support;
+
+use support::schema::kubernetes_validate;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn kubernetes_validate(files: &[PathBuf]) {
-    let py = root().join(".tools/py");
-    let out = Command::new("python3")
-        .args(["-m", "kubernetes_validate", "--strict", "-k", "1.37.0"])
-        .args(files)
-        .env("PYTHONPATH", &py)
-        .output()
-        .expect("python3");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !text.contains("No module named kubernetes_validate"),
-        "kubernetes-validate is not installed: run `./task deps` (pip install --target .tools/py kubernetes-validate)"
-    );
-    assert!(
-        out.status.success() && !text.contains("WARN") && !text.contains("ERROR"),
-        "{text}"
-    );
-    assert!(text.matches("passed").count() > 0, "{text}");
 }
 
 #[test]
