@@ -234,17 +234,83 @@ fn exactly_one_postgres_source() {
 
 #[test]
 fn pool_without_cluster_reference_is_rejected() {
-    rejected_with(
-        pool(json!({})).validate_cel(),
-        "spec.clusterRef.name: a GatewayPool needs the WardengateCluster",
-    );
+    rejected_with(pool(json!({})).validate_cel(), EXACTLY_ONE_TARGET);
     rejected_with(
         pool(json!({"clusterRef": {"name": ""}})).validate_cel(),
-        "spec.clusterRef.name",
+        "spec.clusterRef.name: a GatewayPool needs the WardengateCluster",
     );
     pool(json!({"clusterRef": {"name": "wg"}}))
         .validate_cel()
         .unwrap();
+}
+
+fn remote(url: &str) -> Value {
+    json!({
+        "controlPlane": {"url": url, "joinTokenSecretRef": {"name": "join", "key": "token"}},
+        "region": "eu-1", "version": "0.1.0", "tls": {"secretName": "gw-tls"},
+    })
+}
+
+#[test]
+fn a_pool_names_exactly_one_of_cluster_ref_and_control_plane() {
+    let ok = "https://cp.example.com:8444";
+    pool(remote(ok)).validate_cel().unwrap();
+    rejected_with(
+        pool(with(remote(ok), &["clusterRef"], json!({"name": "wg"}))).validate_cel(),
+        EXACTLY_ONE_TARGET,
+    );
+    assert!(EXACTLY_ONE_TARGET.starts_with("spec.clusterRef, spec.controlPlane:"));
+    // What a remote pool needs, each refusal naming its field.
+    for (field, message) in [
+        ("region", REGION_REQUIRED),
+        ("version", VERSION_REQUIRED),
+        ("tls", TLS_REQUIRED),
+    ] {
+        let mut spec = remote(ok);
+        spec.as_object_mut().unwrap().remove(field);
+        rejected_with(pool(spec).validate_cel(), message);
+        assert!(message.starts_with(&format!("spec.{field}")), "{message}");
+    }
+    rejected_with(
+        pool(with(remote(ok), &["region"], json!(""))).validate_cel(),
+        REGION_REQUIRED,
+    );
+    // A clusterRef pool runs its cluster's image and certificate.
+    for (field, value) in [
+        ("tls", json!({"secretName": "x"})),
+        ("image", json!("registry.example.com/wg")),
+    ] {
+        rejected_with(
+            pool(with(json!({"clusterRef": {"name": "wg"}}), &[field], value)).validate_cel(),
+            REMOTE_ONLY,
+        );
+    }
+}
+
+#[test]
+fn the_control_plane_url_is_https_host_8444() {
+    for good in [
+        "https://cp.example.com:8444",
+        "https://cp:8444/",
+        "https://10.0.0.7:8444",
+        "https://[fd00::7]:8444",
+    ] {
+        pool(remote(good))
+            .validate_cel()
+            .unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for bad in [
+        "http://cp.example.com:8444",
+        "https://cp.example.com",
+        "https://cp.example.com:8443",
+        "https://cp.example.com:8444/agent",
+        "https://user@cp.example.com:8444",
+        "cp.example.com:8444",
+        "https://:8444",
+    ] {
+        rejected_with(pool(remote(bad)).validate_cel(), URL_FORMAT);
+    }
+    assert!(URL_FORMAT.starts_with("spec.controlPlane.url: use https://HOST:8444"));
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use wardengate_crds::{GatewayPool, WardengateCluster};
 
-use crate::build::{Owned, SecretMaterial, cluster_objects, pool_objects};
+use crate::build::{Owned, SecretMaterial, cluster_objects, pool_objects, remote_pool_objects};
 use crate::validate::{Invalid, ValidCluster, pool_version, validate, validate_pool};
 
 /// Why rendering failed.
@@ -94,7 +94,8 @@ pub fn render(input: &str) -> Result<Rendered, RenderError> {
                     name: name.clone(),
                     source,
                 })?;
-                pools.push(vp);
+                let reported = p.status.and_then(|s| s.control_plane_version);
+                pools.push((vp, reported));
             }
             other => {
                 return Err(RenderError::Parse {
@@ -107,7 +108,22 @@ pub fn render(input: &str) -> Result<Rendered, RenderError> {
         }
     }
     // Pools after every cluster: a pool may come first in the file.
-    for p in pools {
+    for (p, reported) in pools {
+        if let Some(r) = &p.remote {
+            // With no control plane to ask, the version it reports in the file's status if
+            // any, else the one asked for.
+            let version = pool_version(Some(&r.version), reported.as_deref())
+                .unwrap_or_else(|| r.version.clone());
+            if reported.is_none() {
+                out.notes.push(format!(
+                    "GatewayPool/{}: rendered at spec.version {}; the operator renders nothing until status.controlPlaneVersion says what the control plane at {} runs",
+                    p.name, r.version, r.url
+                ));
+            }
+            out.objects
+                .extend(remote_pool_objects(&p, r, &version, None).into_objects());
+            continue;
+        }
         let Some(c) = clusters
             .iter()
             .find(|c| c.name == p.cluster && c.namespace == p.namespace)

@@ -57,6 +57,11 @@ pub mod reasons {
     pub const CLUSTER_NOT_FOUND: &str = "ClusterNotFound";
     /// A pool waits for its cluster to report a version.
     pub const WAITING_FOR_CLUSTER: &str = "WaitingForCluster";
+    /// A remote pool waits for its control plane's version (`status.controlPlaneVersion`).
+    pub const WAITING_FOR_CONTROL_PLANE: &str = "WaitingForControlPlane";
+    /// `spec.version` is newer than the control plane reports: gateways stay at the control
+    /// plane's version until it catches up.
+    pub const VERSION_HELD: &str = "VersionHeld";
     /// Pods are draining (terminating with sessions, or told to drain); the message counts them.
     pub const DRAINING: &str = "Draining";
     /// Most serving pods report Postgres or Redis failing: the rollout stopped (the message names
@@ -454,9 +459,15 @@ pub fn pool_blocked(
 }
 
 /// Status of a pool whose objects were applied.
+///
+/// `held` says why `version` is not `spec.version` (the control plane runs an older one): the
+/// pool then reports `Reconciling=True` with reason `VersionHeld` until the control plane
+/// catches up, and phase `Held` once its gateways are ready at the allowed version.
+#[allow(clippy::too_many_arguments)] // one per input of the status; a struct would only rename them
 pub fn pool(
     p: &crate::validate::ValidPool,
     version: &str,
+    held: Option<&str>,
     generation: i64,
     applied: &Applied,
     plan: &Plan,
@@ -506,8 +517,25 @@ pub fn pool(
             (false, reasons::HEALTHY, String::new()),
         )
     };
+    let verdict: Verdict<'_> = match (held, plan.stopped_at.is_some()) {
+        (Some(why), false) if complete => {
+            let m = format!("{ready}/{want} gateways ready at version {version}; {why}");
+            (
+                (true, reasons::VERSION_HELD, m),
+                (true, reasons::VERSION_HELD, why.to_string()),
+                verdict.2,
+            )
+        }
+        (Some(why), false) => {
+            let (r, g, st) = verdict;
+            (r, (g.0, g.1, format!("{}; {why}", g.2)), st)
+        }
+        _ => verdict,
+    };
     let phase = if plan.stopped_at.is_some() {
         "Degraded"
+    } else if complete && held.is_some() {
+        "Held"
     } else if complete {
         "Ready"
     } else if plan.paused {
@@ -527,6 +555,8 @@ pub fn pool(
         },
         phase: Some(phase.to_string()),
         selector: Some(labels::selector_string(&crate::build::pool_selector(p))),
+        // Written by the pool's user or a probe, never by the operator.
+        control_plane_version: None,
     }
 }
 

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use wardengate_crds::{OPERATOR_ENV, PodOverrides, WardengateCluster, WardengateClusterSpec};
+use wardengate_crds::{
+    OPERATOR_ENV, PodOverrides, SecretKeyRef, WardengateCluster, WardengateClusterSpec,
+};
 
 /// Seconds added to the drain timeout for endpoint propagation (the LB must stop sending new
 /// connections before the drain can finish) and for the process to shut down.
@@ -178,40 +180,122 @@ pub struct ValidPool {
     pub name: String,
     /// Namespace.
     pub namespace: String,
-    /// Name of the `WardengateCluster` it serves (same namespace).
+    /// The `WardengateCluster` it serves (same namespace); for a remote pool, the pool's own
+    /// name (the `app.kubernetes.io/instance` of its objects).
     pub cluster: String,
+    /// Set for a `spec.controlPlane` pool: how its gateways reach their control plane.
+    pub remote: Option<ValidRemote>,
     /// The spec as given.
     pub spec: wardengate_crds::GatewayPoolSpec,
     /// `terminationGracePeriodSeconds`: explicit, or drain + margin.
     pub grace_seconds: i64,
 }
 
+/// What a remote (`spec.controlPlane`) pool's gateways are started with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidRemote {
+    /// The control plane's agent endpoint (`--control-plane`), as given.
+    pub url: String,
+    /// The Secret key holding the join token.
+    pub join_token: SecretKeyRef,
+    /// The Secret key holding the control plane's CA, if any.
+    pub ca: Option<SecretKeyRef>,
+    /// `--region`.
+    pub region: String,
+    /// The version asked for (`spec.version`).
+    pub version: String,
+    /// Image repository.
+    pub image: String,
+    /// The serving certificate's Secret.
+    pub tls_secret: String,
+}
+
+impl ValidPool {
+    /// The `WardengateCluster` a `clusterRef` pool serves; `None` for a remote pool.
+    pub fn cluster_ref(&self) -> Option<&str> {
+        self.remote.is_none().then_some(self.cluster.as_str())
+    }
+}
+
+/// Whether `url` is `https://HOST:8444` (what the CEL rule on `spec.controlPlane.url` admits):
+/// no credentials, path, query or fragment.
+pub fn is_agent_url(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    u.scheme() == "https"
+        && u.host_str().is_some_and(|h| !h.is_empty())
+        && u.port() == Some(crate::labels::AGENT_PORT as u16)
+        && u.username().is_empty()
+        && u.password().is_none()
+        && matches!(u.path(), "" | "/")
+        && u.query().is_none()
+        && u.fragment().is_none()
+        && !url.contains('@')
+}
+
+/// The admission rules of a pool's target, checked by the operator itself with the words of
+/// the CRD's CEL messages (so `render` and the controller refuse what the apiserver refuses,
+/// naming the same fields).
+fn pool_target(s: &wardengate_crds::GatewayPoolSpec) -> Result<(), Invalid> {
+    use wardengate_crds::{
+        EXACTLY_ONE_TARGET, REGION_REQUIRED, REMOTE_ONLY, TLS_REQUIRED, URL_FORMAT,
+        VERSION_REQUIRED,
+    };
+    let refuse = |m: &str| Err(Invalid::Admission(m.to_string()));
+    let Some(cp) = &s.control_plane else {
+        if s.cluster_ref.is_none() {
+            return refuse(EXACTLY_ONE_TARGET);
+        }
+        if s.tls.is_some() || s.image.is_some() {
+            return refuse(REMOTE_ONLY);
+        }
+        return Ok(());
+    };
+    let blank = |o: Option<&str>| o.is_none_or(|v| v.trim().is_empty());
+    if s.cluster_ref.is_some() {
+        refuse(EXACTLY_ONE_TARGET)
+    } else if !is_agent_url(&cp.url) {
+        refuse(URL_FORMAT)
+    } else if blank(s.region.as_deref()) {
+        refuse(REGION_REQUIRED)
+    } else if blank(s.version.as_deref()) {
+        refuse(VERSION_REQUIRED)
+    } else if blank(s.tls.as_ref().and_then(|t| t.secret_name.as_deref())) {
+        refuse(TLS_REQUIRED)
+    } else {
+        Ok(())
+    }
+}
+
 /// Validates a pool (admission rules and semantic checks).
 pub fn validate_pool(p: &wardengate_crds::GatewayPool) -> Result<ValidPool, Invalid> {
-    let cluster = p.spec.cluster_ref.as_ref().map(|c| c.name.as_str());
-    pod_overrides(&p.spec.pod, cluster.unwrap_or_default())?;
-    p.validate_cel()
-        .map_err(|e| Invalid::Admission(e.to_string()))?;
+    pool_target(&p.spec)?;
     let name = p
         .metadata
         .name
         .clone()
         .ok_or_else(|| field("metadata.name", "required"))?;
+    let cluster = match &p.spec.cluster_ref {
+        Some(c) => c.name.clone(),
+        None => name.clone(),
+    };
+    pod_overrides(&p.spec.pod, &cluster)?;
+    p.validate_cel()
+        .map_err(|e| Invalid::Admission(e.to_string()))?;
     let namespace = p
         .metadata
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
-    let cref = p
-        .spec
-        .cluster_ref
-        .clone()
-        .ok_or_else(|| field("spec.clusterRef", "required"))?;
-    if cref.namespace.as_ref().is_some_and(|ns| *ns != namespace) {
+    if let Some(cref) = &p.spec.cluster_ref
+        && cref.namespace.as_ref().is_some_and(|ns| *ns != namespace)
+    {
         return Err(field(
             "spec.clusterRef.namespace",
-            "a pool in another namespace needs the agent link to its control plane, which this \
-             operator version does not wire yet; create the pool in the cluster's namespace",
+            "a clusterRef names a WardengateCluster in the pool's own namespace; for a control \
+             plane in another namespace or cluster, set spec.controlPlane instead (its agent URL \
+             and a join-token Secret)",
         ));
     }
     if p.spec.replicas < 0 {
@@ -221,10 +305,29 @@ pub fn validate_pool(p: &wardengate_crds::GatewayPool) -> Result<ValidPool, Inva
         .spec
         .termination_grace_period_seconds
         .unwrap_or(p.spec.drain.timeout_seconds + GRACE_MARGIN_SECONDS);
+    let remote = p.spec.control_plane.as_ref().map(|cp| ValidRemote {
+        url: cp.url.trim_end_matches('/').to_string(),
+        join_token: cp.join_token_secret_ref.clone(),
+        ca: cp.ca_secret_ref.clone(),
+        region: p.spec.region.clone().unwrap_or_default(),
+        version: p.spec.version.clone().unwrap_or_default(),
+        image: p
+            .spec
+            .image
+            .clone()
+            .unwrap_or_else(|| wardengate_crds::GATEWAY_IMAGE.to_string()),
+        tls_secret: p
+            .spec
+            .tls
+            .as_ref()
+            .and_then(|t| t.secret_name.clone())
+            .unwrap_or_default(),
+    });
     Ok(ValidPool {
         name,
         namespace,
-        cluster: cref.name,
+        cluster,
+        remote,
         spec: p.spec.clone(),
         grace_seconds,
     })

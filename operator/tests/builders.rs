@@ -443,7 +443,7 @@ fn invalid_resources_fail_with_the_field_named() {
 fn a_pool_renders_relay_only_gateways_on_its_node_pool_with_their_own_service_and_pdb() {
     let yaml = format!(
         "{}\n---\n{}",
-        example("remote-gateway-pool"),
+        example("gateway-pool"),
         example("three-zone-ha")
     );
     let objs = objects(&yaml);
@@ -517,7 +517,7 @@ fn a_pool_renders_relay_only_gateways_on_its_node_pool_with_their_own_service_an
 
 #[test]
 fn a_pool_without_its_cluster_in_the_file_renders_nothing_and_says_why() {
-    let r = render(&example("remote-gateway-pool")).unwrap();
+    let r = render(&example("gateway-pool")).unwrap();
     assert!(r.objects.is_empty());
     assert!(
         r.notes.iter().any(|n| n.contains("not in this file")),
@@ -528,7 +528,7 @@ fn a_pool_without_its_cluster_in_the_file_renders_nothing_and_says_why() {
 
 #[test]
 fn a_pool_in_another_namespace_than_its_cluster_is_refused_naming_the_field() {
-    let yaml = example("remote-gateway-pool").replace(
+    let yaml = example("gateway-pool").replace(
         "clusterRef: {name: wardengate}",
         "clusterRef: {name: wardengate, namespace: elsewhere}",
     );
@@ -537,6 +537,213 @@ fn a_pool_in_another_namespace_than_its_cluster_is_refused_naming_the_field() {
         err.to_string().contains("spec.clusterRef.namespace"),
         "{err}"
     );
+}
+
+#[test]
+fn a_pool_in_another_namespace_is_pointed_at_spec_control_plane() {
+    let yaml = example("gateway-pool").replace(
+        "clusterRef: {name: wardengate}",
+        "clusterRef: {name: wardengate, namespace: elsewhere}",
+    );
+    let err = render(&yaml).unwrap_err().to_string();
+    assert!(err.contains("spec.controlPlane"), "{err}");
+}
+
+#[test]
+fn a_remote_pool_dials_out_with_no_database_or_redis_wiring() {
+    let r = render(&example("remote-gateway-pool")).unwrap();
+    let objs = &r.objects;
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("status.controlPlaneVersion")),
+        "{:?}",
+        r.notes
+    );
+    let kinds: Vec<String> = objs.iter().map(Owned::describe).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ServiceAccount/ap-south-gw",
+            "Deployment/ap-south-gw",
+            "Service/ap-south-gw",
+            "PodDisruptionBudget/ap-south-gw",
+            "NetworkPolicy/ap-south-gw",
+        ],
+        "no ConfigMap or Secret of a cluster"
+    );
+    let Owned::Deployment(d) = find(objs, "Deployment/ap-south-gw") else {
+        panic!()
+    };
+    let p = pod(d);
+    let c = &p.containers[0];
+    assert_eq!(
+        c.args.clone().unwrap(),
+        [
+            "serve",
+            "--role",
+            "gateway",
+            "--control-plane",
+            "https://wardengate-agent.example.com:8444",
+            "--join-token-file",
+            "/etc/wardengate/join/token",
+            "--region",
+            "ap-south-1",
+            "--agent-state-dir",
+            "/var/lib/wardengate/agent",
+            "--control-plane-ca",
+            "/etc/wardengate/control-plane-ca/ca.crt",
+        ]
+    );
+    assert_eq!(
+        c.image.as_deref(),
+        Some("ghcr.io/wardengate/wardengate:0.1.0")
+    );
+    for gone in [
+        "WG_DATABASE_URL",
+        "WG_REDIS_URL",
+        "WG_ADMIN_TOKEN_FILE",
+        "WG_RECORDING_KEY_FILE",
+        "WG_OBSERVER_TOKEN_FILE",
+        "WG_INTERNAL_KEY_FILE",
+    ] {
+        assert!(env_value(c, gone).is_none(), "{gone} in a remote gateway");
+    }
+    assert!(
+        c.env_from.is_none(),
+        "no cluster ConfigMap: {:?}",
+        c.env_from
+    );
+    assert_eq!(
+        env_value(c, "WG_TLS_CERT").unwrap().value.as_deref(),
+        Some("/etc/wardengate/tls/tls.crt")
+    );
+    // Mounted: its certificate, the join token, the CA and the agent state; not the internal
+    // Secret of a cluster.
+    assert_eq!(mount(c, "/etc/wardengate/join"), Some("join-token"));
+    assert_eq!(
+        mount(c, "/etc/wardengate/control-plane-ca"),
+        Some("control-plane-ca")
+    );
+    assert_eq!(mount(c, "/var/lib/wardengate/agent"), Some("agent-state"));
+    assert_eq!(mount(c, "/etc/wardengate/internal"), None);
+    assert!(volume(p, "agent-state").empty_dir.is_some());
+    let join = volume(p, "join-token").secret.as_ref().unwrap();
+    assert_eq!(join.secret_name.as_deref(), Some("ap-south-join"));
+    assert_eq!(join.items.as_ref().unwrap()[0].path, "token");
+    assert_eq!(
+        volume(p, "tls")
+            .secret
+            .as_ref()
+            .unwrap()
+            .secret_name
+            .as_deref(),
+        Some("ap-south-tls")
+    );
+    assert!(
+        p.volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|v| v.name != "internal")
+    );
+    assert_eq!(p.service_account_name.as_deref(), Some("ap-south-gw"));
+    // The same placement and drain as any pool: spread, node pool, preStop, grace.
+    assert_eq!(
+        p.node_selector.as_ref().unwrap()["wardengate.io/pool"],
+        "gateways"
+    );
+    let spread = &p.topology_spread_constraints.as_ref().unwrap()[0];
+    assert_eq!(spread.topology_key, "topology.kubernetes.io/zone");
+    assert_eq!(
+        spread
+            .label_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()["wardengate.io/pool"],
+        "ap-south"
+    );
+    assert_eq!(pre_stop(c).last().unwrap(), "270s");
+    assert_eq!(p.termination_grace_period_seconds, Some(300));
+    let ports: Vec<i32> = c
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| p.container_port)
+        .collect();
+    assert_eq!(ports, [8443], "the agent port is the control plane's");
+    let Owned::Service(s) = find(objs, "Service/ap-south-gw") else {
+        panic!()
+    };
+    let sp: Vec<i32> = s
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(sp, [8443]);
+}
+
+#[test]
+fn a_remote_pool_never_renders_newer_than_its_control_plane_reports() {
+    let capped = format!(
+        "{}\nstatus: {{controlPlaneVersion: 0.0.9}}\n",
+        example("remote-gateway-pool")
+    );
+    let r = render(&capped).unwrap();
+    let Owned::Deployment(d) = find(&r.objects, "Deployment/ap-south-gw") else {
+        panic!()
+    };
+    assert_eq!(
+        pod(d).containers[0].image.as_deref(),
+        Some("ghcr.io/wardengate/wardengate:0.0.9")
+    );
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+}
+
+#[test]
+fn remote_pool_specs_are_refused_in_the_words_of_admission() {
+    use wardengate_crds::{
+        EXACTLY_ONE_TARGET, REGION_REQUIRED, TLS_REQUIRED, URL_FORMAT, VERSION_REQUIRED,
+    };
+    let remote = example("remote-gateway-pool");
+    for (yaml, words) in [
+        (
+            remote.replace(
+                "  region: ap-south-1\n",
+                "  clusterRef: {name: wardengate}\n  region: ap-south-1\n",
+            ),
+            EXACTLY_ONE_TARGET,
+        ),
+        (
+            remote.replace("  region: ap-south-1\n", ""),
+            REGION_REQUIRED,
+        ),
+        (remote.replace("  version: 0.1.0\n", ""), VERSION_REQUIRED),
+        (
+            remote.replace("  tls: {secretName: ap-south-tls}\n", ""),
+            TLS_REQUIRED,
+        ),
+        (
+            remote.replace("example.com:8444", "example.com:443"),
+            URL_FORMAT,
+        ),
+        (
+            remote.replace("https://wardengate-agent", "http://wardengate-agent"),
+            URL_FORMAT,
+        ),
+    ] {
+        assert_ne!(yaml, remote, "the case changed the example");
+        let err = render(&yaml).unwrap_err().to_string();
+        assert!(err.contains(words), "`{err}` does not say `{words}`");
+    }
 }
 
 fn pod(d: &Deployment) -> &PodSpec {
@@ -585,7 +792,7 @@ fn the_drain_timeout_reaches_sigterm_and_the_hook_of_each_deployment() {
     let yaml = format!(
         "{}\n---\n{}",
         example("three-zone-ha").replace("timeoutSeconds: 270", "timeoutSeconds: 420"),
-        example("remote-gateway-pool").replace(
+        example("gateway-pool").replace(
             "  replicas: 2",
             "  replicas: 2\n  drain: {timeoutSeconds: 90}"
         )
@@ -766,7 +973,7 @@ fn gateway_pools_do_not_mount_the_bootstrap_admin_token() {
     let yaml = format!(
         "{}\n---\n{}",
         example("three-zone-ha"),
-        example("remote-gateway-pool")
+        example("gateway-pool")
     );
     let objs = objects(&yaml);
     let Owned::Deployment(gw) = find(&objs, "Deployment/us-east-gw") else {
@@ -837,7 +1044,7 @@ fn network_policies_admit_only_the_gateway_ports_to_their_own_pods() {
     let yaml = format!(
         "{}\n---\n{}",
         example("three-zone-ha"),
-        example("remote-gateway-pool")
+        example("gateway-pool")
     );
     let objs = objects(&yaml);
     let policies: Vec<_> = objs

@@ -754,7 +754,7 @@ const POOLS: &str = "wardengate.io/v1alpha1/gatewaypools";
 fn add_pool(fake: &FakeApi) {
     let mut p: Value = serde_yaml::from_str(
         &std::fs::read_to_string(format!(
-            "{}/../examples/remote-gateway-pool.yaml",
+            "{}/../examples/gateway-pool.yaml",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap(),
@@ -844,6 +844,11 @@ async fn a_pool_waits_for_its_cluster_and_never_runs_a_newer_version_than_it_rep
     );
     reconcile_pool_once(&fake, &ctx).await;
     assert!(gateway_image(&fake).unwrap().ends_with(":0.1.0"));
+    assert_eq!(
+        pool_condition(&fake, "Reconciling"),
+        ("True".into(), "VersionHeld".into()),
+        "a held version says why"
+    );
 
     // Once the cluster reports 0.2.0 (all zones rolled), the pool follows.
     fake.patch(
@@ -863,6 +868,182 @@ async fn a_pool_waits_for_its_cluster_and_never_runs_a_newer_version_than_it_rep
     );
     reconcile_pool_once(&fake, &ctx).await;
     assert!(gateway_image(&fake).unwrap().ends_with(":0.2.0"));
+}
+
+/// The remote example in the test namespace, with `status.controlPlaneVersion` as given.
+fn add_remote_pool(fake: &FakeApi) {
+    let mut p: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(format!(
+            "{}/../examples/remote-gateway-pool.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    p["metadata"]["namespace"] = json!(NS);
+    fake.create(POOLS, p);
+}
+
+async fn reconcile_named_pool(fake: &FakeApi, ctx: &Arc<Context>, name: &str) -> Vec<Recorded> {
+    let api: Api<wardengate_crds::GatewayPool> = Api::namespaced(fake.client("test"), NS);
+    let p = Arc::new(api.get(name).await.unwrap());
+    let mark = fake.mark();
+    controller::pool::reconcile(p, ctx.clone()).await.unwrap();
+    fake.requests_since(mark)
+        .into_iter()
+        .filter(|r| r.client == "op")
+        .collect()
+}
+
+fn named_pool_condition(fake: &FakeApi, name: &str, type_: &str) -> (String, String, String) {
+    let p = fake.get(POOLS, Some(NS), name).unwrap();
+    let c = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == type_)
+        .unwrap()
+        .clone();
+    (
+        c["status"].as_str().unwrap().into(),
+        c["reason"].as_str().unwrap().into(),
+        c["message"].as_str().unwrap().into(),
+    )
+}
+
+#[tokio::test]
+async fn a_remote_pool_dials_its_control_plane_and_never_runs_newer_than_it() {
+    let fake = FakeApi::new();
+    add_remote_pool(&fake);
+    let ctx = context(&fake);
+    let pool = "ap-south";
+    let gw = "ap-south-gw";
+
+    // Its Secrets first: the pods could not start without them.
+    reconcile_named_pool(&fake, &ctx, pool).await;
+    let (stalled, reason, message) = named_pool_condition(&fake, pool, "Stalled");
+    assert_eq!(
+        (stalled.as_str(), reason.as_str()),
+        ("True", "SecretNotFound")
+    );
+    assert!(
+        message.contains(
+            "spec.controlPlane.joinTokenSecretRef: Secret wardengate/ap-south-join not found"
+        ),
+        "{message}"
+    );
+    fake.create("v1/secrets", secret("ap-south-join", "token"));
+    fake.create("v1/secrets", secret("control-plane-ca", "ca.crt"));
+    fake.create(
+        "v1/secrets",
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ap-south-tls", "namespace": NS},
+               "data": {"tls.crt": "eA==", "tls.key": "eA=="}}),
+    );
+
+    // Then the control plane's version: nothing is rendered without it.
+    let r = reconcile_named_pool(&fake, &ctx, pool).await;
+    let (status, reason, message) = named_pool_condition(&fake, pool, "Reconciling");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "WaitingForControlPlane")
+    );
+    assert!(message.contains("status.controlPlaneVersion"), "{message}");
+    assert!(
+        fake.get(DEPLOYMENTS, Some(NS), gw).is_none(),
+        "{}",
+        summary(&r)
+    );
+
+    // The user (or a probe) says what the control plane runs.
+    fake.patch_status(
+        POOLS,
+        Some(NS),
+        pool,
+        json!({"controlPlaneVersion": "0.1.0"}),
+    );
+    let r = reconcile_named_pool(&fake, &ctx, pool).await;
+    let d = fake
+        .get(DEPLOYMENTS, Some(NS), gw)
+        .unwrap_or_else(|| panic!("no Deployment:\n{}", summary(&r)));
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "ghcr.io/wardengate/wardengate:0.1.0");
+    assert_eq!(
+        c["args"],
+        json!([
+            "serve",
+            "--role",
+            "gateway",
+            "--control-plane",
+            "https://wardengate-agent.example.com:8444",
+            "--join-token-file",
+            "/etc/wardengate/join/token",
+            "--region",
+            "ap-south-1",
+            "--agent-state-dir",
+            "/var/lib/wardengate/agent",
+            "--control-plane-ca",
+            "/etc/wardengate/control-plane-ca/ca.crt"
+        ])
+    );
+    assert!(fake.get("v1/serviceaccounts", Some(NS), gw).is_some());
+    assert!(fake.get("v1/services", Some(NS), gw).is_some());
+    assert!(
+        fake.get("policy/v1/poddisruptionbudgets", Some(NS), gw)
+            .is_some()
+    );
+    deployments_become_ready(&fake);
+    reconcile_named_pool(&fake, &ctx, pool).await;
+    let p = fake.get(POOLS, Some(NS), pool).unwrap();
+    assert_eq!(p["status"]["phase"], "Ready", "{p}");
+    assert_eq!(
+        p["status"]["controlPlaneVersion"], "0.1.0",
+        "the operator's status writes leave the user's field alone"
+    );
+    let steady = reconcile_named_pool(&fake, &ctx, pool).await;
+    assert!(writes(&steady).is_empty(), "{}", summary(&steady));
+
+    // A version newer than the control plane's is held, saying why.
+    fake.patch(POOLS, Some(NS), pool, json!({"spec": {"version": "0.2.0"}}));
+    let r = reconcile_named_pool(&fake, &ctx, pool).await;
+    assert!(
+        !writes(&r).iter().any(|w| w.contains("deployments")),
+        "no gateway is replaced by a newer one:\n{}",
+        summary(&r)
+    );
+    let (status, reason, message) = named_pool_condition(&fake, pool, "Reconciling");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "VersionHeld"));
+    assert!(
+        message.contains("0.2.0")
+            && message.contains("0.1.0")
+            && message.contains("status.controlPlaneVersion"),
+        "{message}"
+    );
+    let p = fake.get(POOLS, Some(NS), pool).unwrap();
+    assert_eq!(p["status"]["phase"], "Held", "{p}");
+    let steady = reconcile_named_pool(&fake, &ctx, pool).await;
+    assert!(
+        writes(&steady).is_empty(),
+        "held is steady too:\n{}",
+        summary(&steady)
+    );
+
+    // The control plane is upgraded: the rollout proceeds.
+    fake.patch_status(
+        POOLS,
+        Some(NS),
+        pool,
+        json!({"controlPlaneVersion": "0.2.0"}),
+    );
+    reconcile_named_pool(&fake, &ctx, pool).await;
+    let d = fake.get(DEPLOYMENTS, Some(NS), gw).unwrap();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/wardengate/wardengate:0.2.0"
+    );
+    deployments_become_ready(&fake);
+    reconcile_named_pool(&fake, &ctx, pool).await;
+    let (ready, reason, _) = named_pool_condition(&fake, pool, "Ready");
+    assert_eq!((ready.as_str(), reason.as_str()), ("True", "Available"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1119,7 +1300,7 @@ async fn an_undecodable_pool_is_stalled_and_so_are_pools_of_an_undecodable_clust
     let fake = three_zones();
     let mut pool: Value = serde_yaml::from_str(
         &std::fs::read_to_string(format!(
-            "{}/../examples/remote-gateway-pool.yaml",
+            "{}/../examples/gateway-pool.yaml",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap(),

@@ -434,11 +434,11 @@ fn example_containers() -> Vec<Container> {
     files.sort();
     // The pool example renders only together with the cluster it serves.
     files.push((
-        "examples/three-zone-ha.yaml + remote-gateway-pool.yaml".into(),
+        "examples/three-zone-ha.yaml + gateway-pool.yaml".into(),
         format!(
             "{}\n---\n{}",
             read("examples/three-zone-ha.yaml"),
-            read("examples/remote-gateway-pool.yaml")
+            read("examples/gateway-pool.yaml")
         ),
     ));
     let mut out = Vec::new();

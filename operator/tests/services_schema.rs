@@ -40,7 +40,7 @@ fn every_example_renders_objects_that_pass_strict_schema_validation() {
         format!(
             "{}\n---\n{}",
             std::fs::read_to_string(root().join("examples/three-zone-ha.yaml")).unwrap(),
-            std::fs::read_to_string(root().join("examples/remote-gateway-pool.yaml")).unwrap()
+            std::fs::read_to_string(root().join("examples/gateway-pool.yaml")).unwrap()
         ),
     )
     .unwrap();

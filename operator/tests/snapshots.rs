@@ -27,7 +27,7 @@ fn three_zone_ha_with_its_gateway_pool() {
     let both = format!(
         "{}\n---\n{}",
         example("three-zone-ha"),
-        example("remote-gateway-pool")
+        example("gateway-pool")
     );
     insta::assert_snapshot!(rendered(&both));
 }

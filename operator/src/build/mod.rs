@@ -8,6 +8,7 @@ mod deployment;
 mod desired;
 pub mod overrides;
 mod pool;
+mod remote;
 mod service;
 
 use std::collections::BTreeMap;
@@ -31,7 +32,8 @@ pub use deployment::{
     ADMIN_SOCKET, ADMIN_TOKEN_KEY, CONFIG_DIR, KEYS_KEY, RUN_DIR, SPOOL_DIR, deployments,
 };
 pub use desired::{Desired, ZoneObjects};
-pub use pool::{GATEWAY, pool_objects, pool_selector};
+pub use pool::{GATEWAY, pool_objects, pool_selector, remote_pool_objects};
+pub use remote::{AGENT_STATE_DIR, CONTROL_PLANE_CA_FILE, JOIN_TOKEN_FILE};
 pub use service::service;
 
 use crate::labels::{self, names};

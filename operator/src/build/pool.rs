@@ -1,6 +1,8 @@
 //! Gateway pools: relay-only replicas (`WG_ROLE=gateway`) for a cluster, on their own node pool
-//! (nodeSelector, tolerations and the other `spec` pod overrides), with the same probes, drain, surge-only rollout and PDB rules as
-//! the control plane, their own L4 Service, and the cluster's wiring (ConfigMap, Secrets).
+//! (nodeSelector, tolerations and the other `spec` pod overrides), with the same probes, drain,
+//! surge-only rollout and PDB rules as the control plane, their own L4 Service, and the
+//! cluster's wiring (ConfigMap, Secrets) — or, for a remote pool, the agent link instead of any
+//! wiring (see [`super::remote`]).
 
 use std::collections::BTreeMap;
 
@@ -11,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReferen
 
 use super::{Desired, KEYS_KEY, deployments, network_policy, pdb, service};
 use crate::labels::{self, COMPONENT, POOL, names};
-use crate::validate::{ValidCluster, ValidPool};
+use crate::validate::{ValidCluster, ValidPool, ValidRemote};
 
 /// Component label value of gateway pods.
 pub const GATEWAY: &str = "gateway";
@@ -24,7 +26,7 @@ pub fn pool_selector(p: &ValidPool) -> BTreeMap<String, String> {
 }
 
 /// Turns a control-plane selector or label set into the pool's.
-fn relabel(m: &mut BTreeMap<String, String>, p: &ValidPool) {
+pub(super) fn relabel(m: &mut BTreeMap<String, String>, p: &ValidPool) {
     m.insert(COMPONENT.to_string(), GATEWAY.to_string());
     m.insert(POOL.to_string(), p.name.clone());
 }
@@ -66,30 +68,52 @@ pub fn pool_objects(
     version: &str,
     owner: Option<OwnerReference>,
 ) -> Desired {
-    let v = as_cluster(p, cluster, version);
+    objects(p, &as_cluster(p, cluster, version), owner)
+}
+
+/// Every object a remote (`spec.controlPlane`) pool owns: the same Deployment, Service, PDB and
+/// NetworkPolicy as [`pool_objects`], rendered from the pool alone, with the agent link's
+/// command line and mounts instead of the cluster's wiring, and a ServiceAccount of its own.
+/// `version` is what [`crate::validate::pool_version`] allows against the control plane's.
+pub fn remote_pool_objects(
+    p: &ValidPool,
+    remote: &ValidRemote,
+    version: &str,
+    owner: Option<OwnerReference>,
+) -> Desired {
+    let mut d = objects(p, &super::remote::as_cluster(p, remote, version), owner);
+    super::remote::finish(&mut d, p);
+    d
+}
+
+/// The objects of `p` rendered through the control plane's builders from `v`.
+fn objects(p: &ValidPool, v: &ValidCluster, owner: Option<OwnerReference>) -> Desired {
     let pool_labels = |m: &mut Option<BTreeMap<String, String>>| {
         let m = m.get_or_insert_with(BTreeMap::new);
         relabel(m, p);
         m.insert(labels::INSTANCE.to_string(), p.cluster.clone());
     };
-    let zones = deployments(&v, &owner)
+    let zones = deployments(v, &owner)
         .into_iter()
         .map(|mut z| {
             let d = &mut z.deployment;
             gatewayify(d, p);
+            if let Some(r) = &p.remote {
+                super::remote::dial_out(d, p, r);
+            }
             d.metadata.name = Some(names::pool(&p.name));
             pool_labels(&mut d.metadata.labels);
             crate::rollout::stamp(d);
             z
         })
         .collect();
-    let mut s: Service = service(&v, &owner);
+    let mut s: Service = service(v, &owner);
     s.metadata.name = Some(names::pool(&p.name));
     pool_labels(&mut s.metadata.labels);
     if let Some(spec) = s.spec.as_mut() {
         spec.selector = Some(pool_selector(p));
     }
-    let pdb = pdb(&v, &owner).map(|mut b: PodDisruptionBudget| {
+    let pdb = pdb(v, &owner).map(|mut b: PodDisruptionBudget| {
         b.metadata.name = Some(names::pool(&p.name));
         pool_labels(&mut b.metadata.labels);
         if let Some(spec) = b.spec.as_mut() {
@@ -97,7 +121,7 @@ pub fn pool_objects(
         }
         b
     });
-    let mut np = network_policy(&v, &owner);
+    let mut np = network_policy(v, &owner);
     np.metadata.name = Some(names::pool(&p.name));
     pool_labels(&mut np.metadata.labels);
     if let Some(spec) = np.spec.as_mut() {

@@ -207,7 +207,8 @@ pub async fn observe(
     Ok(out)
 }
 
-/// Reads the owned objects of a pool (a Deployment, a Service, a PDB).
+/// Reads the owned objects of a pool (a Deployment, a Service, a PDB, a NetworkPolicy and, for
+/// a remote pool, a ServiceAccount).
 pub async fn observe_pool(
     client: &Client,
     namespace: &str,
@@ -220,6 +221,8 @@ pub async fn observe_pool(
         labels::MANAGER
     );
     Ok(Observed {
+        // A remote pool's own ServiceAccount (a clusterRef pool uses its cluster's).
+        service_accounts: owned(client, namespace, &sel, uid).await?,
         deployments: owned(client, namespace, &sel, uid).await?,
         services: owned(client, namespace, &sel, uid).await?,
         pdbs: owned(client, namespace, &sel, uid).await?,

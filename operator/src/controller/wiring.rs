@@ -89,6 +89,7 @@ pub async fn run(client: Client, namespace: Option<String>, concurrency: u16, ct
     let pools = pools
         .owns(api::<Deployment>(&client, &namespace), owned.clone())
         .owns(api::<Service>(&client, &namespace), owned.clone())
+        .owns(api::<ServiceAccount>(&client, &namespace), owned.clone())
         .owns(
             api::<PodDisruptionBudget>(&client, &namespace),
             owned.clone(),
