@@ -28,11 +28,14 @@ use wardengate::config::ServeArgs;
 use wardengate::redis_url::RedisTarget;
 use wardengate_crds::{GatewayPool, RedisMode, WardengateCluster};
 use wardengate_operator::build::{
-    ADMIN_SOCKET, Credentials, Desired, SPOOL_DIR, SecretMaterial, cluster_objects, pool_objects,
+    ADMIN_SOCKET, AGENT_STATE_DIR, CONTROL_PLANE_CA_FILE, Credentials, Desired, JOIN_TOKEN_FILE,
+    SPOOL_DIR, SecretMaterial, cluster_objects, pool_objects, remote_pool_objects,
 };
 use wardengate_operator::labels::{AGENT_PORT, HTTPS_PORT, names};
 use wardengate_operator::material;
-use wardengate_operator::validate::{ValidCluster, pool_version, validate, validate_pool};
+use wardengate_operator::validate::{
+    ValidCluster, ValidPool, pool_version, validate, validate_pool,
+};
 
 /// Set in the child: the JSON argv to parse.
 const CHILD: &str = "WG_CONTRACT_CHILD_ARGV";
@@ -61,6 +64,9 @@ fn child(argv: &str) {
     let Cmd::Serve(args) = Cli::try_parse_from(&argv)
         .unwrap_or_else(|e| panic!("clap refused {argv:?}: {e}"))
         .command;
+    if args.control_plane.is_some() {
+        return remote_child(*args);
+    }
     let cfg = args
         .validate()
         .unwrap_or_else(|e| panic!("wardengate serve would not start: {e}"));
@@ -122,6 +128,54 @@ fn child(argv: &str) {
         "recordings_spool": cfg.recordings_spool,
         "replica_id": cfg.replica_id,
         "aws_key": std::env::var("AWS_ACCESS_KEY_ID").ok(),
+    });
+    println!("CONTRACT {out}");
+}
+
+/// Child side of a remote gateway (`--control-plane`): what clap read, and what
+/// `ServeArgs::validate` makes of it. The operator gives a remote gateway no database, Redis or
+/// internal key; if `validate` still wants them (the gateway side of issue 15 lifts that), the
+/// child says which setting it named first, then supplies exactly those three and validates
+/// again, so every other setting is still checked by the gateway's own code.
+fn remote_child(mut args: ServeArgs) {
+    let rendered = json!({
+        "database_url": args.database_url, "redis_url": args.redis_url,
+        "internal_key_file": args.internal_key_file,
+    });
+    let gap = args.validate().err().map(|e| e.setting);
+    let keys = tempfile::NamedTempFile::new().unwrap();
+    if gap.is_some() {
+        std::fs::write(
+            keys.path(),
+            wardengate::signing::Keyring::generate_file("k1"),
+        )
+        .unwrap();
+        args.database_url = Some("postgres://unused@127.0.0.1:1/unused".into());
+        args.redis_url = Some("redis://127.0.0.1:1".into());
+        args.internal_key_file = Some(keys.path().to_path_buf());
+    }
+    let cfg = args
+        .validate()
+        .unwrap_or_else(|e| panic!("wardengate serve would not start: {e}"));
+    let link = cfg
+        .agent_link
+        .as_ref()
+        .expect("--control-plane makes an agent link");
+    let out = json!({
+        "remote": true,
+        "rendered": rendered,
+        "gap": gap,
+        "role": format!("{:?}", cfg.role),
+        "listen": cfg.listen.to_string(),
+        "control_plane": link.control_plane.to_string(),
+        "control_plane_ca": link.control_plane_ca.is_some(),
+        "join_token_file": link.join_token_file,
+        "region": link.region,
+        "state_dir": link.state_dir,
+        "drain_timeout_s": cfg.drain_timeout.as_secs(),
+        "admin_socket": cfg.admin_socket,
+        "admin_token": cfg.admin_token.is_some(),
+        "replica_id": cfg.replica_id,
     });
     println!("CONTRACT {out}");
 }
@@ -345,6 +399,8 @@ fn repo() -> PathBuf {
 struct Case {
     what: String,
     v: ValidCluster,
+    /// A remote pool: checked by [`check_remote`] instead.
+    remote: Option<ValidPool>,
     pool: bool,
     drain_seconds: i64,
     desired: Desired,
@@ -408,12 +464,13 @@ fn cases() -> Vec<Case> {
         owned(&desired, &mut store);
         for (pfile, p) in pools
             .iter()
-            .filter(|(_, p)| p.cluster == v.name && p.namespace == v.namespace)
+            .filter(|(_, p)| p.cluster_ref() == Some(v.name.as_str()) && p.namespace == v.namespace)
         {
             let version = pool_version(p.spec.version.as_deref(), Some(&v.spec.version)).unwrap();
             out.push(Case {
                 what: format!("{pfile} (GatewayPool {}) with {file}", p.name),
                 v: v.clone(),
+                remote: None,
                 pool: true,
                 drain_seconds: p.spec.drain.timeout_seconds,
                 desired: pool_objects(p, v, &version, None),
@@ -424,6 +481,7 @@ fn cases() -> Vec<Case> {
         out.push(Case {
             what: format!("{file} (WardengateCluster {})", v.name),
             v: v.clone(),
+            remote: None,
             pool: false,
             drain_seconds: v.spec.drain.timeout_seconds,
             desired,
@@ -433,6 +491,44 @@ fn cases() -> Vec<Case> {
     assert!(
         out.iter().any(|c| c.pool),
         "a pool is paired with its cluster"
+    );
+    // Remote pools stand alone: their pods reference the pool's own Secrets only (test values
+    // here: a real certificate, a token, a CA).
+    for (pfile, p) in pools.iter().filter(|(_, p)| p.remote.is_some()) {
+        let r = p.remote.as_ref().unwrap();
+        let mut store = Store::new();
+        let pair = material::tls(&p.name, &["localhost".to_string()]).unwrap();
+        for (k, b) in pair {
+            store
+                .entry(r.tls_secret.clone())
+                .or_default()
+                .insert(k, b.0);
+        }
+        store
+            .entry(r.join_token.name.clone())
+            .or_default()
+            .insert(r.join_token.key.clone(), b"wgj_test-join-token\n".to_vec());
+        if let Some(ca) = &r.ca {
+            let ca_pem = store[&r.tls_secret]["ca.crt"].clone();
+            store
+                .entry(ca.name.clone())
+                .or_default()
+                .insert(ca.key.clone(), ca_pem);
+        }
+        out.push(Case {
+            what: format!("{pfile} (remote GatewayPool {})", p.name),
+            // Only for the statement timeout the remote gateway does not use.
+            v: clusters[0].1.clone(),
+            remote: Some(p.clone()),
+            pool: true,
+            drain_seconds: p.spec.drain.timeout_seconds,
+            desired: remote_pool_objects(p, r, &r.version, None),
+            store,
+        });
+    }
+    assert!(
+        out.iter().any(|c| c.remote.is_some()),
+        "the examples hold a remote pool"
     );
     out
 }
@@ -500,6 +596,9 @@ fn serve_variables() -> BTreeSet<String> {
 }
 
 fn check(case: &Case, pod: &PodSpec, c: &Container) {
+    if let Some(p) = &case.remote {
+        return check_remote(case, p, pod, c);
+    }
     let what = &case.what;
     let v = &case.v;
     let env = environment(c, &case.store);
@@ -701,4 +800,133 @@ fn check(case: &Case, pod: &PodSpec, c: &Container) {
         }
         None => assert_eq!(got["recordings_url"], Value::Null, "{what}"),
     }
+}
+
+/// A remote gateway: the variables it gets are ones `wardengate serve` reads, its files are
+/// mounted, and the gateway's parser turns its command line into the agent link the pool names,
+/// with no database or Redis and no cluster material.
+fn check_remote(case: &Case, p: &ValidPool, pod: &PodSpec, c: &Container) {
+    let what = &case.what;
+    let r = p.remote.as_ref().unwrap();
+    let env = environment(c, &case.store);
+    let f = files(pod, c, &case.store);
+    let known = serve_variables();
+    for name in env.keys().filter(|k| k.starts_with("WG_")) {
+        assert!(
+            known.contains(name),
+            "{what}: the operator sets {name}, which `wardengate serve` does not read"
+        );
+    }
+    for gone in [
+        "WG_DATABASE_URL",
+        "WG_REDIS_URL",
+        "WG_INTERNAL_KEY_FILE",
+        "WG_ADMIN_TOKEN_FILE",
+        "WG_OBSERVER_TOKEN_FILE",
+        "WG_RECORDING_KEY_FILE",
+    ] {
+        assert!(
+            !env.contains_key(gone),
+            "{what}: a remote gateway gets {gone}"
+        );
+    }
+    for (var, file) in [
+        (
+            "WG_TLS_CERT",
+            env.get("WG_TLS_CERT").cloned().unwrap_or_default(),
+        ),
+        (
+            "WG_TLS_KEY",
+            env.get("WG_TLS_KEY").cloned().unwrap_or_default(),
+        ),
+        ("--join-token-file", JOIN_TOKEN_FILE.to_string()),
+        ("--control-plane-ca", CONTROL_PLANE_CA_FILE.to_string()),
+    ] {
+        assert!(
+            f.files.contains_key(Path::new(&file)),
+            "{what}: {var}={file} is not a mounted file ({:?})",
+            f.files.keys()
+        );
+    }
+    assert!(
+        f.writable_dirs
+            .iter()
+            .any(|d| d == Path::new(AGENT_STATE_DIR)),
+        "{what}: the agent state dir is not writable ({:?})",
+        f.writable_dirs
+    );
+    assert!(
+        !f.files
+            .keys()
+            .any(|p| p.starts_with("/etc/wardengate/internal")),
+        "{what}: a remote gateway mounts no cluster material"
+    );
+    let root = tempfile::tempdir().unwrap();
+    for (p, b) in &f.files {
+        let at = root.path().join(p.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::fs::write(at, b).unwrap();
+    }
+    for d in &f.writable_dirs {
+        std::fs::create_dir_all(root.path().join(d.strip_prefix("/").unwrap())).unwrap();
+    }
+    // The command line's file paths are not variables: point them under the root too.
+    let mut c = c.clone();
+    c.args = c.args.map(|a| {
+        a.into_iter()
+            .map(|x| {
+                if x.starts_with("/etc/") || x.starts_with("/var/") {
+                    root.path()
+                        .join(x.trim_start_matches('/'))
+                        .display()
+                        .to_string()
+                } else {
+                    x
+                }
+            })
+            .collect()
+    });
+    let got = parse_in_child(&c, &env, root.path());
+    assert_eq!(got["remote"], true, "{what}");
+    assert_eq!(
+        got["rendered"],
+        json!({"database_url": null, "redis_url": null, "internal_key_file": null}),
+        "{what}: no database, Redis or internal key reaches a remote gateway"
+    );
+    // Today's gateway still asks for its database first; nothing else is missing.
+    assert!(
+        got["gap"].is_null() || got["gap"] == "--database-url / WG_DATABASE_URL",
+        "{what}: {}",
+        got["gap"]
+    );
+    assert_eq!(got["role"], "Gateway", "{what}");
+    assert_eq!(got["listen"], format!("0.0.0.0:{HTTPS_PORT}"), "{what}");
+    assert_eq!(
+        got["control_plane"].as_str().unwrap().trim_end_matches('/'),
+        r.url,
+        "{what}"
+    );
+    assert_eq!(got["region"], r.region.as_str(), "{what}");
+    assert_eq!(got["control_plane_ca"], r.ca.is_some(), "{what}");
+    let under = |p: &str| {
+        root.path()
+            .join(p.trim_start_matches('/'))
+            .display()
+            .to_string()
+    };
+    assert_eq!(got["join_token_file"], under(JOIN_TOKEN_FILE), "{what}");
+    assert_eq!(got["state_dir"], under(AGENT_STATE_DIR), "{what}");
+    assert_eq!(got["drain_timeout_s"], case.drain_seconds, "{what}");
+    assert_eq!(got["admin_socket"], under(ADMIN_SOCKET), "{what}");
+    assert_eq!(got["admin_token"], false, "{what}");
+    assert_eq!(got["replica_id"], POD, "{what}");
+    assert_eq!(
+        c.ports
+            .iter()
+            .flatten()
+            .map(|p| p.container_port)
+            .collect::<Vec<_>>(),
+        [HTTPS_PORT],
+        "{what}"
+    );
 }
