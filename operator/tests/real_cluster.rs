@@ -322,8 +322,17 @@ fn secret(ns: &str, name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
            "stringData": {"url": "postgres://wardengate:pw@postgres:5432/wardengate",
                           "uri": "postgres://wardengate:pw@postgres:5432/wardengate",
-                          "username": "wardengate", "password": "pw",
+                          "username": "wardengate", "password": "pw", "token": "wgj_unused",
                           "tls.crt": "unused", "tls.key": "unused", "ca.crt": "unused"}})
+}
+
+/// A valid remote (`controlPlane`) pool spec.
+fn remote_pool_spec() -> Value {
+    json!({
+        "controlPlane": {"url": "https://cp.example.com:8444",
+                         "joinTokenSecretRef": {"name": "join", "key": "token"}},
+        "region": "eu-1", "version": "0.1.0", "tls": {"secretName": "gw-tls"},
+    })
 }
 
 /// The pods of cluster `name` in `ns`, as (pod, node, zone, ready).
@@ -675,6 +684,23 @@ fn image_policy(env: &Env) {
         refusal.contains("spec.image") && refusal.contains("registry.example/not-wardengate"),
         "{refusal}"
     );
+    // A remote pool chooses its image too: the same policy covers it.
+    let evil_pool = with(
+        remote_pool_spec(),
+        &["image"],
+        json!("registry.example/not-wardengate"),
+    );
+    let f = env.file(
+        "evil-pool.json",
+        &cr("GatewayPool", NS, "evil", evil_pool).to_string(),
+    );
+    let e = env
+        .try_k(&["apply", "-f", &f])
+        .expect_err("a remote pool with a foreign image is refused");
+    assert!(
+        e.contains("spec.image") && e.contains("registry.example/not-wardengate"),
+        "{e}"
+    );
     env.apply_json(
         "allowed-image",
         &[
@@ -687,7 +713,9 @@ fn image_policy(env: &Env) {
         "-k",
         &repo().join("config/image-policy").display().to_string(),
     ]);
-    env.step("image policy: a foreign spec.image refused at admission, the default admitted");
+    env.step(
+        "image policy: a foreign spec.image (cluster or remote pool) refused at admission, the default admitted",
+    );
 }
 
 fn leader_of(env: &Env, ops: &[Operator]) -> usize {
@@ -780,9 +808,31 @@ fn crds_server_side_with_cel_and_defaults(env: &Env) {
             )),
             "spec.postgres: set exactly one",
         ),
+        (pool(json!({})), wardengate_crds::EXACTLY_ONE_TARGET),
+        // Issue 15: a pool names its cluster or a control plane elsewhere, never both.
         (
-            pool(json!({})),
-            "spec.clusterRef.name: a GatewayPool needs the WardengateCluster",
+            pool(with(
+                remote_pool_spec(),
+                &["clusterRef"],
+                json!({"name": "wg"}),
+            )),
+            wardengate_crds::EXACTLY_ONE_TARGET,
+        ),
+        (
+            pool(with(
+                remote_pool_spec(),
+                &["controlPlane", "url"],
+                json!("https://cp.example.com:8443/agent"),
+            )),
+            wardengate_crds::URL_FORMAT,
+        ),
+        (
+            pool({
+                let mut s = remote_pool_spec();
+                s.as_object_mut().unwrap().remove("region");
+                s
+            }),
+            wardengate_crds::REGION_REQUIRED,
         ),
         (
             pool(json!({"clusterRef": {"name": ""}})),
@@ -811,6 +861,7 @@ fn crds_server_side_with_cel_and_defaults(env: &Env) {
     let ok = [
         cluster(with(base.clone(), &["replicas"], json!(1))),
         pool(json!({"clusterRef": {"name": "wg"}})),
+        cr("GatewayPool", ns, "remote", remote_pool_spec()),
     ];
     for (i, obj) in ok.iter().enumerate() {
         let f = env.file(&format!("ok-{i}.json"), &obj.to_string());
@@ -852,7 +903,8 @@ fn examples_reach_ready(env: &Env) {
         let stem = f.file_stem().unwrap().to_string_lossy().to_string();
         let mut doc: Value = serde_yaml::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
         let kind = doc["kind"].as_str().unwrap().to_string();
-        let ns = if kind == "GatewayPool" {
+        let remote = doc["spec"]["controlPlane"].is_object();
+        let ns = if kind == "GatewayPool" && !remote {
             "ex-quickstart".to_string()
         } else {
             format!("ex-{stem}")
@@ -868,6 +920,9 @@ fn examples_reach_ready(env: &Env) {
         let mut docs: Vec<Value> = names.iter().map(|n| secret(&ns, n)).collect();
         docs.push(doc.clone());
         env.apply_json(&format!("example-{stem}"), &docs);
+        if remote {
+            remote_pool_dials_out(env, &ns, &doc);
+        }
         let short = if kind == "GatewayPool" { "wgp" } else { "wgc" };
         waits.push((
             short,
@@ -881,6 +936,123 @@ fn examples_reach_ready(env: &Env) {
             "kubectl wait --for=condition=Ready {kind}/{name} -n {ns}: ok"
         ));
     }
+}
+
+/// Issue 15: the remote example renders nothing until its control plane's version is known,
+/// then a Deployment whose pods dial the control plane (the args), with no database or Redis,
+/// and a version never newer than the control plane's.
+fn remote_pool_dials_out(env: &Env, ns: &str, doc: &Value) {
+    let name = doc["metadata"]["name"].as_str().unwrap();
+    let deployment = format!("{name}-gw");
+    env.wait(
+        "the remote pool waits for its control plane's version",
+        60,
+        || {
+            let p = env.json(&["get", "wgp", name, "-n", ns]);
+            condition_reason(&p, "Reconciling").as_deref() == Some("WaitingForControlPlane")
+        },
+    );
+    assert!(
+        env.try_k(&["get", "deployment", &deployment, "-n", ns])
+            .is_err(),
+        "nothing is rendered before the control plane's version is known"
+    );
+    // Ask for a newer version than the control plane runs: held at the control plane's.
+    env.k(&[
+        "patch",
+        "wgp",
+        name,
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"version":"0.2.0"}}"#,
+    ]);
+    env.k(&[
+        "patch",
+        "wgp",
+        name,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"controlPlaneVersion":"0.1.0"}}"#,
+    ]);
+    env.wait("the remote pool's Deployment", 60, || {
+        env.try_k(&["get", "deployment", &deployment, "-n", ns])
+            .is_ok()
+    });
+    let d = env.json(&["get", "deployment", &deployment, "-n", ns]);
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    let cp = &doc["spec"]["controlPlane"];
+    assert_eq!(
+        c["args"],
+        json!([
+            "serve",
+            "--role",
+            "gateway",
+            "--control-plane",
+            cp["url"],
+            "--join-token-file",
+            "/etc/wardengate/join/token",
+            "--region",
+            doc["spec"]["region"],
+            "--agent-state-dir",
+            "/var/lib/wardengate/agent",
+            "--control-plane-ca",
+            "/etc/wardengate/control-plane-ca/ca.crt"
+        ]),
+        "{d}"
+    );
+    assert!(
+        c["image"].as_str().unwrap().ends_with(":0.1.0"),
+        "held at the control plane's: {d}"
+    );
+    let names: Vec<&str> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for gone in ["WG_DATABASE_URL", "WG_REDIS_URL", "WG_INTERNAL_KEY_FILE"] {
+        assert!(
+            !names.contains(&gone),
+            "{gone} in a remote gateway: {names:?}"
+        );
+    }
+    env.wait("VersionHeld, naming both versions", 60, || {
+        let p = env.json(&["get", "wgp", name, "-n", ns]);
+        condition_reason(&p, "Reconciling").as_deref() == Some("VersionHeld")
+    });
+    let p = env.json(&["get", "wgp", name, "-n", ns]);
+    assert_eq!(
+        p["status"]["controlPlaneVersion"], "0.1.0",
+        "the operator leaves it alone: {p}"
+    );
+    // Back to the example's version, which the control plane runs: the pool reaches Ready.
+    env.k(&[
+        "patch",
+        "wgp",
+        name,
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        &json!({"spec": {"version": doc["spec"]["version"]}}).to_string(),
+    ]);
+    env.step(&format!(
+        "remote GatewayPool {ns}/{name}: waits for status.controlPlaneVersion, renders `wardengate serve --role gateway --control-plane {}` with no database or Redis, holds 0.2.0 at the control plane's 0.1.0",
+        cp["url"].as_str().unwrap()
+    ));
+}
+
+fn condition_reason(obj: &Value, type_: &str) -> Option<String> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .and_then(|c| c["reason"].as_str().map(String::from))
 }
 
 fn printer_columns(env: &Env) {
