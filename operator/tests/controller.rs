@@ -1001,6 +1001,21 @@ async fn a_remote_pool_dials_its_control_plane_and_never_runs_newer_than_it() {
     );
     let steady = reconcile_named_pool(&fake, &ctx, pool).await;
     assert!(writes(&steady).is_empty(), "{}", summary(&steady));
+    println!(
+        "steady remote pool, one reconcile ({} requests):\n{}",
+        steady.len(),
+        summary(&steady)
+    );
+    let secret_reads = steady
+        .iter()
+        .filter(|r| r.to_string().contains("v1/secrets"))
+        .count();
+    assert_eq!(
+        secret_reads,
+        3,
+        "one read per referenced Secret:\n{}",
+        summary(&steady)
+    );
 
     // A version newer than the control plane's is held, saying why.
     fake.patch(POOLS, Some(NS), pool, json!({"spec": {"version": "0.2.0"}}));

@@ -130,14 +130,25 @@ async fn missing_secrets(
             ca.key.clone(),
         ));
     }
-    let mut missing = Vec::new();
+    // One read per Secret, however many of its keys are needed.
+    let mut by_name: Vec<(String, Vec<(&str, String)>)> = Vec::new();
     for (field, name, key) in wanted {
-        match secrets.get_opt(&name).await? {
-            None => missing.push(format!("{field}: Secret {ns}/{name} not found")),
-            Some(s) if !s.data.as_ref().is_some_and(|d| d.contains_key(&key)) => {
-                missing.push(format!("{field}: Secret {ns}/{name} has no key `{key}`"))
+        match by_name.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, keys)) => keys.push((field, key)),
+            None => by_name.push((name, vec![(field, key)])),
+        }
+    }
+    let mut missing = Vec::new();
+    for (name, keys) in by_name {
+        let secret = secrets.get_opt(&name).await?;
+        for (field, key) in keys {
+            match &secret {
+                None => missing.push(format!("{field}: Secret {ns}/{name} not found")),
+                Some(s) if !s.data.as_ref().is_some_and(|d| d.contains_key(&key)) => {
+                    missing.push(format!("{field}: Secret {ns}/{name} has no key `{key}`"))
+                }
+                Some(_) => {}
             }
-            Some(_) => {}
         }
     }
     missing.dedup();
