@@ -259,6 +259,12 @@ fn pool_target(s: &wardengate_crds::GatewayPoolSpec) -> Result<(), Invalid> {
         refuse(URL_FORMAT)
     } else if blank(s.region.as_deref()) {
         refuse(REGION_REQUIRED)
+    } else if s.region.as_deref().is_some_and(|r| r.trim().len() > 63) {
+        // The CRD's maxLength (the apiserver's own words), and the gateway's `--region` bound.
+        Err(field(
+            "spec.region",
+            "at most 63 characters (the gateways' --region)",
+        ))
     } else if blank(s.version.as_deref()) {
         refuse(VERSION_REQUIRED)
     } else if blank(s.tls.as_ref().and_then(|t| t.secret_name.as_deref())) {

@@ -726,6 +726,10 @@ fn remote_pool_specs_are_refused_in_the_words_of_admission() {
             remote.replace("  region: ap-south-1\n", ""),
             REGION_REQUIRED,
         ),
+        (
+            remote.replace("region: ap-south-1", &format!("region: {}", "r".repeat(64))),
+            "spec.region: at most 63 characters",
+        ),
         (remote.replace("  version: 0.1.0\n", ""), VERSION_REQUIRED),
         (
             remote.replace("  tls: {secretName: ap-south-tls}\n", ""),
