@@ -42,7 +42,7 @@ use wardengate_testkit::user::RunAs;
 
 const REGION: &str = "eu-west";
 /// Short, so the test can outlast it.
-const GRACE: Duration = Duration::from_secs(6);
+const GRACE: Duration = Duration::from_secs(8);
 
 struct Gateway {
     _service: Service,

@@ -18,6 +18,9 @@ use crate::store::now_ms;
 /// Default `--offline-grace`: how long live sessions outlive a lost link.
 pub const DEFAULT_OFFLINE_GRACE: &str = "5m";
 
+/// Grant keys' public halves as `(kid, 32 bytes)`, newest first.
+type GrantKeys = Vec<(String, Vec<u8>)>;
+
 /// Most grant keys a gateway keeps (the newest).
 pub const MAX_GRANT_KEYS: usize = 8;
 
@@ -38,7 +41,7 @@ pub struct OfflinePolicy {
 #[derive(Debug)]
 pub struct RemoteState {
     online: watch::Sender<Option<Instant>>,
-    verifier: RwLock<(Vec<(String, Vec<u8>)>, GrantVerifier)>,
+    verifier: RwLock<(GrantKeys, GrantVerifier)>,
     gateway_id: RwLock<Option<String>>,
     used: Mutex<HashMap<String, i64>>,
     terminated: Mutex<HashMap<String, i64>>,
