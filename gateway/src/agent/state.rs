@@ -276,6 +276,19 @@ mod tests {
     }
 
     #[test]
+    fn keys_from_a_replica_not_yet_rolled_do_not_drop_the_new_key() {
+        let (s, old) = state(false);
+        s.set_online();
+        let new =
+            GrantSigner::from_keyring(&Keyring::parse(&Keyring::generate_file("k2")).unwrap());
+        s.set_grant_keys(new.public());
+        // Relinked to a replica still on the old keyring: it sends only the old key.
+        s.set_grant_keys(old.public());
+        assert!(s.admit("s1", &new.sign(&grant("s1", "gw-1"))).is_ok());
+        assert!(s.admit("s2", &old.sign(&grant("s2", "gw-1"))).is_ok());
+    }
+
+    #[test]
     fn offline_grants_are_accepted_only_when_opted_in() {
         let (s, signer) = state(true);
         s.set_online();
