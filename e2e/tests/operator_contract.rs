@@ -81,7 +81,11 @@ fn child(argv: &str) {
         .unwrap_or_else(|e| panic!("the store refuses the database URL: {e}"));
     });
     let pg = sqlx::postgres::PgConnectOptions::from_str(&cfg.database_url).unwrap();
-    let redis = match &cfg.redis {
+    let redis = match cfg
+        .redis
+        .as_ref()
+        .expect("a replica with a database has Redis")
+    {
         RedisTarget::Standalone {
             addr,
             tls,

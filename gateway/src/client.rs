@@ -386,7 +386,35 @@ impl Client {
 
     /// Opens the relay WebSocket of session `id`.
     pub async fn open_relay(&self, id: &str) -> Result<RelayStream, ClientError> {
-        self.open_ws(&relay_path(id)).await.map(|(ws, _)| ws)
+        self.open_ws(&relay_path(id), None).await.map(|(ws, _)| ws)
+    }
+
+    /// A client for a remote gateway at `addr` (`https://HOST:PORT`): the same trusted
+    /// certificates and local address, and no API token (a gateway takes only grants).
+    pub fn at(&self, addr: &str) -> Result<Self, ClientError> {
+        let addr = addr.trim_end_matches('/').to_string();
+        let parsed = url::Url::parse(&addr).map_err(|_| ClientError::Address(addr.clone()))?;
+        if parsed.scheme() != "https" || parsed.host_str().is_none() {
+            return Err(ClientError::Address(addr));
+        }
+        Ok(Self {
+            shown: addr.clone(),
+            addr,
+            token: None,
+            ..self.clone()
+        })
+    }
+
+    /// Opens the relay of regional session `id` on this (remote gateway) client with the
+    /// control plane's `grant`.
+    pub async fn open_granted_relay(
+        &self,
+        id: &str,
+        grant: &str,
+    ) -> Result<RelayStream, ClientError> {
+        self.open_ws(&relay_path(id), Some(grant))
+            .await
+            .map(|(ws, _)| ws)
     }
 
     /// Authorises and opens a relay to `target` in one request (targets without approval; the
@@ -395,21 +423,35 @@ impl Client {
         &self,
         target: &str,
     ) -> Result<(RelayStream, String), ClientError> {
-        let (ws, session) = self.open_ws(&target_relay_path(target)).await?;
+        let (ws, session) = self.open_ws(&target_relay_path(target), None).await?;
         let session =
             session.ok_or_else(|| self.transport("the server did not name the session"))?;
         Ok((ws, session))
     }
 
-    /// Opens a relay WebSocket at `path`; also returns the session the server named, if any.
-    async fn open_ws(&self, path: &str) -> Result<(RelayStream, Option<String>), ClientError> {
-        let token = self.token.as_ref().ok_or(ClientError::NoToken)?;
+    /// Opens a relay WebSocket at `path`, authenticated by the API token or, on a remote
+    /// gateway, by `grant`; also returns the session the server named, if any.
+    async fn open_ws(
+        &self,
+        path: &str,
+        grant: Option<&str>,
+    ) -> Result<(RelayStream, Option<String>), ClientError> {
         let url = format!("{}{}", self.addr.replacen("https://", "wss://", 1), path);
         let mut req = url.into_client_request().map_err(|e| self.transport(e))?;
-        let auth = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| ClientError::NoToken)?;
-        req.headers_mut().insert("authorization", auth);
+        match grant {
+            Some(g) => {
+                let v = g.parse().map_err(|_| self.transport("unusable grant"))?;
+                req.headers_mut()
+                    .insert(crate::agent::remote::GRANT_HEADER, v);
+            }
+            None => {
+                let token = self.token.as_ref().ok_or(ClientError::NoToken)?;
+                let auth = format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| ClientError::NoToken)?;
+                req.headers_mut().insert("authorization", auth);
+            }
+        }
         let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
         let fut = async {
             let Some(ip) = self.local else {

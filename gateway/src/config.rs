@@ -183,6 +183,19 @@ pub struct ServeArgs {
     /// <temp dir>/wardengate-agent/<replica id>).
     #[arg(long, env = "WG_AGENT_STATE_DIR")]
     pub agent_state_dir: Option<PathBuf>,
+    /// Gateway: how long live sessions outlive a lost control-plane link before they close
+    /// with the recoverable code 4004 (`replica_isolated`).
+    #[arg(long, env = "WG_OFFLINE_GRACE", default_value = crate::agent::state::DEFAULT_OFFLINE_GRACE)]
+    pub offline_grace: String,
+    /// Gateway: accept new sessions with already-signed grants while the link is down. Risk:
+    /// a terminate or token revocation cannot reach a cut-off gateway, so a grant signed before
+    /// it stays usable until it expires (10 minutes).
+    #[arg(long, env = "WG_OFFLINE_ACCEPT_SIGNED_GRANTS")]
+    pub offline_accept_signed_grants: bool,
+    /// Gateway: the `HOST:PORT` clients reach its relay at, reported to the control plane
+    /// (default: --listen; set it when listening on 0.0.0.0 or behind a load balancer).
+    #[arg(long, env = "WG_PUBLIC_ADDRESS")]
+    pub public_address: Option<String>,
 }
 
 /// A configuration error naming what to fix.
@@ -211,12 +224,12 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Agent listen address.
     pub agent_listen: SocketAddr,
-    /// Postgres URL.
+    /// Postgres URL (empty on a remote gateway, which has none).
     pub database_url: String,
     /// How that URL reaches Postgres.
     pub database_pool_mode: PoolMode,
-    /// Parsed Redis target.
-    pub redis: RedisTarget,
+    /// Parsed Redis target (None on a remote gateway, which has none).
+    pub redis: Option<RedisTarget>,
     /// Server certificate and key.
     pub tls: PemPair,
     /// Signing keys.
@@ -263,6 +276,8 @@ pub struct ServeConfig {
     pub agent_cert_ttl: Duration,
     /// Gateway: how to reach the control plane over the agent link, if it should.
     pub agent_link: Option<crate::agent::LinkConfig>,
+    /// Gateway: live and new sessions while the link is down.
+    pub offline: crate::agent::state::OfflinePolicy,
 }
 
 impl ServeConfig {
@@ -278,7 +293,7 @@ impl ServeConfig {
         {
             p = p.with_own("Postgres", host, u.port().unwrap_or(5432)).await;
         }
-        for hp in self.redis.endpoints() {
+        for hp in self.redis.iter().flat_map(|r| r.endpoints()) {
             p = p.with_own("Redis", &hp.host, hp.port).await;
         }
         p.with_listener(self.listen)
@@ -365,20 +380,35 @@ impl ServeArgs {
     pub fn validate(&self) -> Result<ServeConfig, ConfigError> {
         let listen = addr("listen", "WG_LISTEN", &self.listen)?;
         let agent_listen = addr("agent-listen", "WG_AGENT_LISTEN", &self.agent_listen)?;
-        let database_url = self.database_url.clone().ok_or_else(|| {
-            err(
-                "database-url",
-                "WG_DATABASE_URL",
-                "required: the Postgres URL",
-            )
-        })?;
-        parse_database_url(&database_url)?;
-        let redis_url = self
-            .redis_url
+        // A remote gateway (`--control-plane`) has no Postgres and no Redis.
+        let remote = self
+            .control_plane
             .as_deref()
-            .ok_or_else(|| err("redis-url", "WG_REDIS_URL", "required: the Redis URL"))?;
-        let redis = RedisTarget::parse(redis_url)
-            .map_err(|e| err("redis-url", "WG_REDIS_URL", e.to_string()))?;
+            .is_some_and(|s| !s.trim().is_empty());
+        let database_url = match (&self.database_url, remote) {
+            (Some(u), _) => {
+                parse_database_url(u)?;
+                u.clone()
+            }
+            (None, true) => String::new(),
+            (None, false) => {
+                return Err(err(
+                    "database-url",
+                    "WG_DATABASE_URL",
+                    "required: the Postgres URL",
+                ));
+            }
+        };
+        let redis = match (&self.redis_url, remote) {
+            (Some(u), _) => Some(
+                RedisTarget::parse(u)
+                    .map_err(|e| err("redis-url", "WG_REDIS_URL", e.to_string()))?,
+            ),
+            (None, true) => None,
+            (None, false) => {
+                return Err(err("redis-url", "WG_REDIS_URL", "required: the Redis URL"));
+            }
+        };
         let cert_path = self.tls_cert.as_ref().ok_or_else(|| {
             err(
                 "tls-cert",
@@ -396,25 +426,31 @@ impl ServeArgs {
         };
         crate::tls::server_config(&tls)
             .map_err(|e| err("tls-cert", "WG_TLS_CERT", e.to_string()))?;
-        let key_path = self.internal_key_file.as_ref().ok_or_else(|| {
-            err(
+        let keyring = match (&self.internal_key_file, remote) {
+            (Some(key_path), _) => Keyring::parse(&read(
                 "internal-key-file",
                 "WG_INTERNAL_KEY_FILE",
-                "required: the internal signing key file",
-            )
-        })?;
-        let keyring = Keyring::parse(&read(
-            "internal-key-file",
-            "WG_INTERNAL_KEY_FILE",
-            key_path,
-        )?)
-        .map_err(|e| {
-            err(
-                "internal-key-file",
-                "WG_INTERNAL_KEY_FILE",
-                format!("{}: {e}", key_path.display()),
-            )
-        })?;
+                key_path,
+            )?)
+            .map_err(|e| {
+                err(
+                    "internal-key-file",
+                    "WG_INTERNAL_KEY_FILE",
+                    format!("{}: {e}", key_path.display()),
+                )
+            })?,
+            // A remote gateway signs nothing: it verifies grants with the public keys it gets
+            // over the link, and must not hold the control plane's secret.
+            (None, true) => Keyring::parse(&Keyring::generate_file("remote-unused"))
+                .map_err(|e| err("internal-key-file", "WG_INTERNAL_KEY_FILE", e.to_string()))?,
+            (None, false) => {
+                return Err(err(
+                    "internal-key-file",
+                    "WG_INTERNAL_KEY_FILE",
+                    "required: the internal signing key file",
+                ));
+            }
+        };
         let recording_keys = match &self.recording_key_file {
             Some(p) => Some(
                 crate::recording::ManifestKeys::parse(&read(
@@ -609,7 +645,18 @@ impl ServeArgs {
             Duration::from_secs(366 * 86_400),
         )?;
         let agent_link = self.agent_link(listen, health_interval, &replica_id)?;
+        let offline = crate::agent::state::OfflinePolicy {
+            grace: parse_duration(
+                "offline-grace",
+                "WG_OFFLINE_GRACE",
+                &self.offline_grace,
+                Duration::from_secs(1),
+                Duration::from_secs(7 * 86_400),
+            )?,
+            accept_signed_grants: self.offline_accept_signed_grants,
+        };
         Ok(ServeConfig {
+            offline,
             agent_ca,
             agent_cert_ttl,
             agent_link,
@@ -701,7 +748,10 @@ impl ServeArgs {
                     .join("wardengate-agent")
                     .join(replica_id)
             }),
-            address: listen.to_string(),
+            address: match self.public_address.as_deref().map(str::trim) {
+                Some(a) if !a.is_empty() => a.to_string(),
+                _ => listen.to_string(),
+            },
             interval,
         }))
     }

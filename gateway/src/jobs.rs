@@ -240,10 +240,22 @@ impl Jobs {
             })
             .map(|(id, _)| id)
             .collect();
+        // Remote gateways' sessions end by their events over the agent link (after the link's
+        // offline grace at the latest), never by a control-plane replica's heartbeat.
+        let gateways: HashSet<String> = self
+            .store
+            .list_gateways()
+            .await?
+            .into_iter()
+            .map(|g| g.id)
+            .collect();
         for s in self.sessions.live_sessions().await? {
             let Some(replica) = s.replica.as_deref() else {
                 continue;
             };
+            if gateways.contains(replica) {
+                continue;
+            }
             let started_long_ago = s.started_at.unwrap_or(s.created_at) < cutoff;
             if !alive.contains(replica) && started_long_ago {
                 self.sessions

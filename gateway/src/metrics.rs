@@ -53,6 +53,8 @@ pub struct Metrics {
     pub agent_offline_seconds: prometheus::Gauge,
     /// Control-plane side: agent links this replica holds.
     pub agent_gateways: IntGauge,
+    /// Gateway side: session events waiting to be acknowledged by the control plane.
+    pub agent_events_queued: IntGauge,
 }
 
 impl Metrics {
@@ -187,6 +189,11 @@ impl Metrics {
                 "Gateway agent links this control plane replica holds",
             )
             .unwrap_or_else(|_| unreachable_metric()),
+            agent_events_queued: IntGauge::new(
+                "wg_agent_events_queued",
+                "Session events this gateway holds until the control plane acknowledges them",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
             registry,
         };
         for c in [
@@ -211,6 +218,7 @@ impl Metrics {
             Box::new(m.agent_link_up.clone()),
             Box::new(m.agent_offline_seconds.clone()),
             Box::new(m.agent_gateways.clone()),
+            Box::new(m.agent_events_queued.clone()),
         ] {
             let _ = m.registry.register(c);
         }

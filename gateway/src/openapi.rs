@@ -68,6 +68,10 @@ impl Modify for BearerAuth {
         paths::deny,
         paths::events,
         paths::verify_recording,
+        paths::create_join_token,
+        paths::list_gateways,
+        paths::revoke_gateway,
+        paths::gateway_command,
     ),
     components(schemas(ErrorBody, ErrorCode)),
     modifiers(&BearerAuth),
@@ -79,6 +83,8 @@ impl Modify for BearerAuth {
         (name = "sessions", description = "Authorise, inspect, relay and terminate sessions."),
         (name = "approvals", description = "Requests to targets that need an approver."),
         (name = "recordings", description = "Signed session recordings."),
+        (name = "gateways", description = "Remote gateways of other regions (admin): join \
+                                           tokens, the fleet, revocation and commands."),
     )
 )]
 struct ApiDoc;
@@ -245,6 +251,58 @@ mod paths {
         ),
         security(("bearer" = [])))]
     fn revoke_token() {}
+
+    #[utoipa::path(post, path = "/v1/gateways/join-tokens", tag = "gateways",
+        request_body = NewJoinToken,
+        description = "A one-time join token for a remote gateway of `region` (`wardengate serve \
+                       --role gateway --join-token-file F`); the secret is shown only here.",
+        responses(
+            (status = 201, description = "Created.", body = CreatedJoinToken),
+            (status = 400, description = "`invalid_body`, `invalid_ttl`.", body = ErrorBody),
+            (status = 401, description = "`unauthorized`.", body = ErrorBody),
+            (status = 403, description = "`forbidden`: needs the admin role.", body = ErrorBody),
+        ),
+        security(("bearer" = [])))]
+    fn create_join_token() {}
+
+    #[utoipa::path(get, path = "/v1/gateways", tag = "gateways",
+        description = "Every remote gateway: region, version, address, last heartbeat, sessions, \
+                       which control-plane replica holds its link.",
+        responses(
+            (status = 200, description = "The gateways.", body = Vec<GatewayView>),
+            (status = 401, description = "`unauthorized`.", body = ErrorBody),
+            (status = 403, description = "`forbidden`: needs the admin role.", body = ErrorBody),
+        ),
+        security(("bearer" = [])))]
+    fn list_gateways() {}
+
+    #[utoipa::path(delete, path = "/v1/gateways/{id}", tag = "gateways",
+        description = "Revokes a gateway: its certificate is refused from its next call and its \
+                       link is cut at its next heartbeat.",
+        params(("id" = String, Path, description = "Gateway id.")),
+        responses(
+            (status = 200, description = "The gateway after the change.", body = GatewayView),
+            (status = 401, description = "`unauthorized`.", body = ErrorBody),
+            (status = 403, description = "`forbidden`: needs the admin role.", body = ErrorBody),
+            (status = 404, description = "`not_found`.", body = ErrorBody),
+        ),
+        security(("bearer" = [])))]
+    fn revoke_gateway() {}
+
+    #[utoipa::path(post, path = "/v1/gateways/{id}/commands", tag = "gateways",
+        request_body = NewGatewayCommand,
+        description = "Queues `drain` or `terminate` for a gateway; the replica holding its link \
+                       sends it at the gateway's next heartbeat, once.",
+        params(("id" = String, Path, description = "Gateway id.")),
+        responses(
+            (status = 202, description = "Queued.", body = QueuedGatewayCommand),
+            (status = 400, description = "`invalid_body`.", body = ErrorBody),
+            (status = 401, description = "`unauthorized`.", body = ErrorBody),
+            (status = 403, description = "`forbidden`: needs the admin role.", body = ErrorBody),
+            (status = 404, description = "`not_found`.", body = ErrorBody),
+        ),
+        security(("bearer" = [])))]
+    fn gateway_command() {}
 
     #[utoipa::path(get, path = "/v1/sessions", tag = "sessions",
         description = "Newest first. A user sees its own sessions; approvers and admins all.",

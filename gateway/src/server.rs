@@ -118,8 +118,6 @@ pub struct AgentParts {
     pub ca: Option<Arc<crate::agent::AgentCa>>,
     /// Lifetime of signed gateway certificates.
     pub cert_ttl: Duration,
-    /// A gateway's link to its control plane.
-    pub link: Option<crate::agent::LinkConfig>,
 }
 
 /// Connects Redis for `serve`, retrying while it is unreachable (and a Cluster whose nodes are
@@ -302,6 +300,7 @@ pub async fn run(
                 &replica,
                 &store,
                 &sessions,
+                &keyring,
                 &metrics,
                 health_interval,
             );
@@ -410,7 +409,7 @@ pub async fn run(
 /// Serves `GET /metrics` (and nothing else) over plain HTTP on `addr`, without a token, from
 /// the first moment: for a Prometheus that scrapes a metrics port (keep it off the public
 /// network) instead of 8443 with a token.
-async fn serve_metrics(
+pub(crate) async fn serve_metrics(
     addr: SocketAddr,
     metrics: Metrics,
     replica: Arc<Replica>,
@@ -433,26 +432,19 @@ async fn serve_metrics(
     }))
 }
 
-/// Starts this replica's end of the agent link: the listener on a control plane that has an
-/// agent CA, the dial-out on a gateway with `--control-plane`.
+/// Starts the control plane's end of the agent link: the listener, on a replica that serves
+/// the API and has an agent CA. (A remote gateway runs [`crate::agent::remote::run`] instead.)
+#[allow(clippy::too_many_arguments)]
 fn spawn_agent(
     agent: AgentParts,
     tls: PemPair,
     replica: &Arc<Replica>,
     store: &Store,
     sessions: &crate::session::Sessions,
+    keyring: &Keyring,
     metrics: &Metrics,
     interval: Duration,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    if let Some(link) = agent.link {
-        let link = crate::agent::GatewayLink {
-            config: link,
-            replica: replica.clone(),
-            sessions: sessions.clone(),
-            metrics: metrics.clone(),
-        };
-        return Some(tokio::spawn(link.run()));
-    }
     let (Some(addr), Some(ca)) = (agent.listen, agent.ca) else {
         if replica.role.has_api() {
             tracing::info!(
@@ -473,6 +465,8 @@ fn spawn_agent(
         // Three missed heartbeats (gateways send one every health interval).
         silent_after: (interval * 3).max(Duration::from_secs(3)),
         metrics: metrics.clone(),
+        sessions: sessions.clone(),
+        grants: Arc::new(crate::agent::grant::GrantSigner::from_keyring(keyring)),
     };
     Some(tokio::spawn(async move {
         if let Err(e) =

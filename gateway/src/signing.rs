@@ -154,6 +154,21 @@ impl Keyring {
         format!("{kid} {}\n", STANDARD.encode(secret))
     }
 
+    /// 32 bytes per key, derived one-way (HMAC-SHA256 under the key, over `domain`), signing
+    /// key first: seeds for other keys that must rotate with this keyring (the Ed25519 grant
+    /// keys of remote gateways) without revealing its secrets.
+    pub fn derive(&self, domain: &str) -> Vec<(String, [u8; 32])> {
+        self.keys
+            .iter()
+            .map(|(kid, key)| {
+                let mac = Self::mac(key, kid, domain).finalize().into_bytes();
+                let mut seed = [0u8; 32];
+                seed.copy_from_slice(&mac);
+                (kid.clone(), seed)
+            })
+            .collect()
+    }
+
     /// The id of the signing key.
     pub fn signing_key_id(&self) -> &str {
         &self.keys[0].0

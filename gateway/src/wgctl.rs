@@ -238,6 +238,10 @@ pub enum TargetsCommand {
         /// Sessions need an approver's decision first.
         #[arg(long)]
         require_approval: bool,
+        /// Relayed by the remote gateways of this region (`wardengate serve --role gateway
+        /// --region R`), not by the control plane.
+        #[arg(long)]
+        region: Option<String>,
     },
     /// List targets.
     List,
@@ -425,6 +429,14 @@ async fn authorize(
     )
     .await?;
     let id = created.id;
+    if created.gateway.is_some() {
+        return Err(ClientError::Api {
+            status: 409,
+            code: ErrorCode::RegionalTarget,
+            message: format!("target {target} is regional; connect with `wgctl connect {target}`"),
+            retry_after: None,
+        });
+    }
     if created.status == SessionStatus::Pending {
         if !quiet {
             eprintln!("wgctl: session {id} is waiting for an approver…");
@@ -496,6 +508,20 @@ where
     .await;
     let ws = match direct {
         Ok((ws, _session)) => ws,
+        // Relayed by a gateway of the target's region: authorise here, connect there with the
+        // grant. A refusal worth retrying (no gateway connected, the gateway offline or
+        // draining) authorises again: a fresh grant may name another gateway.
+        Err(ClientError::Api {
+            code: ErrorCode::RegionalTarget,
+            ..
+        }) => {
+            with_retries(
+                retry_for,
+                |e| note(quiet, e),
+                || regional_relay(client, target),
+            )
+            .await?
+        }
         // Needs an approver (or an older server without the one-request relay).
         Err(ClientError::Api { code, status, .. })
             if code == ErrorCode::ApprovalRequired
@@ -507,6 +533,26 @@ where
         Err(e) => return Err(e),
     };
     pump(ws, input, output).await.map(|_| ())
+}
+
+/// Authorises a session to regional `target` and opens its relay on the gateway named.
+async fn regional_relay(
+    client: &Client,
+    target: &str,
+) -> Result<crate::client::RelayStream, ClientError> {
+    let created = client.create_session(target).await?;
+    let (Some(gateway), Some(grant)) = (created.gateway, created.grant) else {
+        return Err(ClientError::Api {
+            status: 502,
+            code: ErrorCode::HttpError,
+            message: format!("target {target} is regional but the control plane named no gateway"),
+            retry_after: None,
+        });
+    };
+    client
+        .at(&gateway)?
+        .open_granted_relay(&created.id, &grant)
+        .await
 }
 
 /// Runs a parsed command line.
@@ -531,6 +577,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 host,
                 port,
                 require_approval,
+                region,
             } => {
                 let t = client
                     .add_target(&NewTarget {
@@ -538,12 +585,19 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                         host,
                         port,
                         require_approval,
+                        region,
                     })
                     .await?;
                 if json_out {
                     print_json(&t);
                 } else {
-                    println!("target {} → {}:{} added", t.name, t.host, t.port);
+                    match &t.region {
+                        Some(r) => println!(
+                            "target {} → {}:{} added (relayed by region {r}'s gateways)",
+                            t.name, t.host, t.port
+                        ),
+                        None => println!("target {} → {}:{} added", t.name, t.host, t.port),
+                    }
                 }
             }
             TargetsCommand::List => {
@@ -552,7 +606,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                     print_json(&ts);
                 } else {
                     table(
-                        &["NAME", "HOST", "PORT", "APPROVAL"],
+                        &["NAME", "HOST", "PORT", "APPROVAL", "REGION"],
                         ts.into_iter()
                             .map(|t| {
                                 vec![
@@ -560,6 +614,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                                     t.host,
                                     t.port.to_string(),
                                     if t.require_approval { "required" } else { "-" }.into(),
+                                    t.region.unwrap_or_else(|| "-".into()),
                                 ]
                             })
                             .collect(),

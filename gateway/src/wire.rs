@@ -35,6 +35,14 @@ pub struct Authorized {
     pub status: SessionStatus,
     /// Unix ms after which the authorisation can no longer be used to connect.
     pub expires_at_ms: i64,
+    /// A regional target's gateway, `https://HOST:PORT`: connect there with
+    /// `GET /v1/sessions/{id}/relay` presenting `grant` (header `wardengate-grant`), not the
+    /// API token. Absent: connect through the control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// The control plane's Ed25519-signed grant for `gateway` (one use, until `expires_at_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
 }
 
 /// A session and its history, as the API shows it.
@@ -118,6 +126,10 @@ pub struct NewTarget {
     /// Sessions need an approver's decision first.
     #[serde(default)]
     pub require_approval: bool,
+    /// The region whose remote gateways relay it (`wgctl targets add … --region R`); absent:
+    /// the control plane's replicas relay it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// A target people connect to, as the API shows it.
@@ -135,6 +147,9 @@ pub struct TargetView {
     pub require_approval: bool,
     /// Unix ms.
     pub created_at: i64,
+    /// The region whose remote gateways relay it (absent: the control plane's replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 impl From<TargetRow> for TargetView {
@@ -145,6 +160,7 @@ impl From<TargetRow> for TargetView {
             host: r.host,
             port: u16::try_from(r.port).unwrap_or(0),
             require_approval: r.require_approval != 0,
+            region: r.region,
             created_at: r.created_at,
         }
     }
@@ -850,6 +866,17 @@ error_codes! {
         RecordingsUnavailable = "recordings_unavailable",
         /// 503: recording is on and the session cannot be recorded.
         RecordingUnavailable = "recording_unavailable",
+        /// 409: the target is relayed by its region's remote gateways; authorise with
+        /// `POST /v1/sessions` and connect to the gateway it names.
+        RegionalTarget = "regional_target",
+        /// 503: no remote gateway of the target's region is connected; retry.
+        NoRegionalGateway = "no_regional_gateway",
+        /// 503: this remote gateway lost its control-plane link and accepts no new sessions
+        /// (revocation could not reach it); retry.
+        GatewayOffline = "gateway_offline",
+        /// 403: the grant presented to a remote gateway is missing, forged, expired, for another
+        /// gateway or session, used before, or revoked.
+        InvalidGrant = "invalid_grant",
     }
     client {
         /// Set by the client: an error answer without a JSON error body (a proxy's page).
@@ -919,6 +946,7 @@ mod tests {
             port: 5432,
             require_approval,
             created_at: 7,
+            region: None,
         }
     }
 
@@ -1082,7 +1110,7 @@ mod tests {
 }
 
 /// `POST /v1/gateways/join-tokens`: a one-time join token for a gateway of `region`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NewJoinToken {
     /// Region the joining gateway must serve.
     pub region: String,
@@ -1091,7 +1119,7 @@ pub struct NewJoinToken {
 }
 
 /// A join token as created: the secret is shown only here, once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreatedJoinToken {
     /// Token id (for the audit trail).
     pub id: String,
@@ -1104,7 +1132,7 @@ pub struct CreatedJoinToken {
 }
 
 /// A remote gateway as `GET /v1/gateways` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GatewayView {
     /// Gateway id.
     pub id: String,
@@ -1134,7 +1162,7 @@ pub struct GatewayView {
 pub const GATEWAY_CONNECTED_WITHIN_MS: i64 = 10_000;
 
 /// `POST /v1/gateways/{id}/commands`: a command for a gateway, delivered down its link.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NewGatewayCommand {
     /// `drain` or `terminate`.
     pub kind: String,
@@ -1147,7 +1175,7 @@ pub struct NewGatewayCommand {
 }
 
 /// A queued gateway command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct QueuedGatewayCommand {
     /// Command id.
     pub id: String,

@@ -19,6 +19,7 @@ use tonic::transport::{Certificate as TlsCert, Channel, ClientTlsConfig, Endpoin
 use super::ca::{gateway_of, new_key_and_csr};
 use super::proto::agent_client::AgentClient;
 use super::proto::{Down, Heartbeat, JoinRequest, RenewRequest, Up, down, up};
+use super::state::RemoteState;
 use crate::metrics::Metrics;
 use crate::replica::Replica;
 
@@ -110,8 +111,8 @@ pub struct GatewayLink {
     pub config: LinkConfig,
     /// This replica (drain, live relay count).
     pub replica: Arc<Replica>,
-    /// Session core (terminate).
-    pub sessions: crate::session::Sessions,
+    /// What the relays share with the link: link state, grant keys, terminations, events.
+    pub state: Arc<super::state::RemoteState>,
     /// Metrics (`wg_agent_link_up`, `wg_agent_offline_seconds`).
     pub metrics: Metrics,
 }
@@ -225,9 +226,13 @@ impl GatewayLink {
         linked: &mut impl FnMut(&str),
     ) -> Result<(), LinkError> {
         let mut client = AgentClient::new(self.channel(Some(creds)).await?);
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
         let _ = tx.send(self.heartbeat()).await;
         let mut down_stream = client.link(ReceiverStream::new(rx)).await?.into_inner();
+        // Every unacknowledged event is sent again on each new link, in order: the control
+        // plane drops the ones it recorded before (by sequence number).
+        let mut sent = 0u64;
+        let mut welcomed = false;
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.tick().await;
         let renew_in =
@@ -235,18 +240,47 @@ impl GatewayLink {
                 .max(MIN_RENEW_WAIT);
         let renew = tokio::time::sleep(renew_in);
         tokio::pin!(renew);
+        // The certificate's expiry ends the link too (it would be refused at the next call).
+        let expires = tokio::time::sleep(Duration::from_millis(
+            u64::try_from(creds.not_after_ms - now_ms()).unwrap_or(0),
+        ));
+        tokio::pin!(expires);
         loop {
+            let pushed = self.state.events.pushed();
+            tokio::pin!(pushed);
+            pushed.as_mut().enable();
+            if welcomed {
+                for ev in self.state.events.after(sent) {
+                    sent = ev.seq;
+                    if tx
+                        .send(Up {
+                            msg: Some(up::Msg::Event(ev)),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return Err(LinkError::Transport("the link's send side closed".into()));
+                    }
+                }
+            }
             tokio::select! {
                 _ = ticker.tick() => {
                     if tx.send(self.heartbeat()).await.is_err() {
                         return Err(LinkError::Transport("the link's send side closed".into()));
                     }
                 }
+                _ = pushed => {}
                 // Renewal ends this link; the next one presents the new certificate.
                 _ = &mut renew => return Ok(()),
+                _ = &mut expires => return Err(LinkError::Local("the certificate expired".into())),
                 m = down_stream.message() => match m? {
                     None => return Err(LinkError::Transport("the control plane closed the link".into())),
-                    Some(Down { msg }) => self.command(msg, linked),
+                    Some(Down { msg }) => {
+                        if matches!(msg, Some(down::Msg::Welcome(_))) {
+                            welcomed = true;
+                        }
+                        self.command(msg, linked)
+                    }
                 },
             }
         }
@@ -254,7 +288,16 @@ impl GatewayLink {
 
     fn command(&self, msg: Option<down::Msg>, linked: &mut impl FnMut(&str)) {
         match msg {
-            Some(down::Msg::Welcome(w)) => linked(&w.replica),
+            Some(down::Msg::Welcome(w)) => {
+                self.state.set_grant_keys(
+                    w.grant_keys
+                        .into_iter()
+                        .map(|k| (k.kid, k.public_key))
+                        .collect(),
+                );
+                linked(&w.replica)
+            }
+            Some(down::Msg::Ack(a)) => self.state.events.ack(a.seq),
             Some(down::Msg::Drain(d)) => {
                 let timeout = match d.timeout_seconds {
                     0 => crate::replica::DEFAULT_DRAIN_TIMEOUT,
@@ -269,12 +312,7 @@ impl GatewayLink {
             }
             Some(down::Msg::Terminate(t)) => {
                 tracing::info!(event = "agent_command", command = "terminate", session = %t.session_id);
-                let sessions = self.sessions.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = sessions.terminate(&t.session_id, "control-plane").await {
-                        tracing::warn!(session = %t.session_id, error = %e, "terminate from the control plane failed");
-                    }
-                });
+                self.state.terminate(&t.session_id);
             }
             None => {}
         }
@@ -283,15 +321,18 @@ impl GatewayLink {
     /// Joins if needed, then holds the link forever, reconnecting with jittered backoff.
     pub async fn run(self) {
         self.metrics.agent_link_up.set(0);
-        let offline_since = Arc::new(std::sync::Mutex::new(Some(tokio::time::Instant::now())));
+        self.state.set_offline();
         let gauge = self.metrics.agent_offline_seconds.clone();
-        let since = offline_since.clone();
+        let state: Arc<RemoteState> = self.state.clone();
         let ticker = tokio::spawn(async move {
             let mut t = tokio::time::interval(Duration::from_millis(500));
             loop {
                 t.tick().await;
-                let s = since.lock().map(|g| *g).unwrap_or(None);
-                gauge.set(s.map_or(0.0, |s| s.elapsed().as_secs_f64()));
+                gauge.set(
+                    state
+                        .offline_since()
+                        .map_or(0.0, |s| s.elapsed().as_secs_f64()),
+                );
             }
         });
         let mut backoff = crate::retry::forever().build();
@@ -311,23 +352,18 @@ impl GatewayLink {
                     } else {
                         creds
                     };
+                    self.state.set_gateway_id(&creds.id);
                     let mut linked = |replica: &str| {
                         welcomed = true;
                         self.metrics.agent_link_up.set(1);
-                        if let Ok(mut g) = offline_since.lock() {
-                            *g = None;
-                        }
+                        self.state.set_online();
                         tracing::info!(event = "agent_linked", gateway = %creds.id, replica);
                     };
                     self.link_once(&creds, &mut linked).await
                 }
             };
             self.metrics.agent_link_up.set(0);
-            if let Ok(mut g) = offline_since.lock()
-                && g.is_none()
-            {
-                *g = Some(tokio::time::Instant::now());
-            }
+            self.state.set_offline();
             if welcomed {
                 backoff = crate::retry::forever().build();
             }

@@ -45,7 +45,7 @@ pub struct Certificate {
 /// Gateway → control plane on the link.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Up {
-    #[prost(oneof = "up::Msg", tags = "1")]
+    #[prost(oneof = "up::Msg", tags = "1, 2")]
     pub msg: Option<up::Msg>,
 }
 
@@ -57,6 +57,9 @@ pub mod up {
         /// The gateway's state, sent every heartbeat interval.
         #[prost(message, tag = "1")]
         Heartbeat(super::Heartbeat),
+        /// A session event (numbered; acknowledged by [`super::down::Msg::Ack`]).
+        #[prost(message, tag = "2")]
+        Event(super::SessionEvent),
     }
 }
 
@@ -78,7 +81,7 @@ pub struct Heartbeat {
 /// Control plane → gateway on the link.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Down {
-    #[prost(oneof = "down::Msg", tags = "1, 2, 3")]
+    #[prost(oneof = "down::Msg", tags = "1, 2, 3, 4")]
     pub msg: Option<down::Msg>,
 }
 
@@ -96,6 +99,9 @@ pub mod down {
         /// Terminate one session through the session core.
         #[prost(message, tag = "3")]
         Terminate(super::Terminate),
+        /// Every event up to `seq` is recorded: the gateway may forget them.
+        #[prost(message, tag = "4")]
+        Ack(super::Ack),
     }
 }
 
@@ -107,6 +113,54 @@ pub struct Welcome {
     /// The control plane's version (gateways must never be newer).
     #[prost(string, tag = "2")]
     pub version: String,
+    /// Public halves of the grant keys (signing key first): what regional grants verify with.
+    #[prost(message, repeated, tag = "3")]
+    pub grant_keys: Vec<GrantKey>,
+}
+
+/// One Ed25519 grant key's public half.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GrantKey {
+    #[prost(string, tag = "1")]
+    pub kid: String,
+    /// 32 bytes.
+    #[prost(bytes = "vec", tag = "2")]
+    pub public_key: Vec<u8>,
+}
+
+/// A session event of a remote gateway, numbered per gateway from 1 without gaps.
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize, serde::Deserialize)]
+pub struct SessionEvent {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    #[prost(string, tag = "2")]
+    pub session_id: String,
+    /// `started`, `bytes` or `ended`.
+    #[prost(string, tag = "3")]
+    pub kind: String,
+    /// Unix ms it happened at the gateway.
+    #[prost(int64, tag = "4")]
+    pub at_ms: i64,
+    #[prost(uint64, tag = "5")]
+    pub bytes_up: u64,
+    #[prost(uint64, tag = "6")]
+    pub bytes_down: u64,
+    /// Why it ended (an `EndReason`'s text), for `ended`.
+    #[prost(string, tag = "7")]
+    pub reason: String,
+    /// The client's address, for `started`.
+    #[prost(string, tag = "8")]
+    pub client: String,
+    /// The token the session belongs to, for `started`.
+    #[prost(string, tag = "9")]
+    pub token_id: String,
+}
+
+/// Acknowledges every event up to `seq`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Ack {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
 }
 
 /// Drain the gateway.

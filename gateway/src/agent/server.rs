@@ -37,6 +37,10 @@ pub struct AgentService {
     pub silent_after: Duration,
     /// Metrics (`wg_agent_gateways`).
     pub metrics: Metrics,
+    /// The session core: gateways' session events are recorded through it.
+    pub sessions: crate::session::Sessions,
+    /// The grant keys whose public halves every link's welcome carries.
+    pub grants: Arc<super::grant::GrantSigner>,
 }
 
 /// Longest a region name may be (it is shown in tables and used as a label).
@@ -47,16 +51,16 @@ fn store_status(e: crate::store::StoreError) -> Status {
 }
 
 impl AgentService {
-    /// The gateway id of the caller's client certificate, if the gateway exists and is not
-    /// revoked. The TLS layer has already checked that the certificate chains to the agent CA
-    /// and is within its validity.
-    async fn gateway<T>(&self, req: &Request<T>) -> Result<String, Status> {
+    /// The gateway id of the caller's client certificate and the certificate's expiry (unix
+    /// ms), if the gateway exists and is not revoked. The TLS layer has already checked that
+    /// the certificate chains to the agent CA and is within its validity.
+    async fn gateway<T>(&self, req: &Request<T>) -> Result<(String, i64), Status> {
         let certs = req.peer_certs().ok_or_else(|| {
             Status::unauthenticated(
                 "a gateway client certificate is required; join with a join token first",
             )
         })?;
-        let (id, _) = certs
+        let (id, not_after_ms) = certs
             .first()
             .and_then(|c| gateway_of(c.as_ref()))
             .ok_or_else(|| Status::unauthenticated("the client certificate names no gateway"))?;
@@ -65,7 +69,7 @@ impl AgentService {
             Some(g) if g.revoked_at.is_some() => Err(Status::permission_denied(format!(
                 "gateway {id} was revoked; join again with a new join token"
             ))),
-            Some(_) => Ok(id),
+            Some(_) => Ok((id, not_after_ms)),
         }
     }
 
@@ -121,7 +125,7 @@ impl Agent for AgentService {
     }
 
     async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<Certificate>, Status> {
-        let id = self.gateway(&req).await?;
+        let (id, _) = self.gateway(&req).await?;
         let (cert_pem, not_after_ms) = self.sign(&id, &req.into_inner().csr_pem)?;
         if !self
             .store
@@ -147,17 +151,23 @@ impl Agent for AgentService {
         &self,
         req: Request<Streaming<Up>>,
     ) -> Result<Response<Self::LinkStream>, Status> {
-        let id = self.gateway(&req).await?;
+        let (id, not_after_ms) = self.gateway(&req).await?;
         let inbound = req.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
         let welcome = Down {
             msg: Some(down::Msg::Welcome(Welcome {
                 replica: self.replica.clone(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
+                grant_keys: self
+                    .grants
+                    .public()
+                    .into_iter()
+                    .map(|(kid, public_key)| super::proto::GrantKey { kid, public_key })
+                    .collect(),
             })),
         };
         let _ = tx.send(Ok(welcome)).await;
-        tokio::spawn(hold(self.clone(), id, inbound, tx));
+        tokio::spawn(hold(self.clone(), id, not_after_ms, inbound, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -166,6 +176,7 @@ impl Agent for AgentService {
 async fn hold(
     svc: AgentService,
     id: String,
+    not_after_ms: i64,
     mut inbound: Streaming<Up>,
     tx: tokio::sync::mpsc::Sender<Result<Down, Status>>,
 ) {
@@ -174,16 +185,53 @@ async fn hold(
     // Only a link that recorded a heartbeat records its end: a link that never spoke must not
     // mark another, live link of the same gateway on this replica as ended.
     let mut recorded = false;
+    // The link never outlives the certificate it was opened with.
+    let expiry = tokio::time::sleep(Duration::from_millis(
+        u64::try_from(not_after_ms - crate::store::now_ms()).unwrap_or(0),
+    ));
+    tokio::pin!(expiry);
+    // The last event sequence number recorded for this gateway (read at the first event).
+    let mut applied: Option<i64> = None;
     let why = loop {
         let next = tokio::select! {
             n = tokio::time::timeout(svc.silent_after, inbound.message()) => n,
             _ = tx.closed() => break "the gateway went away".to_string(),
+            _ = &mut expiry => {
+                let _ = tx
+                    .send(Err(Status::unauthenticated(format!(
+                        "gateway {id}: the link's client certificate expired; renew it"
+                    ))))
+                    .await;
+                break "its certificate expired".to_string();
+            }
         };
         match next {
             Err(_) => break format!("no heartbeat for {:?}", svc.silent_after),
             Ok(Err(status)) => break format!("stream error: {}", status.message()),
             Ok(Ok(None)) => break "the gateway closed the link".to_string(),
             Ok(Ok(Some(Up { msg: None }))) => {}
+            Ok(Ok(Some(Up {
+                msg: Some(up::Msg::Event(ev)),
+            }))) => match record_event(&svc, &id, &mut applied, &ev).await {
+                Ok(()) => {
+                    let ack = Down {
+                        msg: Some(down::Msg::Ack(super::proto::Ack { seq: ev.seq })),
+                    };
+                    if tx.send(Ok(ack)).await.is_err() {
+                        break "the gateway went away".to_string();
+                    }
+                }
+                // Not acknowledged: cut the link so the gateway sends it again, in order.
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(Status::unavailable(format!(
+                            "session event {} not recorded: {e}; resend",
+                            ev.seq
+                        ))))
+                        .await;
+                    break format!("event {} not recorded: {e}", ev.seq);
+                }
+            },
             Ok(Ok(Some(Up {
                 msg: Some(up::Msg::Heartbeat(hb)),
             }))) => {
@@ -227,6 +275,34 @@ async fn hold(
     if recorded && let Err(e) = svc.store.unlink_gateway(&id, &svc.replica).await {
         tracing::warn!(gateway = %id, error = %e, "link end not recorded");
     }
+}
+
+/// Records one session event of gateway `id` through the session core, exactly once: an
+/// event at or below the gateway's recorded sequence number is a duplicate (resent after a
+/// reconnect) and only acknowledged again.
+async fn record_event(
+    svc: &AgentService,
+    id: &str,
+    applied: &mut Option<i64>,
+    ev: &super::proto::SessionEvent,
+) -> Result<(), crate::session::SessionError> {
+    let seq = i64::try_from(ev.seq).unwrap_or(i64::MAX);
+    let last = match *applied {
+        Some(s) => s,
+        None => svc.store.gateway_events_seq(id).await?,
+    };
+    *applied = Some(last);
+    if seq <= last {
+        tracing::info!(event = "gateway_event_duplicate", gateway = %id, seq);
+        return Ok(());
+    }
+    if seq != last + 1 {
+        tracing::warn!(event = "gateway_event_gap", gateway = %id, seq, last, "events missing (dropped from a full queue?)");
+    }
+    svc.sessions.remote_event(id, ev).await?;
+    svc.store.advance_gateway_events_seq(id, seq).await?;
+    *applied = Some(seq);
+    Ok(())
 }
 
 /// Sends the gateway's queued commands down its link (claimed first, so each is delivered by

@@ -38,6 +38,8 @@ pub async fn create(
             target: a.target,
             status: a.status,
             expires_at_ms: a.expires_at_ms,
+            gateway: a.gateway,
+            grant: a.grant,
         }),
     ))
 }

@@ -45,12 +45,32 @@ pub async fn create(
             "port: 1-65535",
         ));
     }
-    st.target_policy
-        .check_configured(&t.host, t.port)
-        .map_err(|e| ApiError::forbidden(ErrorCode::TargetNotAllowed, e.to_string()))?;
+    let region = t.region.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    if let Some(r) = region {
+        if r.len() > 63 {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidBody,
+                "region: 1-63 characters",
+            ));
+        }
+        if t.require_approval {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidBody,
+                "a regional target cannot require approval yet (remote gateways relay only \
+                 sessions authorised at once)",
+            ));
+        }
+    }
+    // A regional target is dialled by its region's gateways, which check it against their own
+    // rules; the control plane's own addresses mean nothing there.
+    if region.is_none() {
+        st.target_policy
+            .check_configured(&t.host, t.port)
+            .map_err(|e| ApiError::forbidden(ErrorCode::TargetNotAllowed, e.to_string()))?;
+    }
     let row = st
         .store
-        .create_target(&t.name, &t.host, t.port, t.require_approval)
+        .create_target_in(&t.name, &t.host, t.port, t.require_approval, region)
         .await
         .map_err(|e| match e {
             StoreError::Conflict(_) => ApiError::conflict(

@@ -98,6 +98,18 @@ pub async fn revoke(
         .audit(&caller.token_id, "token.revoke", &id, "")
         .await;
     tracing::info!(event = "token_revoked", token = %id, by = %caller.token_id);
+    // Remote gateways cannot check tokens: their sessions of this token are terminated there.
+    match st
+        .sessions
+        .terminate_remote_sessions_of(&id, &caller.token_id)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(event = "token_remote_sessions_terminated", token = %id, count = n),
+        Err(e) => {
+            tracing::warn!(token = %id, error = %e, "remote sessions of a revoked token not terminated")
+        }
+    }
     TokenView::from_row(row, now_ms())
         .map(Json)
         .ok_or_else(|| ApiError::not_found(ErrorCode::TokenNotFound, format!("no token `{id}`")))

@@ -98,6 +98,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = args.validate()?;
     let target_policy = cfg.target_policy().await;
     let metrics = Metrics::new(&cfg.replica_id);
+    if let Some(link) = cfg.agent_link.clone() {
+        return serve_remote(cfg_remote(&cfg), link, target_policy, metrics).await;
+    }
+    let redis = cfg
+        .redis
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("--redis-url / WG_REDIS_URL: required"))?;
     let store = Store::connect_with(
         &cfg.database_url,
         cfg.statement_timeout,
@@ -127,7 +134,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         replica_id: cfg.replica_id,
         role: cfg.role,
         store,
-        live: LiveSource::Redis(cfg.redis),
+        live: LiveSource::Redis(redis),
         keyring: cfg.keyring,
         metrics,
         tls: cfg.tls,
@@ -148,10 +155,80 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             listen: Some(cfg.agent_listen),
             ca: cfg.agent_ca,
             cert_ttl: cfg.agent_cert_ttl,
-            link: cfg.agent_link,
         },
     };
     wardengate::server::run(parts, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// What a remote gateway takes from the validated configuration.
+struct RemoteCfg {
+    replica_id: String,
+    tls: wardengate::tls::PemPair,
+    listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
+    drain_timeout: std::time::Duration,
+    state_dir: PathBuf,
+    offline: wardengate::agent::state::OfflinePolicy,
+    keepalive: wardengate::pump::Keepalive,
+}
+
+fn cfg_remote(cfg: &wardengate::config::ServeConfig) -> RemoteCfg {
+    RemoteCfg {
+        replica_id: cfg.replica_id.clone(),
+        tls: cfg.tls.clone(),
+        listen: cfg.listen,
+        metrics_listen: cfg.metrics_listen,
+        drain_timeout: cfg.drain_timeout,
+        state_dir: cfg
+            .agent_link
+            .as_ref()
+            .map(|l| l.state_dir.clone())
+            .unwrap_or_default(),
+        offline: cfg.offline,
+        keepalive: cfg.limits.relay,
+    }
+}
+
+/// A remote gateway: no Postgres, no Redis; the relay, authenticated by grants, and the link.
+async fn serve_remote(
+    cfg: RemoteCfg,
+    link: wardengate::agent::LinkConfig,
+    target_policy: wardengate::target_policy::TargetPolicy,
+    metrics: Metrics,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use wardengate::agent::remote::{Remote, RemoteParts};
+    let state = Arc::new(wardengate::agent::state::RemoteState::new(
+        Some(cfg.state_dir),
+        cfg.offline,
+        metrics.agent_events_queued.clone(),
+    ));
+    let replica = wardengate::replica::Replica::new(
+        cfg.replica_id,
+        wardengate::replica::Role::Gateway,
+        metrics.clone(),
+    );
+    let remote = Arc::new(Remote {
+        state,
+        replica,
+        metrics,
+        target_policy,
+        keepalive: cfg.keepalive,
+        dial_timeout: std::time::Duration::from_secs(10),
+    });
+    wardengate::agent::remote::run(
+        RemoteParts {
+            remote,
+            link,
+            tls: cfg.tls,
+            listen: cfg.listen,
+            metrics_listen: cfg.metrics_listen,
+            drain_timeout: cfg.drain_timeout,
+        },
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 

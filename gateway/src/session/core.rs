@@ -46,6 +46,10 @@ pub struct Authorization {
     pub status: SessionStatus,
     /// Unix ms after which the authorisation can no longer be used to connect.
     pub expires_at_ms: i64,
+    /// A regional target's gateway (`https://HOST:PORT`) to connect to with `grant`.
+    pub gateway: Option<String>,
+    /// The Ed25519 grant for `gateway`.
+    pub grant: Option<String>,
 }
 
 /// A session checked and ready to be claimed: its live grant verified, its state authorised.
@@ -161,15 +165,15 @@ impl SessionsConfig {
 /// The session core: one per replica, shared by every front end.
 #[derive(Debug, Clone)]
 pub struct Sessions {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    store: Store,
+pub(super) struct Inner {
+    pub(super) store: Store,
     live: Live,
-    keyring: Keyring,
-    metrics: Metrics,
+    pub(super) keyring: Keyring,
+    pub(super) metrics: Metrics,
     config: SessionsConfig,
     /// New sessions per token.
     rate: KeyedLimit<String>,
@@ -269,7 +273,7 @@ impl Sessions {
 
     /// Appends an event to the outbox in the background: events inform subscribers, they never
     /// hold up or fail the operation that caused them.
-    fn emit(&self, kind: &'static str, subject: &str, detail: serde_json::Value) {
+    pub(super) fn emit(&self, kind: &'static str, subject: &str, detail: serde_json::Value) {
         let (store, subject) = (self.inner.store.clone(), subject.to_string());
         tokio::spawn(async move {
             if let Err(e) = store.emit(kind, &subject, &detail).await {
@@ -278,7 +282,7 @@ impl Sessions {
         });
     }
 
-    fn audit(&self, by: &str, action: &'static str, subject: &str, detail: String) {
+    pub(super) fn audit(&self, by: &str, action: &'static str, subject: &str, detail: String) {
         let (store, by, subject) = (
             self.inner.store.clone(),
             by.to_string(),
@@ -324,7 +328,7 @@ impl Sessions {
     /// Whether `token_id` may start another session now: within its session rate, and holding
     /// fewer sessions than the per-token cap (counted in Postgres, so fleet-wide; requests racing
     /// each other may pass it by as many as arrive at once).
-    async fn admit(&self, token_id: &str) -> Result<(), SessionError> {
+    pub(super) async fn admit(&self, token_id: &str) -> Result<(), SessionError> {
         if let Err(wait) = self.inner.rate.check(&token_id.to_string()) {
             self.limited("session_rate");
             tracing::warn!(event = "session_rate_limited", token = %token_id, retry_after = ?wait);
@@ -376,6 +380,9 @@ impl Sessions {
             .target(target)
             .await?
             .ok_or_else(|| SessionError::TargetNotFound(target.to_string()))?;
+        if let Some(region) = target.region.clone() {
+            return self.authorise_regional(who, &target, &region).await;
+        }
         self.admit(who.token_id).await?;
         self.authorise_target(who, &target).await
     }
@@ -426,6 +433,8 @@ impl Sessions {
             target: target.name.clone(),
             status,
             expires_at_ms: grant.expires_at_ms,
+            gateway: None,
+            grant: None,
         })
     }
 
@@ -516,6 +525,9 @@ impl Sessions {
             .target(target)
             .await?
             .ok_or_else(|| SessionError::TargetNotFound(target.to_string()))?;
+        if row.region.is_some() {
+            return Err(SessionError::Regional(row.name));
+        }
         if row.require_approval != 0 {
             return Err(SessionError::ApprovalRequired(row.name));
         }
@@ -875,6 +887,9 @@ impl Sessions {
                 .live
                 .set(&key, &self.sign(&g), TERMINATED_GRANT_TTL)
                 .await?;
+        }
+        if let Some(holder) = after.replica.as_deref() {
+            self.tell_gateway(holder, id, by).await?;
         }
         self.audit(by, "session.terminate", id, String::new());
         tracing::info!(event = "session_terminated", session = %id, by = %by);

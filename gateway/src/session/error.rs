@@ -78,6 +78,19 @@ pub enum SessionError {
     /// This replica carries as many relays as it may.
     #[error("this replica carries {0} relays, the most it may; retry through the load balancer")]
     AtCapacity(usize),
+    /// The target is relayed by its region's gateways, not by this control plane.
+    #[error(
+        "target `{0}` is relayed by a remote gateway of its region; authorise it with POST /v1/sessions and connect to the gateway named"
+    )]
+    Regional(String),
+    /// No gateway of the region is connected.
+    #[error("no remote gateway of region `{0}` is connected; retry shortly")]
+    NoRegionalGateway(String),
+    /// Regional targets cannot wait for an approver yet.
+    #[error(
+        "target `{0}` needs an approver and has a region: approvals for regional targets are not supported"
+    )]
+    RegionalApproval(String),
     /// The durable store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

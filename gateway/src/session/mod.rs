@@ -29,6 +29,7 @@
 mod core;
 mod error;
 mod grant;
+mod remote;
 mod state;
 
 pub use self::core::{Active, Authorization, Moved, Opening, Requester, Sessions, SessionsConfig};

@@ -349,6 +349,106 @@ impl Store {
     }
 }
 
+/// Session events of remote gateways, recorded through the session core (issue 15).
+impl Store {
+    /// The last event sequence number recorded for gateway `id` (0: none yet).
+    pub async fn gateway_events_seq(&self, id: &str) -> Result<i64, StoreError> {
+        let row: Option<(i64,)> = self
+            .run(async |c| {
+                self.query_as("SELECT events_seq FROM gateways WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *c)
+                    .await
+            })
+            .await?;
+        Ok(row.map_or(0, |(s,)| s))
+    }
+
+    /// Records that gateway `id`'s events up to `seq` are applied (never moves backwards).
+    pub async fn advance_gateway_events_seq(&self, id: &str, seq: i64) -> Result<(), StoreError> {
+        self.run(async |c| {
+            self.query("UPDATE gateways SET events_seq = $1 WHERE id = $2 AND events_seq < $1")
+                .bind(seq)
+                .bind(id)
+                .execute(&mut *c)
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Records the end of a session a remote gateway carried, as of `at`; true when this call
+    /// ended it (false: already ended, so a replayed event changes nothing).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn end_remote_session(
+        &self,
+        id: &str,
+        gateway: &str,
+        at: i64,
+        up: u64,
+        down: u64,
+        reason: crate::session::EndReason,
+    ) -> Result<bool, StoreError> {
+        let r = self
+            .run(async |c| {
+                self.query(
+                    "UPDATE sessions SET status = 'ended', ended_at = $1, bytes_up = $2, \
+                     bytes_down = $3, end_reason = CASE WHEN status = 'terminating' THEN 'terminated' ELSE $4 END, \
+                     replica = $5 WHERE id = $6 AND status IN ('active', 'terminating')",
+                )
+                .bind(at)
+                .bind(up as i64)
+                .bind(down as i64)
+                .bind(reason)
+                .bind(gateway)
+                .bind(id)
+                .execute(&mut *c)
+                .await
+            })
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Byte counts of a live session a remote gateway carries.
+    pub async fn remote_session_bytes(
+        &self,
+        id: &str,
+        up: u64,
+        down: u64,
+    ) -> Result<(), StoreError> {
+        self.run(async |c| {
+            self.query(
+                "UPDATE sessions SET bytes_up = $1, bytes_down = $2 \
+                 WHERE id = $3 AND status IN ('active', 'terminating')",
+            )
+            .bind(up as i64)
+            .bind(down as i64)
+            .bind(id)
+            .execute(&mut *c)
+            .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Sessions of `token_id` not ended yet, with the replica or gateway that holds them.
+    pub async fn open_sessions_with_holder(
+        &self,
+        token_id: &str,
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        self.run(async |c| {
+            self.query_as(
+                "SELECT id, replica FROM sessions WHERE token_id = $1 \
+                 AND status IN ('pending', 'authorized', 'active', 'terminating')",
+            )
+            .bind(token_id)
+            .fetch_all(&mut *c)
+            .await
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -454,7 +454,21 @@ impl Store {
         port: u16,
         require_approval: bool,
     ) -> Result<TargetRow, StoreError> {
+        self.create_target_in(name, host, port, require_approval, None)
+            .await
+    }
+
+    /// Adds a target relayed by the remote gateways of `region` (None: by the control plane).
+    pub async fn create_target_in(
+        &self,
+        name: &str,
+        host: &str,
+        port: u16,
+        require_approval: bool,
+        region: Option<&str>,
+    ) -> Result<TargetRow, StoreError> {
         let row = TargetRow {
+            region: region.map(str::to_string),
             id: uuid::Uuid::new_v4().to_string(),
             name: name.to_string(),
             host: host.to_string(),
@@ -464,7 +478,7 @@ impl Store {
         };
         self.run(async |c| {
             self.query(
-                "INSERT INTO targets (id, name, host, port, require_approval, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO targets (id, name, host, port, require_approval, created_at, region) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&row.id)
             .bind(&row.name)
@@ -472,6 +486,7 @@ impl Store {
             .bind(row.port)
             .bind(row.require_approval)
             .bind(row.created_at)
+            .bind(&row.region)
             .execute(&mut *c).await})
         .await?;
         Ok(row)
@@ -480,7 +495,7 @@ impl Store {
     /// All targets by name.
     pub async fn list_targets(&self) -> Result<Vec<TargetRow>, StoreError> {
         self.run(async |c| {
-            self.query_as("SELECT id, name, host, port, require_approval, created_at FROM targets ORDER BY name")
+            self.query_as("SELECT id, name, host, port, require_approval, created_at, region FROM targets ORDER BY name")
                 .fetch_all(&mut *c).await})
         .await
     }
@@ -488,7 +503,7 @@ impl Store {
     /// One target by name.
     pub async fn target(&self, name: &str) -> Result<Option<TargetRow>, StoreError> {
         self.run(async |c| {
-            self.query_as("SELECT id, name, host, port, require_approval, created_at FROM targets WHERE name = $1")
+            self.query_as("SELECT id, name, host, port, require_approval, created_at, region FROM targets WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&mut *c).await})
         .await

@@ -19,6 +19,8 @@ pub struct TargetRow {
     pub require_approval: i64,
     /// Unix ms.
     pub created_at: i64,
+    /// The region whose remote gateways relay it (None: the control plane's replicas do).
+    pub region: Option<String>,
 }
 
 /// A token's identity (never its secret or hash).
