@@ -321,6 +321,50 @@ async fn gateways_join_link_fail_over_and_are_refused_when_they_should_be() {
         .unwrap_err();
     assert_eq!(reused.code(), tonic::Code::PermissionDenied);
     assert!(reused.message().contains("already used"), "{reused:?}");
+    // A pool's token (`--uses N`) admits N joins, each a gateway of its own, and no more.
+    let pool: CreatedJoinToken = serde_json::from_slice(&wgctl_json(
+        &fleet,
+        0,
+        &[
+            "gateways",
+            "join-token",
+            "--region",
+            REGION,
+            "--ttl",
+            "1h",
+            "--uses",
+            "2",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(pool.uses, 2);
+    let first = join_directly(&fleet, lb.port(), &pool.token).await.unwrap();
+    let second = join_directly(&fleet, lb.port(), &pool.token).await.unwrap();
+    assert_ne!(first, second, "each join is a gateway of its own");
+    let third = join_directly(&fleet, lb.port(), &pool.token)
+        .await
+        .unwrap_err();
+    assert_eq!(third.code(), tonic::Code::PermissionDenied);
+    assert!(third.message().contains("already used"), "{third:?}");
+    let too_many = fleet
+        .wgctl(&[
+            "--addr",
+            &fleet.replica_addr(0),
+            "gateways",
+            "join-token",
+            "--region",
+            REGION,
+            "--uses",
+            "1001",
+        ])
+        .output()
+        .unwrap();
+    assert!(!too_many.status.success());
+    assert!(
+        String::from_utf8_lossy(&too_many.stderr).contains("uses 1001 is outside 1..=1000"),
+        "{}",
+        String::from_utf8_lossy(&too_many.stderr)
+    );
     // An expired token too (expiry moved into the past: the minimum TTL is a minute).
     let expired = join_token(&fleet);
     deps.pg

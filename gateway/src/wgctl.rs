@@ -124,7 +124,7 @@ pub enum Command {
 /// `wgctl gateways …`.
 #[derive(Debug, Subcommand)]
 pub enum GatewaysCommand {
-    /// Create a one-time join token for one gateway of a region (the secret is printed once).
+    /// Create a join token for gateways of a region (the secret is printed once).
     JoinToken {
         /// Region the gateway serves (its `--region`).
         #[arg(long)]
@@ -132,6 +132,10 @@ pub enum GatewaysCommand {
         /// Lifetime (1m to 30d).
         #[arg(long, default_value = "1h")]
         ttl: humantime::Duration,
+        /// How many gateways may join with it (1 to 1000): more than one for a GatewayPool,
+        /// whose every new pod joins with the token in the pool's Secret.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
     },
     /// Every gateway: id, region, version, address, last heartbeat, sessions, link state.
     List,
@@ -842,10 +846,11 @@ async fn gateways(
     use crate::wire::{CreatedJoinToken, GatewayView, NewJoinToken};
     use reqwest::Method;
     match command {
-        GatewaysCommand::JoinToken { region, ttl } => {
+        GatewaysCommand::JoinToken { region, ttl, uses } => {
             let body = NewJoinToken {
                 region,
                 ttl_seconds: ttl.as_secs(),
+                uses,
             };
             let t: CreatedJoinToken = client
                 .call(Method::POST, "/v1/gateways/join-tokens", Some(&body))
@@ -855,10 +860,15 @@ async fn gateways(
             } else {
                 println!("{}", t.token);
                 eprintln!(
-                    "join token {} for region {} created, usable once until {}; the secret \
+                    "join token {} for region {} created, admitting {} until {}; the secret \
                      above is shown only once",
                     t.id,
                     t.region,
+                    if t.uses == 1 {
+                        "one join".to_string()
+                    } else {
+                        format!("{} joins", t.uses)
+                    },
                     when(t.expires_at)
                 );
             }

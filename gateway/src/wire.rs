@@ -1109,14 +1109,26 @@ mod tests {
     }
 }
 
-/// `POST /v1/gateways/join-tokens`: a one-time join token for a gateway of `region`.
+/// `POST /v1/gateways/join-tokens`: a join token for gateways of `region`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NewJoinToken {
     /// Region the joining gateway must serve.
     pub region: String,
     /// Lifetime in seconds (one minute to 30 days).
     pub ttl_seconds: u64,
+    /// How many gateways may join with it (1 to 1000): 1 for one gateway, more for a
+    /// `GatewayPool` whose pods each join with the token in its Secret. Default: 1.
+    #[serde(default = "one_use")]
+    #[schema(default = 1, minimum = 1, maximum = 1000)]
+    pub uses: u32,
 }
+
+fn one_use() -> u32 {
+    1
+}
+
+/// The most joins one token may admit (a pool's scale-ups and rollouts before it is renewed).
+pub const MAX_JOIN_TOKEN_USES: u32 = 1000;
 
 /// A join token as created: the secret is shown only here, once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -1129,6 +1141,9 @@ pub struct CreatedJoinToken {
     pub token: String,
     /// Unix ms after which it is refused.
     pub expires_at: i64,
+    /// How many joins it admits.
+    #[serde(default = "one_use")]
+    pub uses: u32,
 }
 
 /// A remote gateway as `GET /v1/gateways` lists it.

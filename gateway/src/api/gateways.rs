@@ -13,7 +13,9 @@ use axum::http::StatusCode;
 use super::{ApiError, AppState, Caller, ErrorCode};
 use crate::store::{GatewayRow, now_ms};
 use crate::token::{Role, generate, hash};
-use crate::wire::{CreatedJoinToken, GATEWAY_CONNECTED_WITHIN_MS, GatewayView, NewJoinToken};
+use crate::wire::{
+    CreatedJoinToken, GATEWAY_CONNECTED_WITHIN_MS, GatewayView, MAX_JOIN_TOKEN_USES, NewJoinToken,
+};
 
 /// Longest join-token lifetime: a token is for one gateway's first start, not for keeping.
 pub const MAX_JOIN_TTL_SECONDS: u64 = 30 * 86_400;
@@ -62,11 +64,27 @@ pub async fn create_join_token(
             ),
         ));
     }
+    if !(1..=MAX_JOIN_TOKEN_USES).contains(&req.uses) {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            format!(
+                "uses {} is outside 1..={MAX_JOIN_TOKEN_USES} (the number of gateways that may join with the token)",
+                req.uses
+            ),
+        ));
+    }
     let expires_at = now_ms() + i64::try_from(req.ttl_seconds * 1000).unwrap_or(i64::MAX);
     let token = generate();
     let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
     st.store
-        .create_join_token(&hash(&token), &id, &region, &caller.token_id, expires_at)
+        .create_join_token(
+            &hash(&token),
+            &id,
+            &region,
+            &caller.token_id,
+            expires_at,
+            i64::from(req.uses),
+        )
         .await?;
     let _ = st
         .store
@@ -79,6 +97,7 @@ pub async fn create_join_token(
             region,
             token,
             expires_at,
+            uses: req.uses,
         }),
     ))
 }

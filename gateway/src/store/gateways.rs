@@ -1,6 +1,6 @@
-//! Remote gateways and their one-time join tokens. Join tokens are stored only as hashes and
-//! are consumed by one atomic update, so two gateways racing with the same token cannot both
-//! join. Gateway rows are written by the replica holding the gateway's agent link.
+//! Remote gateways and their join tokens. Join tokens are stored only as hashes; each admits
+//! `max_uses` joins (one by default), counted by one atomic update, so gateways racing with the
+//! same token can never join more often than it allows. Gateway rows are written by the replica holding the gateway's agent link.
 
 use super::{Store, StoreError, now_ms};
 
@@ -35,8 +35,8 @@ pub enum JoinRefusal {
     /// No such token.
     #[error("unknown join token; create one with `wgctl gateways join-token --region R`")]
     Unknown,
-    /// Used before (join tokens are one-time).
-    #[error("join token {0} was already used; create a new one")]
+    /// Every join it admits was used (one, unless created with `--uses N`).
+    #[error("join token {0} was already used as often as it allows; create a new one")]
     Used(String),
     /// Past its expiry.
     #[error("join token {0} expired; create a new one")]
@@ -60,7 +60,8 @@ const GATEWAY_COLUMNS: &str = "id, region, joined_at, cert_not_after, version, a
      last_heartbeat_at, linked_by, revoked_at";
 
 impl Store {
-    /// Stores a join token (by hash) for `region`, usable once until `expires_at` (unix ms).
+    /// Stores a join token (by hash) for `region`, admitting `max_uses` joins until
+    /// `expires_at` (unix ms).
     pub async fn create_join_token(
         &self,
         token_hash: &str,
@@ -68,11 +69,13 @@ impl Store {
         region: &str,
         created_by: &str,
         expires_at: i64,
+        max_uses: i64,
     ) -> Result<(), StoreError> {
         self.run(async |c| {
             self.query(
-                "INSERT INTO gateway_join_tokens (hash, id, region, created_by, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO gateway_join_tokens \
+                 (hash, id, region, created_by, created_at, expires_at, max_uses) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(token_hash)
             .bind(id)
@@ -80,6 +83,7 @@ impl Store {
             .bind(created_by)
             .bind(now_ms())
             .bind(expires_at)
+            .bind(max_uses)
             .execute(&mut *c)
             .await
         })
@@ -101,8 +105,8 @@ impl Store {
         let used: Option<(String,)> = self
             .run(async |c| {
                 self.query_as(
-                    "UPDATE gateway_join_tokens SET used_at = $1, used_by = $2 \
-                     WHERE hash = $3 AND used_at IS NULL AND revoked_at IS NULL \
+                    "UPDATE gateway_join_tokens SET used_at = $1, used_by = $2, uses = uses + 1 \
+                     WHERE hash = $3 AND uses < max_uses AND revoked_at IS NULL \
                      AND expires_at > $1 AND region = $4 RETURNING id",
                 )
                 .bind(now)
@@ -139,12 +143,12 @@ impl Store {
         region: &str,
         now: i64,
     ) -> Result<JoinRefusal, StoreError> {
-        type Row = (String, String, i64, Option<i64>, Option<i64>);
+        type Row = (String, String, i64, bool, Option<i64>);
         let row: Option<Row> = self
             .run(async |c| {
                 self.query_as(
-                    "SELECT id, region, expires_at, used_at, revoked_at FROM gateway_join_tokens \
-                     WHERE hash = $1",
+                    "SELECT id, region, expires_at, uses >= max_uses, revoked_at \
+                     FROM gateway_join_tokens WHERE hash = $1",
                 )
                 .bind(token_hash)
                 .fetch_optional(&mut *c)
@@ -154,7 +158,7 @@ impl Store {
         Ok(match row {
             None => JoinRefusal::Unknown,
             Some((id, _, _, _, Some(_))) => JoinRefusal::Revoked(id),
-            Some((id, _, _, Some(_), _)) => JoinRefusal::Used(id),
+            Some((id, _, _, true, _)) => JoinRefusal::Used(id),
             Some((id, _, exp, _, _)) if exp <= now => JoinRefusal::Expired(id),
             Some((id, token_region, _, _, _)) => JoinRefusal::WrongRegion {
                 id,
