@@ -144,6 +144,48 @@ async fn three_replicas_migrate_together_and_share_state() {
     );
 }
 
+/// The session row and its audit row are one statement: both or neither.
+async fn session_and_audit_together(s: &Store) {
+    let t = s.create_target("db", "h", 1, false).await.unwrap();
+    s.create_session_audited(&session("a", &t.id), "t1", "session.authorize", "db")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.session("a").await.unwrap().unwrap().status,
+        SessionStatus::Authorized
+    );
+    let audit = vec![(
+        "t1".to_string(),
+        "session.authorize".to_string(),
+        "db".to_string(),
+    )];
+    assert_eq!(s.audit_for("a").await.unwrap(), audit);
+    // A duplicate session fails as a whole: no second audit row.
+    assert!(
+        s.create_session_audited(&session("a", &t.id), "t2", "session.authorize", "db")
+            .await
+            .is_err()
+    );
+    assert_eq!(s.audit_for("a").await.unwrap(), audit);
+}
+
+#[tokio::test]
+async fn a_session_and_its_audit_row_are_written_together() {
+    let pg = Postgres::start().unwrap();
+    let s = Store::connect(&pg.url(), Duration::from_secs(5)).unwrap();
+    s.migrate().await.unwrap();
+    session_and_audit_together(&s).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let lite = Store::connect(
+        &format!("sqlite://{}?mode=rwc", dir.path().join("db").display()),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    lite.migrate().await.unwrap();
+    session_and_audit_together(&lite).await;
+}
+
 #[tokio::test]
 async fn terminate_moves_active_sessions_to_terminating_and_others_to_ended() {
     let pg = Postgres::start().unwrap();

@@ -52,6 +52,8 @@ const RATE_FOR: Duration = Duration::from_secs(5);
 const MEM_SESSIONS: usize = 500;
 const WARM_BYTES: usize = 1024 * 1024;
 const MANY: usize = 10_000;
+/// Sessions whose Postgres statements and Redis commands are counted.
+const RT_SESSIONS: usize = 50;
 const SCP_BYTES: u64 = 1 << 30;
 const SCP_ROUNDS: usize = 3;
 
@@ -244,6 +246,121 @@ async fn wait_active(fleet: &Fleet, n: usize) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Postgres statements (each `execute` or simple statement the server logs with
+/// `log_statement = all`: one round trip each) and Redis commands (`INFO commandstats`), by
+/// statement or command, per session, while `sessions` runs `RT_SESSIONS` sessions. Waits until
+/// every session's `session.ended` event is written (the end's background writes included).
+async fn count_round_trips(
+    pg: &Postgres,
+    redis: &RedisServer,
+    pg_log: &Path,
+    sessions: impl Future<Output = ()>,
+) -> (Vec<(String, f64)>, Vec<(String, f64)>) {
+    const ENDED: &str = "select count(*) from events where kind = 'session.ended'";
+    let ended = || pg.sql(ENDED).unwrap().parse::<usize>().unwrap();
+    pg.sql("ALTER SYSTEM SET log_statement = 'all'").unwrap();
+    pg.sql("SELECT pg_reload_conf()").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pg.sql("SHOW log_statement").unwrap() != "all" {
+        assert!(
+            Instant::now() < deadline,
+            "log_statement never became `all`"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ended_before = ended();
+    let from = std::fs::metadata(pg_log).unwrap().len();
+    let redis_before = redis_calls(redis);
+    sessions.await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ended() < ended_before + RT_SESSIONS {
+        assert!(
+            Instant::now() < deadline,
+            "sessions' end events never written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let redis_after = redis_calls(redis);
+    pg.sql("ALTER SYSTEM RESET log_statement").unwrap();
+    pg.sql("SELECT pg_reload_conf()").unwrap();
+    let log = std::fs::read(pg_log).unwrap();
+    let log = String::from_utf8_lossy(&log[from as usize..]);
+    let mut pg_counts = std::collections::BTreeMap::<String, usize>::new();
+    for line in log.lines() {
+        let Some(at) = line.find("LOG:  ") else {
+            continue;
+        };
+        let rest = &line[at + 6..];
+        let stmt = if let Some(s) = rest.strip_prefix("statement: ") {
+            s
+        } else if rest.starts_with("execute ") {
+            rest.split_once(": ").map_or(rest, |(_, s)| s)
+        } else {
+            continue;
+        };
+        // The counting itself is not the replica's.
+        if stmt.contains("kind = 'session.ended'")
+            || stmt.contains("log_statement")
+            || stmt.contains("pg_reload_conf")
+        {
+            continue;
+        }
+        let key: String = stmt
+            .split_whitespace()
+            .take(6)
+            .collect::<Vec<_>>()
+            .join(" ");
+        *pg_counts.entry(key).or_default() += 1;
+    }
+    let per = |n: usize| n as f64 / RT_SESSIONS as f64;
+    let mut pg_counts: Vec<(String, f64)> =
+        pg_counts.into_iter().map(|(k, n)| (k, per(n))).collect();
+    pg_counts.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut redis_counts: Vec<(String, f64)> = redis_after
+        .into_iter()
+        .filter_map(|(cmd, n)| {
+            let d = n - redis_before.get(&cmd).copied().unwrap_or(0);
+            (d > 0 && cmd != "info").then(|| (cmd, per(d as usize)))
+        })
+        .collect();
+    redis_counts.sort_by(|a, b| b.1.total_cmp(&a.1));
+    (pg_counts, redis_counts)
+}
+
+/// Calls per Redis command so far.
+fn redis_calls(redis: &RedisServer) -> std::collections::HashMap<String, u64> {
+    let out = redis.cli(&["info", "commandstats"]).unwrap();
+    out.lines()
+        .filter_map(|l| {
+            let (cmd, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((cmd.to_string(), calls))
+        })
+        .collect()
+}
+
+fn round_trip_report(pg: &[(String, f64)], redis: &[(String, f64)]) -> String {
+    let total = |v: &[(String, f64)]| v.iter().map(|(_, n)| n).sum::<f64>();
+    let list = |v: &[(String, f64)]| {
+        v.iter()
+            .map(|(k, n)| format!("{n:.2} × {k}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    format!(
+        "round trips per session (one request, setup to close, {RT_SESSIONS} sessions; background writes included; health checks and jobs add a little): Postgres {:.1} statements [{}]; Redis {:.1} commands [{}]",
+        total(pg),
+        list(pg),
+        total(redis),
+        list(redis)
+    )
 }
 
 /// Lets the allocator and the replica's background work settle before reading memory.
@@ -484,7 +601,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let pg = Postgres::start().unwrap();
+        let mut pg = Postgres::start().unwrap();
         let redis = RedisServer::start().unwrap();
         let sshd = Sshd::start().unwrap();
         let echo = echo_server().await;
@@ -662,6 +779,24 @@ fn main() {
                     ms(tcp)
                 ));
             }
+            // Round trips of one session (one request, setup to close, with the background
+            // writes it causes), counted at the servers over RT_SESSIONS sessions.
+            let pg_log = pg
+                .server()
+                .data_dir()
+                .parent()
+                .and_then(Path::parent)
+                .unwrap()
+                .join("main.log");
+            let (pg_counts, redis_counts) = count_round_trips(&pg, &redis, &pg_log, async {
+                for _ in 0..RT_SESSIONS {
+                    let (_, ws) = one_setup(&client, Setup::OneRequest).await;
+                    close(ws).await;
+                }
+                wait_active(&fleet, 0).await;
+            })
+            .await;
+            report.push(round_trip_report(&pg_counts, &redis_counts));
             let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let start = Instant::now();
             let workers: Vec<_> = (0..RATE_WORKERS)

@@ -15,6 +15,7 @@ mod starting;
 pub mod system;
 mod targets;
 mod tokens;
+mod ws_upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;

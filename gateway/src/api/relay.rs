@@ -7,56 +7,24 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
-use futures::{SinkExt, StreamExt, future};
+use futures::SinkExt;
 use tokio::net::TcpStream;
 
+use super::ws_upgrade::{Upgraded, WsUpgrade};
 use super::{ApiError, AppState, Caller, ErrorCode};
+use crate::pump::websocket::{self, Limits};
 use crate::pump::{self, CloseInfo, Ended, Flow, Frame, OnSourceEof, TcpSource};
 use crate::relay_protocol::*;
 use crate::session::{Active, EndReason, Grant, Moved};
 use crate::store::now_ms;
 
-/// Largest frame the relay sends to the client: tungstenite keeps one frame of write buffer
-/// per session after traffic.
+/// Largest frame the relay sends to the client.
 const FRAME: usize = pump::DEFAULT_CHUNK;
-/// Largest message (and frame) accepted from a client (older `wgctl` sent 64 KiB frames); a
-/// frame is buffered whole before the message limit applies, so both are bounded.
+/// Largest message (and frame) accepted from a client (older `wgctl` sent 64 KiB frames): a
+/// frame's length is checked before its buffer is taken.
 const MAX_MESSAGE: usize = 256 * 1024;
-/// WebSocket read buffer: allocated per session up front, so kept small.
-const READ_BUFFER: usize = 4 * 1024;
-
-/// A pump frame as an axum WebSocket message.
-fn to_message(f: Frame) -> Message {
-    match f {
-        Frame::Data(b) => Message::Binary(b),
-        Frame::HalfClose => Message::Text(HALF_CLOSE.into()),
-        Frame::Close(c) => Message::Close(c.map(|c| CloseFrame {
-            code: c.code,
-            reason: c.reason.into(),
-        })),
-        Frame::Ping => Message::Ping(Default::default()),
-        Frame::Pong => Message::Pong(Default::default()),
-    }
-}
-
-/// An axum WebSocket message as a pump frame; pings and pongs count as signs of life (axum
-/// answers pings itself), other text is not relayed.
-fn from_message(m: Message) -> Option<Frame> {
-    match m {
-        Message::Binary(b) => Some(Frame::Data(b)),
-        Message::Text(t) if t.as_str() == HALF_CLOSE => Some(Frame::HalfClose),
-        Message::Close(c) => Some(Frame::Close(c.map(|c| CloseInfo {
-            code: c.code,
-            reason: c.reason.to_string(),
-        }))),
-        Message::Ping(_) => Some(Frame::Ping),
-        Message::Pong(_) => Some(Frame::Pong),
-        _ => None,
-    }
-}
 
 /// `GET /v1/sessions/{id}/relay`: connects a session authorised before.
 pub async fn relay(
@@ -64,7 +32,7 @@ pub async fn relay(
     caller: Caller,
     client: Option<axum::Extension<crate::client_addr::ClientAddr>>,
     Path(id): Path<String>,
-    ws: WebSocketUpgrade,
+    ws: WsUpgrade,
 ) -> Result<Response, ApiError> {
     refuse_new_relays(&st)?;
     let opening = st
@@ -84,7 +52,7 @@ pub async fn relay_target(
     caller: Caller,
     client: Option<axum::Extension<crate::client_addr::ClientAddr>>,
     Path(name): Path<String>,
-    ws: WebSocketUpgrade,
+    ws: WsUpgrade,
 ) -> Result<Response, ApiError> {
     refuse_new_relays(&st)?;
     let direct = st
@@ -177,7 +145,7 @@ async fn carry(
     st: Arc<AppState>,
     active: Active,
     target: TcpStream,
-    ws: WebSocketUpgrade,
+    ws: WsUpgrade,
 ) -> Result<Response, ApiError> {
     let id = active.id().to_string();
     let grant = active.grant();
@@ -215,21 +183,16 @@ async fn carry(
     };
     let failed = st.clone();
     let failed_id = id.clone();
-    Ok(ws
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        .max_message_size(MAX_MESSAGE)
-        .max_frame_size(MAX_MESSAGE)
-        .on_failed_upgrade(move |e| {
-            tracing::warn!(session = %failed_id, error = %e, "websocket upgrade failed");
-            tokio::spawn(async move {
-                failed
-                    .sessions
-                    .end(&failed_id, EndReason::UpgradeFailed, Moved::default())
-                    .await;
-            });
-        })
-        .on_upgrade(move |socket| run(st, active, socket, target, recorder)))
+    let failed = move |e: hyper::Error| {
+        tracing::warn!(session = %failed_id, error = %e, "websocket upgrade failed");
+        tokio::spawn(async move {
+            failed
+                .sessions
+                .end(&failed_id, EndReason::UpgradeFailed, Moved::default())
+                .await;
+        });
+    };
+    Ok(ws.on_upgrade(move |io| run(st, active, io, target, recorder), failed))
 }
 
 /// The close frame that tells the client why its relay ended, and whether to reconnect.
@@ -255,7 +218,7 @@ fn close_frame(reason: EndReason) -> (u16, &'static str) {
 async fn run(
     st: Arc<AppState>,
     active: Active,
-    socket: WebSocket,
+    io: Upgraded,
     target: TcpStream,
     recorder: Option<crate::recording::Recorder>,
 ) {
@@ -263,14 +226,13 @@ async fn run(
     let _guard = st.replica.relay_guard();
     st.metrics.sessions_active.set(st.replica.relays());
     tracing::info!(event = "relay_started", session = %id, target = %active.grant().target, replica = %st.replica.id);
-    let (ws_tx, ws_rx) = socket.split();
-    let mut ws_tx = ws_tx.with(|f: Frame| future::ready(Ok::<_, axum::Error>(to_message(f))));
-    let mut ws_rx = ws_rx.filter_map(|m| {
-        future::ready(match m {
-            Ok(m) => from_message(m).map(Ok),
-            Err(e) => Some(Err(e)),
-        })
-    });
+    let (mut ws_rx, mut ws_tx) = websocket::server(
+        io,
+        Limits {
+            max_frame: MAX_MESSAGE,
+            max_message: MAX_MESSAGE,
+        },
+    );
     let (tcp_rx, tcp_tx) = target.into_split();
     let record = |flow: Flow, b: &[u8]| {
         if let Some(r) = &recorder {

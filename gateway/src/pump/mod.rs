@@ -39,6 +39,8 @@ use tokio::net::tcp::OwnedReadHalf;
 
 pub use crate::relay_protocol::HALF_CLOSE;
 
+pub mod websocket;
+
 /// Default largest frame the pump sends: bounds the WebSocket layers' buffers on both sides
 /// (each keeps about one frame of capacity) while keeping frames large enough for throughput.
 /// A frame's header (at most 8 bytes at this size, masked) and payload fit one TLS record

@@ -418,8 +418,11 @@ impl Sessions {
             requested_from: who.address(),
             ..new_row(&grant, &target.id, status, now)
         };
-        self.inner.store.create_session(&row).await?;
-        self.audit(token_id, "session.authorize", &id, target.name.to_string());
+        // The audit row is written by the same statement: no round trip of its own.
+        self.inner
+            .store
+            .create_session_audited(&row, token_id, "session.authorize", &target.name)
+            .await?;
         tracing::info!(event = "session_authorized", session = %id, target = %target.name, token = %token_id, client = ?row.requested_from, pending);
         if pending {
             self.emit(
@@ -571,7 +574,12 @@ impl Sessions {
         let key = session_key(&id);
         let (live, durable) = tokio::join!(
             self.inner.live.set(&key, &signed, ttl),
-            self.inner.store.create_session(&row)
+            self.inner.store.create_session_audited(
+                &row,
+                &grant.token_id,
+                "session.authorize",
+                &grant.target
+            )
         );
         match (live, durable) {
             (Ok(()), Ok(())) => {}
@@ -590,12 +598,6 @@ impl Sessions {
                 return Err(e.into());
             }
         }
-        self.audit(
-            &grant.token_id,
-            "session.authorize",
-            &id,
-            grant.target.clone(),
-        );
         tracing::info!(event = "session_authorized", session = %id, target = %grant.target, token = %grant.token_id, client = ?from, direct = true);
         self.emit(
             "session.started",

@@ -551,6 +551,82 @@ impl Store {
         .map(|_| ())
     }
 
+    /// Records a new session and its audit row (`actor` did `action`, with `detail`) together:
+    /// on Postgres in one statement (one round trip, where a separate audit insert cost
+    /// another), on SQLite in one transaction. Neither row exists without the other.
+    pub async fn create_session_audited(
+        &self,
+        s: &SessionRow,
+        actor: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        if self.backend != Backend::Postgres {
+            let work = async {
+                let mut tx = self.begin().await?;
+                self.query(
+                    "INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, created_at, \
+                     replica, started_at, requested_from, connected_by, connected_from) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(&s.id)
+                .bind(&s.token_id)
+                .bind(&s.target_id)
+                .bind(&s.target_name)
+                .bind(&s.host)
+                .bind(s.port)
+                .bind(s.status)
+                .bind(s.created_at)
+                .bind(&s.replica)
+                .bind(s.started_at)
+                .bind(&s.requested_from)
+                .bind(&s.connected_by)
+                .bind(&s.connected_from)
+                .execute(&mut *tx)
+                .await?;
+                self.query("INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(now_ms())
+                    .bind(actor)
+                    .bind(action)
+                    .bind(&s.id)
+                    .bind(detail)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            };
+            return self.bounded(work).await;
+        }
+        self.run(async |c| {
+            self.query(
+                "WITH created AS (INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, \
+                 created_at, replica, started_at, requested_from, connected_by, connected_from) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)) \
+                 INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($14, $15, $16, $1, $17)",
+            )
+            .bind(&s.id)
+            .bind(&s.token_id)
+            .bind(&s.target_id)
+            .bind(&s.target_name)
+            .bind(&s.host)
+            .bind(s.port)
+            .bind(s.status)
+            .bind(s.created_at)
+            .bind(&s.replica)
+            .bind(s.started_at)
+            .bind(&s.requested_from)
+            .bind(&s.connected_by)
+            .bind(&s.connected_from)
+            .bind(now_ms())
+            .bind(actor)
+            .bind(action)
+            .bind(detail)
+            .execute(&mut *c)
+            .await
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Claims an authorised session for the relay on `replica`, recording which token
     /// connected it from which address. Postgres serialises concurrent claims: exactly one
     /// replica wins; the others get `false`.

@@ -114,19 +114,40 @@ impl Store {
         subject: &str,
         detail: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        let work = async move {
-            let mut tx = self.begin().await?;
-            self.lock_outbox(&mut tx).await?;
+        let (at, detail) = (now_ms(), detail.to_string());
+        if self.backend == Backend::Postgres {
+            // One round trip instead of four (BEGIN, lock, INSERT, COMMIT): the statement's own
+            // transaction takes the outbox lock before the row (and its id) is made, and holds it
+            // until that transaction commits.
+            return self
+                .run(async |c| {
+                    self.query(
+                        "WITH outbox AS (SELECT pg_advisory_xact_lock($1)) \
+                         INSERT INTO events (at, kind, subject, detail) \
+                         SELECT $2::BIGINT, $3::TEXT, $4::TEXT, $5::TEXT FROM outbox",
+                    )
+                    .bind(OUTBOX_LOCK)
+                    .bind(at)
+                    .bind(kind)
+                    .bind(subject)
+                    .bind(&detail)
+                    .execute(&mut *c)
+                    .await
+                })
+                .await
+                .map(|_| ());
+        }
+        self.run(async |c| {
             self.query("INSERT INTO events (at, kind, subject, detail) VALUES ($1, $2, $3, $4)")
-                .bind(now_ms())
+                .bind(at)
                 .bind(kind)
                 .bind(subject)
-                .bind(detail.to_string())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await
-        };
-        self.bounded(work).await
+                .bind(&detail)
+                .execute(&mut *c)
+                .await
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Events with an id above `after`, oldest first.
