@@ -213,15 +213,18 @@ mod tests {
     use tokio::sync::mpsc;
     use tokio_tungstenite::tungstenite::Message as Client;
 
+    /// The browser's side of the socket.
+    type Page = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
     /// Serves one terminal whose far end is the test itself (what the SSH front end would be),
     /// over a real WebSocket on loopback; returns the client socket and the far end's channels.
     async fn bridge(
         opened: Option<TerminalError>,
         ping: Duration,
     ) -> (
-        tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
+        Page,
         mpsc::Receiver<TerminalInput>,
         mpsc::Sender<TerminalOutput>,
     ) {
