@@ -206,6 +206,7 @@ fn an_approver_signs_in_approves_from_the_queue_and_loses_access_when_revoked() 
     assert_eq!(found["who"], "approver (approver)", "{found}");
     assert_eq!(found["targets"], 1, "{found}");
     assert_eq!(found["left_queue"], true, "{found}");
+    assert_eq!(found["left_watching_tab_via_stream"], true, "{found}");
     assert_eq!(
         found["old_cookie_after_sign_out"]["code"],
         "console_signed_out"

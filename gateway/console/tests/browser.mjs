@@ -117,9 +117,18 @@ async function signinApprove() {
   await page.getByTestId(`pending-${session}`).waitFor();
   await page.getByText("● live").waitFor();
   await page.screenshot({ path: join(out, "console-approvals.png"), fullPage: true });
+  // A second tab watches the same queue and does nothing: the request can only leave it
+  // through the event stream.
+  const watcher = await ctx.newPage();
+  await watcher.goto(base + "/#/approvals");
+  await watcher.getByTestId(`pending-${session}`).waitFor();
+  await watcher.getByText("● live").waitFor();
   await page.getByTestId(`approve-${session}`).click();
   await page.getByTestId(`pending-${session}`).waitFor({ state: "detached" });
   found.left_queue = true;
+  await watcher.getByTestId(`pending-${session}`).waitFor({ state: "detached", timeout: 15000 });
+  found.left_watching_tab_via_stream = true;
+  await watcher.close();
   await page.screenshot({ path: join(out, "console-approved.png"), fullPage: true });
 
   // Sessions page shows it as live now.
