@@ -14,12 +14,25 @@ run *ARGS:
 # Install what the suites need: Debian packages (postgresql, redis, patroni, haproxy, …),
 # kubernetes-validate (offline Kubernetes schemas) into .tools/py with pip (python3-pip from apt
 # when missing), cargo-nextest into .tools/bin (without it the suites run under `cargo test`), and
-# the Kubernetes 1.37 tools built from Go modules (kube-tools).
-deps: kube-tools
+# the Kubernetes 1.37 tools built from Go modules (kube-tools), and the web console's npm
+# packages (esbuild, playwright-core, …) from its lockfile.
+deps: kube-tools console-deps
     scripts/install-deps.sh
     PYTHONPATH=.tools/py python3 -c 'import kubernetes_validate' 2>/dev/null || \
       scripts/pip-target.sh .tools/py kubernetes-validate
     scripts/install-nextest.sh || echo "deps: no cargo-nextest; suites run with cargo test" >&2
+
+# The web console's npm packages, exactly as locked (gateway/console/package-lock.json); node and
+# npm from Debian when the machine has none. Install scripts stay off: esbuild's binary comes
+# as an npm package of its own.
+console-deps:
+    command -v npm >/dev/null || scripts/install-deps.sh nodejs npm
+    cd gateway/console && (npm ls --all >/dev/null 2>&1 || npm ci --ignore-scripts --no-audit --no-fund)
+
+# Rebuild the web console's checked-in assets (gateway/console/dist/) from its TypeScript
+# sources; the `console_assets` suite fails when they drift. Commit the result.
+console: console-deps
+    cd gateway/console && node build.mjs
 
 # Formatting and lints, as CI runs them.
 lint:

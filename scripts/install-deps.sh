@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PACKAGES=(postgresql redis-server redis-sentinel patroni etcd-server etcd-client haproxy pgbouncer
-          openssh-server openssh-client prometheus)
+          openssh-server openssh-client prometheus chromium)
 [ $# -gt 0 ] && PACKAGES=("$@")
 
 missing=()

@@ -16,6 +16,7 @@
 //! | `recording`, `signing` | session recordings (chunks, spool, upload, verify); signed grants and manifests |
 //! | `replica`, `health` | this replica's identity, the one drain path; dependency checks, readiness and isolation |
 //! | `limits`, `client_addr`, `retry` | bounds before authentication (connections, deadlines, relay keep-alive); the client's address (TCP peer or PROXY header); the one retry policy (backon, jittered) |
+//! | `console` | the web console at `/`: embedded assets, cookie sign-in with CSRF, the browser terminal's WebSocket and its seam to the SSH front end |
 //! | `agent` | the agent link: remote gateways join with a one-time token, get a client certificate from the agent CA, and hold one mTLS gRPC stream (heartbeats up, commands down) |
 //! | `server`, `admin_socket`, `dev`, `config` | assembling and serving a replica; the local admin socket; `wardengate dev`; flags and env |
 //! | `target_policy` | which addresses targets may point at (metadata, link-local, the replica's own dependencies refused) |
@@ -27,6 +28,7 @@ pub mod api;
 pub mod client;
 pub mod client_addr;
 pub mod config;
+pub mod console;
 pub mod dev;
 pub mod event_seal;
 pub mod health;

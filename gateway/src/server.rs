@@ -321,6 +321,7 @@ pub async fn run(
                 target_policy: Arc::new(target_policy),
                 guard,
                 observer: crate::api::observer::ObserverTokens::new(observer_token_file),
+                terminals: crate::console::Terminals::none(),
             });
             app.ready(router(state));
             tracing::info!(event = "ready_to_serve", replica = %replica.id);

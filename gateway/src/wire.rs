@@ -792,6 +792,10 @@ error_codes! {
         TokenExpired = "token_expired",
         /// 401: the token was revoked (or was a rotated-out bootstrap token).
         TokenRevoked = "token_revoked",
+        /// 401: the console session cookie is unknown, expired or signed out; sign in again.
+        ConsoleSignedOut = "console_signed_out",
+        /// 403: a console request without its CSRF header, or from another origin.
+        CsrfRefused = "csrf_refused",
         /// 400: a token TTL outside the allowed range.
         InvalidTtl = "invalid_ttl",
         /// 404: no such token.

@@ -137,9 +137,16 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("missing Authorization: Bearer <token> header")
-        })?;
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            // The web console authenticates by its session cookie instead (never a token in
+            // a URL); it re-checks the token behind the session like this path does.
+            if let Some(caller) = crate::console::session::caller_from_cookie(parts, state).await? {
+                return Ok(caller);
+            }
+            return Err(ApiError::unauthorized(
+                "missing Authorization: Bearer <token> header",
+            ));
+        };
         let token = value
             .to_str()
             .ok()

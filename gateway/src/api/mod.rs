@@ -26,6 +26,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+pub(crate) use auth::lookup;
 pub use auth::{Caller, TOKEN_CACHE_TTL, TokenCache};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use guard::{Guard, client_ip};
@@ -74,6 +75,8 @@ pub struct AppState {
     pub guard: Guard,
     /// The operator's read-only identity (status and metrics only).
     pub observer: observer::ObserverTokens,
+    /// The browser terminal's backend (the terminating SSH front end), when there is one.
+    pub terminals: crate::console::Terminals,
 }
 
 /// Who is asking, for the session core: the caller's token and role, and the connection's
@@ -142,6 +145,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 get(recordings::object),
             );
         long_lived = long_lived.route("/v1/events", get(events::stream));
+        bounded = bounded.merge(crate::console::bounded_routes());
+        long_lived = long_lived.merge(crate::console::long_lived_routes());
     }
     if state.replica.role.has_relay() {
         long_lived = long_lived

@@ -1,0 +1,194 @@
+// Browser test of the web console in headless Chromium (Debian's), driven by playwright-core.
+// e2e/tests/console.rs runs it against a real `wardengate dev` with a real session waiting for
+// approval, in two phases around a token revocation it does with wgctl:
+//   node browser.mjs signin-approve   sign in, list targets, approve SESSION from the queue and
+//                                     see it leave, sign out (the old cookie is then refused),
+//                                     sign in again and save the cookie for phase two
+//   node browser.mjs after-revoke     the saved cookie is refused now that its token is revoked
+// Environment: WG_URL (https://127.0.0.1:PORT), WG_TOKEN (an approver's), WG_TARGET,
+// WG_SESSION, WG_OUT (a directory for screenshots and the saved cookie), WG_CHROMIUM (default
+// /usr/bin/chromium). Chromium is kept off the network: every host name resolves to nothing,
+// every address but 127.0.0.1 goes to a dead proxy, background services are off, and any
+// request the page makes to another host fails the test.
+// Prints one JSON line of findings per phase; exits non-zero on the first failed expectation.
+
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { chromium, request } from "playwright-core";
+
+const phase = process.argv[2];
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set`);
+  return v;
+};
+const base = env("WG_URL");
+const out = env("WG_OUT");
+const executablePath = process.env.WG_CHROMIUM || "/usr/bin/chromium";
+if (!existsSync(executablePath)) {
+  throw new Error(`${executablePath} not found: install Debian's chromium (scripts/install-deps.sh)`);
+}
+if (new URL(base).hostname !== "127.0.0.1") throw new Error(`WG_URL must be on 127.0.0.1: ${base}`);
+
+const OFFLINE_ARGS = [
+  "--headless=new",
+  "--no-sandbox", // CI runs as root
+  "--no-first-run",
+  "--no-default-browser-check",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--disable-default-apps",
+  "--disable-domain-reliability",
+  "--disable-client-side-phishing-detection",
+  "--disable-features=OptimizationHints,MediaRouter,Translate,AutofillServerCommunication,CertificateTransparencyComponentUpdater",
+  "--metrics-recording-only",
+  "--no-pings",
+  "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+  "--proxy-server=http://127.0.0.1:9",
+  "--proxy-bypass-list=127.0.0.1",
+];
+
+function expect(ok, what) {
+  if (!ok) throw new Error(`expected: ${what}`);
+}
+
+const offHost = [];
+async function launch() {
+  const browser = await chromium.launch({ executablePath, args: OFFLINE_ARGS, headless: true });
+  return browser;
+}
+
+async function newContext(browser, storageState) {
+  const ctx = await browser.newContext({ ignoreHTTPSErrors: true, storageState, viewport: { width: 1280, height: 800 } });
+  await ctx.route("**/*", (route) => {
+    const u = new URL(route.request().url());
+    if (u.hostname !== "127.0.0.1" && u.protocol !== "data:" && u.protocol !== "blob:") {
+      offHost.push(u.href);
+      return route.abort();
+    }
+    return route.continue();
+  });
+  return ctx;
+}
+
+// GET path with only `cookie` as credentials, outside the browser: what the server says to it.
+async function withCookie(cookie, path) {
+  const api = await request.newContext({ ignoreHTTPSErrors: true, extraHTTPHeaders: { cookie: `__Host-wg_console=${cookie}` } });
+  const r = await api.get(base + path);
+  const body = await r.json().catch(() => ({}));
+  await api.dispose();
+  return { status: r.status(), code: body.code ?? null };
+}
+
+async function signIn(page, token) {
+  await page.goto(base + "/");
+  await page.getByTestId("token").waitFor();
+  await page.getByTestId("token").fill(token);
+  await page.getByTestId("sign-in").click();
+  await page.getByTestId("who").waitFor();
+}
+
+async function signinApprove() {
+  const token = env("WG_TOKEN");
+  const target = env("WG_TARGET");
+  const session = env("WG_SESSION");
+  const browser = await launch();
+  const ctx = await newContext(browser);
+  const page = await ctx.newPage();
+  const found = { phase };
+
+  await signIn(page, token);
+  expect(!page.url().includes(token), "the token never appears in the URL");
+  const cookies = await ctx.cookies();
+  const c = cookies.find((k) => k.name === "__Host-wg_console");
+  expect(c, "a __Host-wg_console cookie after sign-in");
+  expect(c.httpOnly && c.secure && c.sameSite === "Strict", `HttpOnly, Secure, SameSite=Strict: ${JSON.stringify(c)}`);
+  expect(!(await page.evaluate(() => document.cookie)).includes("wg_console"), "the cookie is invisible to scripts");
+  expect(!(await page.evaluate(() => JSON.stringify({ ...localStorage, ...sessionStorage }))).includes(token), "the token is not stored in the page");
+  found.who = await page.getByTestId("who").textContent();
+
+  // Targets.
+  await page.getByTestId(`target-${target}`).waitFor();
+  found.targets = await page.getByTestId("targets").locator("tbody tr").count();
+
+  // The approvals queue, live over the event stream.
+  await page.goto(base + "/#/approvals");
+  await page.getByTestId(`pending-${session}`).waitFor();
+  await page.getByText("● live").waitFor();
+  await page.screenshot({ path: join(out, "console-approvals.png"), fullPage: true });
+  // A second tab watches the same queue and does nothing: the request can only leave it
+  // through the event stream.
+  const watcher = await ctx.newPage();
+  await watcher.goto(base + "/#/approvals");
+  await watcher.getByTestId(`pending-${session}`).waitFor();
+  await watcher.getByText("● live").waitFor();
+  await page.getByTestId(`approve-${session}`).click();
+  await page.getByTestId(`pending-${session}`).waitFor({ state: "detached" });
+  found.left_queue = true;
+  await watcher.getByTestId(`pending-${session}`).waitFor({ state: "detached", timeout: 15000 });
+  found.left_watching_tab_via_stream = true;
+  await watcher.close();
+  await page.screenshot({ path: join(out, "console-approved.png"), fullPage: true });
+
+  // Sessions page shows it as live now.
+  await page.goto(base + "/#/sessions");
+  await page.getByTestId(`session-${session}`).waitFor();
+  found.session_row = (await page.getByTestId(`session-${session}`).textContent())?.replace(/\s+/g, " ");
+
+  // The terminal page says plainly that SSH mode is not there (no fake shell).
+  await page.goto(base + `/#/terminal/${target}`);
+  await page.getByText("SSH mode is not available").waitFor();
+  found.terminal = await page.getByTestId("terminal-status").textContent();
+  expect(await page.getByTestId("terminal").isHidden(), "no terminal is shown without SSH mode");
+  // Playback says why there is nothing to play while the server serves no cast.
+  await page.goto(base + `/#/recordings/${session}`);
+  await page.getByText("Playback is not available").waitFor();
+  found.playback = await page.getByTestId("recording-status").textContent();
+
+  // Sign out: the old cookie is refused from then on.
+  const old = c.value;
+  await page.getByTestId("sign-out").click();
+  await page.getByTestId("token").waitFor();
+  expect((await ctx.cookies()).every((k) => k.name !== "__Host-wg_console"), "sign-out clears the cookie");
+  found.old_cookie_after_sign_out = await withCookie(old, "/v1/targets");
+  expect(found.old_cookie_after_sign_out.status === 401, `old cookie refused after sign-out: ${JSON.stringify(found.old_cookie_after_sign_out)}`);
+
+  // A page without the CSRF header cannot write with the cookie.
+  await signIn(page, token);
+  const forged = await page.evaluate(async () => {
+    const r = await fetch("/v1/targets", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "forged", host: "127.0.0.1", port: 1 }) });
+    return { status: r.status, code: (await r.json()).code };
+  });
+  expect(forged.status === 403 && forged.code === "csrf_refused", `a write without the CSRF header is refused: ${JSON.stringify(forged)}`);
+  found.write_without_csrf = forged;
+  await ctx.storageState({ path: join(out, "state.json") });
+  found.off_host_requests = offHost;
+  expect(offHost.length === 0, `no request left 127.0.0.1: ${offHost.join(", ")}`);
+  await browser.close();
+  console.log(JSON.stringify(found));
+}
+
+async function afterRevoke() {
+  const browser = await launch();
+  const ctx = await newContext(browser, join(out, "state.json"));
+  const saved = (await ctx.cookies()).find((k) => k.name === "__Host-wg_console");
+  expect(saved, "phase one saved a cookie");
+  const found = { phase };
+  found.cookie_after_revoke = await withCookie(saved.value, "/v1/targets");
+  expect(found.cookie_after_revoke.status === 401, `cookie refused after revocation: ${JSON.stringify(found.cookie_after_revoke)}`);
+  const page = await ctx.newPage();
+  await page.goto(base + "/#/targets");
+  await page.getByTestId("token").waitFor();
+  found.page_shows_sign_in = true;
+  found.page_says = await page.getByTestId("signed-out-reason").textContent();
+  expect(found.page_says.includes("revoked"), `the page says why: ${found.page_says}`);
+  await page.screenshot({ path: join(out, "console-revoked.png"), fullPage: true });
+  expect(offHost.length === 0, `no request left 127.0.0.1: ${offHost.join(", ")}`);
+  await browser.close();
+  console.log(JSON.stringify(found));
+}
+
+if (phase === "signin-approve") await signinApprove();
+else if (phase === "after-revoke") await afterRevoke();
+else throw new Error(`unknown phase ${phase}`);
