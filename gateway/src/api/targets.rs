@@ -45,6 +45,28 @@ pub async fn create(
             "port: 1-65535",
         ));
     }
+    if let Some(login) = &t.ssh_user
+        && (login.is_empty()
+            || login.len() > 64
+            || login
+                .chars()
+                .any(|c| c.is_whitespace() || c == ':' || c == ','))
+    {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            "ssh_user: a login name without spaces, `:` or `,`",
+        ));
+    }
+    let host_key = match &t.ssh_host_key {
+        Some(k) => Some(
+            russh::keys::PublicKey::from_openssh(k.trim())
+                .map(|k| crate::ssh::keys::public_line(&k))
+                .map_err(|e| {
+                    ApiError::bad_request(ErrorCode::InvalidBody, format!("ssh_host_key: {e}"))
+                })?,
+        ),
+        None => None,
+    };
     st.target_policy
         .check_configured(&t.host, t.port)
         .map_err(|e| ApiError::forbidden(ErrorCode::TargetNotAllowed, e.to_string()))?;
@@ -59,6 +81,11 @@ pub async fn create(
             ),
             other => other.into(),
         })?;
+    if let Some(login) = &t.ssh_user {
+        st.store
+            .set_ssh_target(&row.id, login, t.ssh_record_input, host_key.as_deref())
+            .await?;
+    }
     let _ = st
         .store
         .audit(
@@ -68,7 +95,9 @@ pub async fn create(
             &format!("{}:{}", row.host, row.port),
         )
         .await;
-    Ok((StatusCode::CREATED, Json(row.into())))
+    let mut view = TargetView::from(row);
+    view.ssh_user = t.ssh_user.clone();
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 pub async fn list(
