@@ -246,6 +246,7 @@ async fn forged_events_written_into_redis_never_reach_approvers() {
             host: "127.0.0.1".into(),
             port: deps.sshd.port(),
             require_approval: true,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -255,6 +255,7 @@ async fn targets_may_not_point_at_metadata_or_the_gateways_own_dependencies() {
             host: host.into(),
             port,
             require_approval: false,
+            ..Default::default()
         };
         async move { admin.add_target(&t).await }
     };

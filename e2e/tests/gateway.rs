@@ -188,6 +188,7 @@ async fn api_errors_are_json_with_stable_codes() {
             host: "h".into(),
             port: 1,
             require_approval: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -209,6 +210,7 @@ async fn api_errors_are_json_with_stable_codes() {
             host: "127.0.0.1".into(),
             port: 1,
             require_approval: false,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -240,6 +242,7 @@ async fn api_errors_are_json_with_stable_codes() {
             host: "127.0.0.1".into(),
             port: 1,
             require_approval: true,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -64,6 +64,7 @@ async fn a_fleet_behind_pgbouncer_in_transaction_mode() {
             host: "127.0.0.1".into(),
             port: sshd.port(),
             require_approval: true,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -240,7 +240,7 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         ssh: match opts.ssh_listen {
             Some(listen) => Some(crate::ssh::SshParts {
                 listen,
-                keys: dev_ssh_keys(&dir)?,
+                keys: dev_ssh_keys(dir)?,
             }),
             None => None,
         },

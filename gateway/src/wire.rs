@@ -106,7 +106,7 @@ impl From<SessionRow> for SessionView {
 }
 
 /// Body of `POST /v1/targets`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTarget {
     /// Unique name: 1–63 letters, digits, `.`, `-` or `_`.

@@ -114,14 +114,11 @@ impl SftpDecoder {
         buf.extend_from_slice(bytes);
         let mut packets = Vec::new();
         let mut at = 0;
-        loop {
-            let Some(len) = buf
-                .get(at..at + 4)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map(|b| u32::from_be_bytes(b) as usize)
-            else {
-                break;
-            };
+        while let Some(len) = buf
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(|b| u32::from_be_bytes(b) as usize)
+        {
             if len == 0 || len > MAX_PACKET {
                 self.broken = true;
                 self.up = Vec::new();
