@@ -247,6 +247,7 @@ async fn forged_events_written_into_redis_never_reach_approvers() {
             port: deps.sshd.port(),
             require_approval: true,
             region: None,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -256,6 +256,7 @@ async fn targets_may_not_point_at_metadata_or_the_gateways_own_dependencies() {
             port,
             require_approval: false,
             region: None,
+            ..Default::default()
         };
         async move { admin.add_target(&t).await }
     };

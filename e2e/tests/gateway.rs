@@ -189,6 +189,7 @@ async fn api_errors_are_json_with_stable_codes() {
             port: 1,
             require_approval: false,
             region: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -211,6 +212,7 @@ async fn api_errors_are_json_with_stable_codes() {
             port: 1,
             require_approval: false,
             region: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -243,6 +245,7 @@ async fn api_errors_are_json_with_stable_codes() {
             port: 1,
             require_approval: true,
             region: None,
+            ..Default::default()
         })
         .await
         .unwrap();

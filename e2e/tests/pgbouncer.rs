@@ -65,6 +65,7 @@ async fn a_fleet_behind_pgbouncer_in_transaction_mode() {
             port: sshd.port(),
             require_approval: true,
             region: None,
+            ..Default::default()
         })
         .await
         .unwrap();

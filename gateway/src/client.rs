@@ -697,7 +697,7 @@ impl Client {
 
 /// `s` as one URL path segment: everything but unreserved characters percent-encoded, so an
 /// id or name can never reach another endpoint.
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

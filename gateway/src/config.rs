@@ -23,6 +23,22 @@ pub struct ServeArgs {
     /// Agent gRPC listen address for remote gateways.
     #[arg(long, env = "WG_AGENT_LISTEN", default_value = "0.0.0.0:8444")]
     pub agent_listen: String,
+    /// Terminating SSH listen address (`ssh -p 2222 USER:TARGET@gateway`); served only when
+    /// the three SSH key files below are given.
+    #[arg(long, env = "WG_SSH_LISTEN", default_value = "0.0.0.0:2222")]
+    pub ssh_listen: String,
+    /// SSH host key users' clients see (OpenSSH private key; `wardengate keys generate
+    /// --ssh-key` prints one). Same file on every replica, so clients pin one key.
+    #[arg(long, env = "WG_SSH_HOST_KEY_FILE")]
+    pub ssh_host_key_file: Option<PathBuf>,
+    /// SSH user CA (OpenSSH private key, from a Secret): signs the per-session certificates
+    /// targets trust with `TrustedUserCAKeys` (`wgctl ssh-ca` prints that line).
+    #[arg(long, env = "WG_SSH_CA_KEY_FILE")]
+    pub ssh_ca_key_file: Option<PathBuf>,
+    /// SSH login CA (OpenSSH private key, from a Secret): signs the short-lived certificates
+    /// `wgctl ssh` logs in with; only those are accepted by the SSH front end.
+    #[arg(long, env = "WG_SSH_LOGIN_CA_KEY_FILE")]
+    pub ssh_login_ca_key_file: Option<PathBuf>,
     /// Postgres URL, e.g. postgres://user:pw@db:5432/wardengate?sslmode=require
     #[arg(long, env = "WG_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -278,6 +294,8 @@ pub struct ServeConfig {
     pub agent_link: Option<crate::agent::LinkConfig>,
     /// Gateway: live and new sessions while the link is down.
     pub offline: crate::agent::state::OfflinePolicy,
+    /// The terminating SSH front end, when its key files are given.
+    pub ssh: Option<crate::ssh::SshParts>,
 }
 
 impl ServeConfig {
@@ -376,6 +394,50 @@ pub fn parse_database_url(s: &str) -> Result<url::Url, ConfigError> {
 }
 
 impl ServeArgs {
+    /// The SSH front end: all three key files, or none (not served).
+    fn ssh(&self) -> Result<Option<crate::ssh::SshParts>, ConfigError> {
+        let files = [
+            (
+                "ssh-host-key-file",
+                "WG_SSH_HOST_KEY_FILE",
+                &self.ssh_host_key_file,
+            ),
+            (
+                "ssh-ca-key-file",
+                "WG_SSH_CA_KEY_FILE",
+                &self.ssh_ca_key_file,
+            ),
+            (
+                "ssh-login-ca-key-file",
+                "WG_SSH_LOGIN_CA_KEY_FILE",
+                &self.ssh_login_ca_key_file,
+            ),
+        ];
+        if files.iter().all(|(_, _, f)| f.is_none()) {
+            return Ok(None);
+        }
+        let mut keys = Vec::new();
+        for (flag, var, file) in files {
+            let path = file.as_ref().ok_or_else(|| {
+                err(flag, var, "the SSH front end needs all three of --ssh-host-key-file, --ssh-ca-key-file and --ssh-login-ca-key-file")
+            })?;
+            keys.push(crate::ssh::keys::read_key(path).map_err(|e| err(flag, var, e.to_string()))?);
+        }
+        let listen = addr("ssh-listen", "WG_SSH_LISTEN", &self.ssh_listen)?;
+        let mut keys = keys.into_iter();
+        match (keys.next(), keys.next(), keys.next()) {
+            (Some(host), Some(user_ca), Some(login_ca)) => Ok(Some(crate::ssh::SshParts {
+                listen,
+                keys: crate::ssh::SshKeys {
+                    host,
+                    user_ca,
+                    login_ca,
+                },
+            })),
+            _ => Ok(None),
+        }
+    }
+
     /// Validates everything, reading the files it names.
     pub fn validate(&self) -> Result<ServeConfig, ConfigError> {
         let listen = addr("listen", "WG_LISTEN", &self.listen)?;
@@ -655,8 +717,10 @@ impl ServeArgs {
             )?,
             accept_signed_grants: self.offline_accept_signed_grants,
         };
+        let ssh = self.ssh()?;
         Ok(ServeConfig {
             offline,
+            ssh,
             agent_ca,
             agent_cert_ttl,
             agent_link,

@@ -50,11 +50,32 @@ pub struct DevOptions {
     pub data_dir: PathBuf,
     /// HTTPS listen address.
     pub listen: SocketAddr,
+    /// Terminating SSH listen address, if any (its keys are generated in the data directory).
+    pub ssh_listen: Option<SocketAddr>,
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DevError {
     let path = path.to_path_buf();
     move |source| DevError::Io { what, path, source }
+}
+
+/// The SSH host key, user CA and login CA of `wardengate dev`, generated on first run.
+fn dev_ssh_keys(dir: &Path) -> Result<crate::ssh::SshKeys, DevError> {
+    let key = |name: &str| -> Result<russh::keys::PrivateKey, DevError> {
+        let path = dir.join(name);
+        let (text, _) = load_or_create(&path, || {
+            crate::ssh::keys::generate_key_file().unwrap_or_default()
+        })?;
+        russh::keys::PrivateKey::from_openssh(text.trim()).map_err(|e| DevError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })
+    };
+    Ok(crate::ssh::SshKeys {
+        host: key("ssh-host-key")?,
+        user_ca: key("ssh-user-ca")?,
+        login_ca: key("ssh-login-ca")?,
+    })
 }
 
 /// Reads `path`, or creates it with `make()` (mode 0600) on first run. Returns the content and
@@ -216,6 +237,13 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
         metrics_listen: None,
         ready: Some(ready_tx),
         agent: Default::default(),
+        ssh: match opts.ssh_listen {
+            Some(listen) => Some(crate::ssh::SshParts {
+                listen,
+                keys: dev_ssh_keys(dir)?,
+            }),
+            None => None,
+        },
     };
     crate::server::run(parts, crate::server::shutdown_signal()).await?;
     Ok(())

@@ -72,6 +72,9 @@ impl Modify for BearerAuth {
         paths::list_gateways,
         paths::revoke_gateway,
         paths::gateway_command,
+        paths::recording_cast,
+        paths::ssh_ca,
+        paths::ssh_certificate,
     ),
     components(schemas(ErrorBody, ErrorCode)),
     modifiers(&BearerAuth),
@@ -85,6 +88,8 @@ impl Modify for BearerAuth {
         (name = "recordings", description = "Signed session recordings."),
         (name = "gateways", description = "Remote gateways of other regions (admin): join \
                                            tokens, the fleet, revocation and commands."),
+        (name = "ssh", description = "The terminating SSH front end: the user CA for targets, \
+                                      login certificates for users."),
     )
 )]
 struct ApiDoc;
@@ -487,4 +492,42 @@ mod paths {
         ),
         security(("bearer" = [])))]
     fn verify_recording() {}
+
+    #[utoipa::path(get, path = "/v1/recordings/{id}/cast", tag = "recordings",
+        params(("id" = String, Path, description = "Session id.")),
+        responses(
+            (status = 200, description = "A terminated SSH session's recording as an asciicast \
+                                          v2 file (`application/x-asciicast`).", body = String),
+            (status = 401, description = "`unauthorized`.", body = ErrorBody),
+            (status = 403, description = "`forbidden`: needs the approver role.",
+             body = ErrorBody),
+            (status = 404, description = "`session_not_found`, `recordings_disabled`, \
+                                          `not_found` (not a terminated SSH session).",
+             body = ErrorBody),
+            (status = 503, description = "`recordings_unavailable`.", body = ErrorBody),
+        ),
+        security(("bearer" = [])))]
+    fn recording_cast() {}
+
+    #[utoipa::path(get, path = "/v1/ssh/ca.pub", tag = "ssh",
+        responses(
+            (status = 200, description = "The SSH user CA's public key, one line for targets' \
+                                          `TrustedUserCAKeys` (no token needed).", body = String),
+            (status = 404, description = "`not_found`: terminating SSH is not configured.",
+             body = ErrorBody),
+        ))]
+    fn ssh_ca() {}
+
+    #[utoipa::path(post, path = "/v1/ssh/certificates", tag = "ssh",
+        request_body = SshCertificateRequest,
+        responses(
+            (status = 200, description = "A short-lived login certificate for the SSH front \
+                                          end (what `wgctl ssh` uses).", body = SshCertificate),
+            (status = 400, description = "`invalid_body`.", body = ErrorBody),
+            (status = 401, description = "`unauthorized`.", body = ErrorBody),
+            (status = 404, description = "`not_found`: terminating SSH is not configured.",
+             body = ErrorBody),
+        ),
+        security(("bearer" = [])))]
+    fn ssh_certificate() {}
 }

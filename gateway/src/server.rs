@@ -107,6 +107,8 @@ pub struct Parts {
     pub ready: Option<tokio::sync::oneshot::Sender<()>>,
     /// The agent link: the listener (control plane) and/or the dial-out (gateway).
     pub agent: AgentParts,
+    /// The terminating SSH front end, when configured.
+    pub ssh: Option<crate::ssh::SshParts>,
 }
 
 /// The agent-link parts of a replica (issue 15).
@@ -182,6 +184,21 @@ pub async fn run(
         Some(addr) => Some(serve_metrics(addr, parts.metrics.clone(), replica.clone()).await?),
         None => None,
     };
+    // Bound now, so a taken SSH port fails the replica at start; served once the API is.
+    let (ssh_listener, ssh_keys) = match &parts.ssh {
+        Some(p) => {
+            let l = crate::ssh::bind(p.listen)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    addr: p.listen,
+                    source,
+                })?;
+            tracing::info!(event = "ssh_listen", listen = %p.listen, usage = %crate::ssh::describe(p.listen));
+            (Some(l), Some(Arc::new(p.keys.clone())))
+        }
+        None => (None, None),
+    };
+    let ssh_port = parts.ssh.as_ref().map(|p| p.listen.port()).unwrap_or(0);
     let (startup_failed_tx, startup_failed) = tokio::sync::oneshot::channel::<ServeError>();
     let flush = parts.recordings.clone();
     let ready = {
@@ -322,13 +339,19 @@ pub async fn run(
                 guard,
                 observer: crate::api::observer::ObserverTokens::new(observer_token_file),
                 terminals: crate::console::Terminals::none(),
+                ssh: ssh_keys.clone(),
+                ssh_port,
             });
+            let ssh_task = match (ssh_listener, ssh_keys) {
+                (Some(l), Some(k)) => Some(crate::ssh::spawn(state.clone(), k, l)),
+                _ => None,
+            };
             app.ready(router(state));
             tracing::info!(event = "ready_to_serve", replica = %replica.id);
             if let Some(tx) = ready {
                 let _ = tx.send(());
             }
-            Some((checker_task, jobs_task, agent_task))
+            Some((checker_task, jobs_task, agent_task, ssh_task))
         })
     };
     let h = handle.clone();
@@ -395,8 +418,11 @@ pub async fn run(
         t.abort();
     }
     ready.abort();
-    if let Ok(Some((checker_task, jobs_task, agent_task))) = ready.await {
+    if let Ok(Some((checker_task, jobs_task, agent_task, ssh_task))) = ready.await {
         checker_task.abort();
+        if let Some(t) = ssh_task {
+            t.abort();
+        }
         if let Some(t) = agent_task {
             t.abort();
         }

@@ -113,6 +113,29 @@ pub enum Command {
         #[command(subcommand)]
         command: ApprovalsCommand,
     },
+    /// Log in to terminated SSH target TARGET with the stock `ssh` client and a short-lived
+    /// certificate (`wgctl ssh db1 -- uptime` runs a command). Exits with ssh's exit code.
+    Ssh {
+        /// Target name.
+        target: String,
+        /// The gateway's SSH host (default: the host of --addr).
+        #[arg(long, env = "WG_SSH_HOST")]
+        ssh_host: Option<String>,
+        /// The gateway's SSH port (default: what the server reports, normally 2222).
+        #[arg(long, env = "WG_SSH_PORT")]
+        ssh_port: Option<u16>,
+        /// The ssh client to run.
+        #[arg(long, default_value = "ssh")]
+        ssh_bin: String,
+        /// Extra ssh options, e.g. `--ssh-arg=-tt` (repeatable).
+        #[arg(long = "ssh-arg", allow_hyphen_values = true)]
+        ssh_args: Vec<String>,
+        /// Remote command (after `--`).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Print the SSH user CA's public key as one `TrustedUserCAKeys` line for targets.
+    SshCa,
     /// Remote gateways that link to the control plane (admin).
     Gateways {
         /// Subcommand.
@@ -190,6 +213,22 @@ pub enum RecordingsCommand {
     /// Print the public keys recording manifests are signed with, in the key-file format
     /// `verify --public-key` reads (no token needed).
     PublicKeys,
+    /// Play a terminated SSH session's recording (asciicast v2) in this terminal.
+    Play {
+        /// Session id.
+        id: String,
+        /// Playback speed factor.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Longest pause shown, in seconds (longer idle gaps are shortened).
+        #[arg(long)]
+        idle_limit: Option<f64>,
+    },
+    /// Print a terminated SSH session's recording as an asciicast v2 file (for asciinema).
+    Cast {
+        /// Session id.
+        id: String,
+    },
 }
 
 /// `wgctl approvals …`.
@@ -246,6 +285,17 @@ pub enum TargetsCommand {
         /// --region R`), not by the control plane.
         #[arg(long)]
         region: Option<String>,
+        /// Terminated SSH: the login on the target (`wgctl ssh NAME`, `ssh -p 2222
+        /// USER:NAME@gateway`); the target must trust `wgctl ssh-ca`.
+        #[arg(long)]
+        ssh_user: Option<String>,
+        /// Terminated SSH: record terminal input too (off by default: it captures passwords
+        /// typed at prompts that do not echo).
+        #[arg(long, requires = "ssh_user")]
+        ssh_record_input: bool,
+        /// Terminated SSH: pin this host key (`ssh-ed25519 AAAA…`) instead of the first one seen.
+        #[arg(long, requires = "ssh_user")]
+        ssh_host_key: Option<String>,
     },
     /// List targets.
     List,
@@ -582,6 +632,9 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 port,
                 require_approval,
                 region,
+                ssh_user,
+                ssh_record_input,
+                ssh_host_key,
             } => {
                 let t = client
                     .add_target(&NewTarget {
@@ -590,6 +643,9 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                         port,
                         require_approval,
                         region,
+                        ssh_user,
+                        ssh_record_input,
+                        ssh_host_key,
                     })
                     .await?;
                 if json_out {
@@ -820,6 +876,28 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Approvals { command } => approvals(&client, command, json_out).await?,
         Command::Gateways { command } => gateways(&client, command, json_out).await?,
         Command::Recordings { command } => recordings(&client, command, json_out).await?,
+        Command::SshCa => print!("{}", client.ssh_ca().await?),
+        Command::Ssh {
+            target,
+            ssh_host,
+            ssh_port,
+            ssh_bin,
+            ssh_args,
+            command,
+        } => {
+            let host = match ssh_host {
+                Some(h) => h,
+                None => url::Url::parse(&cli.addr)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    .ok_or_else(|| ClientError::Address(cli.addr.clone()))?,
+            };
+            let code = crate::wgctl_ssh::ssh(
+                &client, &host, ssh_port, &ssh_bin, &target, &ssh_args, &command,
+            )
+            .await?;
+            std::process::exit(code);
+        }
         Command::System {
             command: SystemCommand::Status { local },
         } => {
@@ -1124,6 +1202,20 @@ async fn recordings(
             let id = id.unwrap_or_default();
             let v = client.verify_recording(&id).await?;
             report(&v, json_out)
+        }
+        RecordingsCommand::Play {
+            id,
+            speed,
+            idle_limit,
+        } => {
+            let cast = client.recording_cast(&id).await?;
+            crate::wgctl_ssh::play(&String::from_utf8_lossy(&cast), speed, idle_limit).await
+        }
+        RecordingsCommand::Cast { id } => {
+            let cast = client.recording_cast(&id).await?;
+            use std::io::Write;
+            std::io::stdout().write_all(&cast)?;
+            Ok(())
         }
         RecordingsCommand::PublicKeys => {
             let listing = client.recording_public_keys().await?;

@@ -114,7 +114,7 @@ impl From<SessionRow> for SessionView {
 }
 
 /// Body of `POST /v1/targets`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTarget {
     /// Unique name: 1–63 letters, digits, `.`, `-` or `_`.
@@ -130,6 +130,41 @@ pub struct NewTarget {
     /// the control plane's replicas relay it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Terminated SSH: the login on the target (the certificate's principal). Set, the target
+    /// is reached with `ssh -p 2222 USER:NAME@gateway` / `wgctl ssh NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_user: Option<String>,
+    /// Terminated SSH: record terminal input too (off by default: input holds passwords typed
+    /// at prompts that do not echo).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ssh_record_input: bool,
+    /// Terminated SSH: the target's host key (`ssh-ed25519 AAAA…`), pinned now instead of on
+    /// first use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_host_key: Option<String>,
+}
+
+/// Body of `POST /v1/ssh/certificates`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SshCertificateRequest {
+    /// The public key to certify, one OpenSSH line (`ssh-ed25519 AAAA…`).
+    pub public_key: String,
+}
+
+/// A short-lived SSH login certificate for the terminating SSH front end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SshCertificate {
+    /// The certificate, one OpenSSH line (`ssh-ed25519-cert-v01@openssh.com AAAA…`).
+    pub certificate: String,
+    /// The `USER` of `USER:TARGET` logins this certificate is valid for.
+    pub user: String,
+    /// The gateway's SSH host key, for `known_hosts`.
+    pub host_key: String,
+    /// The port the SSH front end listens on.
+    pub ssh_port: u16,
+    /// Unix seconds after which the certificate no longer logs in.
+    pub valid_before: u64,
 }
 
 /// A target people connect to, as the API shows it.
@@ -150,6 +185,9 @@ pub struct TargetView {
     /// The region whose remote gateways relay it (absent: the control plane's replicas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Terminated SSH: the login on the target, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_user: Option<String>,
 }
 
 impl From<TargetRow> for TargetView {
@@ -162,6 +200,7 @@ impl From<TargetRow> for TargetView {
             require_approval: r.require_approval != 0,
             region: r.region,
             created_at: r.created_at,
+            ssh_user: None,
         }
     }
 }

@@ -33,6 +33,12 @@ impl Sshd {
     /// Generates host and client keys, creates a throwaway user when running as root (else logs
     /// in as the current user), starts `sshd -D` on a random port and waits until it listens.
     pub fn start() -> Result<Self> {
+        Self::start_with("")
+    }
+
+    /// [`Sshd::start`] with `extra` lines appended to `sshd_config` (e.g. `TrustedUserCAKeys
+    /// FILE` for a target of the terminating SSH mode).
+    pub fn start_with(extra: &str) -> Result<Self> {
         let sandbox = Arc::new(Sandbox::new("sshd")?);
         let dir = sandbox.subdir("ssh", &RunAs::current())?;
         let keygen = require("ssh-keygen")?;
@@ -63,7 +69,7 @@ impl Sshd {
                  AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nUsePAM no\n\
                  StrictModes no\nAllowTcpForwarding yes\nMaxStartups 100:30:200\n\
-                 Subsystem sftp /usr/lib/openssh/sftp-server\n",
+                 Subsystem sftp /usr/lib/openssh/sftp-server\n{extra}\n",
                 d = dir.display()
             ),
         )

@@ -11,6 +11,7 @@ pub mod observer;
 mod recordings;
 mod relay;
 mod sessions;
+mod ssh;
 mod starting;
 pub mod system;
 mod targets;
@@ -77,6 +78,10 @@ pub struct AppState {
     pub observer: observer::ObserverTokens,
     /// The browser terminal's backend (the terminating SSH front end), when there is one.
     pub terminals: crate::console::Terminals,
+    /// The terminating SSH front end's keys, when it is configured.
+    pub ssh: Option<Arc<crate::ssh::SshKeys>>,
+    /// The port the SSH front end listens on (told to `wgctl ssh`).
+    pub ssh_port: u16,
 }
 
 /// Who is asking, for the session core: the caller's token and role, and the connection's
@@ -139,6 +144,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
             .route("/v1/recordings/public-keys", get(recordings::public_keys))
             .route("/v1/recordings/{id}/verify", get(recordings::verify))
+            .route("/v1/recordings/{id}/cast", get(recordings::cast))
+            .route("/v1/ssh/ca.pub", get(ssh::ca_pub))
+            .route(
+                "/v1/ssh/certificates",
+                axum::routing::post(ssh::certificate),
+            )
             .route("/v1/recordings/{id}/objects", get(recordings::objects))
             .route(
                 "/v1/recordings/{id}/objects/{*key}",

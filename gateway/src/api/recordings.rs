@@ -99,3 +99,48 @@ pub async fn object(
         )),
     }
 }
+
+/// The recording of a terminated SSH session as one asciicast v2 file (`application/x-asciicast`):
+/// its chunks' bytes in order, read from the same objects verification covers. Live sessions
+/// get what has been uploaded so far.
+pub async fn cast(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Approver)?;
+    let rec = recordings(&st)?;
+    known_session(&st, &id).await?;
+    let meta = rec
+        .get_object(&id, crate::recording::verify::META)
+        .await
+        .map_err(unavailable)?
+        .and_then(|b| serde_json::from_slice::<crate::recording::Meta>(&b).ok());
+    if !meta.is_some_and(|m| crate::ssh::is_cast_note(&m.note)) {
+        return Err(ApiError::not_found(
+            ErrorCode::NotFound,
+            format!(
+                "recording {id} is not a terminated SSH session's cast (byte relays record raw bytes)"
+            ),
+        ));
+    }
+    let mut chunks: Vec<String> = rec
+        .list_keys(&id)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .filter(|k| k.starts_with("chunk-") && k.ends_with(".bin"))
+        .collect();
+    chunks.sort();
+    let mut body = Vec::new();
+    for k in chunks {
+        if let Some(b) = rec.get_object(&id, &k).await.map_err(unavailable)? {
+            body.extend_from_slice(&b);
+        }
+    }
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-asciicast")],
+        body,
+    )
+        .into_response())
+}

@@ -45,6 +45,28 @@ pub async fn create(
             "port: 1-65535",
         ));
     }
+    if let Some(login) = &t.ssh_user
+        && (login.is_empty()
+            || login.len() > 64
+            || login
+                .chars()
+                .any(|c| c.is_whitespace() || c == ':' || c == ','))
+    {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            "ssh_user: a login name without spaces, `:` or `,`",
+        ));
+    }
+    let host_key = match &t.ssh_host_key {
+        Some(k) => Some(
+            russh::keys::PublicKey::from_openssh(k.trim())
+                .map(|k| crate::ssh::keys::public_line(&k))
+                .map_err(|e| {
+                    ApiError::bad_request(ErrorCode::InvalidBody, format!("ssh_host_key: {e}"))
+                })?,
+        ),
+        None => None,
+    };
     let region = t.region.as_deref().map(str::trim).filter(|r| !r.is_empty());
     if let Some(r) = region {
         if r.len() > 63 {
@@ -60,6 +82,13 @@ pub async fn create(
                  sessions authorised at once)",
             ));
         }
+    }
+    if region.is_some() && t.ssh_user.is_some() {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            "a regional target cannot be a terminated SSH target yet (remote gateways relay \
+             bytes only): drop --region or --ssh-user",
+        ));
     }
     // A regional target is dialled by its region's gateways, which check it against their own
     // rules; the control plane's own addresses mean nothing there.
@@ -79,6 +108,11 @@ pub async fn create(
             ),
             other => other.into(),
         })?;
+    if let Some(login) = &t.ssh_user {
+        st.store
+            .set_ssh_target(&row.id, login, t.ssh_record_input, host_key.as_deref())
+            .await?;
+    }
     let _ = st
         .store
         .audit(
@@ -88,7 +122,9 @@ pub async fn create(
             &format!("{}:{}", row.host, row.port),
         )
         .await;
-    Ok((StatusCode::CREATED, Json(row.into())))
+    let mut view = TargetView::from(row);
+    view.ssh_user = t.ssh_user.clone();
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 pub async fn list(

@@ -36,6 +36,10 @@ enum Command {
         /// HTTPS listen address.
         #[arg(long, env = "WG_LISTEN", default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
+        /// Terminating SSH listen address (off unless given); keys are generated in the data
+        /// directory.
+        #[arg(long, env = "WG_SSH_LISTEN")]
+        ssh_listen: Option<SocketAddr>,
     },
 }
 
@@ -51,6 +55,10 @@ enum KeysCommand {
         /// An agent CA (certificate and key, PEM) for `--agent-ca-file` instead.
         #[arg(long, conflicts_with = "recording")]
         agent_ca: bool,
+        /// An Ed25519 SSH key (OpenSSH format) instead: for `--ssh-host-key-file`,
+        /// `--ssh-ca-key-file` or `--ssh-login-ca-key-file`.
+        #[arg(long, conflicts_with_all = ["recording", "agent_ca"])]
+        ssh_key: bool,
         /// Key id.
         #[arg(long, default_value = "k1")]
         kid: String,
@@ -68,9 +76,12 @@ fn keys(command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Generate {
             recording,
             agent_ca,
+            ssh_key,
             kid,
         } => {
-            if agent_ca {
+            if ssh_key {
+                print!("{}", wardengate::ssh::keys::generate_key_file()?);
+            } else if agent_ca {
                 print!(
                     "{}",
                     wardengate::agent::AgentCa::generate(&format!("wardengate agent CA {kid}"))?
@@ -156,6 +167,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ca: cfg.agent_ca,
             cert_ttl: cfg.agent_cert_ttl,
         },
+        ssh: cfg.ssh,
     };
     wardengate::server::run(parts, shutdown_signal()).await?;
     Ok(())
@@ -239,11 +251,17 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Serve(args) => serve(*args).await,
         Command::Keys { command } => keys(command),
-        Command::Dev { data_dir, listen } => {
-            wardengate::dev::run(wardengate::dev::DevOptions { data_dir, listen })
-                .await
-                .map_err(Into::into)
-        }
+        Command::Dev {
+            data_dir,
+            listen,
+            ssh_listen,
+        } => wardengate::dev::run(wardengate::dev::DevOptions {
+            data_dir,
+            listen,
+            ssh_listen,
+        })
+        .await
+        .map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@ mod rows;
 mod gateways;
 mod outbox;
 mod recordings;
+mod ssh;
 mod tokens;
 
 /// A migrated SQLite store in a temporary directory, for the store's unit tests (the directory
@@ -37,6 +38,7 @@ pub use gateways::{GatewayCommand, GatewayRow, JoinRefusal};
 pub use outbox::{ApprovalRow, Decided, Decision, EventRow, OUTBOX_LOCK};
 pub use recordings::UnsignedRecording;
 pub use rows::{SessionRow, TargetRow, TokenRow};
+pub use ssh::SshTargetRow;
 pub use tokens::{BOOTSTRAP_ID_PREFIX, TokenInfo};
 
 use crate::session::EndReason;

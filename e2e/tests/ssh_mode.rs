@@ -1,0 +1,667 @@
+//! The terminating SSH mode end to end: a real `wardengate serve` with its SSH front end, a real
+//! OpenSSH sshd that trusts the gateway's user CA (`TrustedUserCAKeys`, the line `wgctl ssh-ca`
+//! prints), and stock OpenSSH clients: `wgctl ssh` running a command (exit status passed back)
+//! and an interactive shell on a pty (driven through `script`), `scp` and `sftp` with
+//! `User=USER:TARGET`; the cast recording holds the output, the exit status and the file names;
+//! expired and wrong-principal login certificates and a target host-key mismatch are refused;
+//! a session held longer than every shortened internal TTL stays up.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use wardengate::wire::SessionView;
+use wardengate_e2e::{Fleet, bin};
+use wardengate_testkit::net::free_port;
+use wardengate_testkit::process::run;
+use wardengate_testkit::{Postgres, RedisServer, Sshd, wait_for};
+
+struct World {
+    fleet: Fleet,
+    sshd: Sshd,
+    port: u16,
+    dir: PathBuf,
+    login_ca: PathBuf,
+    _pg: Postgres,
+    _redis: RedisServer,
+}
+
+fn keygen(dir: &Path, name: &str) -> PathBuf {
+    let out = Command::new(bin("wardengate"))
+        .args(["keys", "generate", "--ssh-key"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let p = dir.join(name);
+    std::fs::write(&p, &out.stdout).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+async fn world() -> World {
+    let pg = Postgres::start().unwrap();
+    let redis = RedisServer::start().unwrap();
+    let keys = tempfile::tempdir().unwrap().keep();
+    let host = keygen(&keys, "host");
+    let ca = keygen(&keys, "user-ca");
+    let login_ca = keygen(&keys, "login-ca");
+    let port = free_port().unwrap();
+    let rec = format!("file://{}", keys.join("rec").display());
+    let rkey = keys.join("recording-key");
+    std::fs::write(
+        &rkey,
+        wardengate::recording::ManifestKeys::generate_file("rk1"),
+    )
+    .unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let fleet = Fleet::start(
+        1,
+        &pg.url(),
+        &redis.url(),
+        &[
+            "--ssh-listen",
+            &listen,
+            "--ssh-host-key-file",
+            host.to_str().unwrap(),
+            "--ssh-ca-key-file",
+            ca.to_str().unwrap(),
+            "--ssh-login-ca-key-file",
+            login_ca.to_str().unwrap(),
+            "--recordings-url",
+            &rec,
+            "--recording-key-file",
+            rkey.to_str().unwrap(),
+            // Every internal TTL short, so a session of a few seconds outlives them all.
+            "--live-session-ttl",
+            "2s",
+        ],
+    )
+    .await
+    .unwrap();
+    // The CA line targets trust is the user CA's public key.
+    let line = run(&mut fleet.wgctl(&["ssh-ca"]), Duration::from_secs(30)).unwrap();
+    let expected = run(
+        Command::new("ssh-keygen").arg("-y").arg("-f").arg(&ca),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let key_of = |s: &str| s.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    assert_eq!(
+        key_of(&line),
+        key_of(&expected),
+        "wgctl ssh-ca prints the user CA"
+    );
+    let ca_pub = keys.join("trusted-user-ca.pub");
+    std::fs::write(&ca_pub, format!("{line}\n")).unwrap();
+    let sshd = Sshd::start_with(&format!("TrustedUserCAKeys {}", ca_pub.display())).unwrap();
+    let p = sshd.port().to_string();
+    run(
+        &mut fleet.wgctl(&[
+            "targets",
+            "add",
+            "db1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &p,
+            "--ssh-user",
+            sshd.user(),
+        ]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    World {
+        fleet,
+        sshd,
+        port,
+        dir: keys,
+        login_ca,
+        _pg: pg,
+        _redis: redis,
+    }
+}
+
+impl World {
+    /// `wgctl ssh TARGET -- COMMAND` (batch mode), its whole output.
+    fn wgctl_ssh(&self, target: &str, command: &[&str]) -> Output {
+        let mut args = vec![
+            "ssh".to_string(),
+            target.into(),
+            "--ssh-host".into(),
+            "127.0.0.1".into(),
+            "--ssh-port".into(),
+            self.port.to_string(),
+            "--ssh-arg=-oBatchMode=yes".into(),
+            "--ssh-arg=-oLogLevel=ERROR".into(),
+            "--".into(),
+        ];
+        args.extend(command.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut c = self.fleet.wgctl(&args);
+        timed_output(&mut c, Duration::from_secs(60))
+    }
+
+    /// `wgctl ssh TARGET -- COMMAND` running in the background.
+    fn spawn_ssh(&self, target: &str, command: &[&str]) -> std::process::Child {
+        let port = self.port.to_string();
+        let mut args = vec![
+            "ssh",
+            target,
+            "--ssh-host",
+            "127.0.0.1",
+            "--ssh-port",
+            &port,
+            "--ssh-arg=-oBatchMode=yes",
+            "--",
+        ];
+        args.extend_from_slice(command);
+        self.fleet
+            .wgctl(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// An ephemeral key with a login certificate from the API (what `wgctl ssh` does), for
+    /// `scp` and `sftp`; returns (key, `-o` options).
+    async fn credentials(&self, name: &str) -> (PathBuf, Vec<String>) {
+        let key = self.dir.join(name);
+        run(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&key),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let client = self.fleet.client(&self.fleet.lb_addr());
+        let cert = client.ssh_certificate(public.trim()).await.unwrap();
+        std::fs::write(
+            self.dir.join(format!("{name}-cert.pub")),
+            format!("{}\n", cert.certificate),
+        )
+        .unwrap();
+        let known = self.dir.join("known_hosts");
+        std::fs::write(
+            &known,
+            format!("[127.0.0.1]:{} {}\n", self.port, cert.host_key),
+        )
+        .unwrap();
+        let opts = vec![
+            "-i".into(),
+            key.display().to_string(),
+            "-o".into(),
+            format!("User={}:db1", cert.user),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", known.display()),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+        ];
+        (key, opts)
+    }
+
+    fn latest_session(&self) -> SessionView {
+        let out = run(
+            &mut self
+                .fleet
+                .wgctl(&["-o", "json", "sessions", "list", "--limit", "1"]),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        let v: Vec<SessionView> = serde_json::from_str(&out).unwrap();
+        v.into_iter().next().unwrap()
+    }
+
+    /// The cast of session `id` once it holds every one of `needles`.
+    fn cast_with(&self, id: &str, needles: &[&str]) -> String {
+        let mut last = String::new();
+        let found = wait_for(
+            "the cast to hold what was done",
+            Duration::from_secs(30),
+            || {
+                let out = self
+                    .fleet
+                    .wgctl(&["recordings", "cast", id])
+                    .output()
+                    .ok()?;
+                last = String::from_utf8_lossy(&out.stdout).into_owned();
+                needles
+                    .iter()
+                    .all(|n| last.contains(n))
+                    .then(|| last.clone())
+            },
+        );
+        found
+            .map(|(c, _)| c)
+            .unwrap_or_else(|e| panic!("{e}: {needles:?} not all in\n{last}"))
+    }
+}
+
+fn timed_output(c: &mut Command, timeout: Duration) -> Output {
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{c:?} did not finish: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Each `o` event's data of a cast, concatenated.
+fn output_of(cast: &str) -> String {
+    cast.lines()
+        .skip(1)
+        .filter_map(|l| serde_json::from_str::<(f64, String, String)>(l).ok())
+        .filter(|(_, c, _)| c == "o")
+        .map(|(_, _, d)| d)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stock_openssh_reaches_a_target_through_the_terminating_front_end_and_it_is_recorded() {
+    let w = world().await;
+
+    // A command: its output and its exit status come back; the cast holds both.
+    let out = w.wgctl_ssh("db1", &["echo", "hello-from-$(whoami)", ";", "exit", "3"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exit status passed back: {}",
+        text(&out.stderr)
+    );
+    let user = w.sshd.user().to_string();
+    assert!(
+        text(&out.stdout).contains(&format!("hello-from-{user}")),
+        "{}",
+        text(&out.stdout)
+    );
+    let s = w.latest_session();
+    assert_eq!(s.target_name, "db1");
+    let cast = w.cast_with(&s.id, &["exit-status 3", "session ended"]);
+    assert!(cast.starts_with("{\"version\":2"), "{cast}");
+    assert!(
+        output_of(&cast).contains(&format!("hello-from-{user}")),
+        "{cast}"
+    );
+    assert!(
+        cast.contains("\"m\",\"exec echo hello-from-$(whoami) ; exit 3\""),
+        "{cast}"
+    );
+    // The cast is inside the signed chunk stream: verification covers it.
+    wait_for(
+        "the cast's recording to verify",
+        Duration::from_secs(30),
+        || {
+            let v = w
+                .fleet
+                .wgctl(&["recordings", "verify", &s.id])
+                .output()
+                .ok()?;
+            v.status.success().then_some(())
+        },
+    )
+    .unwrap();
+
+    // An interactive shell on a real pty (script gives ssh a terminal; -tt a pty remotely).
+    let wgctl = bin("wgctl");
+    let inner = format!(
+        "{} ssh db1 --ssh-host 127.0.0.1 --ssh-port {} --ssh-arg=-tt --ssh-arg=-oBatchMode=yes",
+        wgctl.display(),
+        w.port
+    );
+    let mut script = Command::new("script");
+    script
+        .args(["-q", "-e", "-c", &inner, "/dev/null"])
+        .envs(w.fleet.wgctl_env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = script.spawn().unwrap();
+    // Kept open until the shell exits, as a terminal would be.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"stty size; echo pty-$((6*7)); tty; exit 5\n")
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "interactive session hung"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let shown = text(&out.stdout);
+    assert!(shown.contains("pty-42"), "{shown}\n{}", text(&out.stderr));
+    assert!(shown.contains("/dev/pts/"), "a pty on the target: {shown}");
+    assert_eq!(status.code(), Some(5), "{shown}");
+    let s = w.latest_session();
+    let cast = w.cast_with(&s.id, &["pty-42", "exit-status 5"]);
+    assert!(cast.contains("\"m\",\"shell\""), "{cast}");
+    assert!(cast.contains("\"r\","), "the pty size is recorded: {cast}");
+
+    // scp (SFTP protocol) and sftp: the files' names are in the cast.
+    let (_key, opts) = w.credentials("scp-key").await;
+    let local = w.dir.join("upload.txt");
+    std::fs::write(&local, "payload\n".repeat(100)).unwrap();
+    let remote = format!("/tmp/wg-ssh-mode-{}.txt", std::process::id());
+    let out = timed_output(
+        Command::new("scp")
+            .args(&opts)
+            .args(["-P", &w.port.to_string()])
+            .arg(&local)
+            .arg(format!("127.0.0.1:{remote}")),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "scp: {}", text(&out.stderr));
+    let s = w.latest_session();
+    let cast = w.cast_with(
+        &s.id,
+        &[
+            &format!("sftp open {remote} (write,create"),
+            "wrote 800 bytes",
+        ],
+    );
+    assert!(cast.contains("subsystem sftp"), "{cast}");
+    let batch = w.dir.join("sftp-batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "get {remote} {}\nrm {remote}\n",
+            w.dir.join("back.txt").display()
+        ),
+    )
+    .unwrap();
+    let out = timed_output(
+        Command::new("sftp")
+            .args(&opts)
+            .args(["-P", &w.port.to_string(), "-b"])
+            .arg(&batch)
+            .arg("127.0.0.1"),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "sftp: {}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(w.dir.join("back.txt")).unwrap(),
+        std::fs::read(&local).unwrap()
+    );
+    let s = w.latest_session();
+    w.cast_with(&s.id, &[&format!("sftp remove {remote}"), "read 800 bytes"]);
+
+    // A session held longer than every (shortened) internal TTL stays up.
+    let started = Instant::now();
+    let out = w.wgctl_ssh("db1", &["sleep", "7;", "echo", "still-here"]);
+    assert!(started.elapsed() >= Duration::from_secs(7));
+    assert!(
+        out.status.success() && text(&out.stdout).contains("still-here"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Terminate through the session core: the user is told why and ssh ends.
+    let mut held = w.spawn_ssh("db1", &["sleep", "60"]);
+    let id = w
+        .fleet
+        .wait_active_session(Duration::from_secs(30))
+        .await
+        .unwrap();
+    run(
+        &mut w.fleet.wgctl(&["sessions", "kill", &id]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let out = wait_exit(&mut held, Duration::from_secs(20));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("session terminated by an operator"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A target that needs an approval: the client waits, told which session; an approver
+    // (another token) approves; the command runs.
+    let p = w.sshd.port().to_string();
+    run(
+        &mut w.fleet.wgctl(&[
+            "targets",
+            "add",
+            "db1-approval",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &p,
+            "--require-approval",
+            "--ssh-user",
+            w.sshd.user(),
+        ]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let approver: wardengate::wire::CreatedToken = serde_json::from_str(
+        &run(
+            &mut w
+                .fleet
+                .wgctl(&["-o", "json", "tokens", "create", "--role", "approver"]),
+            Duration::from_secs(30),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut waiting = w.spawn_ssh("db1-approval", &["echo", "approved-run"]);
+    let pending = wait_for("the approval request", Duration::from_secs(30), || {
+        let out = run(
+            &mut w.fleet.wgctl(&["-o", "json", "approvals", "list"]),
+            Duration::from_secs(30),
+        )
+        .ok()?;
+        let v: Vec<SessionView> = serde_json::from_str(&out).ok()?;
+        v.into_iter().next().map(|s| s.id)
+    })
+    .unwrap()
+    .0;
+    let mut approve = w.fleet.wgctl(&["approvals", "approve", &pending]);
+    approve
+        .env_remove("WG_TOKEN_FILE")
+        .env("WG_TOKEN", &approver.token);
+    run(&mut approve, Duration::from_secs(30)).unwrap();
+    let out = wait_exit(&mut waiting, Duration::from_secs(30));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("approved-run"));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "waiting for an approver to decide session {pending}"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the ssh client did not end in time"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    use std::io::Read;
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_end(&mut stdout).unwrap();
+    }
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_end(&mut stderr).unwrap();
+    }
+    Output {
+        status: child.wait().unwrap(),
+        stdout,
+        stderr,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_certificates_wrong_principals_and_changed_host_keys_are_refused() {
+    let w = world().await;
+    let (key, opts) = w.credentials("good").await;
+    let ssh = |opts: &[String], extra: &[&str]| {
+        timed_output(
+            Command::new("ssh").args(opts).args(extra).args([
+                "-p",
+                &w.port.to_string(),
+                "127.0.0.1",
+                "echo",
+                "in",
+            ]),
+            Duration::from_secs(60),
+        )
+    };
+    // The API's certificate works…
+    let ok = ssh(&opts, &[]);
+    assert!(
+        ok.status.success() && text(&ok.stdout).contains("in"),
+        "{}",
+        text(&ok.stderr)
+    );
+    // …its key id is the token id; re-sign the same key with the login CA ourselves.
+    let cert = std::fs::read_to_string(w.dir.join("good-cert.pub")).unwrap();
+    let listing = run(
+        Command::new("ssh-keygen")
+            .args(["-L", "-f"])
+            .arg(w.dir.join("good-cert.pub")),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let key_id = listing
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Key ID: "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let user = opts
+        .iter()
+        .find_map(|o| o.strip_prefix("User="))
+        .and_then(|u| u.split(':').next())
+        .unwrap()
+        .to_string();
+    assert!(!cert.is_empty());
+    let resign = |principal: &str, validity: &str| {
+        let _ = std::fs::remove_file(w.dir.join("good-cert.pub"));
+        run(
+            Command::new("ssh-keygen")
+                .arg("-q")
+                .arg("-s")
+                .arg(&w.login_ca)
+                .args(["-I", &key_id, "-n", principal, "-V", validity])
+                .arg(key.with_extension("pub")),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    };
+    resign(&user, "-10m:+10m");
+    let ok = ssh(&opts, &[]);
+    assert!(
+        ok.status.success(),
+        "a valid self-signed-by-login-CA cert logs in: {}",
+        text(&ok.stderr)
+    );
+    resign(&user, "20200101:20200102");
+    let expired = ssh(&opts, &[]);
+    assert!(
+        !expired.status.success(),
+        "an expired certificate is refused"
+    );
+    assert!(
+        text(&expired.stderr).contains("Permission denied"),
+        "{}",
+        text(&expired.stderr)
+    );
+    resign("somebody-else", "-10m:+10m");
+    let wrong = ssh(&opts, &[]);
+    assert!(
+        !wrong.status.success(),
+        "a certificate for another principal is refused"
+    );
+    assert!(
+        text(&wrong.stderr).contains("Permission denied"),
+        "{}",
+        text(&wrong.stderr)
+    );
+
+    // A target whose pinned host key is not the one it presents is refused, naming both.
+    let other = run(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(w.dir.join("not-the-host-key")),
+        Duration::from_secs(10),
+    );
+    other.unwrap();
+    let pinned = std::fs::read_to_string(w.dir.join("not-the-host-key.pub")).unwrap();
+    let p = w.sshd.port().to_string();
+    run(
+        &mut w.fleet.wgctl(&[
+            "targets",
+            "add",
+            "db1-pinned",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &p,
+            "--ssh-user",
+            w.sshd.user(),
+            "--ssh-host-key",
+            pinned.trim(),
+        ]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let out = w.wgctl_ssh("db1-pinned", &["echo", "should-not-run"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(!text(&out.stdout).contains("should-not-run"));
+    assert!(
+        text(&out.stderr).contains("does not match the pinned key"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The first target was pinned on first use and still works.
+    let out = w.wgctl_ssh("db1", &["echo", "pinned-ok"]);
+    assert!(
+        text(&out.stdout).contains("pinned-ok"),
+        "{}",
+        text(&out.stderr)
+    );
+}

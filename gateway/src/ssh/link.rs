@@ -1,0 +1,515 @@
+//! One terminated SSH session: the Wardengate session (authorised, approved, claimed and
+//! watched through [`crate::session::Sessions`]), the gateway's own SSH connection to the
+//! target (opened by the first channel, with a certificate from the user CA), its cast
+//! recording, and the supervisor that ends all three together with one reason.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client;
+use russh::keys::{Algorithm, PrivateKey, PublicKeyOrCertificate};
+use tokio::sync::{OnceCell, watch};
+
+use super::cast::{CastWriter, Header};
+use super::keys::{SshKeys, public_line};
+use crate::api::AppState;
+use crate::session::{Active, EndReason, Moved, Requester, SessionError, SessionStatus};
+use crate::store::{SshTargetRow, TargetRow, now_ms};
+
+/// Who opens the session: the token (from a login certificate, or the console's sign-in).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Token id.
+    pub token_id: String,
+    /// Whether the token is an admin's.
+    pub admin: bool,
+    /// The client's address.
+    pub from: Option<std::net::SocketAddr>,
+}
+
+impl Identity {
+    fn requester(&self) -> Requester<'_> {
+        Requester {
+            token_id: &self.token_id,
+            admin: self.admin,
+            from: self.from,
+        }
+    }
+}
+
+/// A session's cast recording: cast lines into the signed chunk stream.
+#[derive(Clone)]
+pub(crate) struct CastRecorder {
+    rec: crate::recording::Recorder,
+    cast: Arc<Mutex<CastWriter>>,
+    /// Whether terminal input is recorded (per target; off by default).
+    pub input: bool,
+}
+
+impl CastRecorder {
+    fn with(&self, f: impl FnOnce(&mut CastWriter) -> Option<String>) {
+        let line = {
+            let mut c = self.cast.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut c)
+        };
+        if let Some(l) = line {
+            self.rec
+                .record(crate::recording::Direction::Down, l.as_bytes());
+        }
+    }
+    /// Terminal output.
+    pub fn output(&self, b: &[u8]) {
+        self.with(|c| c.output(b));
+    }
+    /// Terminal input, when the target records it.
+    pub fn input(&self, b: &[u8]) {
+        if self.input {
+            self.with(|c| c.input(b));
+        }
+    }
+    /// A resize.
+    pub fn resize(&self, cols: u32, rows: u32) {
+        self.with(|c| Some(c.resize(cols, rows)));
+    }
+    /// A marker.
+    pub fn marker(&self, text: &str) {
+        self.with(|c| Some(c.marker(text)));
+    }
+}
+
+/// The gateway's SSH connection to the target.
+pub(crate) struct Upstream {
+    /// The russh client handle (channels are opened on it).
+    pub handle: client::Handle<UpHandler>,
+}
+
+/// The russh client handler: pins the target's host key, notices the connection ending.
+pub(crate) struct UpHandler {
+    app: Arc<AppState>,
+    target: TargetRow,
+    pinned: Option<String>,
+    refusal: Arc<Mutex<Option<String>>>,
+    closed: Arc<tokio::sync::Notify>,
+}
+
+impl client::Handler for UpHandler {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let offered = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => public_line(key),
+            PublicKeyOrCertificate::Certificate(c) => {
+                let k = russh::keys::PublicKey::from(c.public_key().clone());
+                public_line(&k)
+            }
+        };
+        let pinned = match &self.pinned {
+            Some(p) => Some(p.clone()),
+            None => match self
+                .app
+                .store
+                .pin_ssh_host_key(&self.target.id, &offered)
+                .await
+            {
+                Ok(p) => {
+                    tracing::info!(event = "ssh_host_key_pinned", target = %self.target.name, key = %offered);
+                    p
+                }
+                Err(e) => {
+                    *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                        "cannot pin the host key of target `{}`: {e}",
+                        self.target.name
+                    ));
+                    return Ok(false);
+                }
+            },
+        };
+        if pinned.as_deref() == Some(offered.as_str()) {
+            return Ok(true);
+        }
+        let msg = format!(
+            "host key of target `{}` does not match the pinned key: refusing to connect (pinned {}, offered {}); \
+             if the target's key really changed, an admin re-adds the target with --ssh-host-key",
+            self.target.name,
+            pinned.unwrap_or_default(),
+            offered
+        );
+        tracing::warn!(event = "ssh_host_key_mismatch", target = %self.target.name, offered = %offered);
+        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
+        Ok(false)
+    }
+
+    async fn disconnected(
+        &mut self,
+        _reason: client::DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        self.closed.notify_waiters();
+        self.closed.notify_one();
+        Ok(())
+    }
+}
+
+/// Where the session of a connection stands, for its channels.
+#[derive(Clone)]
+pub(crate) enum LinkState {
+    /// Authenticating, authorising or waiting for an approver (the message says which).
+    Waiting(String),
+    /// Claimed: channels may open.
+    Ready(Arc<Link>),
+    /// Refused (the message says why).
+    Failed(String),
+}
+
+/// A claimed session and everything that hangs off it.
+pub(crate) struct Link {
+    pub app: Arc<AppState>,
+    keys: Arc<SshKeys>,
+    /// Session id.
+    pub id: String,
+    target: TargetRow,
+    ssh: SshTargetRow,
+    upstream: OnceCell<Result<Arc<Upstream>, String>>,
+    up_closed: Arc<tokio::sync::Notify>,
+    /// The recording, when recordings are on.
+    pub recorder: Option<CastRecorder>,
+    /// Bytes client → target.
+    pub up: AtomicU64,
+    /// Bytes target → client.
+    pub down: AtomicU64,
+    /// Set once with the reason the session ends; channels close when it is.
+    pub ended: watch::Sender<Option<EndReason>>,
+    /// Open client channels (to tell them why the session ended).
+    pub channels: Mutex<HashSet<russh::ChannelId>>,
+}
+
+/// The message a user sees when the session ends for `reason`.
+pub fn end_message(reason: EndReason) -> &'static str {
+    match reason {
+        EndReason::Terminated | EndReason::Denied => "session terminated by an operator",
+        EndReason::Drained => "this gateway replica is draining; reconnect",
+        EndReason::ReplicaIsolated => "this gateway replica lost its dependencies; reconnect",
+        EndReason::SessionStateLost => "session state unavailable; reconnect",
+        EndReason::TargetClosed => "the target closed the connection",
+        _ => "session ended",
+    }
+}
+
+impl Link {
+    /// Authorises `who` for `target` (waiting for an approver if the target needs one, telling
+    /// `status` what it waits for), claims the session and starts its recording.
+    pub async fn establish(
+        app: Arc<AppState>,
+        keys: Arc<SshKeys>,
+        who: &Identity,
+        target: &str,
+        status: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<(Arc<Link>, Active), String> {
+        if app.replica.draining() || *app.health.isolated().borrow() {
+            return Err("this gateway replica is not taking new sessions; retry (the load balancer sends you elsewhere)".into());
+        }
+        let row = app
+            .store
+            .target(target)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| SessionError::TargetNotFound(target.into()).to_string())?;
+        let ssh = app
+            .store
+            .ssh_target(&row.id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!("target `{target}` is not a terminated SSH target (an admin adds it with `wgctl targets add … --ssh-user LOGIN`)")
+            })?;
+        let active = if row.require_approval == 0 {
+            let direct = app
+                .sessions
+                .prepare_direct(who.requester(), target)
+                .await
+                .map_err(|e| e.to_string())?;
+            app.sessions
+                .start_direct(direct)
+                .await
+                .map_err(|e| e.to_string())?
+        } else {
+            let auth = app
+                .sessions
+                .authorise(who.requester(), target)
+                .await
+                .map_err(|e| e.to_string())?;
+            if auth.status == SessionStatus::Pending {
+                status(format!(
+                    "wardengate: target `{target}` needs an approval; waiting for an approver to decide session {} (wgctl approvals approve {})",
+                    auth.id, auth.id
+                ));
+            }
+            let deadline = tokio::time::Instant::now()
+                + Duration::from_millis(crate::session::APPROVAL_WINDOW_MS as u64);
+            let opening = loop {
+                match app.sessions.open(&auth.id, who.requester()).await {
+                    Ok(o) => break o,
+                    Err(SessionError::ApprovalPending)
+                        if tokio::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(app.sessions.poll()).await;
+                    }
+                    Err(SessionError::Terminated) => {
+                        return Err(format!("session {} was denied or terminated", auth.id));
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            };
+            status(format!("wardengate: session {} approved", auth.id));
+            app.sessions
+                .claim(opening)
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        let id = active.id().to_string();
+        let recorder = match Self::record(&app, &active, &ssh, who) {
+            Ok(r) => r,
+            Err(e) => {
+                app.sessions
+                    .end(&id, EndReason::RecordingUnavailable, Moved::default())
+                    .await;
+                return Err(format!("the session cannot be recorded: {e}"));
+            }
+        };
+        if app.recordings.is_some()
+            && let Err(e) = app.store.start_recording(&id, &app.replica.id).await
+        {
+            app.sessions
+                .end(&id, EndReason::RecordingUnavailable, Moved::default())
+                .await;
+            return Err(format!("the session cannot be recorded: {e}"));
+        }
+        let (ended, _) = watch::channel(None);
+        Ok((
+            Arc::new(Link {
+                app,
+                keys,
+                id,
+                target: row,
+                ssh,
+                upstream: OnceCell::new(),
+                up_closed: Arc::new(tokio::sync::Notify::new()),
+                recorder,
+                up: AtomicU64::new(0),
+                down: AtomicU64::new(0),
+                ended,
+                channels: Mutex::new(HashSet::new()),
+            }),
+            active,
+        ))
+    }
+
+    fn record(
+        app: &AppState,
+        active: &Active,
+        ssh: &SshTargetRow,
+        who: &Identity,
+    ) -> Result<Option<CastRecorder>, String> {
+        let Some(rec) = &app.recordings else {
+            return Ok(None);
+        };
+        let grant = active.grant();
+        let meta = crate::recording::Meta {
+            session: active.id().to_string(),
+            target: grant.target.clone(),
+            address: format!("{}:{}", grant.host, grant.port),
+            token_id: grant.token_id.clone(),
+            replica: app.replica.id.clone(),
+            started_ms: now_ms(),
+            note: format!(
+                "{}terminated SSH as `{}`: the chunks' bytes, in order, are an asciicast v2 file \
+                 (terminal output; input {}; resizes; exec command lines, exit statuses and SFTP \
+                 file operations as markers)",
+                super::CAST_NOTE_PREFIX,
+                ssh.login,
+                if ssh.record_input != 0 {
+                    "recorded"
+                } else {
+                    "not recorded"
+                }
+            ),
+        };
+        let recorder = rec.start(&meta).map_err(|e| e.to_string())?;
+        let header = Header {
+            version: 2,
+            width: 80,
+            height: 24,
+            timestamp: now_ms() / 1000,
+            title: format!(
+                "{} {} as {} by {}",
+                active.id(),
+                grant.target,
+                ssh.login,
+                who.token_id
+            ),
+            env: Default::default(),
+        };
+        let (writer, line) = CastWriter::start(&header);
+        recorder.record(crate::recording::Direction::Down, line.as_bytes());
+        Ok(Some(CastRecorder {
+            rec: recorder,
+            cast: Arc::new(Mutex::new(writer)),
+            input: ssh.record_input != 0,
+        }))
+    }
+
+    /// The SSH connection to the target, opened by the first caller (`pty`: whether its
+    /// certificate permits a terminal).
+    pub async fn upstream(&self, pty: bool) -> Result<Arc<Upstream>, String> {
+        self.upstream
+            .get_or_init(|| async move { self.connect(pty).await.map(Arc::new) })
+            .await
+            .clone()
+    }
+
+    async fn connect(&self, pty: bool) -> Result<Upstream, String> {
+        let app = &self.app;
+        let (host, port) = (self.target.host.clone(), self.target.port as u16);
+        let dial = async {
+            let resolved = tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| e.to_string())?;
+            let addrs = app.target_policy.permitted(&host, resolved).map_err(|r| {
+                r.map(|e| e.to_string())
+                    .unwrap_or_else(|| "the name resolves to no address".into())
+            })?;
+            tokio::net::TcpStream::connect(&addrs[..])
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let tcp = tokio::time::timeout(app.dial_timeout, dial)
+            .await
+            .map_err(|_| format!("no answer within {:?}", app.dial_timeout))
+            .and_then(|r| r)
+            .map_err(|e| {
+                format!(
+                    "cannot reach target `{}` at {host}:{port}: {e}",
+                    self.target.name
+                )
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let key =
+            PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| e.to_string())?;
+        let cert = self
+            .keys
+            .target_certificate(key.public_key(), &self.ssh.login, &self.id, pty)
+            .map_err(|e| e.to_string())?;
+        let refusal = Arc::new(Mutex::new(None));
+        let handler = UpHandler {
+            app: app.clone(),
+            target: self.target.clone(),
+            pinned: self.ssh.host_key.clone(),
+            refusal: refusal.clone(),
+            closed: self.up_closed.clone(),
+        };
+        let config = Arc::new(client::Config {
+            inactivity_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            nodelay: true,
+            ..Default::default()
+        });
+        let mut handle = match client::connect_stream(config, tcp, handler).await {
+            Ok(h) => h,
+            Err(e) => {
+                let why = refusal.lock().unwrap_or_else(|p| p.into_inner()).take();
+                return Err(why.unwrap_or_else(|| {
+                    format!(
+                        "SSH handshake with target `{}` failed: {e}",
+                        self.target.name
+                    )
+                }));
+            }
+        };
+        let auth = handle
+            .authenticate_openssh_cert(self.ssh.login.clone(), Arc::new(key), cert)
+            .await
+            .map_err(|e| format!("authenticating to target `{}`: {e}", self.target.name))?;
+        if !auth.success() {
+            return Err(format!(
+                "target `{}` refused the gateway's certificate for login `{}` (does it trust the \
+                 Wardengate SSH user CA with TrustedUserCAKeys, and may `{}` log in?)",
+                self.target.name, self.ssh.login, self.ssh.login
+            ));
+        }
+        tracing::info!(event = "ssh_upstream_ready", session = %self.id, target = %self.target.name, login = %self.ssh.login, pty);
+        Ok(Upstream { handle })
+    }
+
+    /// Carries the session until the client goes (`client_gone`), the target's connection
+    /// ends, or the session core says it must end (terminate, drain, isolation, lost state);
+    /// then tells the client why (`notify`), finishes the recording and ends the session.
+    pub async fn run(
+        self: Arc<Self>,
+        active: Active,
+        client_gone: impl std::future::Future<Output = ()>,
+        notify: Option<russh::server::Handle>,
+    ) -> EndReason {
+        let app = self.app.clone();
+        let _guard = app.replica.relay_guard();
+        app.metrics.sessions_active.set(app.replica.relays());
+        let watch = app
+            .sessions
+            .watch(active, app.health.isolated(), app.replica.evictions());
+        let up_closed = self.up_closed.clone();
+        let reason = tokio::select! {
+            r = watch => r,
+            _ = client_gone => EndReason::ClientClosed,
+            _ = up_closed.notified() => EndReason::TargetClosed,
+        };
+        let _ = self.ended.send(Some(reason));
+        if let Some(r) = &self.recorder {
+            r.marker(&format!("session ended: {}", reason.as_str()));
+        }
+        if let Some(h) = &notify
+            && !matches!(reason, EndReason::ClientClosed)
+        {
+            let msg = format!("\r\nwardengate: {}\r\n", end_message(reason));
+            let ids: Vec<_> = self
+                .channels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .copied()
+                .collect();
+            for id in ids {
+                let _ = h
+                    .extended_data(id, 1, bytes::Bytes::from(msg.clone()))
+                    .await;
+                let _ = h.close(id).await;
+            }
+            let _ = h
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    format!("wardengate: {}", end_message(reason)),
+                    String::new(),
+                )
+                .await;
+        }
+        if let Some(Ok(up)) = self.upstream.get() {
+            let _ = up
+                .handle
+                .disconnect(russh::Disconnect::ByApplication, "session ended", "")
+                .await;
+        }
+        let moved = Moved {
+            up: self.up.load(Ordering::Relaxed),
+            down: self.down.load(Ordering::Relaxed),
+        };
+        if let Some(r) = self.recorder.clone() {
+            r.rec.finish(reason.as_str(), moved.up, moved.down);
+        }
+        app.sessions.end(&self.id, reason, moved).await;
+        drop(_guard);
+        app.metrics.sessions_active.set(app.replica.relays());
+        reason
+    }
+}
