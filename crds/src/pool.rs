@@ -56,7 +56,9 @@ fn default_pool_replicas() -> i32 {
     .message(VERSION_REQUIRED))]
 #[x_kube(validation = Rule::new("!has(self.controlPlane) || (has(self.tls) && has(self.tls.secretName) && self.tls.secretName != '')")
     .message(TLS_REQUIRED))]
-#[x_kube(validation = Rule::new("has(self.controlPlane) || (!has(self.tls) && !has(self.image))")
+#[x_kube(validation = Rule::new("!has(self.controlPlane) || (has(self.publicAddress) && self.publicAddress != '')")
+    .message(PUBLIC_ADDRESS_REQUIRED))]
+#[x_kube(validation = Rule::new("has(self.controlPlane) || (!has(self.tls) && !has(self.image) && !has(self.publicAddress))")
     .message(REMOTE_ONLY))]
 #[x_kube(validation = Rule::new(
     "!has(self.terminationGracePeriodSeconds) || self.terminationGracePeriodSeconds >= self.drain.timeoutSeconds"
@@ -80,6 +82,14 @@ pub struct GatewayPoolSpec {
     /// `clusterRef` pool serves its cluster's certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::TlsSpec>,
+    /// Where users' clients reach a `controlPlane` pool's gateways, `HOST:PORT` (their load
+    /// balancer or Service address, e.g. `gw.ap-south.example.com:8443`): each gateway reports it
+    /// over the agent link (`--public-address`) and the control plane hands it to `wgctl` with
+    /// every session to a target of this region. Required with `controlPlane`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 261))]
+    #[x_kube(validation = Rule::new("self.matches('^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\\\\[[0-9A-Fa-f:.]+\\\\]):[0-9]{1,5}$')").message(PUBLIC_ADDRESS_FORMAT))]
+    pub public_address: Option<String>,
     /// Gateway replicas. At least 1. Default: 2.
     #[serde(default = "default_pool_replicas")]
     #[x_kube(validation = Rule::new("self >= 1").message("spec.replicas must be at least 1"))]
@@ -126,7 +136,12 @@ pub const VERSION_REQUIRED: &str = "spec.version: required with spec.controlPlan
 /// See [`EXACTLY_ONE_TARGET`].
 pub const TLS_REQUIRED: &str = "spec.tls.secretName: required with spec.controlPlane (the gateways' serving certificate on 8443)";
 /// See [`EXACTLY_ONE_TARGET`].
-pub const REMOTE_ONLY: &str = "spec.tls, spec.image: only with spec.controlPlane; a clusterRef pool runs its cluster's image and certificate";
+pub const REMOTE_ONLY: &str = "spec.tls, spec.image, spec.publicAddress: only with spec.controlPlane; a clusterRef pool runs its cluster's image and certificate behind its cluster's Service";
+/// See [`EXACTLY_ONE_TARGET`].
+pub const PUBLIC_ADDRESS_REQUIRED: &str = "spec.publicAddress: required with spec.controlPlane (the HOST:PORT users' clients reach these gateways at)";
+/// See [`EXACTLY_ONE_TARGET`].
+pub const PUBLIC_ADDRESS_FORMAT: &str =
+    "spec.publicAddress: use HOST:PORT (a DNS name, IPv4 address or [IPv6] address, and a port)";
 /// See [`EXACTLY_ONE_TARGET`].
 pub const URL_FORMAT: &str =
     "spec.controlPlane.url: use https://HOST:8444 (the control plane's agent port; no path)";

@@ -248,6 +248,7 @@ fn remote(url: &str) -> Value {
     json!({
         "controlPlane": {"url": url, "joinTokenSecretRef": {"name": "join", "key": "token"}},
         "region": "eu-1", "version": "0.1.0", "tls": {"secretName": "gw-tls"},
+        "publicAddress": "gw.eu-1.example.com:8443",
     })
 }
 
@@ -265,6 +266,7 @@ fn a_pool_names_exactly_one_of_cluster_ref_and_control_plane() {
         ("region", REGION_REQUIRED),
         ("version", VERSION_REQUIRED),
         ("tls", TLS_REQUIRED),
+        ("publicAddress", PUBLIC_ADDRESS_REQUIRED),
     ] {
         let mut spec = remote(ok);
         spec.as_object_mut().unwrap().remove(field);
@@ -279,6 +281,7 @@ fn a_pool_names_exactly_one_of_cluster_ref_and_control_plane() {
     for (field, value) in [
         ("tls", json!({"secretName": "x"})),
         ("image", json!("registry.example.com/wg")),
+        ("publicAddress", json!("gw.example.com:8443")),
     ] {
         rejected_with(
             pool(with(json!({"clusterRef": {"name": "wg"}}), &[field], value)).validate_cel(),
@@ -311,6 +314,36 @@ fn the_control_plane_url_is_https_host_8444() {
         rejected_with(pool(remote(bad)).validate_cel(), URL_FORMAT);
     }
     assert!(URL_FORMAT.starts_with("spec.controlPlane.url: use https://HOST:8444"));
+}
+
+#[test]
+fn a_remote_pools_public_address_is_host_port() {
+    let ok = "https://cp.example.com:8444";
+    for good in [
+        "gw.example.com:8443",
+        "gw:443",
+        "203.0.113.7:8443",
+        "[2001:db8::7]:8443",
+    ] {
+        pool(with(remote(ok), &["publicAddress"], json!(good)))
+            .validate_cel()
+            .unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for bad in [
+        "gw.example.com",
+        "https://gw.example.com:8443",
+        "gw.example.com:8443/path",
+        ":8443",
+        "-gw.example.com:8443",
+        "gw.example.com:",
+        "2001:db8::7:8443",
+    ] {
+        rejected_with(
+            pool(with(remote(ok), &["publicAddress"], json!(bad))).validate_cel(),
+            PUBLIC_ADDRESS_FORMAT,
+        );
+    }
+    assert!(PUBLIC_ADDRESS_FORMAT.starts_with("spec.publicAddress: use HOST:PORT"));
 }
 
 #[test]

@@ -208,6 +208,8 @@ pub struct ValidRemote {
     pub image: String,
     /// The serving certificate's Secret.
     pub tls_secret: String,
+    /// `--public-address`: where clients reach these gateways.
+    pub public_address: String,
 }
 
 impl ValidPool {
@@ -239,15 +241,15 @@ pub fn is_agent_url(url: &str) -> bool {
 /// naming the same fields).
 fn pool_target(s: &wardengate_crds::GatewayPoolSpec) -> Result<(), Invalid> {
     use wardengate_crds::{
-        EXACTLY_ONE_TARGET, REGION_REQUIRED, REMOTE_ONLY, TLS_REQUIRED, URL_FORMAT,
-        VERSION_REQUIRED,
+        EXACTLY_ONE_TARGET, PUBLIC_ADDRESS_FORMAT, PUBLIC_ADDRESS_REQUIRED, REGION_REQUIRED,
+        REMOTE_ONLY, TLS_REQUIRED, URL_FORMAT, VERSION_REQUIRED,
     };
     let refuse = |m: &str| Err(Invalid::Admission(m.to_string()));
     let Some(cp) = &s.control_plane else {
         if s.cluster_ref.is_none() {
             return refuse(EXACTLY_ONE_TARGET);
         }
-        if s.tls.is_some() || s.image.is_some() {
+        if s.tls.is_some() || s.image.is_some() || s.public_address.is_some() {
             return refuse(REMOTE_ONLY);
         }
         return Ok(());
@@ -269,9 +271,37 @@ fn pool_target(s: &wardengate_crds::GatewayPoolSpec) -> Result<(), Invalid> {
         refuse(VERSION_REQUIRED)
     } else if blank(s.tls.as_ref().and_then(|t| t.secret_name.as_deref())) {
         refuse(TLS_REQUIRED)
+    } else if blank(s.public_address.as_deref()) {
+        refuse(PUBLIC_ADDRESS_REQUIRED)
+    } else if !s.public_address.as_deref().is_some_and(is_host_port) {
+        refuse(PUBLIC_ADDRESS_FORMAT)
     } else {
         Ok(())
     }
+}
+
+/// `HOST:PORT` as the CRD's `spec.publicAddress` rule admits it: a DNS name or IPv4 address
+/// (letters, digits, dots and dashes, not starting or ending with either) or a bracketed IPv6
+/// address, then a port of one to five digits.
+pub fn is_host_port(a: &str) -> bool {
+    let Some((host, port)) = a.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit());
+    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        !inner.is_empty()
+            && inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+    } else {
+        let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+        edge(host.as_bytes().first())
+            && edge(host.as_bytes().last())
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    };
+    port_ok && host_ok
 }
 
 /// Validates a pool (admission rules and semantic checks).
@@ -316,6 +346,7 @@ pub fn validate_pool(p: &wardengate_crds::GatewayPool) -> Result<ValidPool, Inva
         join_token: cp.join_token_secret_ref.clone(),
         ca: cp.ca_secret_ref.clone(),
         region: p.spec.region.clone().unwrap_or_default(),
+        public_address: p.spec.public_address.clone().unwrap_or_default(),
         version: p.spec.version.clone().unwrap_or_default(),
         image: p
             .spec

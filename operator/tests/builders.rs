@@ -589,6 +589,8 @@ fn a_remote_pool_dials_out_with_no_database_or_redis_wiring() {
             "/etc/wardengate/join/token",
             "--region",
             "ap-south-1",
+            "--public-address",
+            "gw.ap-south.example.com:8443",
             "--agent-state-dir",
             "/var/lib/wardengate/agent",
             "--control-plane-ca",
@@ -711,7 +713,8 @@ fn a_remote_pool_never_renders_newer_than_its_control_plane_reports() {
 #[test]
 fn remote_pool_specs_are_refused_in_the_words_of_admission() {
     use wardengate_crds::{
-        EXACTLY_ONE_TARGET, REGION_REQUIRED, TLS_REQUIRED, URL_FORMAT, VERSION_REQUIRED,
+        EXACTLY_ONE_TARGET, PUBLIC_ADDRESS_FORMAT, PUBLIC_ADDRESS_REQUIRED, REGION_REQUIRED,
+        TLS_REQUIRED, URL_FORMAT, VERSION_REQUIRED,
     };
     let remote = example("remote-gateway-pool");
     for (yaml, words) in [
@@ -742,6 +745,18 @@ fn remote_pool_specs_are_refused_in_the_words_of_admission() {
         (
             remote.replace("https://wardengate-agent", "http://wardengate-agent"),
             URL_FORMAT,
+        ),
+        (
+            remote.replace("  publicAddress: gw.ap-south.example.com:8443\n", ""),
+            PUBLIC_ADDRESS_REQUIRED,
+        ),
+        (
+            remote.replace("gw.ap-south.example.com:8443", "gw.ap-south.example.com"),
+            PUBLIC_ADDRESS_FORMAT,
+        ),
+        (
+            remote.replace("gw.ap-south.example.com:8443", "\"[fd00::7:8443\""),
+            PUBLIC_ADDRESS_FORMAT,
         ),
     ] {
         assert_ne!(yaml, remote, "the case changed the example");

@@ -979,6 +979,8 @@ async fn a_remote_pool_dials_its_control_plane_and_never_runs_newer_than_it() {
             "/etc/wardengate/join/token",
             "--region",
             "ap-south-1",
+            "--public-address",
+            "gw.ap-south.example.com:8443",
             "--agent-state-dir",
             "/var/lib/wardengate/agent",
             "--control-plane-ca",

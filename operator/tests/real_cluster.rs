@@ -332,6 +332,7 @@ fn remote_pool_spec() -> Value {
         "controlPlane": {"url": "https://cp.example.com:8444",
                          "joinTokenSecretRef": {"name": "join", "key": "token"}},
         "region": "eu-1", "version": "0.1.0", "tls": {"secretName": "gw-tls"},
+        "publicAddress": "gw.eu-1.example.com:8443",
     })
 }
 
@@ -998,6 +999,8 @@ fn remote_pool_dials_out(env: &Env, ns: &str, doc: &Value) {
             "/etc/wardengate/join/token",
             "--region",
             doc["spec"]["region"],
+            "--public-address",
+            doc["spec"]["publicAddress"],
             "--agent-state-dir",
             "/var/lib/wardengate/agent",
             "--control-plane-ca",

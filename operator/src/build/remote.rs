@@ -3,7 +3,7 @@
 //! builders as a `clusterRef` pool (zone spread, hostname anti-affinity, surge-only rollout,
 //! PDB, probes, preStop drain, pod overrides) from a cluster-shaped view of the pool, then
 //! turned to dial out: `wardengate serve --role gateway --control-plane URL --join-token-file …
-//! --region R --agent-state-dir …`, no `WG_DATABASE_URL`/`WG_REDIS_URL`, no internal Secret or
+//! --region R --public-address HOST:PORT --agent-state-dir …`, no `WG_DATABASE_URL`/`WG_REDIS_URL`, no internal Secret or
 //! ConfigMap, only the pool's serving certificate, join token and (optional) control-plane CA.
 //!
 //! Identity across restarts: the agent state (the gateway's key and client certificate) lives
@@ -93,6 +93,8 @@ pub fn args(r: &ValidRemote) -> Vec<String> {
         JOIN_TOKEN_FILE,
         "--region",
         &r.region,
+        "--public-address",
+        &r.public_address,
         "--agent-state-dir",
         AGENT_STATE_DIR,
     ]
