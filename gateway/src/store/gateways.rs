@@ -143,11 +143,12 @@ impl Store {
         region: &str,
         now: i64,
     ) -> Result<JoinRefusal, StoreError> {
-        type Row = (String, String, i64, bool, Option<i64>);
+        type Row = (String, String, i64, i64, Option<i64>);
         let row: Option<Row> = self
             .run(async |c| {
                 self.query_as(
-                    "SELECT id, region, expires_at, uses >= max_uses, revoked_at \
+                    "SELECT id, region, expires_at, \
+                     CAST(CASE WHEN uses >= max_uses THEN 1 ELSE 0 END AS BIGINT), revoked_at \
                      FROM gateway_join_tokens WHERE hash = $1",
                 )
                 .bind(token_hash)
@@ -158,7 +159,7 @@ impl Store {
         Ok(match row {
             None => JoinRefusal::Unknown,
             Some((id, _, _, _, Some(_))) => JoinRefusal::Revoked(id),
-            Some((id, _, _, true, _)) => JoinRefusal::Used(id),
+            Some((id, _, _, used_up, _)) if used_up != 0 => JoinRefusal::Used(id),
             Some((id, _, exp, _, _)) if exp <= now => JoinRefusal::Expired(id),
             Some((id, token_region, _, _, _)) => JoinRefusal::WrongRegion {
                 id,
@@ -465,7 +466,7 @@ mod tests {
     async fn a_join_token_joins_once_in_its_region_and_says_why_it_is_refused() {
         let (_d, s) = store().await;
         let far = now_ms() + 3_600_000;
-        s.create_join_token("h1", "t1", "eu", "admin", far)
+        s.create_join_token("h1", "t1", "eu", "admin", far, 1)
             .await
             .unwrap();
         assert_eq!(
@@ -484,7 +485,7 @@ mod tests {
             s.join_gateway("h1", "eu", "gw-b", far).await.unwrap(),
             Err(JoinRefusal::Used("t1".into()))
         );
-        s.create_join_token("h2", "t2", "eu", "admin", now_ms() - 1)
+        s.create_join_token("h2", "t2", "eu", "admin", now_ms() - 1, 1)
             .await
             .unwrap();
         assert_eq!(
@@ -503,13 +504,26 @@ mod tests {
             .map(|g| g.id)
             .collect();
         assert_eq!(ids, vec!["gw-a".to_string()]);
+        // A pool's token admits exactly its number of joins, each a gateway of its own.
+        s.create_join_token("h3", "t3", "eu", "admin", far, 2)
+            .await
+            .unwrap();
+        for gw in ["gw-p1", "gw-p2"] {
+            assert_eq!(s.join_gateway("h3", "eu", gw, far).await.unwrap(), Ok(()));
+        }
+        assert_eq!(
+            s.join_gateway("h3", "eu", "gw-p3", far).await.unwrap(),
+            Err(JoinRefusal::Used("t3".into()))
+        );
+        assert!(s.gateway("gw-p2").await.unwrap().is_some());
+        assert!(s.gateway("gw-p3").await.unwrap().is_none());
     }
 
     #[tokio::test]
     async fn heartbeats_stop_at_revocation_and_commands_are_claimed_once() {
         let (_d, s) = store().await;
         let far = now_ms() + 3_600_000;
-        s.create_join_token("h", "t", "eu", "admin", far)
+        s.create_join_token("h", "t", "eu", "admin", far, 1)
             .await
             .unwrap();
         s.join_gateway("h", "eu", "gw", far).await.unwrap().unwrap();
