@@ -21,6 +21,17 @@ use ipnet::IpNet;
 pub const DEFAULT_DENY: &str =
     "169.254.0.0/16,fe80::/10,fd00:ec2::254/128,0.0.0.0/8,224.0.0.0/4,240.0.0.0/4,ff00::/8,::/128";
 
+/// Why [`TargetPolicy::dial`] returned no connection.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// The policy refuses every address the name resolves to (403 `target_not_allowed`).
+    #[error(transparent)]
+    Refused(TargetRefused),
+    /// The name does not resolve, or nothing answered in time (502 `target_unreachable`).
+    #[error("{0}")]
+    Unreachable(String),
+}
+
 /// Why a target address is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetRefused {
@@ -195,6 +206,36 @@ impl TargetPolicy {
             }),
             None => Ok(()),
         }
+    }
+
+    /// Dials `host:port` within `timeout`: resolves the name now and connects only to the
+    /// addresses this policy permits (Nagle off). The one dial of every front end: the byte
+    /// relay, a remote gateway's relay and the terminating SSH front end.
+    pub async fn dial(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<tokio::net::TcpStream, DialError> {
+        let connect = async {
+            let resolved = tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| DialError::Unreachable(e.to_string()))?;
+            let addrs = self
+                .permitted(host, resolved)
+                .map_err(|refused| match refused {
+                    Some(e) => DialError::Refused(e),
+                    None => DialError::Unreachable("the name resolves to no address".into()),
+                })?;
+            tokio::net::TcpStream::connect(&addrs[..])
+                .await
+                .map_err(|e| DialError::Unreachable(e.to_string()))
+        };
+        let stream = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| DialError::Unreachable(format!("no answer within {timeout:?}")))??;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
     }
 
     /// The addresses of `resolved` the gateway may dial; when none may, the first refusal.

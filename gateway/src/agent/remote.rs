@@ -140,33 +140,19 @@ async fn relay(
 }
 
 async fn dial(r: &Remote, host: &str, port: u16, name: &str) -> Result<TcpStream, ApiError> {
-    let unreachable = |e: String| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            ErrorCode::TargetUnreachable,
-            format!("cannot reach {host}:{port} for target `{name}`: {e}"),
-        )
-    };
-    let connect = async {
-        let resolved = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let addrs = r
-            .target_policy
-            .permitted(host, resolved)
-            .map_err(|refused| match refused {
-                Some(e) => ApiError::forbidden(ErrorCode::TargetNotAllowed, e.to_string()),
-                None => unreachable("the name resolves to no address".into()),
-            })?;
-        TcpStream::connect(&addrs[..])
-            .await
-            .map_err(|e| unreachable(e.to_string()))
-    };
-    let s = tokio::time::timeout(r.dial_timeout, connect)
+    r.target_policy
+        .dial(host, port, r.dial_timeout)
         .await
-        .map_err(|_| unreachable(format!("no answer within {:?}", r.dial_timeout)))??;
-    let _ = s.set_nodelay(true);
-    Ok(s)
+        .map_err(|e| match e {
+            crate::target_policy::DialError::Refused(e) => {
+                ApiError::forbidden(ErrorCode::TargetNotAllowed, e.to_string())
+            }
+            crate::target_policy::DialError::Unreachable(e) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                ErrorCode::TargetUnreachable,
+                format!("cannot reach {host}:{port} for target `{name}`: {e}"),
+            ),
+        })
 }
 
 fn to_message(f: Frame) -> Message {

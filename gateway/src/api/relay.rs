@@ -104,39 +104,23 @@ fn refuse_new_relays(st: &AppState) -> Result<(), ApiError> {
 /// addresses the target policy permits (403 `target_not_allowed` when none is; 502
 /// `target_unreachable` when the target does not answer).
 async fn dial(st: &AppState, grant: &Grant) -> Result<TcpStream, ApiError> {
-    let unreachable = |e: String| {
-        ApiError::new(
-            axum::http::StatusCode::BAD_GATEWAY,
-            ErrorCode::TargetUnreachable,
-            format!(
-                "cannot reach {}:{} for target `{}`: {e}",
-                grant.host, grant.port, grant.target
-            ),
-        )
-    };
-    let connect = async {
-        let resolved = tokio::net::lookup_host((grant.host.as_str(), grant.port))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let addrs = st
-            .target_policy
-            .permitted(&grant.host, resolved)
-            .map_err(|refused| match refused {
-                Some(e) => {
-                    tracing::warn!(event = "target_refused", target = %grant.target, error = %e);
-                    ApiError::forbidden(ErrorCode::TargetNotAllowed, e.to_string())
-                }
-                None => unreachable("the name resolves to no address".into()),
-            })?;
-        TcpStream::connect(&addrs[..])
-            .await
-            .map_err(|e| unreachable(e.to_string()))
-    };
-    let target = tokio::time::timeout(st.dial_timeout, connect)
+    st.target_policy
+        .dial(&grant.host, grant.port, st.dial_timeout)
         .await
-        .map_err(|_| unreachable(format!("no answer within {:?}", st.dial_timeout)))??;
-    let _ = target.set_nodelay(true);
-    Ok(target)
+        .map_err(|e| match e {
+            crate::target_policy::DialError::Refused(e) => {
+                tracing::warn!(event = "target_refused", target = %grant.target, error = %e);
+                ApiError::forbidden(ErrorCode::TargetNotAllowed, e.to_string())
+            }
+            crate::target_policy::DialError::Unreachable(e) => ApiError::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                ErrorCode::TargetUnreachable,
+                format!(
+                    "cannot reach {}:{} for target `{}`: {e}",
+                    grant.host, grant.port, grant.target
+                ),
+            ),
+        })
 }
 
 /// Starts the recording (when on) and upgrades to the relay of an active session. A session

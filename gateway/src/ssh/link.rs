@@ -374,29 +374,16 @@ impl Link {
     async fn connect(&self, pty: bool) -> Result<Upstream, String> {
         let app = &self.app;
         let (host, port) = (self.target.host.clone(), self.target.port as u16);
-        let dial = async {
-            let resolved = tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map_err(|e| e.to_string())?;
-            let addrs = app.target_policy.permitted(&host, resolved).map_err(|r| {
-                r.map(|e| e.to_string())
-                    .unwrap_or_else(|| "the name resolves to no address".into())
-            })?;
-            tokio::net::TcpStream::connect(&addrs[..])
-                .await
-                .map_err(|e| e.to_string())
-        };
-        let tcp = tokio::time::timeout(app.dial_timeout, dial)
+        let tcp = app
+            .target_policy
+            .dial(&host, port, app.dial_timeout)
             .await
-            .map_err(|_| format!("no answer within {:?}", app.dial_timeout))
-            .and_then(|r| r)
             .map_err(|e| {
                 format!(
                     "cannot reach target `{}` at {host}:{port}: {e}",
                     self.target.name
                 )
             })?;
-        let _ = tcp.set_nodelay(true);
         let key =
             PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| e.to_string())?;
         let cert = self
