@@ -513,7 +513,7 @@ mod paths {
         responses(
             (status = 200, description = "The SSH user CA's public key, one line for targets' \
                                           `TrustedUserCAKeys` (no token needed).", body = String),
-            (status = 404, description = "`not_found`: terminating SSH is not configured.",
+            (status = 404, description = "`ssh_not_configured`: terminating SSH is not configured.",
              body = ErrorBody),
         ))]
     fn ssh_ca() {}
@@ -525,7 +525,7 @@ mod paths {
                                           end (what `wgctl ssh` uses).", body = SshCertificate),
             (status = 400, description = "`invalid_body`.", body = ErrorBody),
             (status = 401, description = "`unauthorized`.", body = ErrorBody),
-            (status = 404, description = "`not_found`: terminating SSH is not configured.",
+            (status = 404, description = "`ssh_not_configured`: terminating SSH is not configured.",
              body = ErrorBody),
         ),
         security(("bearer" = [])))]

@@ -866,6 +866,8 @@ error_codes! {
         TargetNotFound = "target_not_found",
         /// 404: this server does not record sessions.
         RecordingsDisabled = "recordings_disabled",
+        /// 404: this server does not terminate SSH (its three SSH key files are not given).
+        SshNotConfigured = "ssh_not_configured",
         /// 409: a unique name is taken.
         AlreadyExists = "already_exists",
         /// 409: a target with that name exists.

@@ -15,7 +15,7 @@ use crate::wire::{SshCertificate, SshCertificateRequest};
 fn keys(st: &AppState) -> Result<&Arc<SshKeys>, ApiError> {
     st.ssh.as_ref().ok_or_else(|| {
         ApiError::not_found(
-            ErrorCode::NotFound,
+            ErrorCode::SshNotConfigured,
             "terminating SSH is not configured on this server (--ssh-host-key-file, \
              --ssh-ca-key-file, --ssh-login-ca-key-file)",
         )
