@@ -530,25 +530,12 @@ impl Store {
     /// that authorised and claimed it in one request.
     pub async fn create_session(&self, s: &SessionRow) -> Result<(), StoreError> {
         self.run(async |c| {
-            self.query(
+            let q = self.query(
                 "INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, created_at, \
                  replica, started_at, requested_from, connected_by, connected_from) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(&s.id)
-            .bind(&s.token_id)
-            .bind(&s.target_id)
-            .bind(&s.target_name)
-            .bind(&s.host)
-            .bind(s.port)
-            .bind(s.status)
-            .bind(s.created_at)
-            .bind(&s.replica)
-            .bind(s.started_at)
-            .bind(&s.requested_from)
-            .bind(&s.connected_by)
-            .bind(&s.connected_from)
-            .execute(&mut *c).await})
+            );
+            bind_session(q, s).execute(&mut *c).await})
         .await
         .map(|_| ())
     }
@@ -566,26 +553,12 @@ impl Store {
         if self.backend != Backend::Postgres {
             let work = async {
                 let mut tx = self.begin().await?;
-                self.query(
+                let q = self.query(
                     "INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, created_at, \
                      replica, started_at, requested_from, connected_by, connected_from) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                )
-                .bind(&s.id)
-                .bind(&s.token_id)
-                .bind(&s.target_id)
-                .bind(&s.target_name)
-                .bind(&s.host)
-                .bind(s.port)
-                .bind(s.status)
-                .bind(s.created_at)
-                .bind(&s.replica)
-                .bind(s.started_at)
-                .bind(&s.requested_from)
-                .bind(&s.connected_by)
-                .bind(&s.connected_from)
-                .execute(&mut *tx)
-                .await?;
+                );
+                bind_session(q, s).execute(&mut *tx).await?;
                 self.query("INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)")
                     .bind(now_ms())
                     .bind(actor)
@@ -599,25 +572,13 @@ impl Store {
             return self.bounded(work).await;
         }
         self.run(async |c| {
-            self.query(
+            let q = self.query(
                 "WITH created AS (INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, \
                  created_at, replica, started_at, requested_from, connected_by, connected_from) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)) \
                  INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($14, $15, $16, $1, $17)",
-            )
-            .bind(&s.id)
-            .bind(&s.token_id)
-            .bind(&s.target_id)
-            .bind(&s.target_name)
-            .bind(&s.host)
-            .bind(s.port)
-            .bind(s.status)
-            .bind(s.created_at)
-            .bind(&s.replica)
-            .bind(s.started_at)
-            .bind(&s.requested_from)
-            .bind(&s.connected_by)
-            .bind(&s.connected_from)
+            );
+            bind_session(q, s)
             .bind(now_ms())
             .bind(actor)
             .bind(action)
@@ -816,4 +777,25 @@ impl Store {
         self.run(async |c| query.bind(limit).fetch_all(&mut *c).await)
             .await
     }
+}
+
+/// Binds a new session row's thirteen columns, in the order of the `INSERT INTO sessions`
+/// column lists above (`$1` to `$13`).
+fn bind_session<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, <sqlx::Any as sqlx::Database>::Arguments>,
+    s: &'q SessionRow,
+) -> sqlx::query::Query<'q, sqlx::Any, <sqlx::Any as sqlx::Database>::Arguments> {
+    q.bind(&s.id)
+        .bind(&s.token_id)
+        .bind(&s.target_id)
+        .bind(&s.target_name)
+        .bind(&s.host)
+        .bind(s.port)
+        .bind(s.status)
+        .bind(s.created_at)
+        .bind(&s.replica)
+        .bind(s.started_at)
+        .bind(&s.requested_from)
+        .bind(&s.connected_by)
+        .bind(&s.connected_from)
 }
