@@ -167,6 +167,40 @@ async fn session_and_audit_together(s: &Store) {
             .is_err()
     );
     assert_eq!(s.audit_for("a").await.unwrap(), audit);
+
+    // With the recording row too (a session relayed at once): all three rows in one statement.
+    s.create_session_recorded(
+        &session("b", &t.id),
+        "t1",
+        "session.authorize",
+        "db",
+        Some("r1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.audit_for("b").await.unwrap().len(), 1);
+    // The target and the token's open sessions in one read: "a" and "b" are open.
+    let (row, held) = s.target_and_held("db", "t1").await.unwrap().unwrap();
+    assert_eq!((row.name.as_str(), row.port, held), ("db", 1, 2));
+    assert_eq!(s.target_and_held("db", "t9").await.unwrap().unwrap().1, 0);
+    assert!(s.target_and_held("nope", "t1").await.unwrap().is_none());
+    assert!(s.claim_session("b", "r1", "t1", None).await.unwrap());
+    s.end_session("b", "r1", 1, 2, EndReason::ClientClosed)
+        .await
+        .unwrap();
+    assert_eq!(s.target_and_held("db", "t1").await.unwrap().unwrap().1, 1);
+    let unsigned: Vec<String> = s
+        .unsigned_recordings()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.session_id)
+        .collect();
+    assert_eq!(
+        unsigned,
+        ["b"],
+        "the recording row was written with the session"
+    );
 }
 
 #[tokio::test]

@@ -55,10 +55,13 @@ pub async fn relay_target(
     ws: WsUpgrade,
 ) -> Result<Response, ApiError> {
     refuse_new_relays(&st)?;
-    let direct = st
+    let mut direct = st
         .sessions
         .prepare_direct(super::requester(&caller, client), &name)
         .await?;
+    if st.recordings.is_some() {
+        direct = direct.recorded_by(&st.replica.id);
+    }
     let (target, started) = tokio::join!(
         dial(&st, direct.grant()),
         st.sessions.start_direct(direct.clone())
@@ -145,7 +148,12 @@ async fn carry(
                 started_ms: now_ms(),
                 note: "bytes as relayed; for SSH and TLS targets they are ciphertext".into(),
             };
-            let started = match st.store.start_recording(&id, &st.replica.id).await {
+            let row = if active.recording_row_written() {
+                Ok(())
+            } else {
+                st.store.start_recording(&id, &st.replica.id).await
+            };
+            let started = match row {
                 Ok(()) => rec.start(&meta).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };

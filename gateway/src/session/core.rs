@@ -76,12 +76,20 @@ pub struct Direct {
     grant: Grant,
     from: Option<String>,
     target_id: String,
+    recording_replica: Option<String>,
 }
 
 impl Direct {
     /// The grant it will start with: where to dial.
     pub fn grant(&self) -> &Grant {
         &self.grant
+    }
+
+    /// Writes the session's recording row (recorded by this replica) with the session row, in
+    /// the same round trip: for a front end that records every session it carries.
+    pub fn recorded_by(mut self, replica: &str) -> Self {
+        self.recording_replica = Some(replica.to_string());
+        self
     }
 }
 
@@ -92,6 +100,7 @@ impl Direct {
 pub struct Active {
     grant: Grant,
     signed: String,
+    recording_row: bool,
     _place: Option<Arc<OwnedSemaphorePermit>>,
 }
 
@@ -104,6 +113,12 @@ impl Active {
     /// Session id.
     pub fn id(&self) -> &str {
         &self.grant.session_id
+    }
+
+    /// Whether its recording row was written when it started ([`Direct::recorded_by`]), so
+    /// the front end need not write it again.
+    pub fn recording_row_written(&self) -> bool {
+        self.recording_row
     }
 }
 
@@ -329,19 +344,32 @@ impl Sessions {
     /// fewer sessions than the per-token cap (counted in Postgres, so fleet-wide; requests racing
     /// each other may pass it by as many as arrive at once).
     pub(super) async fn admit(&self, token_id: &str) -> Result<(), SessionError> {
+        self.admit_rate(token_id)?;
+        let max = self.inner.config.max_sessions_per_token;
+        if max > 0 {
+            let held = self.inner.store.open_sessions_of(token_id).await?;
+            self.admit_held(token_id, held)?;
+        }
+        Ok(())
+    }
+
+    /// The per-token new-session rate (in memory, checked before any query).
+    fn admit_rate(&self, token_id: &str) -> Result<(), SessionError> {
         if let Err(wait) = self.inner.rate.check(&token_id.to_string()) {
             self.limited("session_rate");
             tracing::warn!(event = "session_rate_limited", token = %token_id, retry_after = ?wait);
             return Err(SessionError::RateLimited(wait));
         }
+        Ok(())
+    }
+
+    /// The per-token cap on sessions held at once, given how many `token_id` holds now.
+    fn admit_held(&self, token_id: &str, held: i64) -> Result<(), SessionError> {
         let max = self.inner.config.max_sessions_per_token;
-        if max > 0 {
-            let held = self.inner.store.open_sessions_of(token_id).await?;
-            if held >= i64::from(max) {
-                self.limited("token_sessions");
-                tracing::warn!(event = "token_sessions_capped", token = %token_id, held, max);
-                return Err(SessionError::TooManySessions(max));
-            }
+        if max > 0 && held >= i64::from(max) {
+            self.limited("token_sessions");
+            tracing::warn!(event = "token_sessions_capped", token = %token_id, held, max);
+            return Err(SessionError::TooManySessions(max));
         }
         Ok(())
     }
@@ -374,16 +402,17 @@ impl Sessions {
         who: Requester<'_>,
         target: &str,
     ) -> Result<Authorization, SessionError> {
-        let target = self
+        let (target, held) = self
             .inner
             .store
-            .target(target)
+            .target_and_held(target, who.token_id)
             .await?
             .ok_or_else(|| SessionError::TargetNotFound(target.to_string()))?;
         if let Some(region) = target.region.clone() {
             return self.authorise_regional(who, &target, &region).await;
         }
-        self.admit(who.token_id).await?;
+        self.admit_rate(who.token_id)?;
+        self.admit_held(who.token_id, held)?;
         self.authorise_target(who, &target).await
     }
 
@@ -522,10 +551,10 @@ impl Sessions {
         who: Requester<'_>,
         target: &str,
     ) -> Result<Direct, SessionError> {
-        let row = self
+        let (row, held) = self
             .inner
             .store
-            .target(target)
+            .target_and_held(target, who.token_id)
             .await?
             .ok_or_else(|| SessionError::TargetNotFound(target.to_string()))?;
         if row.region.is_some() {
@@ -534,7 +563,8 @@ impl Sessions {
         if row.require_approval != 0 {
             return Err(SessionError::ApprovalRequired(row.name));
         }
-        self.admit(who.token_id).await?;
+        self.admit_rate(who.token_id)?;
+        self.admit_held(who.token_id, held)?;
         let ttl = self.inner.config.live_session_ttl;
         let now = now_ms();
         let grant = grant_to(
@@ -549,6 +579,7 @@ impl Sessions {
             grant,
             from: who.address(),
             target_id: row.id,
+            recording_replica: None,
         })
     }
 
@@ -560,6 +591,7 @@ impl Sessions {
             grant,
             from,
             target_id,
+            recording_replica,
         } = direct;
         let place = self.place()?;
         let id = grant.session_id.clone();
@@ -574,11 +606,12 @@ impl Sessions {
         let key = session_key(&id);
         let (live, durable) = tokio::join!(
             self.inner.live.set(&key, &signed, ttl),
-            self.inner.store.create_session_audited(
+            self.inner.store.create_session_recorded(
                 &row,
                 &grant.token_id,
                 "session.authorize",
-                &grant.target
+                &grant.target,
+                recording_replica.as_deref(),
             )
         );
         match (live, durable) {
@@ -607,6 +640,7 @@ impl Sessions {
         Ok(Active {
             grant,
             signed,
+            recording_row: recording_replica.is_some(),
             _place: place,
         })
     }
@@ -722,6 +756,7 @@ impl Sessions {
         Ok(Active {
             grant: active,
             signed: active_signed,
+            recording_row: false,
             _place: place,
         })
     }

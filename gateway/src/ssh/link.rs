@@ -227,11 +227,14 @@ impl Link {
                 format!("target `{target}` is not a terminated SSH target (an admin adds it with `wgctl targets add … --ssh-user LOGIN`)")
             })?;
         let active = if row.require_approval == 0 {
-            let direct = app
+            let mut direct = app
                 .sessions
                 .prepare_direct(who.requester(), target)
                 .await
                 .map_err(|e| e.to_string())?;
+            if app.recordings.is_some() {
+                direct = direct.recorded_by(&app.replica.id);
+            }
             app.sessions
                 .start_direct(direct)
                 .await
@@ -281,6 +284,7 @@ impl Link {
             }
         };
         if app.recordings.is_some()
+            && !active.recording_row_written()
             && let Err(e) = app.store.start_recording(&id, &app.replica.id).await
         {
             app.sessions

@@ -132,6 +132,19 @@ pub const POOL_SIZE: u32 = 16;
 pub const HEALTH_POOL_SIZE: u32 = 2;
 
 /// Advisory lock key serialising migrations across replicas (`pg_advisory_xact_lock`).
+/// Notes that a session is being recorded ($1 session, $2 replica, $3 unix ms); a second start
+/// (a reconnect) keeps the first.
+const START_RECORDING: &str = "INSERT INTO recordings (session_id, replica, state, started_at) \
+     VALUES ($1, $2, 'recording', $3) ON CONFLICT (session_id) DO NOTHING";
+
+/// A target row with the requesting token's open sessions ([`Store::target_and_held`]).
+#[derive(sqlx::FromRow)]
+struct TargetHeld {
+    #[sqlx(flatten)]
+    target: TargetRow,
+    held: i64,
+}
+
 const MIGRATE_LOCK: i64 = 0x5767_6d69_6772_6174; // "Wgmigrat"
 
 /// Current time in unix milliseconds.
@@ -511,6 +524,31 @@ impl Store {
         .await
     }
 
+    /// One target by name and how many sessions `token_id` holds now (pending, authorised or
+    /// relayed), read in one round trip: what a new session needs to know before it is
+    /// admitted (the target, and the per-token cap), where two queries cost two.
+    pub async fn target_and_held(
+        &self,
+        name: &str,
+        token_id: &str,
+    ) -> Result<Option<(TargetRow, i64)>, StoreError> {
+        let row: Option<TargetHeld> = self
+            .run(async |c| {
+                self.query_as(
+                    "SELECT t.id, t.name, t.host, t.port, t.require_approval, t.created_at, t.region, \
+                     CAST((SELECT COUNT(*) FROM sessions s WHERE s.token_id = $2 \
+                     AND s.status IN ('pending', 'authorized', 'active', 'terminating')) AS BIGINT) AS held \
+                     FROM targets t WHERE t.name = $1",
+                )
+                .bind(name)
+                .bind(token_id)
+                .fetch_optional(&mut *c)
+                .await
+            })
+            .await?;
+        Ok(row.map(|r| (r.target, r.held)))
+    }
+
     /// Deletes a target by name; returns whether it existed.
     pub async fn delete_target(&self, name: &str) -> Result<bool, StoreError> {
         let r = self
@@ -550,6 +588,21 @@ impl Store {
         action: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
+        self.create_session_recorded(s, actor, action, detail, None)
+            .await
+    }
+
+    /// [`Store::create_session_audited`], and when `recording_replica` is given, the session's
+    /// recording row too ([`Store::start_recording`]) in the same statement: a session relayed
+    /// at once pays one round trip for all three rows.
+    pub async fn create_session_recorded(
+        &self,
+        s: &SessionRow,
+        actor: &str,
+        action: &str,
+        detail: &str,
+        recording_replica: Option<&str>,
+    ) -> Result<(), StoreError> {
         if self.backend != Backend::Postgres {
             let work = async {
                 let mut tx = self.begin().await?;
@@ -567,22 +620,41 @@ impl Store {
                     .bind(detail)
                     .execute(&mut *tx)
                     .await?;
+                if let Some(replica) = recording_replica {
+                    self.query(START_RECORDING)
+                        .bind(&s.id)
+                        .bind(replica)
+                        .bind(now_ms())
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await
             };
             return self.bounded(work).await;
         }
+        let sql = if recording_replica.is_some() {
+            "WITH created AS (INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, \
+             created_at, replica, started_at, requested_from, connected_by, connected_from) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)), \
+             audited AS (INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($14, $15, $16, $1, $17)) \
+             INSERT INTO recordings (session_id, replica, state, started_at) VALUES ($1, $18, 'recording', $14) \
+             ON CONFLICT (session_id) DO NOTHING"
+        } else {
+            "WITH created AS (INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, \
+             created_at, replica, started_at, requested_from, connected_by, connected_from) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)) \
+             INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($14, $15, $16, $1, $17)"
+        };
         self.run(async |c| {
-            let q = self.query(
-                "WITH created AS (INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, \
-                 created_at, replica, started_at, requested_from, connected_by, connected_from) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)) \
-                 INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($14, $15, $16, $1, $17)",
-            );
-            bind_session(q, s)
-            .bind(now_ms())
-            .bind(actor)
-            .bind(action)
-            .bind(detail)
+            let q = bind_session(self.query(sql), s)
+                .bind(now_ms())
+                .bind(actor)
+                .bind(action)
+                .bind(detail);
+            match recording_replica {
+                Some(replica) => q.bind(replica),
+                None => q,
+            }
             .execute(&mut *c)
             .await
         })

@@ -15,14 +15,13 @@ impl Store {
     /// Notes that `session` is being recorded by `replica`.
     pub async fn start_recording(&self, session: &str, replica: &str) -> Result<(), StoreError> {
         self.run(async |c| {
-            self.query(
-                "INSERT INTO recordings (session_id, replica, state, started_at) VALUES ($1, $2, 'recording', $3) \
-                 ON CONFLICT (session_id) DO NOTHING",
-            )
-            .bind(session)
-            .bind(replica)
-            .bind(now_ms())
-            .execute(&mut *c).await})
+            self.query(super::START_RECORDING)
+                .bind(session)
+                .bind(replica)
+                .bind(now_ms())
+                .execute(&mut *c)
+                .await
+        })
         .await
         .map(|_| ())
     }
