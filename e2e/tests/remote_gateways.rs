@@ -13,7 +13,14 @@
 //! - link cut beyond the grace: the session closes with the recoverable code 4004 and is
 //!   recorded as `replica_isolated` once the link returns;
 //! - `DELETE /v1/sessions/{id}` and a token's revocation end the session on the gateway
-//!   (measured).
+//!   (measured);
+//! - a terminate whose command was lost in flight (claimed, link cut) still ends the session
+//!   once the link returns: the heartbeat lists the relay and the control plane answers it;
+//! - events queued offline survive a restart (`kill -9`), and the relay the crash cut is
+//!   reported as `replica_lost`, each recorded once;
+//! - a gateway killed for good: its session is ended by the control plane's cleanup job once
+//!   the gateway's reported bound plus `--replica-lost-after` passed (measured); its late
+//!   report changes nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -43,9 +50,12 @@ use wardengate_testkit::user::RunAs;
 const REGION: &str = "eu-west";
 /// Short, so the test can outlast it.
 const GRACE: Duration = Duration::from_secs(8);
+/// The restarted gateway's grace: shorter still, so the control plane's own bound for a
+/// gateway that never returns is short too.
+const SHORT_GRACE: Duration = Duration::from_secs(2);
 
 struct Gateway {
-    _service: Service,
+    service: Service,
     log: PathBuf,
     state_dir: PathBuf,
     metrics: String,
@@ -80,7 +90,16 @@ impl Gateway {
     }
 }
 
-fn start_gateway(fleet: &Fleet, sandbox: &Sandbox, control_plane: &str, token: &str) -> Gateway {
+/// Starts the remote gateway as process `name` (its log's name), with offline grace `grace`;
+/// every start shares one state directory, so a restart is the same gateway.
+fn start_gateway(
+    fleet: &Fleet,
+    sandbox: &Sandbox,
+    control_plane: &str,
+    token: &str,
+    name: &str,
+    grace: Duration,
+) -> Gateway {
     let dir = sandbox.path().join("remote-gw");
     std::fs::create_dir_all(&dir).unwrap();
     let token_file = dir.join("join-token");
@@ -89,7 +108,7 @@ fn start_gateway(fleet: &Fleet, sandbox: &Sandbox, control_plane: &str, token: &
     let key = cert.replace("cert.pem", "key.pem");
     let state_dir = dir.join("state");
     let metrics = format!("127.0.0.1:{}", free_port().unwrap());
-    let grace = format!("{}s", GRACE.as_secs());
+    let grace = format!("{}ms", grace.as_millis());
     let args: Vec<String> = [
         "serve",
         "--role",
@@ -129,10 +148,10 @@ fn start_gateway(fleet: &Fleet, sandbox: &Sandbox, control_plane: &str, token: &
     cmd.args(&args)
         .env("WG_LOG_FORMAT", "json")
         .env("RUST_LOG", "info");
-    let service = Service::spawn(sandbox, "remote-gw", cmd, &RunAs::current()).unwrap();
+    let service = Service::spawn(sandbox, name, cmd, &RunAs::current()).unwrap();
     Gateway {
         log: service.log_path().to_path_buf(),
-        _service: service,
+        service,
         state_dir,
         metrics,
     }
@@ -232,7 +251,14 @@ async fn regional_sessions_outlive_a_cut_link_for_the_grace_and_obey_the_control
     let ca_file = sandbox.path().join("agent-ca.pem");
     std::fs::write(&ca_file, AgentCa::generate("e2e agent CA").unwrap()).unwrap();
     let ca_arg = ca_file.display().to_string();
-    let fleet = deps.fleet(3, &["--agent-ca-file", &ca_arg]).await.unwrap();
+    // A short margin past a silent gateway's own bound before its sessions are ended here.
+    let fleet = deps
+        .fleet(
+            3,
+            &["--agent-ca-file", &ca_arg, "--replica-lost-after", "3s"],
+        )
+        .await
+        .unwrap();
     let backends: Vec<Backend> = (0..3)
         .map(|i| Backend::new(format!("agent-r{i}"), fleet.agent_port(i)))
         .collect();
@@ -257,7 +283,14 @@ async fn regional_sessions_outlive_a_cut_link_for_the_grace_and_obey_the_control
         ],
     ))
     .unwrap();
-    let gw = start_gateway(fleet, &sandbox, &control_plane, &token.token);
+    let mut gw = start_gateway(
+        fleet,
+        &sandbox,
+        &control_plane,
+        &token.token,
+        "remote-gw",
+        GRACE,
+    );
     let (listed, _) = Fleet::eventually(
         "the remote gateway connected",
         Duration::from_secs(60),
@@ -538,6 +571,214 @@ async fn regional_sessions_outlive_a_cut_link_for_the_grace_and_obey_the_control
         "MEASURED token revocation to ssh ended on the remote gateway: {took:?} ({:?})",
         sent.elapsed()
     );
+
+    // 9. A terminate lost on its way: the link is cut, the session is terminated here, and its
+    // queued command is claimed as a replica claims one just before sending it down a link that
+    // dies with it. The first heartbeat after the link returns lists the relay, and the control
+    // plane answers with the terminate it still owes (before the grace could end it: 4002).
+    let long = ssh(&deps, fleet, "sleep 120; echo never", &[]);
+    let victim = active_session(fleet, &gw).await;
+    let cut = Instant::now();
+    link.cut();
+    gw.wait_metric("wg_agent_link_up", |v| v == 0.0, Duration::from_secs(10))
+        .await;
+    admin.terminate(&victim.id).await.unwrap();
+    let lost = sql(
+        &deps,
+        &format!(
+            "WITH c AS (UPDATE gateway_commands SET delivered_at = 1, delivered_by = 'lost' \
+             WHERE gateway_id = '{gateway_id}' AND delivered_at IS NULL RETURNING session_id) \
+             SELECT string_agg(session_id, ',') FROM c"
+        ),
+    );
+    assert_eq!(lost, victim.id, "the terminate was not waiting to be sent");
+    let restored = Instant::now();
+    link.restore();
+    let (out, _) = wait_exit(long, Duration::from_secs(30));
+    let (healed, offline_for) = (restored.elapsed(), cut.elapsed());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("4002") || stderr.contains("terminated"),
+        "not ended by the terminate ({offline_for:?} after the cut): {stderr}"
+    );
+    let done = ended(fleet, &victim.id, Duration::from_secs(20)).await;
+    assert_eq!(done.end_reason, Some(EndReason::Terminated), "{done:?}");
+    assert_eq!(history(&deps, &victim.id, "session.ended"), 1);
+    eprintln!(
+        "MEASURED a terminate lost in flight: link restored to ssh ended on the remote gateway \
+         {healed:?} (cut for {:?})",
+        offline_for - healed
+    );
+
+    // 10. Events queued offline survive a restart, and a crash's open relays are reported: with
+    // the link cut, one session ends (its end queued in the events file) while another is still
+    // open when the gateway is killed (-9); the gateway starts again from its state directory,
+    // still cut off, then the link returns: the offline end is recorded once, and the relay the
+    // crash cut as `replica_lost`, once.
+    let short = ssh(&deps, fleet, "sleep 3; echo done-offline", &[]);
+    let quiet = active_session(fleet, &gw).await;
+    let long = ssh(&deps, fleet, "sleep 120; echo never", &[]);
+    let open = active_session_besides(fleet, &gw, &quiet.id).await;
+    link.cut();
+    gw.wait_metric("wg_agent_link_up", |v| v == 0.0, Duration::from_secs(10))
+        .await;
+    let (out, _) = wait_exit(short, Duration::from_secs(30));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gw.wait_metric(
+        "wg_agent_events_queued",
+        |v| v >= 1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    gw.service.kill9();
+    let (out, _) = wait_exit(long, Duration::from_secs(30));
+    assert!(!out.status.success());
+    gw = start_gateway(
+        fleet,
+        &sandbox,
+        &control_plane,
+        &token.token,
+        "remote-gw-2",
+        SHORT_GRACE,
+    );
+    // Offline from its start: the restored end and the crash's are both waiting.
+    gw.wait_metric(
+        "wg_agent_events_queued",
+        |v| v >= 2.0,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(history(&deps, &quiet.id, "session.ended"), 0);
+    let restored = Instant::now();
+    link.restore();
+    let quiet_end = ended(fleet, &quiet.id, Duration::from_secs(30)).await;
+    let open_end = ended(fleet, &open.id, Duration::from_secs(30)).await;
+    let delivered = restored.elapsed();
+    assert!(
+        matches!(
+            quiet_end.end_reason,
+            Some(EndReason::ClientClosed | EndReason::TargetClosed)
+        ),
+        "{quiet_end:?}"
+    );
+    assert_eq!(
+        open_end.end_reason,
+        Some(EndReason::ReplicaLost),
+        "{open_end:?}"
+    );
+    gw.wait_metric(
+        "wg_agent_events_queued",
+        |v| v == 0.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    for id in [&quiet.id, &open.id] {
+        assert_eq!(history(&deps, id, "session.started"), 1);
+        assert_eq!(history(&deps, id, "session.ended"), 1);
+    }
+    assert!(gw.log().contains("agent_session_lost_in_restart"));
+    eprintln!(
+        "MEASURED restarted gateway, link restored to its offline and crash events recorded: \
+         {delivered:?}"
+    );
+
+    // 11. A gateway that dies and does not come back in time: once it has been silent for
+    // longer than its heartbeats said its sessions outlive a lost link (offline grace plus
+    // loss detection) plus --replica-lost-after, the cleanup job ends them as `replica_lost`;
+    // `gateways list` shows it offline past its grace; when it does return and reports the
+    // session ended, nothing changes.
+    gw.wait_metric("wg_agent_link_up", |v| v == 1.0, Duration::from_secs(30))
+        .await;
+    let long = ssh(&deps, fleet, "sleep 120; echo never", &[]);
+    let orphan = active_session_besides(fleet, &gw, &open.id).await;
+    let bound_ms: u64 = sql(
+        &deps,
+        &format!("SELECT lost_after_ms FROM gateways WHERE id = '{gateway_id}'"),
+    )
+    .parse()
+    .unwrap();
+    // Its grace, a heartbeat interval, the keepalive interval (1 s at least) and its timeout.
+    assert_eq!(
+        Duration::from_millis(bound_ms),
+        SHORT_GRACE + Duration::from_millis(500 + 1_000 + 5_000)
+    );
+    let killed = Instant::now();
+    gw.service.kill9();
+    let _ = wait_exit(long, Duration::from_secs(30));
+    let bound = Duration::from_millis(bound_ms) + Duration::from_secs(3);
+    let gone = ended(fleet, &orphan.id, bound + Duration::from_secs(20)).await;
+    let took = killed.elapsed();
+    assert_eq!(gone.end_reason, Some(EndReason::ReplicaLost), "{gone:?}");
+    assert!(
+        took >= bound - Duration::from_secs(1),
+        "ended after {took:?}"
+    );
+    assert_eq!(history(&deps, &orphan.id, "session.ended"), 1);
+    let listed = wgctl_ok(fleet, &["gateways", "list"]);
+    assert!(listed.contains("past its offline grace"), "{listed}");
+    eprintln!(
+        "MEASURED gateway killed (-9) to its session ended by the control plane: {took:?} \
+         (its bound {bound:?} plus the cleanup job's 2 s period)"
+    );
+    let seq = events_seq(&deps, &gateway_id);
+    gw = start_gateway(
+        fleet,
+        &sandbox,
+        &control_plane,
+        &token.token,
+        "remote-gw-3",
+        SHORT_GRACE,
+    );
+    let gw = &gw;
+    Fleet::eventually(
+        "the returned gateway's report of the relay it lost",
+        Duration::from_secs(30),
+        || {
+            let deps = &deps;
+            let gateway_id = &gateway_id;
+            async move { (events_seq(deps, gateway_id) > seq).then_some(()) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gw.log()));
+    let after = fleet.client_for(2).session(&orphan.id).await.unwrap();
+    assert_eq!(
+        (after.end_reason, after.ended_at, after.bytes_up),
+        (gone.end_reason, gone.ended_at, gone.bytes_up)
+    );
+    assert_eq!(history(&deps, &orphan.id, "session.ended"), 1);
+}
+
+/// The last session-event sequence number the control plane applied for gateway `id`.
+fn events_seq(deps: &Deps, id: &str) -> u64 {
+    sql(
+        deps,
+        &format!("SELECT events_seq FROM gateways WHERE id = '{id}'"),
+    )
+    .parse()
+    .unwrap()
+}
+
+/// Waits for the newest session to be active and other than `seen`, and returns it.
+async fn active_session_besides(fleet: &Fleet, gw: &Gateway, seen: &str) -> SessionView {
+    let (s, _) = Fleet::eventually(
+        "a new regional session active in the control plane",
+        Duration::from_secs(30),
+        || async move {
+            let s = fleet.client_for(0).sessions(Some(1)).await.ok()?;
+            s.into_iter()
+                .next()
+                .filter(|s| s.status == SessionStatus::Active && s.id != seen)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gw.log()));
+    s
 }
 
 /// Opens a link as the gateway and sends an `ended` event for `session` again under sequence

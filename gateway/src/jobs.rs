@@ -4,14 +4,15 @@
 //! let two replicas hold it briefly, so every job is idempotent and fences its side effects in
 //! Postgres with an epoch taken at acquisition.
 //!
-//! Jobs: `cleanup` ends sessions whose replica stopped heartbeating (`replica_lost`) and
+//! Jobs: `cleanup` ends sessions whose replica stopped heartbeating, or whose remote gateway
+//! has been silent for longer than its offline grace (both `replica_lost`), and
 //! authorisations that were never used (`expired`); `fanout` publishes the Postgres event outbox
 //! (approval requests and decisions, session starts and ends) to the Redis stream every
 //! replica's subscribers read, each event at most once (a fenced cursor); `manifests` signs the
 //! manifests of ended sessions' recordings with the Ed25519 recording key, and runs only on
 //! replicas given that key (never on relay-only pools).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -241,19 +242,31 @@ impl Jobs {
             .map(|(id, _)| id)
             .collect();
         // Remote gateways' sessions end by their events over the agent link (after the link's
-        // offline grace at the latest), never by a control-plane replica's heartbeat.
-        let gateways: HashSet<String> = self
+        // offline grace at the latest), never by a control-plane replica's heartbeat — unless
+        // the gateway has been silent for longer than it said its sessions outlive a lost link
+        // (plus `lost_after`): it died or never came back, and its sessions are `replica_lost`.
+        // Should it return and report them ended, that changes nothing (recorded once).
+        let margin = i64::try_from(self.lost_after.as_millis()).unwrap_or(i64::MAX);
+        let gateways: HashMap<String, bool> = self
             .store
             .list_gateways()
             .await?
             .into_iter()
-            .map(|g| g.id)
+            .map(|g| {
+                let gone = crate::session::gateway_gone(&g, now, margin);
+                (g.id, gone)
+            })
             .collect();
         for s in self.sessions.live_sessions().await? {
             let Some(replica) = s.replica.as_deref() else {
                 continue;
             };
-            if gateways.contains(replica) {
+            if let Some(&gone) = gateways.get(replica) {
+                if gone {
+                    self.sessions
+                        .mark_lost(&s.id, replica, CLEANUP, epoch)
+                        .await?;
+                }
                 continue;
             }
             let started_long_ago = s.started_at.unwrap_or(s.created_at) < cutoff;

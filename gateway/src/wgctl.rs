@@ -443,6 +443,26 @@ fn print_json(v: &impl serde::Serialize) {
 }
 
 /// A unix-ms time as RFC 3339 (UTC, seconds).
+/// The LINK cell of a gateway that is not connected: how long it has been silent, and
+/// whether that is past the time its sessions outlive a lost link (the control plane ends
+/// them then).
+fn offline(last_heartbeat_at: Option<i64>, lost_after_ms: i64, now: i64) -> String {
+    let Some(last) = last_heartbeat_at else {
+        return "never connected".into();
+    };
+    let silent = u64::try_from(now - last).unwrap_or(0) / 1000;
+    let age = humantime::format_duration(Duration::from_secs(silent));
+    let lost_after = match lost_after_ms {
+        0 => crate::session::DEFAULT_GATEWAY_LOST_AFTER_MS,
+        ms => ms,
+    };
+    if now - last > lost_after {
+        format!("offline {age} (past its offline grace: its sessions are ended)")
+    } else {
+        format!("offline {age}")
+    }
+}
+
 fn when(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_seconds(t).to_string()
@@ -955,6 +975,7 @@ async fn gateways(
             let gs: Vec<GatewayView> = client
                 .call(Method::GET, "/v1/gateways", None::<&()>)
                 .await?;
+            let now = crate::store::now_ms();
             if json_out {
                 print_json(&gs);
             } else {
@@ -975,7 +996,7 @@ async fn gateways(
                             } else if g.connected {
                                 format!("connected ({})", g.linked_by.unwrap_or_default())
                             } else {
-                                "not connected".to_string()
+                                offline(g.last_heartbeat_at, g.lost_after_ms, now)
                             };
                             vec![
                                 g.id,
@@ -1258,5 +1279,20 @@ async fn recordings(
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod offline_tests {
+    use super::offline;
+
+    #[test]
+    fn an_offline_gateway_shows_its_silence_and_whether_its_sessions_were_ended() {
+        assert_eq!(offline(None, 0, 1_000), "never connected");
+        assert_eq!(offline(Some(0), 60_000, 42_000), "offline 42s");
+        assert_eq!(
+            offline(Some(0), 60_000, 125_000),
+            "offline 2m 5s (past its offline grace: its sessions are ended)"
+        );
     }
 }

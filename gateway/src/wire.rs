@@ -1215,6 +1215,12 @@ pub struct GatewayView {
     pub cert_not_after: i64,
     /// Unix ms it was revoked.
     pub revoked_at: Option<i64>,
+    /// Its sessions are over at most this long after its last heartbeat (its offline grace
+    /// plus the time it takes to notice a lost link; 0: not reported). The control plane ends
+    /// the sessions of a gateway silent for longer (plus `--replica-lost-after`) as
+    /// `replica_lost`.
+    #[serde(default)]
+    pub lost_after_ms: i64,
 }
 
 /// A gateway whose last heartbeat is older than this counts as not connected, even if the

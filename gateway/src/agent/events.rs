@@ -1,8 +1,14 @@
 //! A remote gateway's session events until the control plane acknowledges them: numbered per
 //! gateway without gaps, bounded, in memory and in `events.json` in the agent state dir (so a
 //! restart keeps them), sent in order on every link and dropped only once acknowledged.
+//!
+//! The same file keeps the sessions the gateway relays (started, not yet ended) with their
+//! last byte counts, written with the event that changed them. They are what its heartbeat
+//! lists (so the control plane can answer with the terminates it still owes), and what a
+//! restart finds unfinished: a gateway that died with relays open reports each of them as
+//! ended (`replica_lost`) when it starts again, so no session is left open in history.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -20,6 +26,29 @@ pub const MAX_QUEUED: usize = 10_000;
 struct Saved {
     next_seq: u64,
     events: VecDeque<SessionEvent>,
+    /// Sessions started and not ended, with their last reported bytes (up, down).
+    #[serde(default)]
+    live: BTreeMap<String, (u64, u64)>,
+}
+
+impl Saved {
+    /// Follows `ev` in the set of live sessions.
+    fn track(&mut self, ev: &SessionEvent) {
+        match ev.kind.as_str() {
+            "started" => {
+                self.live.insert(ev.session_id.clone(), (0, 0));
+            }
+            "bytes" => {
+                if let Some(b) = self.live.get_mut(&ev.session_id) {
+                    *b = (ev.bytes_up, ev.bytes_down);
+                }
+            }
+            "ended" => {
+                self.live.remove(&ev.session_id);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The queue.
@@ -51,12 +80,43 @@ impl EventQueue {
         if !saved.events.is_empty() {
             tracing::info!(event = "agent_events_restored", count = saved.events.len());
         }
-        Self {
+        let q = Self {
             saved: Mutex::new(saved),
             path,
             notify: Notify::new(),
             gauge,
+        };
+        q.end_unfinished();
+        q
+    }
+
+    /// Relays open when the gateway last stopped died with it: each is reported ended as
+    /// `replica_lost`, with the bytes last reported. Idempotent at the control plane (an
+    /// end recorded already, by its cleanup job, changes nothing).
+    fn end_unfinished(&self) {
+        let left: Vec<(String, (u64, u64))> = self
+            .lock()
+            .live
+            .iter()
+            .map(|(id, b)| (id.clone(), *b))
+            .collect();
+        for (id, (bytes_up, bytes_down)) in left {
+            tracing::warn!(event = "agent_session_lost_in_restart", session = %id);
+            self.push(SessionEvent {
+                session_id: id,
+                kind: "ended".into(),
+                at_ms: crate::store::now_ms(),
+                bytes_up,
+                bytes_down,
+                reason: crate::session::EndReason::ReplicaLost.as_str().into(),
+                ..Default::default()
+            });
         }
+    }
+
+    /// The sessions relayed now (started, not ended), as the heartbeat lists them.
+    pub fn live(&self) -> Vec<String> {
+        self.lock().live.keys().cloned().collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Saved> {
@@ -81,6 +141,7 @@ impl EventQueue {
     /// Numbers `ev` and queues it.
     pub fn push(&self, mut ev: SessionEvent) {
         let mut s = self.lock();
+        s.track(&ev);
         if s.events.len() >= MAX_QUEUED {
             match s.events.iter().position(|e| e.kind == "bytes") {
                 Some(i) => {
@@ -88,6 +149,7 @@ impl EventQueue {
                 }
                 None => {
                     tracing::error!(event = "agent_event_dropped", session = %ev.session_id, kind = %ev.kind, "event queue full");
+                    self.persist(&s);
                     return;
                 }
             }
@@ -173,5 +235,47 @@ mod tests {
         assert_eq!(again.after(3)[0].seq, 4);
         again.ack(4);
         assert!(again.is_empty());
+    }
+
+    #[test]
+    fn a_restart_reports_the_relays_it_lost_as_ended_once_with_their_last_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let gauge = || IntGauge::new("q", "q").unwrap();
+        let q = EventQueue::open(Some(dir.path().to_path_buf()), gauge());
+        let on = |id: &str, kind: &str| SessionEvent {
+            session_id: id.into(),
+            ..ev(kind)
+        };
+        q.push(on("a", "started"));
+        q.push(on("b", "started"));
+        q.push(SessionEvent {
+            bytes_up: 7,
+            bytes_down: 9,
+            ..on("a", "bytes")
+        });
+        q.push(on("b", "ended"));
+        assert_eq!(q.live(), vec!["a".to_string()]);
+        q.ack(4);
+        // Killed with `a` open.
+        drop(q);
+        let again = EventQueue::open(Some(dir.path().to_path_buf()), gauge());
+        let sent = again.after(0);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        let e = &sent[0];
+        assert_eq!(
+            (
+                e.seq,
+                e.session_id.as_str(),
+                e.kind.as_str(),
+                e.reason.as_str()
+            ),
+            (5, "a", "ended", "replica_lost")
+        );
+        assert_eq!((e.bytes_up, e.bytes_down), (7, 9));
+        assert!(again.live().is_empty());
+        // A second restart owes nothing more.
+        drop(again);
+        let third = EventQueue::open(Some(dir.path().to_path_buf()), gauge());
+        assert_eq!(third.after(0).len(), 1);
     }
 }

@@ -85,6 +85,9 @@ struct Credentials {
 /// The control plane back-dates `not_before` by this much for clock skew (see `AgentCa::sign`).
 const BACKDATE_MS: i64 = 5 * 60_000;
 
+/// How long an HTTP/2 keepalive ping may go unanswered before the link counts as lost.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A link never ends for a renewal sooner than this after it started, so a renewal that keeps
 /// failing (the control plane's store is down) cannot make the link flap.
 const MIN_RENEW_WAIT: Duration = Duration::from_secs(60);
@@ -163,8 +166,8 @@ impl GatewayLink {
             .tls_config(tls)
             .map_err(|e| LinkError::Local(format!("agent TLS: {e}")))?
             .connect_timeout(Duration::from_secs(5))
-            .http2_keep_alive_interval(self.config.interval.max(Duration::from_secs(1)))
-            .keep_alive_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(self.keepalive_interval())
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
         endpoint
             .connect()
@@ -208,6 +211,20 @@ impl GatewayLink {
         self.store(&got.cert_pem, &key)
     }
 
+    fn keepalive_interval(&self) -> Duration {
+        self.config.interval.max(Duration::from_secs(1))
+    }
+
+    /// How long after its last heartbeat the control plane recorded this gateway's sessions
+    /// are over at the latest, were the link lost right after it: the next heartbeat's
+    /// interval, the keepalive that finds the link dead, then the offline grace.
+    fn lost_after(&self) -> Duration {
+        self.config.interval
+            + self.keepalive_interval()
+            + KEEPALIVE_TIMEOUT
+            + self.state.policy.grace
+    }
+
     fn heartbeat(&self) -> Up {
         Up {
             msg: Some(up::Msg::Heartbeat(Heartbeat {
@@ -215,6 +232,8 @@ impl GatewayLink {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 address: self.config.address.clone(),
                 sessions: self.replica.relays(),
+                live_sessions: self.state.events.live(),
+                lost_after_ms: i64::try_from(self.lost_after().as_millis()).unwrap_or(i64::MAX),
             })),
         }
     }

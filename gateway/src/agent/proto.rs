@@ -76,6 +76,16 @@ pub struct Heartbeat {
     /// Relays it carries now.
     #[prost(int64, tag = "4")]
     pub sessions: i64,
+    /// The ids of the sessions it relays now: the control plane answers with a terminate for
+    /// each one its session core has ended or is terminating (reconciliation heals a lost
+    /// command).
+    #[prost(string, repeated, tag = "5")]
+    pub live_sessions: Vec<String>,
+    /// The gateway's sessions are over at most this long after the last heartbeat the control
+    /// plane recorded (its `--offline-grace` plus the time it takes to notice a lost link); 0:
+    /// not reported (an older gateway).
+    #[prost(int64, tag = "6")]
+    pub lost_after_ms: i64,
 }
 
 /// Control plane → gateway on the link.

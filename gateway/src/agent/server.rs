@@ -235,21 +235,12 @@ async fn hold(
             Ok(Ok(Some(Up {
                 msg: Some(up::Msg::Heartbeat(hb)),
             }))) => {
-                match svc
-                    .store
-                    .gateway_heartbeat(
-                        &id,
-                        &svc.replica,
-                        &hb.region,
-                        &hb.version,
-                        &hb.address,
-                        hb.sessions,
-                    )
-                    .await
-                {
+                match svc.store.gateway_heartbeat(&id, &svc.replica, &hb).await {
                     Ok(true) => {
                         recorded = true;
-                        if !deliver(&svc, &id, &tx).await {
+                        if !deliver(&svc, &id, &tx).await
+                            || !reconcile(&svc, &id, &hb.live_sessions, &tx).await
+                        {
                             break "the gateway went away".to_string();
                         }
                     }
@@ -333,6 +324,32 @@ async fn deliver(
             }
         };
         tracing::info!(event = "gateway_command_sent", gateway = %id, command = %c.id, kind = %c.kind);
+        if tx.send(Ok(Down { msg: Some(msg) })).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Answers a heartbeat's list of live relays with a terminate for each session the control
+/// plane has ended or is terminating (see [`crate::session::Sessions::owed_terminations`]):
+/// the queued command is the fast path, this is what makes a lost one arrive anyway. False
+/// when the link is gone.
+async fn reconcile(
+    svc: &AgentService,
+    id: &str,
+    live: &[String],
+    tx: &tokio::sync::mpsc::Sender<Result<Down, Status>>,
+) -> bool {
+    let owed = match svc.sessions.owed_terminations(id, live).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(gateway = %id, error = %e, "live sessions not reconciled");
+            return true;
+        }
+    };
+    for session_id in owed {
+        let msg = down::Msg::Terminate(super::proto::Terminate { session_id });
         if tx.send(Ok(Down { msg: Some(msg) })).await.is_err() {
             return false;
         }

@@ -36,6 +36,7 @@ fn view(g: GatewayRow, now: i64) -> GatewayView {
         linked_by: g.linked_by,
         cert_not_after: g.cert_not_after,
         revoked_at: g.revoked_at,
+        lost_after_ms: g.lost_after_ms,
     }
 }
 

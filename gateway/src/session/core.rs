@@ -960,6 +960,11 @@ impl Sessions {
                 .relays_ended
                 .with_label_values(&[EndReason::ReplicaLost.as_str()])
                 .inc();
+            self.emit(
+                "session.ended",
+                id,
+                serde_json::json!({"session": id, "reason": EndReason::ReplicaLost, "replica": replica}),
+            );
             tracing::warn!(event = "session_replica_lost", session = %id, replica, epoch);
         }
         Ok(ended)

@@ -17,7 +17,7 @@
 //! | `terminate`        | `pending`/`authorized`     | `ended` (`terminated`)           | `Terminated` 60 s                       | `session.terminated`  |
 //! | `terminate`        | `active`                   | `terminating`                    | `Terminated` 60 s: the relay ends       | `session.terminated`  |
 //! | `end`              | `active`/`terminating`     | `ended` (the relay's reason)     | deleted                                 | `session.ended`       |
-//! | `mark_lost`        | `active`/`terminating`     | `ended` (`replica_lost`), fenced | — (lapses with its TTL)                 | —                     |
+//! | `mark_lost`        | `active`/`terminating`     | `ended` (`replica_lost`), fenced | — (lapses with its TTL)                 | `session.ended`       |
 //! | `expire_unused`    | `pending` > 10 min, `authorized` unused > 10 min | `ended` (`expired`), fenced | — (lapses with its TTL) | —       |
 //!
 //! \* only for `pending`. `decide` writes its event in the same transaction as the row; the
@@ -38,6 +38,7 @@ pub use self::grant::{
     APPROVAL_WINDOW_MS, AUTHORIZED_TTL_MS, DEFAULT_LIVE_SESSION_TTL, Grant, GrantState,
     TERMINATED_GRANT_TTL,
 };
+pub use self::remote::{DEFAULT_GATEWAY_LOST_AFTER_MS, gateway_gone};
 pub(crate) use self::state::stored_as_text;
 pub use self::state::{EndReason, SessionStatus};
 

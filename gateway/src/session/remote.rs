@@ -8,8 +8,31 @@ use super::grant::AUTHORIZED_TTL_MS;
 use super::{EndReason, SessionError, SessionStatus};
 use crate::agent::grant::{GrantSigner, RemoteGrant};
 use crate::agent::proto::SessionEvent;
-use crate::store::{GatewayCommand, SessionRow, TargetRow, now_ms};
+use crate::store::{GatewayCommand, GatewayRow, SessionRow, TargetRow, now_ms};
 use crate::wire::GATEWAY_CONNECTED_WITHIN_MS;
+
+/// What the control plane assumes of a gateway that never reported how long its sessions
+/// outlive a lost link: the default `--offline-grace` (5 min) plus a minute to notice the loss.
+pub const DEFAULT_GATEWAY_LOST_AFTER_MS: i64 = 6 * 60_000;
+
+/// Whether a gateway's sessions must be over by now: silent for longer than it said they
+/// outlive a lost link (its offline grace plus its link's loss detection), plus `margin`
+/// (`--replica-lost-after`: the cleanup job's own slack for clocks and store delays). A
+/// gateway that never heartbeated counts from when it joined.
+pub fn gateway_gone(g: &GatewayRow, now: i64, margin_ms: i64) -> bool {
+    let lost_after = match g.lost_after_ms {
+        0 => DEFAULT_GATEWAY_LOST_AFTER_MS,
+        ms => ms,
+    };
+    let last = g.last_heartbeat_at.unwrap_or(g.joined_at);
+    now - last > lost_after.saturating_add(margin_ms)
+}
+
+/// Whether a relay a gateway reports as live must be told to stop: the control plane ended
+/// the session, or terminated it (the terminate command may have been lost in flight).
+fn owed_terminate(status: SessionStatus) -> bool {
+    matches!(status, SessionStatus::Terminating | SessionStatus::Ended)
+}
 
 impl Sessions {
     /// Authorises a session to a regional target: picks the connected gateway of the region
@@ -138,6 +161,34 @@ impl Sessions {
         Ok(())
     }
 
+    /// Of the sessions remote gateway `gateway` says it relays (`live`, from its heartbeat),
+    /// those it must stop: ended or terminating here. The link answers each with a terminate,
+    /// so a terminate lost on its way (a link cut after the command was claimed, a gateway
+    /// restarted before it applied it, a grant reused after a restart) is sent again at every
+    /// heartbeat until the relay is gone: delivery at least once, applied idempotently.
+    pub async fn owed_terminations(
+        &self,
+        gateway: &str,
+        live: &[String],
+    ) -> Result<Vec<String>, SessionError> {
+        if live.is_empty() {
+            return Ok(Vec::new());
+        }
+        let owed: Vec<String> = self
+            .inner
+            .store
+            .session_statuses(live)
+            .await?
+            .into_iter()
+            .filter(|(_, status)| owed_terminate(*status))
+            .map(|(id, _)| id)
+            .collect();
+        for id in &owed {
+            tracing::info!(event = "gateway_terminate_reconciled", session = %id, gateway);
+        }
+        Ok(owed)
+    }
+
     /// When `holder` is a remote gateway, queues a terminate of `id` for it (sent down its link
     /// at its next heartbeat): its relay ends, or its unused grant is refused.
     pub(super) async fn tell_gateway(
@@ -178,5 +229,53 @@ impl Sessions {
             }
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gw(last: Option<i64>, lost_after_ms: i64) -> GatewayRow {
+        GatewayRow {
+            id: "gw".into(),
+            region: "eu".into(),
+            joined_at: 1_000,
+            cert_not_after: i64::MAX,
+            version: String::new(),
+            address: String::new(),
+            sessions: 0,
+            last_heartbeat_at: last,
+            linked_by: None,
+            revoked_at: None,
+            lost_after_ms,
+        }
+    }
+
+    #[test]
+    fn a_gateway_is_gone_only_after_its_own_bound_plus_the_margin() {
+        let g = gw(Some(10_000), 8_000);
+        assert!(!gateway_gone(&g, 10_000 + 8_000 + 3_000, 3_000));
+        assert!(gateway_gone(&g, 10_000 + 8_000 + 3_001, 3_000));
+        // Not reported: the default grace and a minute.
+        let old = gw(Some(10_000), 0);
+        assert!(!gateway_gone(&old, 10_000 + 5 * 60_000, 0));
+        assert!(gateway_gone(
+            &old,
+            10_001 + DEFAULT_GATEWAY_LOST_AFTER_MS,
+            0
+        ));
+        // Never heartbeated: counted from its join.
+        assert!(gateway_gone(&gw(None, 1), 1_003, 1));
+    }
+
+    #[test]
+    fn only_ended_or_terminating_sessions_are_owed_a_terminate() {
+        use SessionStatus::*;
+        let owed: Vec<_> = [Pending, Authorized, Active, Terminating, Ended, Unknown]
+            .into_iter()
+            .filter(|s| owed_terminate(*s))
+            .collect();
+        assert_eq!(owed, vec![Terminating, Ended]);
     }
 }

@@ -618,3 +618,150 @@ async fn the_replica_carries_at_most_its_relay_cap_and_frees_places_when_relays_
     drop(first);
     w.core.claim(opening).await.unwrap();
 }
+
+/// A linked gateway `gw` of region `eu` with a regional target `far`.
+async fn with_gateway(w: &World) {
+    let far = crate::store::now_ms() + 3_600_000;
+    w.store
+        .create_target_in("far", "127.0.0.1", 22, false, Some("eu"))
+        .await
+        .unwrap();
+    w.store
+        .create_join_token("h", "t", "eu", "admin", far, 1)
+        .await
+        .unwrap();
+    w.store
+        .join_gateway("h", "eu", "gw", far)
+        .await
+        .unwrap()
+        .unwrap();
+    let hb = crate::agent::proto::Heartbeat {
+        region: "eu".into(),
+        version: "1".into(),
+        address: "127.0.0.1:1".into(),
+        sessions: 0,
+        live_sessions: vec![],
+        lost_after_ms: 8_000,
+    };
+    assert!(w.store.gateway_heartbeat("gw", "r1", &hb).await.unwrap());
+}
+
+fn gateway_event(id: &str, kind: &str, reason: EndReason) -> crate::agent::proto::SessionEvent {
+    crate::agent::proto::SessionEvent {
+        session_id: id.into(),
+        kind: kind.into(),
+        token_id: "alice".into(),
+        at_ms: crate::store::now_ms(),
+        bytes_up: 5,
+        bytes_down: 6,
+        reason: reason.as_str().into(),
+        ..Default::default()
+    }
+}
+
+/// How many `kind` events the outbox holds for `subject`, once the background writes settle.
+async fn outbox(w: &World, subject: &str, kind: &str) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut last = usize::MAX;
+    loop {
+        let n = w
+            .store
+            .events_after(0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.subject == subject && e.kind == kind)
+            .count();
+        // Settled: the same count twice, 100 ms apart (the writes are spawned).
+        if n == last || tokio::time::Instant::now() > deadline {
+            return n;
+        }
+        last = n;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_is_owed_terminates_for_what_ended_here_and_a_late_end_changes_nothing() {
+    let w = world().await;
+    with_gateway(&w).await;
+    // Two sessions the gateway relays.
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let a = w.core.authorise(ALICE, "far").await.unwrap();
+        assert!(a.grant.is_some());
+        w.core
+            .remote_event("gw", &gateway_event(&a.id, "started", EndReason::Unknown))
+            .await
+            .unwrap();
+        assert_eq!(w.status(&a.id).await.0, SessionStatus::Active);
+        ids.push(a.id);
+    }
+    let (kept, cut) = (ids[0].clone(), ids[1].clone());
+    // Nothing owed while both are active; an unknown id is ignored.
+    let listed = vec![kept.clone(), cut.clone(), "nope".to_string()];
+    assert!(
+        w.core
+            .owed_terminations("gw", &listed)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Terminated here while (say) the link was down and the queued command got lost: the
+    // gateway's next heartbeat listing it is answered with a terminate, every time.
+    w.core.terminate(&cut, "admin").await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            w.core.owed_terminations("gw", &listed).await.unwrap(),
+            vec![cut.clone()]
+        );
+    }
+    // The gateway applies it; its end is recorded once, as terminated.
+    let end = gateway_event(&cut, "ended", EndReason::Terminated);
+    w.core.remote_event("gw", &end).await.unwrap();
+    w.core.remote_event("gw", &end).await.unwrap();
+    assert_eq!(
+        w.status(&cut).await,
+        (SessionStatus::Ended, Some(EndReason::Terminated))
+    );
+    assert_eq!(outbox(&w, &cut, "session.ended").await, 1);
+
+    // The gateway then goes silent for good: the cleanup job ends what it held, once.
+    let g = w.store.gateway("gw").await.unwrap().unwrap();
+    let last = g.last_heartbeat_at.unwrap();
+    assert!(!gateway_gone(&g, last + 8_000 + 1_000, 1_000));
+    assert!(gateway_gone(&g, last + 8_000 + 1_001, 1_000));
+    let epoch = w.store.fence_job("cleanup", "r1").await.unwrap();
+    assert!(
+        w.core
+            .mark_lost(&kept, "gw", "cleanup", epoch)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        w.status(&kept).await,
+        (SessionStatus::Ended, Some(EndReason::ReplicaLost))
+    );
+    // It returns after all and reports the same session ended (its relay closed after the
+    // grace): neither the record nor the history changes.
+    w.core
+        .remote_event(
+            "gw",
+            &gateway_event(&kept, "ended", EndReason::ReplicaIsolated),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        w.status(&kept).await,
+        (SessionStatus::Ended, Some(EndReason::ReplicaLost))
+    );
+    assert_eq!(outbox(&w, &kept, "session.ended").await, 1);
+    // Were its relay somehow still running, the next heartbeat would stop it.
+    assert_eq!(
+        w.core
+            .owed_terminations("gw", std::slice::from_ref(&kept))
+            .await
+            .unwrap(),
+        vec![kept.clone()]
+    );
+}

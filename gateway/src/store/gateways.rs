@@ -27,6 +27,8 @@ pub struct GatewayRow {
     pub linked_by: Option<String>,
     /// Unix ms it was revoked.
     pub revoked_at: Option<i64>,
+    /// Its sessions are over at most this long after its last heartbeat (0: not reported).
+    pub lost_after_ms: i64,
 }
 
 /// Why a join token was refused: each names what the operator should do.
@@ -57,7 +59,7 @@ pub enum JoinRefusal {
 }
 
 const GATEWAY_COLUMNS: &str = "id, region, joined_at, cert_not_after, version, address, sessions, \
-     last_heartbeat_at, linked_by, revoked_at";
+     last_heartbeat_at, linked_by, revoked_at, lost_after_ms";
 
 impl Store {
     /// Stores a join token (by hash) for `region`, admitting `max_uses` joins until
@@ -214,28 +216,26 @@ impl Store {
 
     /// Records a heartbeat received by `replica`; false when the gateway is revoked or unknown
     /// (the link is then cut).
-    #[allow(clippy::too_many_arguments)]
     pub async fn gateway_heartbeat(
         &self,
         id: &str,
         replica: &str,
-        region: &str,
-        version: &str,
-        address: &str,
-        sessions: i64,
+        hb: &crate::agent::proto::Heartbeat,
     ) -> Result<bool, StoreError> {
         let r = self
             .run(async |c| {
                 self.query(
                     "UPDATE gateways SET region = $1, version = $2, address = $3, sessions = $4, \
-                     last_heartbeat_at = $5, linked_by = $6 WHERE id = $7 AND revoked_at IS NULL",
+                     last_heartbeat_at = $5, linked_by = $6, lost_after_ms = $7 \
+                     WHERE id = $8 AND revoked_at IS NULL",
                 )
-                .bind(region)
-                .bind(version)
-                .bind(address)
-                .bind(sessions)
+                .bind(&hb.region)
+                .bind(&hb.version)
+                .bind(&hb.address)
+                .bind(hb.sessions)
                 .bind(now_ms())
                 .bind(replica)
+                .bind(hb.lost_after_ms.max(0))
                 .bind(id)
                 .execute(&mut *c)
                 .await
@@ -436,6 +436,36 @@ impl Store {
         .map(|_| ())
     }
 
+    /// The status of each of `ids` that exists, in no order: what a gateway's heartbeat lists
+    /// as live is checked against it.
+    pub async fn session_statuses(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, crate::session::SessionStatus)>, StoreError> {
+        /// Placeholders per statement (well below every backend's limit).
+        const CHUNK: usize = 500;
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT id, status FROM sessions WHERE id IN ({})",
+                marks.join(", ")
+            );
+            let rows: Vec<(String, crate::session::SessionStatus)> = self
+                .run(async |c| {
+                    // Only numbered placeholders are formatted in; the ids are bound.
+                    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).persistent(false);
+                    for id in chunk {
+                        q = q.bind(id);
+                    }
+                    q.fetch_all(&mut *c).await
+                })
+                .await?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     /// Sessions of `token_id` not ended yet, with the replica or gateway that holds them.
     pub async fn open_sessions_with_holder(
         &self,
@@ -461,6 +491,17 @@ mod tests {
     use super::*;
 
     use super::super::test_store as store;
+
+    fn beat(sessions: i64) -> crate::agent::proto::Heartbeat {
+        crate::agent::proto::Heartbeat {
+            region: "eu".into(),
+            version: "1".into(),
+            address: "a:1".into(),
+            sessions,
+            live_sessions: vec![],
+            lost_after_ms: 60_000,
+        }
+    }
 
     #[tokio::test]
     async fn a_join_token_joins_once_in_its_region_and_says_why_it_is_refused() {
@@ -527,13 +568,12 @@ mod tests {
             .await
             .unwrap();
         s.join_gateway("h", "eu", "gw", far).await.unwrap().unwrap();
-        assert!(
-            s.gateway_heartbeat("gw", "r0", "eu", "1", "a:1", 2)
-                .await
-                .unwrap()
-        );
+        assert!(s.gateway_heartbeat("gw", "r0", &beat(2)).await.unwrap());
         let g = s.gateway("gw").await.unwrap().unwrap();
-        assert_eq!((g.sessions, g.linked_by.as_deref()), (2, Some("r0")));
+        assert_eq!(
+            (g.sessions, g.linked_by.as_deref(), g.lost_after_ms),
+            (2, Some("r0"), 60_000)
+        );
         for (id, kind) in [("c1", "drain"), ("c2", "terminate")] {
             let cmd = GatewayCommand {
                 id: id.into(),
@@ -554,11 +594,7 @@ mod tests {
         s.unlink_gateway("gw", "r1").await.unwrap();
         assert!(s.gateway("gw").await.unwrap().unwrap().linked_by.is_some());
         s.revoke_gateway("gw").await.unwrap().unwrap();
-        assert!(
-            !s.gateway_heartbeat("gw", "r0", "eu", "1", "a:1", 0)
-                .await
-                .unwrap()
-        );
+        assert!(!s.gateway_heartbeat("gw", "r0", &beat(0)).await.unwrap());
         assert!(!s.renew_gateway("gw", far).await.unwrap());
     }
 }
