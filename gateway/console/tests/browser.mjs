@@ -300,6 +300,7 @@ async function terminal() {
   const approverCtx = await newContext(browser);
   const approver = await approverCtx.newPage();
   await signIn(approver, env("WG_APPROVER_TOKEN"));
+  await approver.getByTestId(`target-${target}`).waitFor();
   await approver.goto(base + "/" + link);
   await playback(approver, found);
   expect(offHost.length === 0, `no request left 127.0.0.1: ${offHost.join(", ")}`);
