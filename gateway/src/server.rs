@@ -322,7 +322,10 @@ pub async fn run(
                 health_interval,
             );
             let guard = crate::api::Guard::new(&limits, metrics.rate_limited.clone());
-            let state = Arc::new(AppState {
+            // The browser terminal's backend is the SSH front end, which needs the state it
+            // is part of: built cyclically, held weakly.
+            let ssh_on = ssh_keys.is_some();
+            let state = Arc::new_cyclic(|me| AppState {
                 replica: replica.clone(),
                 store,
                 live,
@@ -338,7 +341,13 @@ pub async fn run(
                 target_policy: Arc::new(target_policy),
                 guard,
                 observer: crate::api::observer::ObserverTokens::new(observer_token_file),
-                terminals: crate::console::Terminals::none(),
+                terminals: if ssh_on {
+                    crate::console::Terminals::with(Arc::new(crate::ssh::SshTerminals::new(
+                        me.clone(),
+                    )))
+                } else {
+                    crate::console::Terminals::none()
+                },
                 ssh: ssh_keys.clone(),
                 ssh_port,
             });

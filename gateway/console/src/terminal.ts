@@ -1,7 +1,9 @@
 // The browser terminal: xterm.js over the console's WebSocket. Binary frames carry terminal
 // bytes; JSON text frames carry control (resize from here; open, notice, end, error from the
-// server). Until the gateway has a terminating SSH front end for a target, the server answers
-// with an `ssh_unavailable` error and this page says so.
+// server). The gateway's terminating SSH front end answers: `open` names the session at once,
+// notices say what it waits for (an approver) and when the shell is connected, `end` says why
+// it ended (denied, terminated, the shell exited …). A target not in SSH mode gets an
+// `ssh_unavailable` error and this page says so.
 
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
@@ -27,12 +29,20 @@ export function terminalPage(target: string): void {
   closeTerminal();
   const status = h("div", { class: "notice", "data-testid": "terminal-status" }, `Connecting to ${target}…`);
   const box = h("div", { class: "term", "data-testid": "terminal" });
-  show(h("h1", {}, `Terminal: ${target}`), status, box);
+  const after = h("p", { "data-testid": "terminal-links" });
+  const disconnect = h("button", { "data-testid": "terminal-close" }, "Disconnect");
+  show(h("h1", {}, `Terminal: ${target} `, disconnect), status, box, after);
   const term = new Terminal({ cursorBlink: true, convertEol: false, scrollback: 5000 });
   const fit = new FitAddon();
   term.loadAddon(fit);
   term.open(box);
   fit.fit();
+  // The size the page asked for, for people and tests to compare with the remote `stty size`.
+  const sized = () => {
+    box.dataset.cols = String(term.cols);
+    box.dataset.rows = String(term.rows);
+  };
+  sized();
   const url = new URL(`/console/api/terminal/${encodeURIComponent(target)}`, location.href);
   url.protocol = "wss:";
   url.searchParams.set("cols", String(term.cols));
@@ -44,10 +54,28 @@ export function terminalPage(target: string): void {
   window.addEventListener("resize", onResize);
   current = { ws, term, onResize };
   let ended = false;
+  let session = "";
   const say = (text: string, bad = false) => {
     status.textContent = text;
     status.className = bad ? "notice bad" : "notice";
   };
+  const finished = () => {
+    ended = true;
+    disconnect.hidden = true;
+    term.options.cursorBlink = false;
+    if (session) {
+      after.replaceChildren(
+        h("a", { href: `#/recordings/${encodeURIComponent(session)}`, "data-testid": "terminal-recording" }, "Play the recording"),
+        " · ",
+        h("a", { href: `#/terminal/${encodeURIComponent(target)}` }, "Open a new terminal"),
+      );
+    }
+  };
+  disconnect.addEventListener("click", () => {
+    ws.close(1000, "disconnected");
+    say("Disconnected.");
+    finished();
+  });
   ws.onmessage = (ev: MessageEvent) => {
     if (ev.data instanceof ArrayBuffer) {
       term.write(new Uint8Array(ev.data));
@@ -61,25 +89,31 @@ export function terminalPage(target: string): void {
     }
     switch (c.type) {
       case "open":
-        say(`Connected to ${target} (session ${c.session}).`);
+        session = c.session;
+        box.dataset.session = c.session;
+        say(`Session ${c.session}: connecting to ${target}…`);
         term.focus();
         break;
       case "notice":
         say(c.message);
         break;
       case "end":
-        ended = true;
-        say(`Session ended: ${c.reason}`);
+        say(`Session ended: ${c.reason}`, true);
+        finished();
         break;
       case "error":
         ended = true;
         box.hidden = true;
+        disconnect.hidden = true;
         say(c.message, true);
         break;
     }
   };
   ws.onclose = () => {
-    if (!ended) say("The connection to the gateway closed.", true);
+    if (!ended) {
+      say("The connection to the gateway closed.", true);
+      finished();
+    }
   };
   term.onData((d) => {
     if (ws.readyState === WebSocket.OPEN) ws.send(encoder.encode(d));
@@ -91,6 +125,7 @@ export function terminalPage(target: string): void {
     ws.send(b);
   });
   term.onResize(({ cols, rows }) => {
+    sized();
     if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "resize", cols, rows }));
   });
 }

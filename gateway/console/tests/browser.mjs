@@ -5,6 +5,17 @@
 //                                     see it leave, sign out (the old cookie is then refused),
 //                                     sign in again and save the cookie for phase two
 //   node browser.mjs after-revoke     the saved cookie is refused now that its token is revoked
+// and, against a `wardengate dev --ssh-listen` whose targets are a real sshd (terminated SSH):
+//   node browser.mjs terminal         open the terminal to WG_TARGET, type a command and see its
+//                                     output, resize the page and see `stty size` follow, exit
+//                                     the shell, then play the session's recording as
+//                                     WG_APPROVER_TOKEN
+//   node browser.mjs terminal-approval  open the terminal to WG_TARGET (needs an approver), see
+//                                     the waiting message, write WG_OUT/approval.waiting (the
+//                                     session id) for the test to approve with wgctl, then see
+//                                     the shell appear; disconnect
+//   node browser.mjs terminal-terminate  open a shell, write WG_OUT/terminate.ready for the test
+//                                     to terminate the session with wgctl, see the reason
 // Environment: WG_URL (https://127.0.0.1:PORT), WG_TOKEN (an approver's), WG_TARGET,
 // WG_SESSION, WG_OUT (a directory for screenshots and the saved cookie), WG_CHROMIUM (default
 // /usr/bin/chromium). Chromium is kept off the network: every host name resolves to nothing,
@@ -12,7 +23,7 @@
 // request the page makes to another host fails the test.
 // Prints one JSON line of findings per phase; exits non-zero on the first failed expectation.
 
-import { existsSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, request } from "playwright-core";
 
@@ -189,6 +200,182 @@ async function afterRevoke() {
   console.log(JSON.stringify(found));
 }
 
+// ---- the browser terminal ----
+
+const statusOf = (page) => page.getByTestId("terminal-status");
+
+// Waits until the terminal page's status says `text` (a substring); returns the status.
+async function statusSays(page, text, timeout = 30000) {
+  await page.waitForFunction(
+    (t) => document.querySelector('[data-testid="terminal-status"]')?.textContent?.includes(t),
+    text,
+    { timeout },
+  );
+  return statusOf(page).textContent();
+}
+
+// What xterm shows (its rendered rows, the visible part of its buffer), as one string.
+const screen = (page) => page.evaluate(() => document.querySelector('[data-testid="terminal"] .xterm-rows')?.textContent ?? "");
+
+// Waits until the terminal shows a match of `re` (a RegExp source); returns the match groups.
+async function shows(page, re, timeout = 30000) {
+  const handle = await page.waitForFunction(
+    (src) => {
+      const text = document.querySelector('[data-testid="terminal"] .xterm-rows')?.textContent ?? "";
+      const m = text.match(new RegExp(src));
+      return m ? Array.from(m) : null;
+    },
+    re,
+    { timeout },
+  );
+  return handle.jsonValue();
+}
+
+async function typeLine(page, line) {
+  await page.getByTestId("terminal").click();
+  await page.keyboard.type(line);
+  await page.keyboard.press("Enter");
+}
+
+async function openTerminal(page, target) {
+  // Sign-in lands on the targets page; let it finish rendering before leaving it (a page still
+  // loading when the hash changes would replace the terminal when its fetch returns).
+  await page.getByTestId(`target-${target}`).waitFor();
+  await page.goto(base + `/#/terminal/${encodeURIComponent(target)}`);
+  await page.waitForFunction(
+    () =>
+      document.querySelector('[data-testid="terminal"]')?.dataset.session ||
+      document.querySelector('[data-testid="terminal-status"]')?.classList.contains("bad"),
+  );
+  const session = await page.getByTestId("terminal").getAttribute("data-session");
+  expect(session, `a session: the page says ${await statusOf(page).textContent()}`);
+  return session;
+}
+
+async function terminal() {
+  const token = env("WG_TOKEN");
+  const target = env("WG_TARGET");
+  const browser = await launch();
+  const ctx = await newContext(browser);
+  const page = await ctx.newPage();
+  const found = { phase };
+  await signIn(page, token);
+  found.session = await openTerminal(page, target);
+  found.connected = await statusSays(page, "connected to");
+
+  // A command and its output, in xterm.
+  await typeLine(page, "echo hello-$((6*7))-marker");
+  found.output = (await shows(page, "hello-42-marker"))[0];
+
+  // The remote pty follows the browser's size: before and after resizing the page.
+  const dims = async () => {
+    const t = page.getByTestId("terminal");
+    return `${await t.getAttribute("data-rows")}x${await t.getAttribute("data-cols")}`;
+  };
+  found.page_size_before = await dims();
+  await typeLine(page, "echo sz1-$(stty size | tr ' ' x)-end");
+  found.stty_before = (await shows(page, "sz1-(\\d+x\\d+)-end"))[1];
+  expect(found.stty_before === found.page_size_before, `stty size ${found.stty_before} = the page's ${found.page_size_before}`);
+  await page.setViewportSize({ width: 900, height: 560 });
+  await page.waitForFunction((before) => {
+    const t = document.querySelector('[data-testid="terminal"]');
+    return t && `${t.dataset.rows}x${t.dataset.cols}` !== before;
+  }, found.page_size_before);
+  found.page_size_after = await dims();
+  await typeLine(page, "echo sz2-$(stty size | tr ' ' x)-end");
+  found.stty_after = (await shows(page, "sz2-(\\d+x\\d+)-end"))[1];
+  expect(found.stty_after === found.page_size_after, `stty size ${found.stty_after} = the page's ${found.page_size_after} after the resize`);
+  expect(found.stty_after !== found.stty_before, "the size changed");
+  await page.screenshot({ path: join(out, "console-terminal.png"), fullPage: true });
+
+  // Leave the shell: the page says how it ended and links the recording.
+  await typeLine(page, "exit 7");
+  found.ended = await statusSays(page, "Session ended");
+  expect(found.ended.includes("the shell exited with status 7"), `the end is explained: ${found.ended}`);
+
+  // The recording of what was just done, played back in the console. Casts are for approvers
+  // (GET /v1/recordings/{id}/cast), so an approver signs in and follows the same link.
+  const link = await page.getByTestId("terminal-recording").getAttribute("href");
+  expect(link === `#/recordings/${found.session}`, `the page links the recording: ${link}`);
+  const approverCtx = await newContext(browser);
+  const approver = await approverCtx.newPage();
+  await signIn(approver, env("WG_APPROVER_TOKEN"));
+  await approver.getByTestId(`target-${target}`).waitFor();
+  await approver.goto(base + "/" + link);
+  await playback(approver, found);
+  expect(offHost.length === 0, `no request left 127.0.0.1: ${offHost.join(", ")}`);
+  await browser.close();
+  console.log(JSON.stringify(found));
+}
+
+// Plays the recording page open in `page` and waits for the terminal's output in the player.
+async function playback(page, found) {
+  await page.waitForFunction(() => {
+    const t = document.querySelector('[data-testid="recording-status"]')?.textContent ?? "";
+    return t && !t.startsWith("Loading");
+  });
+  found.recording_status = await page.getByTestId("recording-status").textContent();
+  expect(found.recording_status.includes("Press play"), `the recording plays: ${found.recording_status}`);
+  await page.locator('[data-testid="player"] .ap-overlay-start').click();
+  await page.waitForFunction(
+    () => document.querySelector('[data-testid="player"]')?.textContent?.includes("hello-42-marker"),
+    null,
+    { timeout: 60000 },
+  );
+  found.playback_shows_output = true;
+  await page.screenshot({ path: join(out, "console-playback.png"), fullPage: true });
+}
+
+async function terminalApproval() {
+  const token = env("WG_TOKEN");
+  const target = env("WG_TARGET");
+  const browser = await launch();
+  const ctx = await newContext(browser);
+  const page = await ctx.newPage();
+  const found = { phase };
+  await signIn(page, token);
+  found.session = await openTerminal(page, target);
+  found.waiting = await statusSays(page, "needs an approval");
+  expect(found.waiting.includes(found.session), `the waiting message names the session: ${found.waiting}`);
+  // Typed while waiting: kept and run once the shell is there.
+  await typeLine(page, "echo typed-while-waiting-$((3*5))");
+  await page.screenshot({ path: join(out, "console-terminal-waiting.png"), fullPage: true });
+  writeFileSync(join(out, "approval.waiting"), found.session);
+  found.connected = await statusSays(page, "connected to", 60000);
+  found.early_input = (await shows(page, "typed-while-waiting-15"))[0];
+  await typeLine(page, "echo approved-$((2*21))");
+  found.output = (await shows(page, "approved-42"))[0];
+  await page.getByTestId("terminal-close").click();
+  found.closed = await statusSays(page, "Disconnected");
+  expect(offHost.length === 0, `no request left 127.0.0.1: ${offHost.join(", ")}`);
+  await browser.close();
+  console.log(JSON.stringify(found));
+}
+
+async function terminalTerminate() {
+  const token = env("WG_TOKEN");
+  const target = env("WG_TARGET");
+  const browser = await launch();
+  const ctx = await newContext(browser);
+  const page = await ctx.newPage();
+  const found = { phase };
+  await signIn(page, token);
+  found.session = await openTerminal(page, target);
+  found.connected = await statusSays(page, "connected to");
+  await typeLine(page, "echo before-terminate-$((1+1))");
+  await shows(page, "before-terminate-2");
+  writeFileSync(join(out, "terminate.ready"), found.session);
+  found.ended = await statusSays(page, "Session ended", 60000);
+  expect(found.ended.includes("terminated by an operator"), `the reason is shown: ${found.ended}`);
+  await page.screenshot({ path: join(out, "console-terminal-terminated.png"), fullPage: true });
+  expect(offHost.length === 0, `no request left 127.0.0.1: ${offHost.join(", ")}`);
+  await browser.close();
+  console.log(JSON.stringify(found));
+}
+
 if (phase === "signin-approve") await signinApprove();
 else if (phase === "after-revoke") await afterRevoke();
+else if (phase === "terminal") await terminal();
+else if (phase === "terminal-approval") await terminalApproval();
+else if (phase === "terminal-terminate") await terminalTerminate();
 else throw new Error(`unknown phase ${phase}`);

@@ -1,8 +1,9 @@
 //! The browser terminal's seam to the terminating SSH front end. The console's WebSocket
-//! ([`super::ws`]) speaks to a [`TerminalBackend`]; the SSH module implements it (authorising
-//! the session through the session core, approvals and recording included, then opening a pty
-//! channel to the target). Until a backend is installed, or when the backend says a target is
-//! not in SSH mode, the page says so: there is no fallback shell.
+//! ([`super::ws`]) speaks to a [`TerminalBackend`]; the SSH module implements it
+//! ([`crate::ssh::SshTerminals`]: authorising the session through the session core, approvals
+//! and recording included, then opening a pty channel to the target), and the server installs
+//! it whenever terminating SSH is configured. Without one, or when a target is not in SSH mode,
+//! the page says so: there is no fallback shell.
 
 use std::fmt;
 use std::future::Future;
@@ -141,12 +142,12 @@ pub type OpenFuture<'a> =
 /// Opens interactive sessions for the browser terminal. Implemented by the SSH front end.
 pub trait TerminalBackend: Send + Sync + fmt::Debug {
     /// Opens a pty session to `req.target` as `req.identity`: authorises it through the session
-    /// core (approvals may make this wait; report that as [`TerminalOutput::Notice`] after
-    /// returning, or wait here), and returns its byte channels.
+    /// core and returns its id and byte channels at once; waiting for an approver is reported
+    /// as [`TerminalOutput::Notice`] afterwards, and a denial as [`TerminalOutput::Ended`].
     fn open(&self, req: OpenTerminal) -> OpenFuture<'_>;
 }
 
-/// The installed backend, if any (none until the SSH front end provides one).
+/// The installed backend, if any (the SSH front end's, when the server has one).
 #[derive(Debug, Clone, Default)]
 pub struct Terminals(Option<Arc<dyn TerminalBackend>>);
 
@@ -167,7 +168,10 @@ impl Terminals {
             Some(b) => b.open(req).await,
             None => Err(TerminalError::NotSsh {
                 target: req.target,
-                detail: Some("this server has no terminating SSH front end yet".into()),
+                detail: Some(
+                    "this server has no terminating SSH front end (it is started with --ssh-listen)"
+                        .into(),
+                ),
             }),
         }
     }

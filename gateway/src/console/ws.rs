@@ -1,7 +1,8 @@
 //! `GET /console/api/terminal/{target}` (WebSocket): the browser terminal's transport. Binary
 //! frames carry terminal bytes both ways; JSON text frames carry control: from the page
-//! `{"type":"resize","cols":C,"rows":R}`, from the server `{"type":"open","session":ID}`,
-//! `{"type":"notice","message":…}`, `{"type":"end","reason":…}` and
+//! `{"type":"resize","cols":C,"rows":R}`, from the server `{"type":"open","session":ID}` (the
+//! session exists; it may still wait for an approver), `{"type":"notice","message":…}` (waiting,
+//! approved, connected), `{"type":"end","reason":…}` (denied, terminated, the shell exited …) and
 //! `{"type":"error","code":…,"message":…}`. The server pings; a page that answers nothing for
 //! three intervals is dropped. Authentication is the console cookie with a same-origin `Origin`
 //! (see [`super::session`]), checked before the upgrade.
@@ -57,7 +58,7 @@ pub enum ClientControl {
 #[derive(Debug, Serialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ServerControl {
-    /// The session is open.
+    /// The session exists (the shell follows, perhaps after an approver decides).
     Open {
         /// Its id.
         session: String,

@@ -199,79 +199,160 @@ pub fn end_message(reason: EndReason) -> &'static str {
     }
 }
 
+/// Why a session could not be started: nothing was authorised, or the session core refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BeginError {
+    /// The replica is draining or isolated.
+    #[error(
+        "this gateway replica is not taking new sessions; retry (the load balancer sends you elsewhere)"
+    )]
+    NotTaking,
+    /// The target exists but is not in terminating SSH mode.
+    #[error(
+        "target `{0}` is not a terminated SSH target (an admin adds it with `wgctl targets add … --ssh-user LOGIN`)"
+    )]
+    NotSsh(String),
+    /// The durable store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The session core refused (no such target, rate, cap, live store down …).
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// A session that has an id: started at once (no approval needed) or authorised and perhaps
+/// waiting for an approver. [`Begun::finish`] turns it into a claimed [`Link`].
+pub(crate) struct Begun {
+    target: TargetRow,
+    ssh: SshTargetRow,
+    step: Step,
+}
+
+enum Step {
+    /// Started directly (the target needs no approver).
+    Active(Active),
+    /// Authorised; open and claim it (after an approver decides, if pending).
+    Authorised(crate::session::Authorization),
+}
+
+impl Begun {
+    /// The Wardengate session id.
+    pub fn id(&self) -> &str {
+        match &self.step {
+            Step::Active(a) => a.id(),
+            Step::Authorised(a) => &a.id,
+        }
+    }
+}
+
 impl Link {
     /// Authorises `who` for `target` (waiting for an approver if the target needs one, telling
-    /// `status` what it waits for), claims the session and starts its recording.
+    /// `status` what it waits for), claims the session and starts its recording. `gone` turns
+    /// true when the client leaves: a request still waiting for an approver is then withdrawn.
     pub async fn establish(
         app: Arc<AppState>,
         keys: Arc<SshKeys>,
         who: &Identity,
         target: &str,
         status: &(dyn Fn(String) + Send + Sync),
+        gone: watch::Receiver<bool>,
     ) -> Result<(Arc<Link>, Active), String> {
+        let begun = Self::begin(&app, who, target)
+            .await
+            .map_err(|e| e.to_string())?;
+        Self::finish(app, keys, who, begun, status, gone).await
+    }
+
+    /// The first half of [`Link::establish`]: checks the target is in SSH mode and starts the
+    /// session (direct) or authorises it (pending when it needs an approver), so its id is
+    /// known before any waiting.
+    pub async fn begin(
+        app: &Arc<AppState>,
+        who: &Identity,
+        target: &str,
+    ) -> Result<Begun, BeginError> {
         if app.replica.draining() || *app.health.isolated().borrow() {
-            return Err("this gateway replica is not taking new sessions; retry (the load balancer sends you elsewhere)".into());
+            return Err(BeginError::NotTaking);
         }
         let row = app
             .store
             .target(target)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| SessionError::TargetNotFound(target.into()).to_string())?;
+            .await?
+            .ok_or_else(|| SessionError::TargetNotFound(target.into()))?;
         let ssh = app
             .store
             .ssh_target(&row.id)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!("target `{target}` is not a terminated SSH target (an admin adds it with `wgctl targets add … --ssh-user LOGIN`)")
-            })?;
-        let active = if row.require_approval == 0 {
-            let mut direct = app
-                .sessions
-                .prepare_direct(who.requester(), target)
-                .await
-                .map_err(|e| e.to_string())?;
+            .await?
+            .ok_or_else(|| BeginError::NotSsh(target.into()))?;
+        let step = if row.require_approval == 0 {
+            let mut direct = app.sessions.prepare_direct(who.requester(), target).await?;
             if app.recordings.is_some() {
                 direct = direct.recorded_by(&app.replica.id);
             }
-            app.sessions
-                .start_direct(direct)
-                .await
-                .map_err(|e| e.to_string())?
+            Step::Active(app.sessions.start_direct(direct).await?)
         } else {
-            let auth = app
-                .sessions
-                .authorise(who.requester(), target)
-                .await
-                .map_err(|e| e.to_string())?;
-            if auth.status == SessionStatus::Pending {
-                status(format!(
-                    "wardengate: target `{target}` needs an approval; waiting for an approver to decide session {} (wgctl approvals approve {})",
-                    auth.id, auth.id
-                ));
-            }
-            let deadline = tokio::time::Instant::now()
-                + Duration::from_millis(crate::session::APPROVAL_WINDOW_MS as u64);
-            let opening = loop {
-                match app.sessions.open(&auth.id, who.requester()).await {
-                    Ok(o) => break o,
-                    Err(SessionError::ApprovalPending)
-                        if tokio::time::Instant::now() < deadline =>
-                    {
-                        tokio::time::sleep(app.sessions.poll()).await;
-                    }
-                    Err(SessionError::Terminated) => {
-                        return Err(format!("session {} was denied or terminated", auth.id));
-                    }
-                    Err(e) => return Err(e.to_string()),
+            Step::Authorised(app.sessions.authorise(who.requester(), target).await?)
+        };
+        Ok(Begun {
+            target: row,
+            ssh,
+            step,
+        })
+    }
+
+    /// The second half of [`Link::establish`]: waits for an approver when the session is
+    /// pending (telling `status`; withdrawing the request if `gone` turns true first), claims
+    /// it and starts its recording.
+    pub async fn finish(
+        app: Arc<AppState>,
+        keys: Arc<SshKeys>,
+        who: &Identity,
+        begun: Begun,
+        status: &(dyn Fn(String) + Send + Sync),
+        mut gone: watch::Receiver<bool>,
+    ) -> Result<(Arc<Link>, Active), String> {
+        let Begun {
+            target: row,
+            ssh,
+            step,
+        } = begun;
+        let target = row.name.as_str();
+        let active = match step {
+            Step::Active(active) => active,
+            Step::Authorised(auth) => {
+                if auth.status == SessionStatus::Pending {
+                    status(format!(
+                        "wardengate: target `{target}` needs an approval; waiting for an approver to decide session {} (wgctl approvals approve {})",
+                        auth.id, auth.id
+                    ));
                 }
-            };
-            status(format!("wardengate: session {} approved", auth.id));
-            app.sessions
-                .claim(opening)
-                .await
-                .map_err(|e| e.to_string())?
+                let deadline = tokio::time::Instant::now()
+                    + Duration::from_millis(crate::session::APPROVAL_WINDOW_MS as u64);
+                let opening = loop {
+                    match app.sessions.open(&auth.id, who.requester()).await {
+                        Ok(o) => break o,
+                        Err(SessionError::ApprovalPending)
+                            if tokio::time::Instant::now() < deadline =>
+                        {
+                            tokio::select! {
+                                _ = tokio::time::sleep(app.sessions.poll()) => {}
+                                _ = async { let _ = gone.wait_for(|g| *g).await; } => {
+                                    return Err(Self::withdraw(&app, &auth.id, who).await);
+                                }
+                            }
+                        }
+                        Err(SessionError::Terminated) => {
+                            return Err(Self::refused_before_start(&app, &auth.id).await);
+                        }
+                        Err(e) => return Err(e.to_string()),
+                    }
+                };
+                status(format!("wardengate: session {} approved", auth.id));
+                app.sessions
+                    .claim(opening)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
         };
         let id = active.id().to_string();
         let recorder = match Self::record(&app, &active, &ssh, who) {
@@ -310,6 +391,35 @@ impl Link {
             }),
             active,
         ))
+    }
+
+    /// Ends a request whose client left while it waited for an approver, so it leaves the
+    /// approvals queue instead of lingering until the approval window passes.
+    async fn withdraw(app: &AppState, id: &str, who: &Identity) -> String {
+        match app.sessions.terminate(id, &who.token_id).await {
+            Ok(_) => {
+                tracing::info!(event = "ssh_request_withdrawn", session = %id, token = %who.token_id)
+            }
+            Err(e) => {
+                tracing::warn!(event = "ssh_request_withdraw_failed", session = %id, error = %e)
+            }
+        }
+        format!(
+            "the client left while session {id} waited for an approver; the request was withdrawn"
+        )
+    }
+
+    /// Why a session that never started was ended: an approver's denial or a terminate.
+    async fn refused_before_start(app: &AppState, id: &str) -> String {
+        let denied = matches!(
+            app.sessions.get(id).await,
+            Ok(Some(row)) if row.end_reason == Some(EndReason::Denied)
+        );
+        if denied {
+            format!("session {id} was denied by an approver")
+        } else {
+            format!("session {id} was terminated before it started")
+        }
     }
 
     fn record(

@@ -32,12 +32,11 @@
 //! cast lines (`meta.json`'s note starts with [`CAST_NOTE_PREFIX`]); concatenated in order they
 //! are the cast `GET /v1/recordings/{id}/cast` serves.
 //!
-//! **Public API for other front ends (the web console).** [`open_terminal`] opens an
-//! interactive session to target T as identity I with a pty of (cols, rows) and returns a
-//! [`Terminal`]: [`Terminal::recv`] yields the target's output bytes, [`Terminal::send`]
-//! writes input, [`Terminal::resize`] changes the window, [`Terminal::close`] ends it, and
-//! [`Terminal::end_reason`] says why it ended. Approvals, recording, terminate and drain apply
-//! exactly as for SSH clients.
+//! **The browser terminal.** [`terminal::SshTerminals`] is the one terminal API other front
+//! ends use: it implements the console's [`crate::console::TerminalBackend`] seam, opening an
+//! interactive shell on a pty to a terminated SSH target for a signed-in token. The session has
+//! an id at once; approvals (the waiting message as a notice), recording, terminate, drain and
+//! isolation apply exactly as for SSH clients, and the end comes with the reason in words.
 
 pub mod cast;
 mod channel;
@@ -45,19 +44,16 @@ pub mod keys;
 mod link;
 pub mod server;
 pub mod sftp;
+pub mod terminal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use russh::ChannelMsg;
-use tokio::sync::{mpsc, watch};
-
 pub use keys::{KeyError, SshKeys};
-pub use link::{Identity, end_message};
+pub use link::{BeginError, Identity, end_message};
+pub use terminal::SshTerminals;
 
 use crate::api::AppState;
-use crate::session::EndReason;
 
 /// How the note of a terminated SSH session's `meta.json` starts.
 pub const CAST_NOTE_PREFIX: &str = "asciicast v2: ";
@@ -101,174 +97,6 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::bind(addr).await
 }
 
-enum TerminalInput {
-    Data(Bytes),
-    Resize(u32, u32),
-}
-
-/// An interactive terminal session opened by [`open_terminal`].
-pub struct Terminal {
-    /// The Wardengate session id.
-    pub session_id: String,
-    output: mpsc::Receiver<Bytes>,
-    input: mpsc::Sender<TerminalInput>,
-    closed: watch::Sender<bool>,
-    ended: watch::Receiver<Option<EndReason>>,
-}
-
-impl Terminal {
-    /// The target's next output bytes; `None` once the session is over.
-    pub async fn recv(&mut self) -> Option<Bytes> {
-        self.output.recv().await
-    }
-
-    /// Sends input bytes; false once the session is over.
-    pub async fn send(&self, data: Bytes) -> bool {
-        self.input.send(TerminalInput::Data(data)).await.is_ok()
-    }
-
-    /// Changes the terminal size; false once the session is over.
-    pub async fn resize(&self, cols: u32, rows: u32) -> bool {
-        self.input
-            .send(TerminalInput::Resize(cols, rows))
-            .await
-            .is_ok()
-    }
-
-    /// Ends the session from the user's side.
-    pub fn close(&self) {
-        let _ = self.closed.send(true);
-    }
-
-    /// Why the session ended (waits for it).
-    pub async fn end_reason(&mut self) -> EndReason {
-        let reason = match self.ended.wait_for(Option::is_some).await {
-            Ok(r) => *r,
-            Err(_) => None,
-        };
-        reason.unwrap_or(EndReason::ClientClosed)
-    }
-}
-
-impl Drop for Terminal {
-    fn drop(&mut self) {
-        let _ = self.closed.send(true);
-    }
-}
-
-/// Opens an interactive shell on terminated SSH target `target` for `who`, with a pty of
-/// `cols`×`rows`. `status` hears what the session waits for (an approver). Errors are messages
-/// for the user.
-pub async fn open_terminal(
-    app: &Arc<AppState>,
-    who: Identity,
-    target: &str,
-    cols: u32,
-    rows: u32,
-    status: &(dyn Fn(String) + Send + Sync),
-) -> Result<Terminal, String> {
-    let keys = app
-        .ssh
-        .clone()
-        .ok_or_else(|| "terminating SSH is not configured on this replica".to_string())?;
-    let (link, active) = link::Link::establish(app.clone(), keys, &who, target, status).await?;
-    let (closed, mut closed_rx) = watch::channel(false);
-    let ended = link.ended.subscribe();
-    let session_id = link.id.clone();
-    let runner = {
-        let link = link.clone();
-        tokio::spawn(async move {
-            let gone = async move {
-                let _ = closed_rx.wait_for(|c| *c).await;
-            };
-            link.run(active, gone, None).await
-        })
-    };
-    let opened = async {
-        let up = link.upstream(true).await?;
-        let ch = up
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|e| format!("the target refused a channel: {e}"))?;
-        ch.request_pty(false, "xterm-256color", cols, rows, 0, 0, &[])
-            .await
-            .map_err(|e| e.to_string())?;
-        ch.request_shell(false).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(ch)
-    };
-    let ch = match opened.await {
-        Ok(ch) => ch,
-        Err(e) => {
-            let _ = closed.send(true);
-            let _ = runner.await;
-            return Err(e);
-        }
-    };
-    if let Some(r) = &link.recorder {
-        r.marker("pty xterm-256color");
-        r.resize(cols, rows);
-        r.marker("shell");
-    }
-    let (out_tx, output) = mpsc::channel(64);
-    let (input, mut in_rx) = mpsc::channel(64);
-    let done = closed.clone();
-    let mut ended_rx = link.ended.subscribe();
-    tokio::spawn(async move {
-        let (mut rx, tx) = ch.split();
-        loop {
-            tokio::select! {
-                m = rx.wait() => match m {
-                    Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
-                        link.down.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                        if let Some(r) = &link.recorder {
-                            r.output(&data);
-                        }
-                        if out_tx.send(data).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(ChannelMsg::ExitStatus { exit_status }) => {
-                        if let Some(r) = &link.recorder {
-                            r.marker(&format!("exit-status {exit_status}"));
-                        }
-                    }
-                    Some(ChannelMsg::Close) | None => break,
-                    Some(_) => {}
-                },
-                i = in_rx.recv() => match i {
-                    Some(TerminalInput::Data(d)) => {
-                        link.up.fetch_add(d.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                        if let Some(r) = &link.recorder {
-                            r.input(&d);
-                        }
-                        if tx.data_bytes(d).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(TerminalInput::Resize(c, r)) => {
-                        if let Some(rec) = &link.recorder {
-                            rec.resize(c, r);
-                        }
-                        let _ = tx.window_change(c, r, 0, 0).await;
-                    }
-                    None => break,
-                },
-                _ = async { let _ = ended_rx.wait_for(Option::is_some).await; } => break,
-            }
-        }
-        let _ = tx.close().await;
-        let _ = done.send(true);
-    });
-    Ok(Terminal {
-        session_id,
-        output,
-        input,
-        closed,
-        ended,
-    })
-}
-
 /// The SSH front end's parts of a replica.
 #[derive(Debug, Clone)]
 pub struct SshParts {
@@ -281,21 +109,4 @@ pub struct SshParts {
 /// Client → target and target → client bytes of `addr`'s port, for logs.
 pub fn describe(listen: SocketAddr) -> String {
     format!("ssh -p {} USER:TARGET@{}", listen.port(), listen.ip())
-}
-
-#[allow(dead_code)]
-fn _assert_send(app: Arc<AppState>) {
-    fn is_send<T: Send>(_: T) {}
-    is_send(open_terminal(
-        &app,
-        Identity {
-            token_id: String::new(),
-            admin: false,
-            from: None,
-        },
-        "",
-        80,
-        24,
-        &|_| {},
-    ));
 }

@@ -116,10 +116,10 @@ impl russh::server::Handler for Conn {
             let status = move |m: String| {
                 let _ = status_tx.send(LinkState::Waiting(m));
             };
-            let established = tokio::select! {
-                r = Link::establish(app, keys, &who, &target, &status) => r,
-                _ = async { let _ = gone.wait_for(|g| *g).await; } => return,
-            };
+            // A client that leaves while waiting withdraws its request; one that leaves once the
+            // session is claimed ends it at once through `run`.
+            let established =
+                Link::establish(app, keys, &who, &target, &status, gone.clone()).await;
             match established {
                 Ok((link, active)) => {
                     let _ = tx.send(LinkState::Ready(link.clone()));
