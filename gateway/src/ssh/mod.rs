@@ -32,6 +32,11 @@
 //! cast lines (`meta.json`'s note starts with [`CAST_NOTE_PREFIX`]); concatenated in order they
 //! are the cast `GET /v1/recordings/{id}/cast` serves.
 //!
+//! **Live watch.** Every cast line also goes to the session's [`live_cast::CastFeed`], which
+//! publishes it to the live store (bounded; it never slows the session), so an approver or
+//! admin on any replica can follow it (`GET /v1/sessions/{id}/watch`); the end, with who
+//! terminated it, is the feed's last entry. See [`live_cast`].
+//!
 //! **Public API for other front ends (the web console).** [`open_terminal`] opens an
 //! interactive session to target T as identity I with a pty of (cols, rows) and returns a
 //! [`Terminal`]: [`Terminal::recv`] yields the target's output bytes, [`Terminal::send`]
@@ -45,6 +50,7 @@ pub mod keys;
 mod link;
 pub mod server;
 pub mod sftp;
+pub mod live_cast;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
