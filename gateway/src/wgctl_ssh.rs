@@ -227,9 +227,9 @@ pub async fn watch(
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(client.stream_error(e)),
             None => {
-                return Err(client.stream_error(
-                    "the watch connection closed before the session ended",
-                ));
+                return Err(
+                    client.stream_error("the watch connection closed before the session ended")
+                );
             }
         };
         match serde_json::from_str::<WatchMessage>(&text) {

@@ -71,7 +71,13 @@ fn text(m: &WatchMessage) -> Message {
     Message::Text(serde_json::to_string(m).unwrap_or_default().into())
 }
 
-async fn serve(st: Arc<AppState>, caller: Caller, id: String, mut socket: WebSocket, ping: Duration) {
+async fn serve(
+    st: Arc<AppState>,
+    caller: Caller,
+    id: String,
+    mut socket: WebSocket,
+    ping: Duration,
+) {
     let (tx, mut rx) = mpsc::channel(WATCHER_QUEUE);
     let follower = {
         let (st, id) = (st.clone(), id.clone());

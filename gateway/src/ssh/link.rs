@@ -13,8 +13,8 @@ use russh::keys::{Algorithm, PrivateKey, PublicKeyOrCertificate};
 use tokio::sync::{OnceCell, watch};
 
 use super::cast::{CastWriter, Header};
-use super::live_cast::CastFeed;
 use super::keys::{SshKeys, public_line};
+use super::live_cast::CastFeed;
 use crate::api::AppState;
 use crate::session::{Active, EndReason, Moved, Requester, SessionError, SessionStatus};
 use crate::store::{SshTargetRow, TargetRow, now_ms};

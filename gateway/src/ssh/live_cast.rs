@@ -387,12 +387,12 @@ where
     let mut checked = Instant::now();
     let mut session_over: Option<Option<EndReason>> = None;
     loop {
-        let entries = match live.stream_after(&watch_key(id), cursor.as_deref(), READ_BATCH).await
-        {
-            Ok(e) => e,
-            // The live store is away: keep following; the status check still ends us.
-            Err(_) => Vec::new(),
-        };
+        // The live store away reads as nothing new: keep following; the status check still
+        // ends us.
+        let entries = live
+            .stream_after(&watch_key(id), cursor.as_deref(), READ_BATCH)
+            .await
+            .unwrap_or_default();
         let got = !entries.is_empty();
         for (entry_id, doc) in entries {
             cursor = Some(entry_id);
@@ -513,9 +513,17 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
         feed.push("[9.5,\"r\",\"100x30\"]");
-        feed.end(EndReason::Terminated, "session terminated by an operator: alice");
+        feed.end(
+            EndReason::Terminated,
+            "session terminated by an operator: alice",
+        );
         let got = collect(&mut rx).await;
-        assert_eq!(got[0], WatchMessage::Header { line: HEADER.into() });
+        assert_eq!(
+            got[0],
+            WatchMessage::Header {
+                line: HEADER.into()
+            }
+        );
         let mut want: Vec<String> = (0..10).map(line).collect();
         want.push("[9.5,\"r\",\"100x30\"]".into());
         assert_eq!(lines_of(&got), want);
@@ -529,7 +537,10 @@ mod tests {
         assert_eq!(watcher.await.unwrap(), Followed::Ended);
         // A late watcher gets the header with the current size.
         let h = live.get(&watch_header_key("s1")).await.unwrap().unwrap();
-        assert!(h.contains("\"width\":100") && h.contains("\"height\":30"), "{h}");
+        assert!(
+            h.contains("\"width\":100") && h.contains("\"height\":30"),
+            "{h}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -559,7 +570,10 @@ mod tests {
         assert_eq!(lines[0], line(0));
         assert!(got.contains(&WatchMessage::Gap { dropped: 50 }), "{got:?}");
         // Every entry respects the batch bounds.
-        let entries = live.stream_after(&watch_key("s2"), None, 1000).await.unwrap();
+        let entries = live
+            .stream_after(&watch_key("s2"), None, 1000)
+            .await
+            .unwrap();
         for (_, doc) in &entries {
             let e: Entry = serde_json::from_str(doc).unwrap();
             assert!(e.lines.len() <= MAX_BATCH_LINES);
@@ -625,7 +639,14 @@ mod tests {
         // A new watcher still follows (from the recent entries the stream keeps).
         let (tx, mut rx) = mpsc::channel(STREAM_LEN * 2);
         feed.end(EndReason::Terminated, "bye");
-        follow(&live, "s4", &tx, || async { Liveness::Live }, |r| r.as_str().into()).await;
+        follow(
+            &live,
+            "s4",
+            &tx,
+            || async { Liveness::Live },
+            |r| r.as_str().into(),
+        )
+        .await;
         drop(tx);
         let got = collect(&mut rx).await;
         assert!(matches!(got[0], WatchMessage::Header { .. }));
@@ -652,9 +673,13 @@ mod tests {
         let watcher = {
             let live = live.clone();
             tokio::spawn(async move {
-                follow(&live, "s5", &tx, || async { Liveness::Live }, |r| {
-                    r.as_str().into()
-                })
+                follow(
+                    &live,
+                    "s5",
+                    &tx,
+                    || async { Liveness::Live },
+                    |r| r.as_str().into(),
+                )
                 .await
             })
         };
@@ -720,7 +745,10 @@ mod tests {
         assert_eq!(resize_of("[1.5,\"r\",\"junk\"]"), None);
         let h = resized(HEADER, 120, 40);
         let v: serde_json::Value = serde_json::from_str(&h).unwrap();
-        assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(120), Some(40)));
+        assert_eq!(
+            (v["width"].as_u64(), v["height"].as_u64()),
+            (Some(120), Some(40))
+        );
         assert_eq!(v["title"], "t");
     }
 }

@@ -48,9 +48,9 @@ pub mod cast;
 mod channel;
 pub mod keys;
 mod link;
+pub mod live_cast;
 pub mod server;
 pub mod sftp;
-pub mod live_cast;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
