@@ -120,6 +120,19 @@ impl Fleet {
         extra: &[&str],
         lb: &LbOptions,
     ) -> Result<Self> {
+        Self::start_each_with(n, database_url, redis_url, extra, &|_| Vec::new(), lb).await
+    }
+
+    /// [`Fleet::start_with_lb`] with serve flags of its own for each replica (`own(i)`, after
+    /// `extra`): e.g. each replica's `--ssh-listen` port.
+    pub async fn start_each_with(
+        n: usize,
+        database_url: &(dyn Fn(usize) -> String + Sync),
+        redis_url: &str,
+        extra: &[&str],
+        own: &(dyn Fn(usize) -> Vec<String> + Sync),
+        lb: &LbOptions,
+    ) -> Result<Self> {
         let sandbox = Arc::new(Sandbox::new("fleet")?);
         let dir = sandbox.path().to_path_buf();
         let pair = wardengate::tls::self_signed(&["localhost", "127.0.0.1"]).map_err(io)?;
@@ -174,6 +187,7 @@ impl Fleet {
                     .map(String::from),
             )
             .chain(extra.iter().map(|s| s.to_string()))
+            .chain(own(i))
             .collect();
             replicas.push(ReplicaProc {
                 id: format!("r{i}"),

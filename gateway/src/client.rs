@@ -389,6 +389,19 @@ impl Client {
         self.open_ws(&relay_path(id), None).await.map(|(ws, _)| ws)
     }
 
+    /// Opens the watch WebSocket of live session `id` (`GET /v1/sessions/{id}/watch`): text
+    /// messages, each a [`crate::wire::WatchMessage`].
+    pub async fn open_watch(&self, id: &str) -> Result<RelayStream, ClientError> {
+        self.open_ws(&format!("/v1/sessions/{}/watch", segment(id)), None)
+            .await
+            .map(|(ws, _)| ws)
+    }
+
+    /// A failed exchange on a stream this client opened (for callers outside this module).
+    pub fn stream_error(&self, e: impl std::fmt::Display) -> ClientError {
+        self.transport(e)
+    }
+
     /// A client for a remote gateway at `addr` (`https://HOST:PORT`): the same trusted
     /// certificates and local address, and no API token (a gateway takes only grants).
     pub fn at(&self, addr: &str) -> Result<Self, ClientError> {

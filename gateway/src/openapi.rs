@@ -63,6 +63,7 @@ impl Modify for BearerAuth {
         paths::terminate_session,
         paths::relay,
         paths::relay_target,
+        paths::watch_session,
         paths::list_approvals,
         paths::approve,
         paths::deny,
@@ -76,14 +77,15 @@ impl Modify for BearerAuth {
         paths::ssh_ca,
         paths::ssh_certificate,
     ),
-    components(schemas(ErrorBody, ErrorCode)),
+    components(schemas(ErrorBody, ErrorCode, WatchMessage)),
     modifiers(&BearerAuth),
     tags(
         (name = "health", description = "Probes and metrics of one replica."),
         (name = "system", description = "Status and drain of the replica that answers."),
         (name = "targets", description = "What people may connect to."),
         (name = "tokens", description = "API tokens (admin)."),
-        (name = "sessions", description = "Authorise, inspect, relay and terminate sessions."),
+        (name = "sessions", description = "Authorise, inspect, relay, watch and terminate \
+                                           sessions."),
         (name = "approvals", description = "Requests to targets that need an approver."),
         (name = "recordings", description = "Signed session recordings."),
         (name = "gateways", description = "Remote gateways of other regions (admin): join \
@@ -358,8 +360,8 @@ mod paths {
         responses(
             (status = 200, description = "The session after the change.", body = SessionView),
             (status = 401, description = "`unauthorized`.", body = ErrorBody),
-            (status = 403, description = "`forbidden`: another token's session needs admin.",
-             body = ErrorBody),
+            (status = 403, description = "`forbidden`: another token's session needs an \
+                                          approver or admin.", body = ErrorBody),
             (status = 404, description = "`session_not_found`.", body = ErrorBody),
         ),
         security(("bearer" = [])))]
@@ -391,6 +393,31 @@ mod paths {
         ),
         security(("bearer" = [])))]
     fn relay() {}
+
+    #[utoipa::path(get, path = "/v1/sessions/{id}/watch", tag = "sessions",
+        description = "WebSocket upgrade that follows a live terminated SSH session from any \
+                       replica (approver or admin; audited as `session.watch`). Text messages, \
+                       each a JSON `WatchMessage`: `header` first (the asciicast v2 header \
+                       line, with the terminal's current size), then `events` (asciicast v2 \
+                       event lines) as they happen and `gap` where events were lost, and last \
+                       `end` with the reason the session ended and the message its user saw; \
+                       then the server closes. A late watcher starts with the recent screen. \
+                       Watching never affects the session: the watcher sends nothing but a \
+                       close, and one too slow to keep up is dropped with an `end` message.",
+        params(("id" = String, Path, description = "Session id.")),
+        responses(
+            (status = 101, description = "Switching to the watch WebSocket."),
+            (status = 401, description = "`unauthorized`.", body = ErrorBody),
+            (status = 403, description = "`forbidden`: needs the approver role.",
+             body = ErrorBody),
+            (status = 404, description = "`session_not_found`.", body = ErrorBody),
+            (status = 409, description = "`session_not_watchable`: the session is not live, or \
+                                          is a byte relay rather than terminated SSH.",
+             body = ErrorBody),
+            (status = 503, description = "`database_unavailable`: retry.", body = ErrorBody),
+        ),
+        security(("bearer" = [])))]
+    fn watch_session() {}
 
     #[utoipa::path(get, path = "/v1/targets/{name}/relay", tag = "sessions",
         description = "Authorises a session to a target that needs no approval and upgrades to \

@@ -315,8 +315,15 @@ pub enum SessionsCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Terminate a session.
+    /// Terminate a session (its owner, an approver or an admin); the user is told who did.
+    #[command(visible_alias = "terminate")]
     Kill {
+        /// Session id.
+        id: String,
+    },
+    /// Watch a live terminated SSH session as it happens (approver or admin); Ctrl-C stops
+    /// watching, not the session. Exits 0 when the session ends (its reason on stderr).
+    Watch {
         /// Session id.
         id: String,
     },
@@ -788,6 +795,9 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 } else {
                     println!("session {} is {}", s.id, s.status.as_str());
                 }
+            }
+            SessionsCommand::Watch { id } => {
+                crate::wgctl_ssh::watch(&client, &id).await?;
             }
         },
         Command::Tokens {

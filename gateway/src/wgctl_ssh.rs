@@ -1,7 +1,7 @@
 //! The `wgctl` commands of the terminating SSH mode: `wgctl ssh TARGET [-- COMMAND…]` (the
 //! stock `ssh` with a short-lived login certificate for an ephemeral key), `wgctl ssh-ca` (the
 //! user CA line for targets' `TrustedUserCAKeys`), and the cast player behind `wgctl
-//! recordings play`.
+//! recordings play` and `wgctl sessions watch` (a live session, as it happens).
 
 use std::io::Write;
 use std::time::Duration;
@@ -164,6 +164,20 @@ pub fn schedule(events: &[CastEvent], speed: f64, idle_limit: Option<f64>) -> Ve
     out
 }
 
+/// Shows one cast event on this terminal: output to `out`, markers to stderr (the one output
+/// path of playback and live watching).
+fn show(out: &mut impl Write, code: &str, data: &str) -> Result<(), ClientError> {
+    match code {
+        "o" => {
+            out.write_all(data.as_bytes()).map_err(io("writing"))?;
+            out.flush().map_err(io("writing"))?;
+        }
+        "m" => eprintln!("\r\n# {data}\r"),
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Plays a cast on this terminal: output events to stdout in time, markers to stderr.
 pub async fn play(cast: &str, speed: f64, idle_limit: Option<f64>) -> Result<(), ClientError> {
     let events = parse_cast(cast);
@@ -172,16 +186,81 @@ pub async fn play(cast: &str, speed: f64, idle_limit: Option<f64>) -> Result<(),
     let mut stdout = std::io::stdout();
     for (e, t) in events.iter().zip(times) {
         tokio::time::sleep_until(start + Duration::from_secs_f64(t)).await;
-        match e.code.as_str() {
-            "o" => {
-                stdout.write_all(e.data.as_bytes()).map_err(io("writing"))?;
-                stdout.flush().map_err(io("writing"))?;
-            }
-            "m" => eprintln!("\r\n# {}\r", e.data),
-            _ => {}
-        }
+        show(&mut stdout, &e.code, &e.data)?;
     }
     Ok(())
+}
+
+/// Follows live session `id` (`wgctl sessions watch ID`): its output on stdout as it happens,
+/// markers and the end (why the session ended) on stderr. Ctrl-C leaves watching; the session
+/// goes on. Returns the session's end reason, or `None` when watching ended without one (left,
+/// or dropped as too slow).
+pub async fn watch(
+    client: &Client,
+    id: &str,
+) -> Result<Option<crate::session::EndReason>, ClientError> {
+    use crate::wire::WatchMessage;
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut ws = client.open_watch(id).await?;
+    let mut stdout = std::io::stdout();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let m = tokio::select! {
+            _ = &mut ctrl_c => {
+                let _ = ws.close(None).await;
+                eprintln!("\r\n# stopped watching session {id}; it goes on\r");
+                return Ok(None);
+            }
+            m = ws.next() => m,
+        };
+        let text = match m {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(f))) => {
+                let why = f.map(|f| f.reason.to_string()).unwrap_or_default();
+                return Err(client.stream_error(format!(
+                    "the server closed the watch before the session ended: {why}"
+                )));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(client.stream_error(e)),
+            None => {
+                return Err(
+                    client.stream_error("the watch connection closed before the session ended")
+                );
+            }
+        };
+        match serde_json::from_str::<WatchMessage>(&text) {
+            Ok(WatchMessage::Header { line }) => {
+                let h: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                eprintln!(
+                    "# watching session {id} ({}, {}x{}); Ctrl-C stops watching, not the session\r",
+                    h["title"].as_str().unwrap_or(""),
+                    h["width"],
+                    h["height"]
+                );
+            }
+            Ok(WatchMessage::Events { lines }) => {
+                for l in lines {
+                    if let Ok((_, code, data)) = serde_json::from_str::<(f64, String, String)>(&l) {
+                        show(&mut stdout, &code, &data)?;
+                    }
+                }
+            }
+            Ok(WatchMessage::Gap { dropped }) => {
+                eprintln!("\r\n# {dropped} events were lost here\r");
+            }
+            Ok(WatchMessage::End { reason, message }) => {
+                eprintln!("\r\nwardengate: {message}\r");
+                let _ = ws.close(None).await;
+                return Ok(reason);
+            }
+            // A message a newer server sends: skip it.
+            Err(_) => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -761,6 +761,40 @@ pub struct Readyz {
     pub checks: Option<ReadinessChecks>,
 }
 
+/// One text message of `GET /v1/sessions/{id}/watch` (WebSocket): the live asciicast v2 stream
+/// of a terminated SSH session, as the replica carrying it publishes it. The first message is
+/// `header`; then `events` as they happen (and `gap` where events were dropped); the last is
+/// `end`, after which the server closes the socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WatchMessage {
+    /// The cast's header line (an asciicast v2 header object, as JSON text), with the
+    /// terminal's current size.
+    Header {
+        /// The header line.
+        line: String,
+    },
+    /// Cast event lines (`[seconds, code, data]` as JSON text), in order.
+    Events {
+        /// The lines.
+        lines: Vec<String>,
+    },
+    /// Events were lost here (the publishing replica's queue was full, or this watcher fell
+    /// behind the bounded live stream).
+    Gap {
+        /// How many events were lost, when known (0: unknown).
+        dropped: u64,
+    },
+    /// The session ended, or watching ended (the last message).
+    End {
+        /// Why the session ended (`None` when watching ended but the session did not, e.g.
+        /// a watcher too slow to keep up).
+        reason: Option<EndReason>,
+        /// What to tell the watcher (e.g. `session terminated by an operator: alice`).
+        message: String,
+    },
+}
+
 /// The JSON body of every API error.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ErrorBody {
@@ -888,6 +922,9 @@ error_codes! {
         SessionExpired = "session_expired",
         /// 410: an operator terminated the session.
         SessionTerminated = "session_terminated",
+        /// 409: the session cannot be watched: it is not live, or it is not a terminated SSH
+        /// session (a byte relay carries opaque bytes, not a terminal).
+        SessionNotWatchable = "session_not_watchable",
         /// 503: the request took longer than the server's request timeout; retry.
         RequestTimeout = "request_timeout",
         /// 502: the gateway cannot reach the target.

@@ -30,6 +30,7 @@ fn grant(id: &str) -> Grant {
         state: GrantState::Authorized,
         replica: None,
         expires_at_ms: now_ms() + 60_000,
+        terminated_by: None,
     }
 }
 

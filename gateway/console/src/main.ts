@@ -11,6 +11,7 @@ import type { Role, Session, SessionInfo } from "./api";
 import { bytes, h, show, when } from "./dom";
 import { closePlayer, recordingPage } from "./player";
 import { closeTerminal, terminalPage } from "./terminal";
+import { closeWatch, watchPage } from "./watch";
 
 let me: SessionInfo | null = null;
 let events: EventSource | null = null;
@@ -24,6 +25,7 @@ function leavePage(): void {
   events = null;
   closeTerminal();
   closePlayer();
+  closeWatch();
 }
 
 function bar(): void {
@@ -129,7 +131,10 @@ function sessionRow(s: Session, refresh: () => void): HTMLTableRowElement {
   const live = LIVE.has(s.status);
   const mine = me !== null && s.token_id === me.token_id;
   const actions = h("td", {});
-  if (live && (mine || allows("admin")) && s.status !== "pending") {
+  if ((s.status === "active" || s.status === "terminating") && allows("approver")) {
+    actions.append(h("a", { href: `#/watch/${encodeURIComponent(s.id)}`, "data-testid": `watch-${s.id}` }, "Watch"), " ");
+  }
+  if (live && (mine || allows("approver")) && s.status !== "pending") {
     actions.append(
       h(
         "button",
@@ -265,6 +270,8 @@ async function route(): Promise<void> {
         return await recordingPage(param);
       case "terminal":
         return terminalPage(param);
+      case "watch":
+        return watchPage(param, allows("approver"));
       default:
         return await targetsPage();
     }

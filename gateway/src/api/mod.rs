@@ -16,6 +16,7 @@ mod starting;
 pub mod system;
 mod targets;
 mod tokens;
+mod watch;
 mod ws_upgrade;
 
 use std::sync::Arc;
@@ -155,7 +156,9 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "/v1/recordings/{id}/objects/{*key}",
                 get(recordings::object),
             );
-        long_lived = long_lived.route("/v1/events", get(events::stream));
+        long_lived = long_lived
+            .route("/v1/events", get(events::stream))
+            .route("/v1/sessions/{id}/watch", get(watch::watch));
         bounded = bounded.merge(crate::console::bounded_routes());
         long_lived = long_lived.merge(crate::console::long_lived_routes());
     }

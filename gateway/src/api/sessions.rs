@@ -80,8 +80,8 @@ pub async fn get(
     Ok(Json(visible(&st, &caller, &id).await?.into()))
 }
 
-/// Terminates a session (its owner, or an admin): the relay, wherever it runs, closes within a
-/// poll interval.
+/// Terminates a session (its owner, an approver or an admin): the relay, wherever it runs,
+/// closes within a poll interval.
 pub async fn terminate(
     State(st): State<Arc<AppState>>,
     caller: Caller,
@@ -89,7 +89,7 @@ pub async fn terminate(
 ) -> Result<Json<SessionView>, ApiError> {
     let row = visible(&st, &caller, &id).await?;
     if row.token_id != caller.token_id {
-        caller.require(Role::Admin)?;
+        caller.require(Role::Approver)?;
     }
     Ok(Json(
         st.sessions.terminate(&id, &caller.token_id).await?.into(),

@@ -8,7 +8,21 @@ use std::time::{Duration, Instant};
 struct Inner {
     values: HashMap<String, (String, Instant)>,
     hashes: HashMap<String, HashMap<String, String>>,
-    streams: HashMap<String, (u64, Vec<(u64, String)>)>,
+    streams: HashMap<String, Stream>,
+}
+
+/// A stream: the last sequence number, the entries kept, and when it expires (if ever).
+#[derive(Debug, Default)]
+struct Stream {
+    seq: u64,
+    entries: Vec<(u64, String)>,
+    expires: Option<Instant>,
+}
+
+impl Stream {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|e| e > now)
+    }
 }
 
 /// A map with per-key expiry.
@@ -71,6 +85,11 @@ impl MemoryLive {
     pub(super) fn expire(&self, key: &str, ttl: Duration) -> bool {
         let mut g = self.lock();
         let now = Instant::now();
+        g.streams.retain(|_, s| s.live(now));
+        if let Some(s) = g.streams.get_mut(key) {
+            s.expires = Some(now + ttl);
+            return true;
+        }
         match g.values.get_mut(key) {
             Some((_, exp)) if *exp > now => {
                 *exp = now + ttl;
@@ -81,7 +100,9 @@ impl MemoryLive {
     }
 
     pub(super) fn del(&self, key: &str) {
-        self.lock().values.remove(key);
+        let mut g = self.lock();
+        g.values.remove(key);
+        g.streams.remove(key);
     }
 
     pub(super) fn hset(&self, key: &str, field: &str, value: &str) {
@@ -104,12 +125,17 @@ impl MemoryLive {
 
     pub(super) fn stream_add(&self, key: &str, value: &str, max_len: usize) -> String {
         let mut g = self.lock();
-        let (seq, entries) = g.streams.entry(key.to_string()).or_default();
-        *seq += 1;
-        entries.push((*seq, value.to_string()));
-        if entries.len() > max_len {
-            let drop = entries.len() - max_len;
-            entries.drain(..drop);
+        let now = Instant::now();
+        let s = g.streams.entry(key.to_string()).or_default();
+        if !s.live(now) {
+            *s = Stream::default();
+        }
+        s.seq += 1;
+        let seq = s.seq;
+        s.entries.push((seq, value.to_string()));
+        if s.entries.len() > max_len {
+            let drop = s.entries.len() - max_len;
+            s.entries.drain(..drop);
         }
         format!("{seq}-0")
     }
@@ -127,8 +153,10 @@ impl MemoryLive {
         self.lock()
             .streams
             .get(key)
-            .map(|(_, e)| {
-                e.iter()
+            .filter(|s| s.live(Instant::now()))
+            .map(|s| {
+                s.entries
+                    .iter()
                     .filter(|(n, _)| *n > after)
                     .take(count)
                     .map(|(n, v)| (format!("{n}-0"), v.clone()))
@@ -141,7 +169,8 @@ impl MemoryLive {
         self.lock()
             .streams
             .get(key)
-            .and_then(|(_, e)| e.last())
+            .filter(|s| s.live(Instant::now()))
+            .and_then(|s| s.entries.last())
             .map(|(n, _)| format!("{n}-0"))
     }
 }
@@ -159,6 +188,22 @@ mod tests {
         assert_eq!(m.get("b"), None);
         m.del("a");
         assert_eq!(m.get("a"), None);
+    }
+
+    #[test]
+    fn streams_expire_and_are_deleted() {
+        let m = MemoryLive::default();
+        m.stream_add("s", "a", 10);
+        m.stream_add("s", "b", 10);
+        assert_eq!(m.stream_after("s", Some("1-0"), 10).len(), 1);
+        assert!(m.expire("s", Duration::from_secs(60)));
+        assert_eq!(m.stream_last_id("s").as_deref(), Some("2-0"));
+        assert!(m.expire("s", Duration::ZERO));
+        assert_eq!(m.stream_after("s", None, 10), Vec::new());
+        assert_eq!(m.stream_last_id("s"), None);
+        m.stream_add("t", "a", 10);
+        m.del("t");
+        assert_eq!(m.stream_last_id("t"), None);
     }
 
     #[test]

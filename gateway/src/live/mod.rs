@@ -17,6 +17,18 @@ pub fn session_key(id: &str) -> String {
     format!("wg:session:{id}")
 }
 
+/// Stream of a live terminated SSH session's cast, published by the replica carrying it and
+/// read by watchers on any replica ([`crate::ssh::live_cast`]).
+pub fn watch_key(id: &str) -> String {
+    format!("wg:watch:{id}")
+}
+
+/// The current cast header of a watched session (kept apart from the bounded stream, so a late
+/// watcher always gets it).
+pub fn watch_header_key(id: &str) -> String {
+    format!("wg:watch:{id}:header")
+}
+
 /// Stream the fan-out job publishes events to, and every replica's event subscribers read.
 pub const EVENTS_STREAM: &str = "wg:events";
 

@@ -218,6 +218,7 @@ fn grant_to(
         state,
         replica,
         expires_at_ms,
+        terminated_by: None,
     }
 }
 
@@ -519,6 +520,7 @@ impl Sessions {
             },
             replica: None,
             expires_at_ms: now_ms() + AUTHORIZED_TTL_MS,
+            terminated_by: None,
         };
         if let Err(e) = self
             .inner
@@ -920,6 +922,11 @@ impl Sessions {
         {
             g.state = GrantState::Terminated;
             g.expires_at_ms = now_ms() + ttl_ms(TERMINATED_GRANT_TTL);
+            // Best effort: the name the user and watchers are told (the id if unknown).
+            g.terminated_by = Some(match store.token_by_id(by).await {
+                Ok(Some(t)) => t.name,
+                _ => by.to_string(),
+            });
             self.inner
                 .live
                 .set(&key, &self.sign(&g), TERMINATED_GRANT_TTL)
@@ -936,6 +943,23 @@ impl Sessions {
             serde_json::json!({"session": id, "by": by}),
         );
         Ok(after)
+    }
+
+    /// Who terminated `id` (their token name), while its terminated grant is still in the
+    /// live store: for the message the user and watchers see. `None` if it was not terminated
+    /// by an operator or the grant is gone.
+    pub async fn terminator(&self, id: &str) -> Option<String> {
+        let signed = self.inner.live.get(&session_key(id)).await.ok()??;
+        let g = self.verify(id, &signed).ok()?;
+        (g.state == GrantState::Terminated)
+            .then_some(g.terminated_by)
+            .flatten()
+    }
+
+    /// Audits that `by` (a token id) started watching live session `id`.
+    pub fn watched(&self, id: &str, by: &str) {
+        self.audit(by, "session.watch", id, String::new());
+        tracing::info!(event = "session_watched", session = %id, by = %by);
     }
 
     // ---- cleanup ----

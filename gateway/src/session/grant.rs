@@ -54,6 +54,10 @@ pub struct Grant {
     pub replica: Option<String>,
     /// Unix ms after which the grant is void.
     pub expires_at_ms: i64,
+    /// Who terminated it (the terminator's token name), once terminated: what the user and
+    /// watchers are told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminated_by: Option<String>,
 }
 
 impl Expiring for Grant {

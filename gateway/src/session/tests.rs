@@ -500,6 +500,9 @@ async fn direct_sessions_start_active_and_approval_targets_are_refused() {
     ));
     let watcher = w.watch(active);
     w.core.terminate(&id, "root").await.unwrap();
+    // The terminated grant names who did it (the token id when it has no name on record).
+    assert_eq!(w.core.terminator(&id).await.as_deref(), Some("root"));
+    assert_eq!(w.core.terminator("no-such-id").await, None);
     assert_eq!(
         tokio::time::timeout(Duration::from_secs(2), watcher)
             .await

@@ -14,6 +14,7 @@ use tokio::sync::{OnceCell, watch};
 
 use super::cast::{CastWriter, Header};
 use super::keys::{SshKeys, public_line};
+use super::live_cast::CastFeed;
 use crate::api::AppState;
 use crate::session::{Active, EndReason, Moved, Requester, SessionError, SessionStatus};
 use crate::store::{SshTargetRow, TargetRow, now_ms};
@@ -39,10 +40,12 @@ impl Identity {
     }
 }
 
-/// A session's cast recording: cast lines into the signed chunk stream.
+/// A session's cast: cast lines into the signed chunk stream (when recordings are on) and to
+/// the live feed watchers follow.
 #[derive(Clone)]
 pub(crate) struct CastRecorder {
-    rec: crate::recording::Recorder,
+    rec: Option<crate::recording::Recorder>,
+    feed: CastFeed,
     cast: Arc<Mutex<CastWriter>>,
     /// Whether terminal input is recorded (per target; off by default).
     pub input: bool,
@@ -55,8 +58,10 @@ impl CastRecorder {
             f(&mut c)
         };
         if let Some(l) = line {
-            self.rec
-                .record(crate::recording::Direction::Down, l.as_bytes());
+            if let Some(rec) = &self.rec {
+                rec.record(crate::recording::Direction::Down, l.as_bytes());
+            }
+            self.feed.push(&l);
         }
     }
     /// Terminal output.
@@ -175,7 +180,7 @@ pub(crate) struct Link {
     ssh: SshTargetRow,
     upstream: OnceCell<Result<Arc<Upstream>, String>>,
     up_closed: Arc<tokio::sync::Notify>,
-    /// The recording, when recordings are on.
+    /// The cast (recorded when recordings are on, and always fed to watchers).
     pub recorder: Option<CastRecorder>,
     /// Bytes client → target.
     pub up: AtomicU64,
@@ -356,7 +361,7 @@ impl Link {
         };
         let id = active.id().to_string();
         let recorder = match Self::record(&app, &active, &ssh, who) {
-            Ok(r) => r,
+            Ok(r) => Some(r),
             Err(e) => {
                 app.sessions
                     .end(&id, EndReason::RecordingUnavailable, Moved::default())
@@ -427,10 +432,7 @@ impl Link {
         active: &Active,
         ssh: &SshTargetRow,
         who: &Identity,
-    ) -> Result<Option<CastRecorder>, String> {
-        let Some(rec) = &app.recordings else {
-            return Ok(None);
-        };
+    ) -> Result<CastRecorder, String> {
         let grant = active.grant();
         let meta = crate::recording::Meta {
             session: active.id().to_string(),
@@ -452,7 +454,10 @@ impl Link {
                 }
             ),
         };
-        let recorder = rec.start(&meta).map_err(|e| e.to_string())?;
+        let recorder = match &app.recordings {
+            Some(rec) => Some(rec.start(&meta).map_err(|e| e.to_string())?),
+            None => None,
+        };
         let header = Header {
             version: 2,
             width: 80,
@@ -468,12 +473,15 @@ impl Link {
             env: Default::default(),
         };
         let (writer, line) = CastWriter::start(&header);
-        recorder.record(crate::recording::Direction::Down, line.as_bytes());
-        Ok(Some(CastRecorder {
+        if let Some(r) = &recorder {
+            r.record(crate::recording::Direction::Down, line.as_bytes());
+        }
+        Ok(CastRecorder {
             rec: recorder,
+            feed: CastFeed::start(app.live.clone(), active.id(), &line),
             cast: Arc::new(Mutex::new(writer)),
             input: ssh.record_input != 0,
-        }))
+        })
     }
 
     /// The SSH connection to the target, opened by the first caller (`pty`: whether its
@@ -567,13 +575,21 @@ impl Link {
             _ = up_closed.notified() => EndReason::TargetClosed,
         };
         let _ = self.ended.send(Some(reason));
+        let notice = match reason {
+            EndReason::Terminated => match app.sessions.terminator(&self.id).await {
+                Some(by) => format!("{}: {by}", end_message(reason)),
+                None => end_message(reason).to_string(),
+            },
+            _ => end_message(reason).to_string(),
+        };
         if let Some(r) = &self.recorder {
             r.marker(&format!("session ended: {}", reason.as_str()));
+            r.feed.end(reason, &notice);
         }
         if let Some(h) = &notify
             && !matches!(reason, EndReason::ClientClosed)
         {
-            let msg = format!("\r\nwardengate: {}\r\n", end_message(reason));
+            let msg = format!("\r\nwardengate: {notice}\r\n");
             let ids: Vec<_> = self
                 .channels
                 .lock()
@@ -590,7 +606,7 @@ impl Link {
             let _ = h
                 .disconnect(
                     russh::Disconnect::ByApplication,
-                    format!("wardengate: {}", end_message(reason)),
+                    format!("wardengate: {notice}"),
                     String::new(),
                 )
                 .await;
@@ -605,8 +621,8 @@ impl Link {
             up: self.up.load(Ordering::Relaxed),
             down: self.down.load(Ordering::Relaxed),
         };
-        if let Some(r) = self.recorder.clone() {
-            r.rec.finish(reason.as_str(), moved.up, moved.down);
+        if let Some(rec) = self.recorder.as_ref().and_then(|r| r.rec.clone()) {
+            rec.finish(reason.as_str(), moved.up, moved.down);
         }
         app.sessions.end(&self.id, reason, moved).await;
         drop(_guard);

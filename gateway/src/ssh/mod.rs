@@ -32,6 +32,11 @@
 //! cast lines (`meta.json`'s note starts with [`CAST_NOTE_PREFIX`]); concatenated in order they
 //! are the cast `GET /v1/recordings/{id}/cast` serves.
 //!
+//! **Live watch.** Every cast line also goes to the session's [`live_cast::CastFeed`], which
+//! publishes it to the live store (bounded; it never slows the session), so an approver or
+//! admin on any replica can follow it (`GET /v1/sessions/{id}/watch`); the end, with who
+//! terminated it, is the feed's last entry. See [`live_cast`].
+//!
 //! **The browser terminal.** [`terminal::SshTerminals`] is the one terminal API other front
 //! ends use: it implements the console's [`crate::console::TerminalBackend`] seam, opening an
 //! interactive shell on a pty to a terminated SSH target for a signed-in token. The session has
@@ -42,6 +47,7 @@ pub mod cast;
 mod channel;
 pub mod keys;
 mod link;
+pub mod live_cast;
 pub mod server;
 pub mod sftp;
 pub mod terminal;
