@@ -22,7 +22,19 @@ export function h<K extends keyof HTMLElementTagNameMap>(
   return el;
 }
 
+// The page (URL hash) whose content `show` may put on screen. A page that started for another
+// hash (its fetch returned after the user moved on) is ignored, so a slow page never replaces a
+// newer one.
+let current = "";
+
+/** Starts a page for the current URL hash: from now on only it may `show`. */
+export function beginPage(): void {
+  current = location.hash;
+}
+
+/** Replaces the main content, unless the user has moved to another page since it began. */
 export function show(...nodes: Child[]): void {
+  if (location.hash !== current) return;
   const main = document.getElementById("main");
   if (!main) return;
   main.replaceChildren();

@@ -8,7 +8,7 @@ import "./style.css";
 
 import * as api from "./api";
 import type { Role, Session, SessionInfo } from "./api";
-import { bytes, h, show, when } from "./dom";
+import { beginPage, bytes, h, show, when } from "./dom";
 import { closePlayer, recordingPage } from "./player";
 import { closeTerminal, terminalPage } from "./terminal";
 import { closeWatch, watchPage } from "./watch";
@@ -52,6 +52,7 @@ function fail(e: unknown): void {
 
 function signInPage(why?: string): void {
   leavePage();
+  beginPage();
   me = null;
   bar();
   const input = h("input", {
@@ -246,6 +247,7 @@ async function approvalsPage(): Promise<void> {
 
 async function route(): Promise<void> {
   leavePage();
+  beginPage();
   if (!me) {
     try {
       me = await api.whoAmI();
