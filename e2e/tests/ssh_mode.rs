@@ -4,7 +4,8 @@
 //! and an interactive shell on a pty (driven through `script`), `scp` and `sftp` with
 //! `User=USER:TARGET`; the cast recording holds the output, the exit status and the file names;
 //! expired and wrong-principal login certificates and a target host-key mismatch are refused;
-//! a session held longer than every shortened internal TTL stays up.
+//! a session held longer than every shortened internal TTL stays up; connections that never log
+//! in are cut at the login grace.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -78,6 +79,9 @@ async fn world() -> World {
             // Every internal TTL short, so a session of a few seconds outlives them all.
             "--live-session-ttl",
             "2s",
+            // Short, so the refusal test sees silent connections cut; real logins take far less.
+            "--ssh-login-grace",
+            "4s",
         ],
     )
     .await
@@ -537,6 +541,43 @@ fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expired_certificates_wrong_principals_and_changed_host_keys_are_refused() {
     let w = world().await;
+    // Before authentication nothing is held for long: a client that connects and says nothing,
+    // and one that sends its version and stalls in the key exchange, are both disconnected at
+    // the login grace (4 s here), not before and not never.
+    let silent = |hello: &'static [u8]| {
+        let port = w.port;
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let t = Instant::now();
+            let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            c.write_all(hello).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let closed = tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    match c.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+            assert!(closed.is_ok(), "a silent SSH connection was held past 30 s");
+            t.elapsed()
+        })
+    };
+    let (idle, stalled) = (silent(b""), silent(b"SSH-2.0-stalled\r\n"));
+    for (what, held) in [
+        ("idle", idle.await.unwrap()),
+        ("stalled", stalled.await.unwrap()),
+    ] {
+        assert!(
+            held >= Duration::from_millis(3500),
+            "{what}: cut after {held:?}, before the login grace"
+        );
+        eprintln!("{what} pre-auth connection cut after {held:?} (grace 4 s)");
+    }
     let (key, opts) = w.credentials("good").await;
     let ssh = |opts: &[String], extra: &[&str]| {
         timed_output(

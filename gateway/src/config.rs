@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// the three SSH key files below are given.
     #[arg(long, env = "WG_SSH_LISTEN", default_value = "0.0.0.0:2222")]
     pub ssh_listen: String,
+    /// How long an SSH connection may take to log in (from accept) before it is disconnected:
+    /// a bound on what unauthenticated clients can hold on the SSH port.
+    #[arg(long, env = "WG_SSH_LOGIN_GRACE", default_value = "30s")]
+    pub ssh_login_grace: String,
     /// SSH host key users' clients see (OpenSSH private key; `wardengate keys generate
     /// --ssh-key` prints one). Same file on every replica, so clients pin one key.
     #[arg(long, env = "WG_SSH_HOST_KEY_FILE")]
@@ -424,10 +428,18 @@ impl ServeArgs {
             keys.push(crate::ssh::keys::read_key(path).map_err(|e| err(flag, var, e.to_string()))?);
         }
         let listen = addr("ssh-listen", "WG_SSH_LISTEN", &self.ssh_listen)?;
+        let login_grace = parse_duration(
+            "ssh-login-grace",
+            "WG_SSH_LOGIN_GRACE",
+            &self.ssh_login_grace,
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+        )?;
         let mut keys = keys.into_iter();
         match (keys.next(), keys.next(), keys.next()) {
             (Some(host), Some(user_ca), Some(login_ca)) => Ok(Some(crate::ssh::SshParts {
                 listen,
+                login_grace,
                 keys: crate::ssh::SshKeys {
                     host,
                     user_ca,
@@ -910,6 +922,21 @@ mod tests {
         assert_eq!(c.live_session_ttl, crate::session::DEFAULT_LIVE_SESSION_TTL);
         assert_eq!(c.database_pool_mode, PoolMode::Session);
         assert_eq!(c.admin_socket, None);
+    }
+
+    #[test]
+    fn the_ssh_login_grace_flag_defaults_to_the_front_ends_default() {
+        let f = files();
+        let a = Cli::try_parse_from(args(&f, &[])).unwrap().args;
+        let grace = parse_duration(
+            "ssh-login-grace",
+            "WG_SSH_LOGIN_GRACE",
+            &a.ssh_login_grace,
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+        )
+        .unwrap();
+        assert_eq!(grace, crate::ssh::DEFAULT_LOGIN_GRACE);
     }
 
     #[test]

@@ -241,6 +241,7 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
             Some(listen) => Some(crate::ssh::SshParts {
                 listen,
                 keys: dev_ssh_keys(dir)?,
+                login_grace: crate::ssh::DEFAULT_LOGIN_GRACE,
             }),
             None => None,
         },

@@ -194,7 +194,17 @@ pub async fn run(
                     source,
                 })?;
             tracing::info!(event = "ssh_listen", listen = %p.listen, usage = %crate::ssh::describe(p.listen));
-            (Some(l), Some(Arc::new(p.keys.clone())))
+            let limits = crate::ssh::SshLimits {
+                acceptor: crate::limits::CappedAcceptor::new(
+                    parts.limits.max_connections,
+                    parts
+                        .metrics
+                        .connections_refused
+                        .with_label_values(&["ssh_max_connections"]),
+                ),
+                login_grace: p.login_grace,
+            };
+            (Some((l, limits)), Some(Arc::new(p.keys.clone())))
         }
         None => (None, None),
     };
@@ -352,7 +362,9 @@ pub async fn run(
                 ssh_port,
             });
             let ssh_task = match (ssh_listener, ssh_keys) {
-                (Some(l), Some(k)) => Some(crate::ssh::spawn(state.clone(), k, l)),
+                (Some((l, limits)), Some(k)) => {
+                    Some(crate::ssh::spawn(state.clone(), k, l, limits))
+                }
                 _ => None,
             };
             app.ready(router(state));

@@ -74,19 +74,25 @@ pub fn spawn(
     app: Arc<AppState>,
     keys: Arc<SshKeys>,
     listener: tokio::net::TcpListener,
+    limits: SshLimits,
 ) -> tokio::task::JoinHandle<()> {
     let config = Arc::new(server::config(&keys));
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((socket, peer)) => {
-                    let _ = socket.set_nodelay(true);
+                Ok((socket, _)) => {
+                    // Over the cap the connection is closed at once (and counted).
+                    let Ok(socket) = limits.acceptor.accept_now(socket) else {
+                        continue;
+                    };
+                    let peer = socket.peer();
                     tokio::spawn(server::serve_connection(
                         app.clone(),
                         keys.clone(),
                         config.clone(),
                         socket,
                         peer,
+                        limits.login_grace,
                     ));
                 }
                 Err(e) => {
@@ -110,6 +116,23 @@ pub struct SshParts {
     pub listen: SocketAddr,
     /// Host key and CAs.
     pub keys: SshKeys,
+    /// `--ssh-login-grace`: how long a connection may take to log in.
+    pub login_grace: std::time::Duration,
+}
+
+/// Default of `--ssh-login-grace` (OpenSSH's `LoginGraceTime` is 2 minutes; our clients are
+/// `wgctl ssh` and scripts with a certificate in hand, so a shorter bound costs nobody). The
+/// flag's default text says the same; a config test holds them together.
+pub const DEFAULT_LOGIN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Bounds on the SSH listener before authentication: what a hostile network in front of 2222
+/// can hold.
+#[derive(Debug, Clone)]
+pub struct SshLimits {
+    /// At most `--max-connections` connections at once on 2222 (counted apart from 8443's).
+    pub acceptor: crate::limits::CappedAcceptor,
+    /// A connection that has not logged in within this is disconnected.
+    pub login_grace: std::time::Duration,
 }
 
 /// Client → target and target → client bytes of `addr`'s port, for logs.

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use russh::keys::Certificate;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
@@ -30,6 +31,8 @@ pub(crate) struct Conn {
     keys: Arc<SshKeys>,
     peer: Option<SocketAddr>,
     who: Option<(Identity, String)>,
+    /// Turns true once the client has logged in (ends the login grace timer).
+    authed: watch::Sender<bool>,
     state_tx: watch::Sender<LinkState>,
     state_rx: watch::Receiver<LinkState>,
     gone: watch::Receiver<bool>,
@@ -104,6 +107,7 @@ impl russh::server::Handler for Conn {
         let Some((who, target)) = self.who.clone() else {
             return Ok(());
         };
+        let _ = self.authed.send(true);
         let (app, keys, tx, mut gone) = (
             self.app.clone(),
             self.keys.clone(),
@@ -191,32 +195,71 @@ pub(crate) fn config(keys: &SshKeys) -> russh::server::Config {
     }
 }
 
-/// Serves one accepted connection to its end.
+/// Serves one accepted connection to its end. A connection that has not logged in within
+/// `login_grace` (from accept, the version exchange included) is disconnected: an idle or
+/// slow client cannot hold a connection, and its memory, before authentication.
 pub(crate) async fn serve_connection(
     app: Arc<AppState>,
     keys: Arc<SshKeys>,
     config: Arc<russh::server::Config>,
-    socket: tokio::net::TcpStream,
+    socket: crate::limits::Capped,
     peer: SocketAddr,
+    login_grace: Duration,
 ) {
+    let deadline = tokio::time::Instant::now() + login_grace;
     let (gone_tx, gone) = watch::channel(false);
     let (state_tx, state_rx) = watch::channel(LinkState::Waiting(String::new()));
+    let (authed_tx, mut authed) = watch::channel(false);
     let conn = Conn {
         app,
         keys,
         peer: Some(peer),
         who: None,
+        authed: authed_tx,
         state_tx,
         state_rx,
         gone,
     };
-    match russh::server::run_stream(config, socket, conn).await {
-        Ok(session) => {
-            if let Err(e) = session.await {
+    let started =
+        tokio::time::timeout_at(deadline, russh::server::run_stream(config, socket, conn)).await;
+    match started {
+        Ok(Ok(mut session)) => {
+            let logged_in = tokio::time::timeout_at(deadline, async {
+                authed.wait_for(|a| *a).await.is_ok()
+            });
+            let ended_early = tokio::select! {
+                r = &mut session => Some(r),
+                r = logged_in => match r {
+                    Ok(_) => None,
+                    Err(_) => {
+                        tracing::info!(event = "ssh_login_timeout", client = %peer, grace = ?login_grace);
+                        let _ = session
+                            .handle()
+                            .disconnect(
+                                russh::Disconnect::ByApplication,
+                                "no login within the login grace time".into(),
+                                String::new(),
+                            )
+                            .await;
+                        // The session task ends once the disconnect is written; bounded.
+                        let _ = tokio::time::timeout(Duration::from_secs(5), &mut session).await;
+                        let _ = gone_tx.send(true);
+                        return;
+                    }
+                },
+            };
+            let result = match ended_early {
+                Some(r) => r,
+                None => session.await,
+            };
+            if let Err(e) = result {
                 tracing::debug!(event = "ssh_connection_error", client = %peer, error = %e);
             }
         }
-        Err(e) => tracing::debug!(event = "ssh_handshake_failed", client = %peer, error = %e),
+        Ok(Err(e)) => tracing::debug!(event = "ssh_handshake_failed", client = %peer, error = %e),
+        Err(_) => {
+            tracing::info!(event = "ssh_login_timeout", client = %peer, grace = ?login_grace, phase = "version exchange");
+        }
     }
     let _ = gone_tx.send(true);
 }
