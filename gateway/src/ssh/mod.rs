@@ -81,6 +81,11 @@ pub fn spawn(
         loop {
             match listener.accept().await {
                 Ok((socket, _)) => {
+                    // A second handle on the socket, so a connection past its login grace can
+                    // be shut down from outside the session task that owns it.
+                    let Ok((socket, cut)) = server::with_cut_handle(socket) else {
+                        continue;
+                    };
                     // Over the cap the connection is closed at once (and counted).
                     let Ok(socket) = limits.acceptor.accept_now(socket) else {
                         continue;
@@ -91,6 +96,7 @@ pub fn spawn(
                         keys.clone(),
                         config.clone(),
                         socket,
+                        cut,
                         peer,
                         limits.login_grace,
                     ));

@@ -195,6 +195,16 @@ pub(crate) fn config(keys: &SshKeys) -> russh::server::Config {
     }
 }
 
+/// `socket` and a second handle on the same connection (a duplicated descriptor, so it can never
+/// name another socket later) for [`serve_connection`] to shut it down with.
+pub(crate) fn with_cut_handle(
+    socket: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let std = socket.into_std()?;
+    let cut = std.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(std)?, cut))
+}
+
 /// Serves one accepted connection to its end. A connection that has not logged in within
 /// `login_grace` (from accept, the version exchange included) is disconnected: an idle or
 /// slow client cannot hold a connection, and its memory, before authentication.
@@ -203,6 +213,7 @@ pub(crate) async fn serve_connection(
     keys: Arc<SshKeys>,
     config: Arc<russh::server::Config>,
     socket: crate::limits::Capped,
+    cut: std::net::TcpStream,
     peer: SocketAddr,
     login_grace: Duration,
 ) {
@@ -224,24 +235,27 @@ pub(crate) async fn serve_connection(
         tokio::time::timeout_at(deadline, russh::server::run_stream(config, socket, conn)).await;
     match started {
         Ok(Ok(mut session)) => {
-            let logged_in = tokio::time::timeout_at(deadline, async {
-                authed.wait_for(|a| *a).await.is_ok()
-            });
+            let logged_in =
+                tokio::time::timeout_at(deadline, async { authed.wait_for(|a| *a).await.is_ok() });
             let ended_early = tokio::select! {
                 r = &mut session => Some(r),
                 r = logged_in => match r {
                     Ok(_) => None,
                     Err(_) => {
                         tracing::info!(event = "ssh_login_timeout", client = %peer, grace = ?login_grace);
-                        let _ = session
-                            .handle()
-                            .disconnect(
+                        let handle = session.handle();
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            handle.disconnect(
                                 russh::Disconnect::ByApplication,
                                 "no login within the login grace time".into(),
                                 String::new(),
-                            )
-                            .await;
-                        // The session task ends once the disconnect is written; bounded.
+                            ),
+                        )
+                        .await;
+                        // Before the key exchange the session task does not act on the
+                        // disconnect: shutting the socket down ends its reads and writes.
+                        let _ = cut.shutdown(std::net::Shutdown::Both);
                         let _ = tokio::time::timeout(Duration::from_secs(5), &mut session).await;
                         let _ = gone_tx.send(true);
                         return;
@@ -259,6 +273,7 @@ pub(crate) async fn serve_connection(
         Ok(Err(e)) => tracing::debug!(event = "ssh_handshake_failed", client = %peer, error = %e),
         Err(_) => {
             tracing::info!(event = "ssh_login_timeout", client = %peer, grace = ?login_grace, phase = "version exchange");
+            let _ = cut.shutdown(std::net::Shutdown::Both);
         }
     }
     let _ = gone_tx.send(true);
