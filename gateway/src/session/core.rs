@@ -342,16 +342,12 @@ impl Sessions {
     }
 
     /// Whether `token_id` may start another session now: within its session rate, and holding
-    /// fewer sessions than the per-token cap (counted in Postgres, so fleet-wide; requests racing
-    /// each other may pass it by as many as arrive at once).
-    pub(super) async fn admit(&self, token_id: &str) -> Result<(), SessionError> {
+    /// (`held`, read with the target by [`Store::target_and_held`]) fewer sessions than the
+    /// per-token cap (counted in Postgres, so fleet-wide; requests racing each other may pass
+    /// it by as many as arrive at once).
+    pub(super) fn admit(&self, token_id: &str, held: i64) -> Result<(), SessionError> {
         self.admit_rate(token_id)?;
-        let max = self.inner.config.max_sessions_per_token;
-        if max > 0 {
-            let held = self.inner.store.open_sessions_of(token_id).await?;
-            self.admit_held(token_id, held)?;
-        }
-        Ok(())
+        self.admit_held(token_id, held)
     }
 
     /// The per-token new-session rate (in memory, checked before any query).
@@ -410,10 +406,9 @@ impl Sessions {
             .await?
             .ok_or_else(|| SessionError::TargetNotFound(target.to_string()))?;
         if let Some(region) = target.region.clone() {
-            return self.authorise_regional(who, &target, &region).await;
+            return self.authorise_regional(who, &target, &region, held).await;
         }
-        self.admit_rate(who.token_id)?;
-        self.admit_held(who.token_id, held)?;
+        self.admit(who.token_id, held)?;
         self.authorise_target(who, &target).await
     }
 
@@ -565,8 +560,7 @@ impl Sessions {
         if row.require_approval != 0 {
             return Err(SessionError::ApprovalRequired(row.name));
         }
-        self.admit_rate(who.token_id)?;
-        self.admit_held(who.token_id, held)?;
+        self.admit(who.token_id, held)?;
         let ttl = self.inner.config.live_session_ttl;
         let now = now_ms();
         let grant = grant_to(

@@ -44,11 +44,12 @@ impl Sessions {
         who: Requester<'_>,
         target: &TargetRow,
         region: &str,
+        held: i64,
     ) -> Result<Authorization, SessionError> {
         if target.require_approval != 0 {
             return Err(SessionError::RegionalApproval(target.name.clone()));
         }
-        self.admit(who.token_id).await?;
+        self.admit(who.token_id, held)?;
         let store = &self.inner.store;
         let now = now_ms();
         let gateway = store

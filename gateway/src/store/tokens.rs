@@ -135,22 +135,6 @@ impl Store {
         .map(|_| ())
     }
 
-    /// Sessions `token_id` holds now: pending, authorised (not yet used) or relayed.
-    pub async fn open_sessions_of(&self, token_id: &str) -> Result<i64, StoreError> {
-        let (n,): (i64,) = self
-            .run(async |c| {
-                self.query_as(
-                    "SELECT COUNT(*) FROM sessions WHERE token_id = $1 \
-                     AND status IN ('pending', 'authorized', 'active', 'terminating')",
-                )
-                .bind(token_id)
-                .fetch_one(&mut *c)
-                .await
-            })
-            .await?;
-        Ok(n)
-    }
-
     /// Every token, oldest first.
     pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
         self.run(async |c| {
