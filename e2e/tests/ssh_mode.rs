@@ -101,7 +101,11 @@ async fn world() -> World {
     );
     let ca_pub = keys.join("trusted-user-ca.pub");
     std::fs::write(&ca_pub, format!("{line}\n")).unwrap();
-    let sshd = Sshd::start_with(&format!("TrustedUserCAKeys {}", ca_pub.display())).unwrap();
+    let sshd = Sshd::start_with(&format!(
+        "TrustedUserCAKeys {}\nAcceptEnv WG_E2E_*",
+        ca_pub.display()
+    ))
+    .unwrap();
     let p = sshd.port().to_string();
     run(
         &mut fleet.wgctl(&[
@@ -132,6 +136,11 @@ async fn world() -> World {
 impl World {
     /// `wgctl ssh TARGET -- COMMAND` (batch mode), its whole output.
     fn wgctl_ssh(&self, target: &str, command: &[&str]) -> Output {
+        self.wgctl_ssh_with(target, &[], command)
+    }
+
+    /// [`World::wgctl_ssh`] with more `wgctl ssh` options.
+    fn wgctl_ssh_with(&self, target: &str, options: &[&str], command: &[&str]) -> Output {
         let mut args = vec![
             "ssh".to_string(),
             target.into(),
@@ -141,8 +150,9 @@ impl World {
             self.port.to_string(),
             "--ssh-arg=-oBatchMode=yes".into(),
             "--ssh-arg=-oLogLevel=ERROR".into(),
-            "--".into(),
         ];
+        args.extend(options.iter().map(|s| s.to_string()));
+        args.push("--".into());
         args.extend(command.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut c = self.fleet.wgctl(&args);
@@ -702,6 +712,123 @@ async fn expired_certificates_wrong_principals_and_changed_host_keys_are_refused
     let out = w.wgctl_ssh("db1", &["echo", "pinned-ok"]);
     assert!(
         text(&out.stdout).contains("pinned-ok"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn binary_exec_streams_environment_and_source_bound_certificates() {
+    let w = world().await;
+
+    // A binary exec stream (text, then gzip's bytes): the client gets it whole, and the
+    // recording keeps it byte for byte (`b` events), not as replacement characters.
+    let out = w.wgctl_ssh(
+        "db1",
+        &[
+            "echo",
+            "text-first;",
+            "seq",
+            "1",
+            "5000",
+            "|",
+            "gzip",
+            "-c",
+            "-n",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        out.stdout.starts_with(b"text-first\n\x1f\x8b"),
+        "{:?}",
+        &out.stdout[..16.min(out.stdout.len())]
+    );
+    assert!(
+        std::str::from_utf8(&out.stdout).is_err(),
+        "the stream is binary"
+    );
+    let s = w.latest_session();
+    let cast = w.cast_with(&s.id, &["exit-status 0", "session ended"]);
+    assert!(
+        cast.contains(",\"b\","),
+        "raw bytes are recorded as b events: {cast}"
+    );
+    assert!(!cast.contains('\u{FFFD}'), "nothing replaced: {cast}");
+    let recorded = w
+        .fleet
+        .wgctl(&["recordings", "output", &s.id])
+        .output()
+        .unwrap();
+    assert!(recorded.status.success(), "{}", text(&recorded.stderr));
+    assert_eq!(
+        recorded.stdout.len(),
+        out.stdout.len(),
+        "the recording holds exactly what the client got"
+    );
+    assert!(recorded.stdout == out.stdout, "the recorded bytes differ");
+    eprintln!(
+        "binary exec stream: {} bytes received and recorded identically",
+        out.stdout.len()
+    );
+
+    // Environment the client sends is passed on for the target's AcceptEnv; the cast names
+    // the variable, never its value.
+    let out = w.wgctl_ssh_with(
+        "db1",
+        &["--ssh-arg=-oSetEnv=WG_E2E_COLOUR=teal-4242"],
+        &["echo", "colour-is-$WG_E2E_COLOUR"],
+    );
+    assert!(
+        text(&out.stdout).contains("colour-is-teal-4242"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let s = w.latest_session();
+    let cast = w.cast_with(&s.id, &["\"m\",\"env WG_E2E_COLOUR\"", "session ended"]);
+    assert!(!cast.contains("WG_E2E_COLOUR=teal"), "{cast}");
+
+    // Certificates bound to a source address: the address the replica dials from works…
+    let p = w.sshd.port().to_string();
+    let add = |name: &str, bound: &str| {
+        w.fleet
+            .wgctl(&[
+                "targets",
+                "add",
+                name,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &p,
+                "--ssh-user",
+                w.sshd.user(),
+                "--ssh-source-address",
+                bound,
+            ])
+            .output()
+            .unwrap()
+    };
+    let bad = add("db1-bad", "the-gateway");
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("ssh_source_address: `the-gateway` is not `dial`"),
+        "{}",
+        text(&bad.stderr)
+    );
+    assert!(add("db1-dial", "dial").status.success());
+    let out = w.wgctl_ssh("db1-dial", &["echo", "bound-ok"]);
+    assert!(
+        text(&out.stdout).contains("bound-ok"),
+        "{}",
+        text(&out.stderr)
+    );
+    // …and a certificate bound elsewhere is refused by the target, with the reason named.
+    assert!(add("db1-far", "192.0.2.0/24").status.success());
+    let out = w.wgctl_ssh("db1-far", &["echo", "should-not-run"]);
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("should-not-run"));
+    assert!(
+        text(&out.stderr).contains("bound to source-address 192.0.2.0/24"),
         "{}",
         text(&out.stderr)
     );

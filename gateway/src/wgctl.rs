@@ -229,6 +229,13 @@ pub enum RecordingsCommand {
         /// Session id.
         id: String,
     },
+    /// Print what a terminated SSH session's channels printed, byte for byte: terminal text,
+    /// and the raw bytes of binary exec streams (`ssh … tar c dir > x.tar`), e.g. to recover
+    /// a file a command sent (`wgctl recordings output ID > out`).
+    Output {
+        /// Session id.
+        id: String,
+    },
 }
 
 /// `wgctl approvals …`.
@@ -296,6 +303,11 @@ pub enum TargetsCommand {
         /// Terminated SSH: pin this host key (`ssh-ed25519 AAAA…`) instead of the first one seen.
         #[arg(long, requires = "ssh_user")]
         ssh_host_key: Option<String>,
+        /// Terminated SSH: bind each session's certificate to where the target sees the gateway
+        /// come from (`source-address`): `dial` (the address the replica dials from, no NAT
+        /// between) or addresses and CIDR blocks, comma-separated.
+        #[arg(long, requires = "ssh_user")]
+        ssh_source_address: Option<String>,
     },
     /// List targets.
     List,
@@ -662,6 +674,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 ssh_user,
                 ssh_record_input,
                 ssh_host_key,
+                ssh_source_address,
             } => {
                 let t = client
                     .add_target(&NewTarget {
@@ -673,6 +686,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                         ssh_user,
                         ssh_record_input,
                         ssh_host_key,
+                        ssh_source_address,
                     })
                     .await?;
                 if json_out {
@@ -1246,6 +1260,13 @@ async fn recordings(
             let cast = client.recording_cast(&id).await?;
             use std::io::Write;
             std::io::stdout().write_all(&cast)?;
+            Ok(())
+        }
+        RecordingsCommand::Output { id } => {
+            let cast = client.recording_cast(&id).await?;
+            let bytes = crate::ssh::cast::output_bytes(&String::from_utf8_lossy(&cast));
+            use std::io::Write;
+            std::io::stdout().write_all(&bytes)?;
             Ok(())
         }
         RecordingsCommand::PublicKeys => {

@@ -131,7 +131,7 @@ pub async fn ssh(
 pub struct CastEvent {
     /// Seconds since the start.
     pub at: f64,
-    /// `o`, `i`, `r` or `m`.
+    /// `o`, `i`, `r`, `m`, or `b` (raw bytes of a binary exec stream, not shown).
     pub code: String,
     /// The data.
     pub data: String,

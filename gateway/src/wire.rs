@@ -142,6 +142,11 @@ pub struct NewTarget {
     /// first use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_host_key: Option<String>,
+    /// Terminated SSH: bind each session's certificate to the address the target sees the
+    /// gateway come from (OpenSSH `source-address`): `dial` (the address the replica dials
+    /// from) or a comma-separated list of addresses and CIDR blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_source_address: Option<String>,
 }
 
 /// Body of `POST /v1/ssh/certificates`.

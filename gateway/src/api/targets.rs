@@ -67,6 +67,25 @@ pub async fn create(
         ),
         None => None,
     };
+    let source_address = match &t.ssh_source_address {
+        Some(_) if t.ssh_user.is_none() => {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidBody,
+                "ssh_source_address: only for a terminated SSH target (set ssh_user too)",
+            ));
+        }
+        Some(a) => Some(
+            a.parse::<crate::ssh::source_address::SourceAddress>()
+                .map_err(|e| {
+                    ApiError::bad_request(
+                        ErrorCode::InvalidBody,
+                        format!("ssh_source_address: {e}"),
+                    )
+                })?
+                .to_string(),
+        ),
+        None => None,
+    };
     let region = t.region.as_deref().map(str::trim).filter(|r| !r.is_empty());
     if let Some(r) = region {
         if r.len() > 63 {
@@ -110,7 +129,15 @@ pub async fn create(
         })?;
     if let Some(login) = &t.ssh_user {
         st.store
-            .set_ssh_target(&row.id, login, t.ssh_record_input, host_key.as_deref())
+            .set_ssh_target(
+                &row.id,
+                crate::store::SshSettings {
+                    login,
+                    record_input: t.ssh_record_input,
+                    host_key: host_key.as_deref(),
+                    source_address: source_address.as_deref(),
+                },
+            )
             .await?;
     }
     let _ = st

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg};
 
+use super::cast::ExecStream;
 use super::link::{Link, LinkState};
 use super::sftp::{SftpDecoder, Side};
 
@@ -28,7 +29,11 @@ enum Kind {
 #[derive(Default)]
 struct ChanState {
     kind: Kind,
+    /// A terminal was requested: output is terminal text, not a byte stream.
+    pty: bool,
     sftp: SftpDecoder,
+    /// Standard output of an exec without a terminal (kept byte for byte when binary).
+    stdout: ExecStream,
 }
 
 fn is_request(m: &ChannelMsg) -> bool {
@@ -144,6 +149,7 @@ pub(crate) async fn carry(
                         }
                     }
                     ChannelMsg::Eof => {
+                        end_stdout(&link, &state);
                         let _ = cwx.eof().await;
                     }
                     ChannelMsg::ExitStatus { exit_status } => {
@@ -181,12 +187,17 @@ pub(crate) async fn carry(
                     _ => {}
                 }
             }
+            end_stdout(&link, &state);
             let _ = cwx.close().await;
         })
     };
-    // Client → target, starting with what was queued.
-    let mut queued = early.into_iter();
-    let mut next = Some(first);
+    // Client → target, starting with what was queued: environment first (it applies to the
+    // request that follows it), then the first request, then the rest in order.
+    let (env, rest): (Vec<_>, Vec<_>) = early
+        .into_iter()
+        .partition(|m| matches!(m, ChannelMsg::SetEnv { .. }));
+    let mut queued = env.into_iter().chain(std::iter::once(first)).chain(rest);
+    let mut next = queued.next();
     loop {
         let m = match next.take().or_else(|| queued.next()) {
             Some(m) => m,
@@ -213,6 +224,7 @@ pub(crate) async fn carry(
                 terminal_modes,
                 ..
             } => {
+                state.lock().unwrap_or_else(|p| p.into_inner()).pty = true;
                 if let Some(r) = rec {
                     r.marker(&format!("pty {term}"));
                     r.resize(col_width, row_height);
@@ -269,8 +281,21 @@ pub(crate) async fn carry(
                     .await
             }
             ChannelMsg::Signal { signal } => twx.signal(signal).await,
-            // Refused by the handler (agent, X11) or not passed on (environment: OpenSSH
-            // sends it without asking for a reply, so nothing is owed).
+            // Environment (`SendEnv`, `SetEnv`): passed on for the target's `AcceptEnv` to
+            // decide, without asking for a reply (russh does not say whether the client asked
+            // for one, and OpenSSH never does; an unasked reply would be taken as the answer
+            // to the next request). The name is recorded, never the value: it may be a secret.
+            ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            } => {
+                if let Some(r) = rec {
+                    r.marker(&format!("env {variable_name}"));
+                }
+                twx.set_env(false, variable_name, variable_value).await
+            }
+            // Refused by the handler (agent, X11).
             _ => Ok(()),
         };
         if sent.is_err() {
@@ -318,10 +343,27 @@ fn record_up(link: &Link, state: &std::sync::Mutex<ChanState>, data: &[u8]) {
 }
 
 fn record_down(link: &Link, state: &std::sync::Mutex<ChanState>, data: &[u8]) {
-    if link.recorder.is_none() || record_sftp(link, state, Side::Server, data) {
+    let Some(r) = &link.recorder else {
+        return;
+    };
+    if record_sftp(link, state, Side::Server, data) {
         return;
     }
-    if let Some(r) = &link.recorder {
+    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+    if s.kind == Kind::Exec && !s.pty {
+        r.exec_output(&mut s.stdout, Some(data));
+    } else {
+        drop(s);
         r.output(data);
+    }
+}
+
+/// The end of an exec channel's standard output: what its stream still holds is written.
+fn end_stdout(link: &Link, state: &std::sync::Mutex<ChanState>) {
+    if let Some(r) = &link.recorder {
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.kind == Kind::Exec && !s.pty {
+            r.exec_output(&mut s.stdout, None);
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! - the **host key** users' clients pin (`--ssh-host-key-file`);
 //! - the **user CA** (`--ssh-ca-key-file`): targets trust it with `TrustedUserCAKeys`; it signs
 //!   one short-lived certificate per session (principal = the target's login, `permit-pty`
-//!   only when the session's first channel asks for a terminal);
+//!   only when the session's first channel asks for a terminal, `source-address` when the
+//!   target is bound to one, see [`super::source_address`]);
 //! - the **login CA** (`--ssh-login-ca-key-file`): signs the short-lived certificates
 //!   `wgctl ssh` gets for an ephemeral key (`POST /v1/ssh/certificates`); the front end
 //!   accepts only those, and checks the token named in the key id on every login, so revoking
@@ -138,6 +139,7 @@ impl SshKeys {
         login: &str,
         session: &str,
         pty: bool,
+        source_address: Option<&str>,
     ) -> Result<Certificate, KeyError> {
         let t = now();
         let sign = |e: russh::keys::ssh_key::Error| KeyError::Sign(e.to_string());
@@ -155,6 +157,9 @@ impl SshKeys {
         b.valid_principal(login).map_err(sign)?;
         if pty {
             b.extension("permit-pty", "").map_err(sign)?;
+        }
+        if let Some(a) = source_address {
+            b.critical_option("source-address", a).map_err(sign)?;
         }
         b.sign(&self.user_ca).map_err(sign)
     }
@@ -264,17 +269,24 @@ mod tests {
         let keys = keys();
         let k = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
         let c = keys
-            .target_certificate(k.public_key(), "deploy", "s1", false)
+            .target_certificate(k.public_key(), "deploy", "s1", false, None)
             .unwrap();
+        assert!(c.critical_options().is_empty());
         assert_eq!(c.valid_principals(), ["deploy".to_string()]);
         assert!(!c.extensions().contains_key("permit-pty"));
         assert!(c.valid_before() - c.valid_after() <= TARGET_CERT_TTL.as_secs() + SKEW);
         let ca = keys.user_ca.public_key().fingerprint(HashAlg::Sha256);
         c.validate([&ca]).unwrap();
         let p = keys
-            .target_certificate(k.public_key(), "deploy", "s1", true)
+            .target_certificate(k.public_key(), "deploy", "s1", true, Some("10.0.0.0/8"))
             .unwrap();
         assert!(p.extensions().contains_key("permit-pty"));
+        assert_eq!(
+            p.critical_options()
+                .get("source-address")
+                .map(String::as_str),
+            Some("10.0.0.0/8")
+        );
         assert!(keys.ca_line().starts_with("ssh-ed25519 "));
     }
 }

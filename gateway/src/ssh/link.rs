@@ -68,6 +68,17 @@ impl CastRecorder {
     pub fn output(&self, b: &[u8]) {
         self.with(|c| c.output(b));
     }
+    /// Output of an exec channel without a terminal, through its [`ExecStream`] (`None`: the
+    /// end of the stream), so a binary stream is kept byte for byte.
+    pub fn exec_output(&self, stream: &mut super::cast::ExecStream, b: Option<&[u8]>) {
+        let pieces = match b {
+            Some(b) => stream.push(b),
+            None => stream.finish().into_iter().collect(),
+        };
+        for p in pieces {
+            self.with(|c| c.piece(&p));
+        }
+    }
     /// Terminal input, when the target records it.
     pub fn input(&self, b: &[u8]) {
         if self.input {
@@ -444,7 +455,8 @@ impl Link {
             note: format!(
                 "{}terminated SSH as `{}`: the chunks' bytes, in order, are an asciicast v2 file \
                  (terminal output; input {}; resizes; exec command lines, exit statuses and SFTP \
-                 file operations as markers)",
+                 file operations as markers; a binary exec stream's raw bytes as `b` events, \
+                 base64)",
                 super::CAST_NOTE_PREFIX,
                 ssh.login,
                 if ssh.record_input != 0 {
@@ -493,6 +505,20 @@ impl Link {
             .clone()
     }
 
+    /// The `source-address` for a certificate used on `tcp`, when the target is bound to one.
+    fn source_address(&self, tcp: &tokio::net::TcpStream) -> Result<Option<String>, String> {
+        let Some(text) = &self.ssh.source_address else {
+            return Ok(None);
+        };
+        let bound: super::source_address::SourceAddress = text
+            .parse()
+            .map_err(|e| format!("target `{}`: ssh source address {e}", self.target.name))?;
+        let local = tcp
+            .local_addr()
+            .map_err(|e| format!("reading the local address dialled from: {e}"))?;
+        Ok(Some(bound.option_for(local.ip())))
+    }
+
     async fn connect(&self, pty: bool) -> Result<Upstream, String> {
         let app = &self.app;
         let (host, port) = (self.target.host.clone(), self.target.port as u16);
@@ -508,9 +534,16 @@ impl Link {
             })?;
         let key =
             PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| e.to_string())?;
+        let source = self.source_address(&tcp)?;
         let cert = self
             .keys
-            .target_certificate(key.public_key(), &self.ssh.login, &self.id, pty)
+            .target_certificate(
+                key.public_key(),
+                &self.ssh.login,
+                &self.id,
+                pty,
+                source.as_deref(),
+            )
             .map_err(|e| e.to_string())?;
         let refusal = Arc::new(Mutex::new(None));
         let handler = UpHandler {
@@ -543,9 +576,16 @@ impl Link {
             .await
             .map_err(|e| format!("authenticating to target `{}`: {e}", self.target.name))?;
         if !auth.success() {
+            let bound = match &source {
+                Some(a) => format!(
+                    "; the certificate is bound to source-address {a}: is that where the target \
+                     sees the gateway come from?"
+                ),
+                None => String::new(),
+            };
             return Err(format!(
                 "target `{}` refused the gateway's certificate for login `{}` (does it trust the \
-                 Wardengate SSH user CA with TrustedUserCAKeys, and may `{}` log in?)",
+                 Wardengate SSH user CA with TrustedUserCAKeys, and may `{}` log in?{bound})",
                 self.target.name, self.ssh.login, self.ssh.login
             ));
         }

@@ -50,6 +50,7 @@ mod link;
 pub mod live_cast;
 pub mod server;
 pub mod sftp;
+pub mod source_address;
 pub mod terminal;
 
 use std::net::SocketAddr;

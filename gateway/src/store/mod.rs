@@ -38,7 +38,7 @@ pub use gateways::{GatewayCommand, GatewayRow, JoinRefusal};
 pub use outbox::{ApprovalRow, Decided, Decision, EventRow, OUTBOX_LOCK};
 pub use recordings::UnsignedRecording;
 pub use rows::{SessionRow, TargetRow, TokenRow};
-pub use ssh::SshTargetRow;
+pub use ssh::{SshSettings, SshTargetRow};
 pub use tokens::{BOOTSTRAP_ID_PREFIX, TokenInfo};
 
 use crate::session::EndReason;

@@ -15,29 +15,44 @@ pub struct SshTargetRow {
     pub record_input: i64,
     /// The pinned host key (`ssh-ed25519 AAAA…`), once known.
     pub host_key: Option<String>,
+    /// The certificates' `source-address` binding (`dial` or CIDR blocks), when set.
+    pub source_address: Option<String>,
+}
+
+/// A target's terminating-SSH settings, as set by `wgctl targets add … --ssh-user`.
+#[derive(Debug, Clone, Copy)]
+pub struct SshSettings<'a> {
+    /// Login on the target.
+    pub login: &'a str,
+    /// Record terminal input too.
+    pub record_input: bool,
+    /// Pin this host key now.
+    pub host_key: Option<&'a str>,
+    /// Bind the certificates to this source address (validated `SourceAddress` text).
+    pub source_address: Option<&'a str>,
 }
 
 impl Store {
-    /// Marks target `target_id` as terminated SSH with `login`; `host_key` pins its key now.
+    /// Marks target `target_id` as terminated SSH; a host key in `s` is pinned now.
     pub async fn set_ssh_target(
         &self,
         target_id: &str,
-        login: &str,
-        record_input: bool,
-        host_key: Option<&str>,
+        s: SshSettings<'_>,
     ) -> Result<(), StoreError> {
-        let pinned = host_key.map(|_| now_ms());
+        let pinned = s.host_key.map(|_| now_ms());
         self.run(async |c| {
             self.query(
-                "INSERT INTO ssh_targets (target_id, login, record_input, host_key, host_key_pinned_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (target_id) DO UPDATE SET login = $2, \
-                 record_input = $3, host_key = $4, host_key_pinned_at = $5",
+                "INSERT INTO ssh_targets (target_id, login, record_input, host_key, \
+                 host_key_pinned_at, source_address) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (target_id) DO UPDATE SET login = $2, record_input = $3, \
+                 host_key = $4, host_key_pinned_at = $5, source_address = $6",
             )
             .bind(target_id)
-            .bind(login)
-            .bind(i64::from(record_input))
-            .bind(host_key)
+            .bind(s.login)
+            .bind(i64::from(s.record_input))
+            .bind(s.host_key)
             .bind(pinned)
+            .bind(s.source_address)
             .execute(&mut *c)
             .await
         })
@@ -49,7 +64,8 @@ impl Store {
     pub async fn ssh_target(&self, target_id: &str) -> Result<Option<SshTargetRow>, StoreError> {
         self.run(async |c| {
             self.query_as(
-                "SELECT target_id, login, record_input, host_key FROM ssh_targets WHERE target_id = $1",
+                "SELECT target_id, login, record_input, host_key, source_address FROM ssh_targets \
+                 WHERE target_id = $1",
             )
             .bind(target_id)
             .fetch_optional(&mut *c)
@@ -104,13 +120,26 @@ mod tests {
             .unwrap();
         assert_eq!(store.ssh_target(&t.id).await.unwrap(), None);
         store
-            .set_ssh_target(&t.id, "deploy", true, None)
+            .set_ssh_target(
+                &t.id,
+                super::SshSettings {
+                    login: "deploy",
+                    record_input: true,
+                    host_key: None,
+                    source_address: Some("dial"),
+                },
+            )
             .await
             .unwrap();
         let row = store.ssh_target(&t.id).await.unwrap().unwrap();
         assert_eq!(
-            (row.login.as_str(), row.record_input, row.host_key),
-            ("deploy", 1, None)
+            (
+                row.login.as_str(),
+                row.record_input,
+                row.host_key,
+                row.source_address.as_deref()
+            ),
+            ("deploy", 1, None, Some("dial"))
         );
         let first = store
             .pin_ssh_host_key(&t.id, "ssh-ed25519 AAAA1")
