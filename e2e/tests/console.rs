@@ -607,3 +607,65 @@ fn the_browser_terminal_waits_for_an_approver_and_shows_a_terminate() {
         Some("terminated")
     );
 }
+
+#[test]
+fn an_approver_watches_a_browser_terminal_live_and_terminates_it() {
+    let w = ssh_world();
+    let approver = w.dev.token("approver");
+    let shots = w.shots("watch");
+    let found = browser(
+        &w.dev,
+        &shots,
+        "terminal-watch",
+        &[
+            ("WG_TOKEN", &w.user.token),
+            ("WG_TARGET", "shell1"),
+            ("WG_APPROVER_TOKEN", &approver.token),
+        ],
+    );
+    eprintln!("browser, watch: {found}");
+    let id = found["session"].as_str().unwrap().to_string();
+    assert_eq!(found["watch_earlier"], "before-watch-25", "{found}");
+    assert_eq!(found["watch_live"], "live-42-seen", "{found}");
+    // The user is told who ended the session; the watcher sees the end too.
+    let told = found["user_ended"].as_str().unwrap();
+    assert!(
+        told.contains(&format!(
+            "session terminated by an operator: {}",
+            approver.name
+        )),
+        "{found}"
+    );
+    assert!(
+        found["watch_ended"]
+            .as_str()
+            .unwrap()
+            .contains("(terminated)"),
+        "{found}"
+    );
+    wait_until(
+        "the terminated session to end",
+        Duration::from_secs(30),
+        || w.session(&id).ended_at.is_some(),
+    )
+    .unwrap();
+    assert_eq!(
+        w.session(&id).end_reason.map(|r| r.as_str()),
+        Some("terminated")
+    );
+    for shot in [
+        "console-watch.png",
+        "console-watch-terminated.png",
+        "console-terminal-terminated-by-watcher.png",
+    ] {
+        let len = std::fs::metadata(shots.join(shot))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(len > 10_000, "{shot}: {len} bytes, not a rendered page");
+    }
+    if let Some(dir) = std::env::var_os("WG_CONSOLE_SHOTS") {
+        for e in std::fs::read_dir(&shots).unwrap().flatten() {
+            std::fs::copy(e.path(), PathBuf::from(&dir).join(e.file_name())).unwrap();
+        }
+    }
+}

@@ -16,6 +16,12 @@
 //                                     the shell appear; disconnect
 //   node browser.mjs terminal-terminate  open a shell, write WG_OUT/terminate.ready for the test
 //                                     to terminate the session with wgctl, see the reason
+//   node browser.mjs terminal-watch   a user opens a shell to WG_TARGET and types a command; an
+//                                     approver (WG_APPROVER_TOKEN), on a second page, finds the
+//                                     session on the Sessions page, watches it (the earlier
+//                                     output, then a command typed while watching), terminates
+//                                     it with the watch page's button; both pages say why it
+//                                     ended
 // Environment: WG_URL (https://127.0.0.1:PORT), WG_TOKEN (an approver's), WG_TARGET,
 // WG_SESSION, WG_OUT (a directory for screenshots and the saved cookie), WG_CHROMIUM (default
 // /usr/bin/chromium). Chromium is kept off the network: every host name resolves to nothing,
@@ -373,9 +379,74 @@ async function terminalTerminate() {
   console.log(JSON.stringify(found));
 }
 
+// What the watch page's xterm shows.
+async function watchShows(page, re, timeout = 30000) {
+  const handle = await page.waitForFunction(
+    (src) => {
+      const text = document.querySelector('[data-testid="watch-terminal"] .xterm-rows')?.textContent ?? "";
+      const m = text.match(new RegExp(src));
+      return m ? Array.from(m) : null;
+    },
+    re,
+    { timeout },
+  );
+  return handle.jsonValue();
+}
+
+async function terminalWatch() {
+  const target = env("WG_TARGET");
+  const browser = await launch();
+  const found = { phase };
+  // The user's page: a shell, and a command before anyone watches.
+  const user = await (await newContext(browser)).newPage();
+  await signIn(user, env("WG_TOKEN"));
+  found.session = await openTerminal(user, target);
+  found.connected = await statusSays(user, "connected to");
+  await typeLine(user, "echo before-watch-$((5*5))");
+  await shows(user, "before-watch-25");
+
+  // The approver's page: the session is on the Sessions page with a Watch link.
+  const approver = await (await newContext(browser)).newPage();
+  await signIn(approver, env("WG_APPROVER_TOKEN"));
+  await approver.getByTestId(`target-${target}`).waitFor();
+  await approver.goto(base + "/#/sessions");
+  await approver.getByTestId(`watch-${found.session}`).click();
+  await approver.waitForFunction(
+    () => document.querySelector('[data-testid="watch-status"]')?.textContent?.includes("Watching live"),
+  );
+  found.watch_status = await approver.getByTestId("watch-status").textContent();
+  // A late watcher starts with the recent screen…
+  found.watch_earlier = (await watchShows(approver, "before-watch-25"))[0];
+  // …and follows what happens while it watches.
+  const typed = Date.now();
+  await typeLine(user, "echo live-$((6*7))-seen");
+  found.watch_live = (await watchShows(approver, "live-42-seen"))[0];
+  found.watch_lag_ms = Date.now() - typed;
+  found.watch_markers = await approver.getByTestId("watch-markers").textContent();
+  expect(found.watch_markers.includes("shell"), `the markers list the shell: ${found.watch_markers}`);
+  await approver.screenshot({ path: join(out, "console-watch.png"), fullPage: true });
+
+  // Terminate from the watch page: the user's page and the watcher's both say why.
+  await approver.getByTestId("watch-terminate").click();
+  found.user_ended = await statusSays(user, "Session ended", 60000);
+  expect(found.user_ended.includes("terminated by an operator"), `the user is told: ${found.user_ended}`);
+  await approver.waitForFunction(
+    () => document.querySelector('[data-testid="watch-status"]')?.textContent?.includes("Session ended"),
+    null,
+    { timeout: 60000 },
+  );
+  found.watch_ended = await approver.getByTestId("watch-status").textContent();
+  await approver.screenshot({ path: join(out, "console-watch-terminated.png"), fullPage: true });
+  await user.screenshot({ path: join(out, "console-terminal-terminated-by-watcher.png"), fullPage: true });
+  expect(offHost.length === 0, `no request left 127.0.0.1: ${offHost.join(", ")}`);
+  await browser.close();
+  console.log(JSON.stringify(found));
+}
+
 if (phase === "signin-approve") await signinApprove();
 else if (phase === "after-revoke") await afterRevoke();
 else if (phase === "terminal") await terminal();
 else if (phase === "terminal-approval") await terminalApproval();
 else if (phase === "terminal-terminate") await terminalTerminate();
+else if (phase === "terminal-watch") await terminalWatch();
 else throw new Error(`unknown phase ${phase}`);
