@@ -201,6 +201,9 @@ pub(crate) struct Link {
     pub ended: watch::Sender<Option<EndReason>>,
     /// Open client channels (to tell them why the session ended).
     pub channels: Mutex<HashSet<russh::ChannelId>>,
+    /// The words the user is told when the session ends (e.g. who terminated it), set once
+    /// before [`Link::run`] returns, for front ends that say it their own way.
+    pub notice: std::sync::OnceLock<String>,
 }
 
 /// The message a user sees when the session ends for `reason`.
@@ -404,6 +407,7 @@ impl Link {
                 down: AtomicU64::new(0),
                 ended,
                 channels: Mutex::new(HashSet::new()),
+                notice: std::sync::OnceLock::new(),
             }),
             active,
         ))
@@ -622,6 +626,7 @@ impl Link {
             },
             _ => end_message(reason).to_string(),
         };
+        let _ = self.notice.set(notice.clone());
         if let Some(r) = &self.recorder {
             r.marker(&format!("session ended: {}", reason.as_str()));
             r.feed.end(reason, &notice);

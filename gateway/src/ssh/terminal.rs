@@ -193,8 +193,9 @@ enum Stopped {
     SessionEnded,
 }
 
-/// The words the page shows for the end.
-fn ended_text(stopped: &Stopped, reason: EndReason) -> String {
+/// The words the page shows for the end: the shell's exit, or what the session's end told its
+/// SSH clients (`notice`, e.g. who terminated it), or the reason's own words.
+fn ended_text(stopped: &Stopped, reason: EndReason, notice: Option<&str>) -> String {
     match (stopped, reason) {
         (Stopped::ShellExited(status), EndReason::ClientClosed | EndReason::TargetClosed) => {
             match status {
@@ -202,7 +203,7 @@ fn ended_text(stopped: &Stopped, reason: EndReason) -> String {
                 None => "the shell exited".to_string(),
             }
         }
-        _ => end_message(reason).to_string(),
+        _ => notice.unwrap_or(end_message(reason)).to_string(),
     }
 }
 
@@ -347,7 +348,11 @@ async fn drive(
     tracing::info!(event = "console_terminal_ended", session = %id, reason = reason.as_str());
     if !matches!(stopped, Stopped::PageClosed) {
         let _ = out
-            .send(TerminalOutput::Ended(ended_text(&stopped, reason)))
+            .send(TerminalOutput::Ended(ended_text(
+                &stopped,
+                reason,
+                link.notice.get().map(String::as_str),
+            )))
             .await;
     }
 }
@@ -420,15 +425,28 @@ mod tests {
     #[test]
     fn the_end_is_said_in_words() {
         assert_eq!(
-            ended_text(&Stopped::ShellExited(Some(3)), EndReason::ClientClosed),
+            ended_text(
+                &Stopped::ShellExited(Some(3)),
+                EndReason::ClientClosed,
+                None
+            ),
             "the shell exited with status 3"
         );
         assert_eq!(
-            ended_text(&Stopped::SessionEnded, EndReason::Terminated),
+            ended_text(&Stopped::SessionEnded, EndReason::Terminated, None),
             "session terminated by an operator"
         );
         assert_eq!(
-            ended_text(&Stopped::ShellExited(None), EndReason::Drained),
+            ended_text(
+                &Stopped::SessionEnded,
+                EndReason::Terminated,
+                Some("session terminated by an operator: alice")
+            ),
+            "session terminated by an operator: alice",
+            "the session's own notice names who"
+        );
+        assert_eq!(
+            ended_text(&Stopped::ShellExited(None), EndReason::Drained, None),
             end_message(EndReason::Drained)
         );
     }
