@@ -424,6 +424,28 @@ fn ssh_world() -> SshWorld {
 }
 
 impl SshWorld {
+    /// Runs browser `phase` on `shell1` as the user, with an approver's token for its second
+    /// page; returns the approver, the screenshot directory and the findings.
+    fn user_and_approver(
+        &self,
+        phase: &str,
+        shots: &str,
+    ) -> (CreatedToken, PathBuf, serde_json::Value) {
+        let approver = self.dev.token("approver");
+        let shots = self.shots(shots);
+        let found = browser(
+            &self.dev,
+            &shots,
+            phase,
+            &[
+                ("WG_TOKEN", &self.user.token),
+                ("WG_TARGET", "shell1"),
+                ("WG_APPROVER_TOKEN", &approver.token),
+            ],
+        );
+        (approver, shots, found)
+    }
+
     fn shots(&self, name: &str) -> PathBuf {
         let dir = self.tmp.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -456,18 +478,7 @@ fn output_of(cast: &str) -> String {
 #[test]
 fn the_browser_terminal_reaches_a_terminated_ssh_target_and_is_recorded() {
     let w = ssh_world();
-    let approver = w.dev.token("approver");
-    let shots = w.shots("terminal");
-    let found = browser(
-        &w.dev,
-        &shots,
-        "terminal",
-        &[
-            ("WG_TOKEN", &w.user.token),
-            ("WG_TARGET", "shell1"),
-            ("WG_APPROVER_TOKEN", &approver.token),
-        ],
-    );
+    let (_approver, shots, found) = w.user_and_approver("terminal", "terminal");
     eprintln!("browser, terminal: {found}");
     let id = found["session"].as_str().unwrap().to_string();
     assert_eq!(found["output"], "hello-42-marker", "{found}");
@@ -611,18 +622,7 @@ fn the_browser_terminal_waits_for_an_approver_and_shows_a_terminate() {
 #[test]
 fn an_approver_watches_a_browser_terminal_live_and_terminates_it() {
     let w = ssh_world();
-    let approver = w.dev.token("approver");
-    let shots = w.shots("watch");
-    let found = browser(
-        &w.dev,
-        &shots,
-        "terminal-watch",
-        &[
-            ("WG_TOKEN", &w.user.token),
-            ("WG_TARGET", "shell1"),
-            ("WG_APPROVER_TOKEN", &approver.token),
-        ],
-    );
+    let (approver, shots, found) = w.user_and_approver("terminal-watch", "watch");
     eprintln!("browser, watch: {found}");
     let id = found["session"].as_str().unwrap().to_string();
     assert_eq!(found["watch_earlier"], "before-watch-25", "{found}");

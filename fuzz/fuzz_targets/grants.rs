@@ -42,6 +42,7 @@ fn fixed() -> &'static Fixed {
             state: GrantState::Active,
             replica: Some("r-1".into()),
             expires_at_ms: 2_000,
+            terminated_by: None,
         };
         let signed = ring.sign(&grant);
         let event = EventRow {

@@ -223,15 +223,16 @@ async function statusSays(page, text, timeout = 30000) {
 // What xterm shows (its rendered rows, the visible part of its buffer), as one string.
 const screen = (page) => page.evaluate(() => document.querySelector('[data-testid="terminal"] .xterm-rows')?.textContent ?? "");
 
-// Waits until the terminal shows a match of `re` (a RegExp source); returns the match groups.
-async function shows(page, re, timeout = 30000) {
+// Waits until the xterm in element `testid` (the terminal page's by default) shows a match of
+// `re` (a RegExp source); returns the match groups.
+async function shows(page, re, timeout = 30000, testid = "terminal") {
   const handle = await page.waitForFunction(
-    (src) => {
-      const text = document.querySelector('[data-testid="terminal"] .xterm-rows')?.textContent ?? "";
+    ([src, id]) => {
+      const text = document.querySelector(`[data-testid="${id}"] .xterm-rows`)?.textContent ?? "";
       const m = text.match(new RegExp(src));
       return m ? Array.from(m) : null;
     },
-    re,
+    [re, testid],
     { timeout },
   );
   return handle.jsonValue();
@@ -380,18 +381,7 @@ async function terminalTerminate() {
 }
 
 // What the watch page's xterm shows.
-async function watchShows(page, re, timeout = 30000) {
-  const handle = await page.waitForFunction(
-    (src) => {
-      const text = document.querySelector('[data-testid="watch-terminal"] .xterm-rows')?.textContent ?? "";
-      const m = text.match(new RegExp(src));
-      return m ? Array.from(m) : null;
-    },
-    re,
-    { timeout },
-  );
-  return handle.jsonValue();
-}
+const watchShows = (page, re) => shows(page, re, 30000, "watch-terminal");
 
 async function terminalWatch() {
   const target = env("WG_TARGET");
