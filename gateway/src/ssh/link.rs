@@ -4,7 +4,7 @@
 //! recording, and the supervisor that ends all three together with one reason.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -108,6 +108,11 @@ pub(crate) struct UpHandler {
     pinned: Option<String>,
     refusal: Arc<Mutex<Option<String>>>,
     closed: Arc<tokio::sync::Notify>,
+    /// Set once the gateway has logged in to the target: only then does the connection's end
+    /// end the session. Before, a refused handshake or login is the channel's to report (on
+    /// the client's stderr, exit status 255); ending the session too would race that message
+    /// with a disconnect that says only "the target closed the connection".
+    logged_in: Arc<AtomicBool>,
 }
 
 impl client::Handler for UpHandler {
@@ -164,8 +169,10 @@ impl client::Handler for UpHandler {
         &mut self,
         _reason: client::DisconnectReason<Self::Error>,
     ) -> Result<(), Self::Error> {
-        self.closed.notify_waiters();
-        self.closed.notify_one();
+        if self.logged_in.load(Ordering::SeqCst) {
+            self.closed.notify_waiters();
+            self.closed.notify_one();
+        }
         Ok(())
     }
 }
@@ -550,12 +557,14 @@ impl Link {
             )
             .map_err(|e| e.to_string())?;
         let refusal = Arc::new(Mutex::new(None));
+        let logged_in = Arc::new(AtomicBool::new(false));
         let handler = UpHandler {
             app: app.clone(),
             target: self.target.clone(),
             pinned: self.ssh.host_key.clone(),
             refusal: refusal.clone(),
             closed: self.up_closed.clone(),
+            logged_in: logged_in.clone(),
         };
         let config = Arc::new(client::Config {
             inactivity_timeout: None,
@@ -593,6 +602,7 @@ impl Link {
                 self.target.name, self.ssh.login, self.ssh.login
             ));
         }
+        logged_in.store(true, Ordering::SeqCst);
         tracing::info!(event = "ssh_upstream_ready", session = %self.id, target = %self.target.name, login = %self.ssh.login, pty);
         Ok(Upstream { handle })
     }
@@ -608,6 +618,13 @@ impl Link {
     ) -> EndReason {
         let app = self.app.clone();
         let _guard = app.replica.relay_guard();
+        // The SSH front end hands in its connection to tell the client why the session ended;
+        // the browser terminal says it on its page instead.
+        let _mode = app.metrics.session_of(if notify.is_some() {
+            crate::metrics::SessionMode::Ssh
+        } else {
+            crate::metrics::SessionMode::Console
+        });
         app.metrics.sessions_active.set(app.replica.relays());
         let watch = app
             .sessions
