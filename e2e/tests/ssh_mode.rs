@@ -832,4 +832,20 @@ async fn binary_exec_streams_environment_and_source_bound_certificates() {
         "{}",
         text(&out.stderr)
     );
+
+    // Sessions by mode: the four sessions here (the refused one was still a session, ended
+    // when its channel was refused) were terminated SSH from an SSH client.
+    let by_mode = |mode: &str| {
+        let label = format!("mode=\"{mode}\"");
+        let fleet = &w.fleet;
+        async move {
+            fleet
+                .metric_labeled(0, "wg_sessions_started_total", &label)
+                .await
+                .unwrap_or(-1.0)
+        }
+    };
+    assert_eq!(by_mode("ssh").await, 4.0, "ssh sessions counted by mode");
+    assert_eq!(by_mode("relay").await, 0.0);
+    assert_eq!(by_mode("console").await, 0.0);
 }

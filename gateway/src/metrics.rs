@@ -55,6 +55,46 @@ pub struct Metrics {
     pub agent_gateways: IntGauge,
     /// Gateway side: session events waiting to be acknowledged by the control plane.
     pub agent_events_queued: IntGauge,
+    /// Sessions started, by mode (see [`SessionMode`]).
+    pub sessions_started: IntCounterVec,
+    /// Sessions carried right now, by mode.
+    pub sessions_by_mode: IntGaugeVec,
+}
+
+/// How a session reaches its target: the label of `wg_sessions_started_total` and
+/// `wg_sessions_active_by_mode`, so dashboards tell byte relays from terminated SSH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionMode {
+    /// Bytes relayed (`wgctl connect`/`tunnel`, psql, RDP, SSH as ciphertext).
+    Relay,
+    /// Terminated SSH from an SSH client (`ssh -p 2222`, `wgctl ssh`).
+    Ssh,
+    /// Terminated SSH from the web console's browser terminal.
+    Console,
+}
+
+impl SessionMode {
+    /// Every mode, for exposing each at zero from the start.
+    pub const ALL: [SessionMode; 3] = [Self::Relay, Self::Ssh, Self::Console];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Relay => "relay",
+            Self::Ssh => "ssh",
+            Self::Console => "console",
+        }
+    }
+}
+
+/// Counts one session of a mode as active for as long as it lives.
+#[derive(Debug)]
+pub struct ModeGuard(IntGauge);
+
+impl Drop for ModeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Metrics {
@@ -194,8 +234,29 @@ impl Metrics {
                 "Session events this gateway holds until the control plane acknowledges them",
             )
             .unwrap_or_else(|_| unreachable_metric()),
+            sessions_started: IntCounterVec::new(
+                Opts::new(
+                    "wg_sessions_started_total",
+                    "Sessions started on this replica, by mode: relay (bytes), ssh (terminated \
+                     SSH from an SSH client) or console (the browser terminal)",
+                ),
+                &["mode"],
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            sessions_by_mode: IntGaugeVec::new(
+                Opts::new(
+                    "wg_sessions_active_by_mode",
+                    "Sessions carried by this replica right now, by mode",
+                ),
+                &["mode"],
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
             registry,
         };
+        for mode in SessionMode::ALL {
+            m.sessions_started.with_label_values(&[mode.as_str()]);
+            m.sessions_by_mode.with_label_values(&[mode.as_str()]);
+        }
         for c in [
             Box::new(m.replica_up.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.db_roundtrip.clone()),
@@ -219,10 +280,22 @@ impl Metrics {
             Box::new(m.agent_offline_seconds.clone()),
             Box::new(m.agent_gateways.clone()),
             Box::new(m.agent_events_queued.clone()),
+            Box::new(m.sessions_started.clone()),
+            Box::new(m.sessions_by_mode.clone()),
         ] {
             let _ = m.registry.register(c);
         }
         m
+    }
+
+    /// Counts a session of `mode` as started, and as active until the guard drops.
+    pub fn session_of(&self, mode: SessionMode) -> ModeGuard {
+        self.sessions_started
+            .with_label_values(&[mode.as_str()])
+            .inc();
+        let g = self.sessions_by_mode.with_label_values(&[mode.as_str()]);
+        g.inc();
+        ModeGuard(g)
     }
 
     /// The Prometheus text exposition of every metric.
@@ -243,6 +316,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sessions_are_counted_by_mode_while_they_live() {
+        let m = Metrics::new("r1");
+        let a = m.session_of(SessionMode::Ssh);
+        let b = m.session_of(SessionMode::Ssh);
+        let _c = m.session_of(SessionMode::Relay);
+        drop(a);
+        let text = m.render();
+        for line in [
+            "wg_sessions_started_total{mode=\"ssh\",replica=\"r1\"} 2",
+            "wg_sessions_active_by_mode{mode=\"ssh\",replica=\"r1\"} 1",
+            "wg_sessions_active_by_mode{mode=\"relay\",replica=\"r1\"} 1",
+            "wg_sessions_active_by_mode{mode=\"console\",replica=\"r1\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        drop(b);
+        assert!(
+            m.render()
+                .contains("wg_sessions_active_by_mode{mode=\"ssh\",replica=\"r1\"} 0")
+        );
+    }
+
+    #[test]
     fn exposition_has_the_guide_metrics_with_replica_label() {
         let m = Metrics::new("r1");
         m.db_roundtrip.observe(0.002);
@@ -255,6 +351,8 @@ mod tests {
             "wg_sessions_active{replica=\"r1\"} 0",
             "wg_leader_leases_gauge{replica=\"r1\"} 0",
             "wg_relay_bytes_total{direction=\"up\",replica=\"r1\"} 5",
+            "wg_sessions_started_total{mode=\"console\",replica=\"r1\"} 0",
+            "wg_sessions_active_by_mode{mode=\"ssh\",replica=\"r1\"} 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

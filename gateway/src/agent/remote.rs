@@ -237,6 +237,7 @@ async fn carry(
 ) {
     let id = grant.session_id.clone();
     let _guard = r.replica.relay_guard();
+    let _mode = r.metrics.session_of(crate::metrics::SessionMode::Relay);
     r.metrics.sessions_active.set(r.replica.relays());
     r.state.event(SessionEvent {
         client,

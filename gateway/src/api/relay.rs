@@ -216,6 +216,7 @@ async fn run(
 ) {
     let id = active.id().to_string();
     let _guard = st.replica.relay_guard();
+    let _mode = st.metrics.session_of(crate::metrics::SessionMode::Relay);
     st.metrics.sessions_active.set(st.replica.relays());
     tracing::info!(event = "relay_started", session = %id, target = %active.grant().target, replica = %st.replica.id);
     let (mut ws_rx, mut ws_tx) = websocket::server(
