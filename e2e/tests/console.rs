@@ -209,7 +209,8 @@ impl Phase {
                     failed = Some(status);
                     return true;
                 }
-                path.exists()
+                // The script renames the file into place whole; an empty one is not yet it.
+                std::fs::read_to_string(&path).is_ok_and(|c| !c.trim().is_empty())
             },
         )
         .unwrap_or_else(|e| panic!("{e}\n{}", self.log()));

@@ -29,7 +29,7 @@
 // request the page makes to another host fails the test.
 // Prints one JSON line of findings per phase; exits non-zero on the first failed expectation.
 
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, request } from "playwright-core";
 
@@ -65,6 +65,13 @@ const OFFLINE_ARGS = [
   "--proxy-server=http://127.0.0.1:9",
   "--proxy-bypass-list=127.0.0.1",
 ];
+
+// Tells the test something (a file in WG_OUT it waits for), written whole: a temporary file
+// renamed into place, so the test never reads it half-written.
+function signal(name, content) {
+  writeFileSync(join(out, `${name}.tmp`), content);
+  renameSync(join(out, `${name}.tmp`), join(out, name));
+}
 
 function expect(ok, what) {
   if (!ok) throw new Error(`expected: ${what}`);
@@ -347,7 +354,7 @@ async function terminalApproval() {
   // Typed while waiting: kept and run once the shell is there.
   await typeLine(page, "echo typed-while-waiting-$((3*5))");
   await page.screenshot({ path: join(out, "console-terminal-waiting.png"), fullPage: true });
-  writeFileSync(join(out, "approval.waiting"), found.session);
+  signal("approval.waiting", found.session);
   found.connected = await statusSays(page, "connected to", 60000);
   found.early_input = (await shows(page, "typed-while-waiting-15"))[0];
   await typeLine(page, "echo approved-$((2*21))");
@@ -371,7 +378,7 @@ async function terminalTerminate() {
   found.connected = await statusSays(page, "connected to");
   await typeLine(page, "echo before-terminate-$((1+1))");
   await shows(page, "before-terminate-2");
-  writeFileSync(join(out, "terminate.ready"), found.session);
+  signal("terminate.ready", found.session);
   found.ended = await statusSays(page, "Session ended", 60000);
   expect(found.ended.includes("terminated by an operator"), `the reason is shown: ${found.ended}`);
   await page.screenshot({ path: join(out, "console-terminal-terminated.png"), fullPage: true });
