@@ -767,6 +767,15 @@ async fn binary_exec_streams_environment_and_source_bound_certificates() {
     );
     assert!(recorded.stdout == out.stdout, "the recorded bytes differ");
     eprintln!(
+        "cast excerpt:\n{}",
+        cast.lines()
+            .skip(1)
+            .map(|l| l.chars().take(120).collect::<String>())
+            .take(8)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    eprintln!(
         "binary exec stream: {} bytes received and recorded identically",
         out.stdout.len()
     );
