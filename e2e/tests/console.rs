@@ -453,6 +453,20 @@ impl SshWorld {
         dir
     }
 
+    /// Waits for session `id` to end, and checks it ended as terminated.
+    fn assert_ends_terminated(&self, id: &str) {
+        wait_until(
+            "the terminated session to end",
+            Duration::from_secs(30),
+            || self.session(id).ended_at.is_some(),
+        )
+        .unwrap();
+        assert_eq!(
+            self.session(id).end_reason.map(|r| r.as_str()),
+            Some("terminated")
+        );
+    }
+
     fn session(&self, id: &str) -> SessionView {
         let out = run(
             &mut self.dev.wgctl(&["-o", "json", "sessions", "list"], None),
@@ -608,16 +622,7 @@ fn the_browser_terminal_waits_for_an_approver_and_shows_a_terminate() {
             .contains("session terminated by an operator"),
         "{found}"
     );
-    wait_until(
-        "the terminated session to end",
-        Duration::from_secs(30),
-        || w.session(&id).ended_at.is_some(),
-    )
-    .unwrap();
-    assert_eq!(
-        w.session(&id).end_reason.map(|r| r.as_str()),
-        Some("terminated")
-    );
+    w.assert_ends_terminated(&id);
 }
 
 #[test]
@@ -644,16 +649,7 @@ fn an_approver_watches_a_browser_terminal_live_and_terminates_it() {
             .contains("(terminated)"),
         "{found}"
     );
-    wait_until(
-        "the terminated session to end",
-        Duration::from_secs(30),
-        || w.session(&id).ended_at.is_some(),
-    )
-    .unwrap();
-    assert_eq!(
-        w.session(&id).end_reason.map(|r| r.as_str()),
-        Some("terminated")
-    );
+    w.assert_ends_terminated(&id);
     for shot in [
         "console-watch.png",
         "console-watch-terminated.png",

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ModeGuard, SessionMode};
 
 /// Which parts of the product this process serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -187,21 +187,32 @@ impl Replica {
         self.relays.load(Ordering::SeqCst)
     }
 
-    /// Counts a relay for as long as the guard lives.
-    pub fn relay_guard(self: &Arc<Self>) -> RelayGuard {
+    /// Counts a session of `mode` for as long as the guard lives: in the drain count, in
+    /// `wg_sessions_active` and in the per-mode metrics (the one place every front end calls).
+    pub fn relay_guard(self: &Arc<Self>, mode: SessionMode) -> RelayGuard {
         self.relays.fetch_add(1, Ordering::SeqCst);
-        RelayGuard(self.clone())
+        let mode = self.metrics.session_of(mode);
+        self.metrics.sessions_active.set(self.relays());
+        RelayGuard {
+            replica: self.clone(),
+            _mode: mode,
+        }
     }
 }
 
-/// Decrements the relay count on drop and wakes drain waiters.
+/// Decrements the relay count (and `wg_sessions_active`) on drop and wakes drain waiters.
 #[derive(Debug)]
-pub struct RelayGuard(Arc<Replica>);
+pub struct RelayGuard {
+    replica: Arc<Replica>,
+    _mode: ModeGuard,
+}
 
 impl Drop for RelayGuard {
     fn drop(&mut self) {
-        self.0.relays.fetch_sub(1, Ordering::SeqCst);
-        self.0.relay_ended.notify_waiters();
+        let r = &self.replica;
+        r.relays.fetch_sub(1, Ordering::SeqCst);
+        r.metrics.sessions_active.set(r.relays());
+        r.relay_ended.notify_waiters();
     }
 }
 
@@ -220,7 +231,7 @@ mod tests {
     #[tokio::test]
     async fn drain_waits_for_sessions_to_end_by_themselves() {
         let r = Replica::new("r", Role::All, Metrics::new("t"));
-        let g = r.relay_guard();
+        let g = r.relay_guard(SessionMode::Relay);
         let d = r.begin_drain(Duration::from_secs(60));
         let waiter = tokio::spawn({
             let r = r.clone();
@@ -239,7 +250,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn window_end_evicts_the_rest() {
         let r = Replica::new("r", Role::All, Metrics::new("t"));
-        let g = r.relay_guard();
+        let g = r.relay_guard(SessionMode::Relay);
         let mut ev = r.evictions();
         let d = r.begin_drain(Duration::from_secs(5));
         let waiter = tokio::spawn({
@@ -269,7 +280,7 @@ mod tests {
         assert_eq!(r.drain(Duration::from_secs(5)).await, DrainOutcome::Drained);
         assert_eq!(m.draining.get(), 1);
         assert_eq!(m.drains.with_label_values(&["drained"]).get(), 1);
-        let g = r.relay_guard();
+        let g = r.relay_guard(SessionMode::Relay);
         let evict = tokio::spawn({
             let r = r.clone();
             async move { r.drain(Duration::from_millis(50)).await }

@@ -236,9 +236,7 @@ async fn carry(
     target: TcpStream,
 ) {
     let id = grant.session_id.clone();
-    let _guard = r.replica.relay_guard();
-    let _mode = r.metrics.session_of(crate::metrics::SessionMode::Relay);
-    r.metrics.sessions_active.set(r.replica.relays());
+    let _guard = r.replica.relay_guard(crate::metrics::SessionMode::Relay);
     r.state.event(SessionEvent {
         client,
         token_id: grant.token_id.clone(),
@@ -332,8 +330,6 @@ async fn carry(
         })))
         .await;
     let _ = ws_tx.close().await;
-    drop(_guard);
-    r.metrics.sessions_active.set(r.replica.relays());
 }
 
 /// Everything a remote gateway runs on.

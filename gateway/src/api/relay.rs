@@ -215,9 +215,7 @@ async fn run(
     recorder: Option<crate::recording::Recorder>,
 ) {
     let id = active.id().to_string();
-    let _guard = st.replica.relay_guard();
-    let _mode = st.metrics.session_of(crate::metrics::SessionMode::Relay);
-    st.metrics.sessions_active.set(st.replica.relays());
+    let _guard = st.replica.relay_guard(crate::metrics::SessionMode::Relay);
     tracing::info!(event = "relay_started", session = %id, target = %active.grant().target, replica = %st.replica.id);
     let (mut ws_rx, mut ws_tx) = websocket::server(
         io,
@@ -278,6 +276,4 @@ async fn run(
         })))
         .await;
     let _ = ws_tx.close().await;
-    drop(_guard);
-    st.metrics.sessions_active.set(st.replica.relays());
 }

@@ -36,6 +36,13 @@ struct ChanState {
     stdout: ExecStream,
 }
 
+impl ChanState {
+    /// An exec without a terminal: its standard output is a byte stream, not terminal text.
+    fn byte_stream(&self) -> bool {
+        self.kind == Kind::Exec && !self.pty
+    }
+}
+
 fn is_request(m: &ChannelMsg) -> bool {
     matches!(
         m,
@@ -350,7 +357,7 @@ fn record_down(link: &Link, state: &std::sync::Mutex<ChanState>, data: &[u8]) {
         return;
     }
     let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-    if s.kind == Kind::Exec && !s.pty {
+    if s.byte_stream() {
         r.exec_output(&mut s.stdout, Some(data));
     } else {
         drop(s);
@@ -362,7 +369,7 @@ fn record_down(link: &Link, state: &std::sync::Mutex<ChanState>, data: &[u8]) {
 fn end_stdout(link: &Link, state: &std::sync::Mutex<ChanState>) {
     if let Some(r) = &link.recorder {
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-        if s.kind == Kind::Exec && !s.pty {
+        if s.byte_stream() {
             r.exec_output(&mut s.stdout, None);
         }
     }

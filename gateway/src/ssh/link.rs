@@ -617,15 +617,13 @@ impl Link {
         notify: Option<russh::server::Handle>,
     ) -> EndReason {
         let app = self.app.clone();
-        let _guard = app.replica.relay_guard();
         // The SSH front end hands in its connection to tell the client why the session ended;
         // the browser terminal says it on its page instead.
-        let _mode = app.metrics.session_of(if notify.is_some() {
+        let _guard = app.replica.relay_guard(if notify.is_some() {
             crate::metrics::SessionMode::Ssh
         } else {
             crate::metrics::SessionMode::Console
         });
-        app.metrics.sessions_active.set(app.replica.relays());
         let watch = app
             .sessions
             .watch(active, app.health.isolated(), app.replica.evictions());
@@ -687,8 +685,6 @@ impl Link {
             rec.finish(reason.as_str(), moved.up, moved.down);
         }
         app.sessions.end(&self.id, reason, moved).await;
-        drop(_guard);
-        app.metrics.sessions_active.set(app.replica.relays());
         reason
     }
 }
