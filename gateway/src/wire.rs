@@ -889,6 +889,8 @@ error_codes! {
         /// 503: this replica carries as many relays as allowed; retry through the load
         /// balancer (a server condition, not the client's rate: 503 like `draining`).
         ReplicaAtCapacity = "replica_at_capacity",
+        /// 503: the target changed while the session started (nothing was written); retry.
+        TargetChanged = "target_changed",
         /// 403: the token's role does not allow this.
         Forbidden = "forbidden",
         /// 403: an approver tried to decide their own request.

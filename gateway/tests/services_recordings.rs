@@ -55,7 +55,7 @@ async fn ended_session(store: &Store, id: &str) {
     assert!(store.claim_session(id, "r0", "t", None).await.unwrap());
     store.start_recording(id, "r0").await.unwrap();
     store
-        .end_session(id, "r0", 3, 5, EndReason::ClientClosed)
+        .end_session(id, "r0", (3, 5), EndReason::ClientClosed, None)
         .await
         .unwrap();
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use wardengate::session::{EndReason, SessionStatus};
-use wardengate::store::{SessionRow, Store, StoreError, now_ms};
+use wardengate::store::{DirectStart, SessionRow, Store, StoreError, now_ms};
 use wardengate::token::{Role, hash};
 use wardengate_testkit::{Postgres, PostgresPair};
 
@@ -126,7 +126,7 @@ async fn three_replicas_migrate_together_and_share_state() {
     .await;
     assert_eq!(claims.iter().filter(|c| **c).count(), 1);
     stores[1]
-        .end_session("s1", "r0", 10, 20, EndReason::ClientClosed)
+        .end_session("s1", "r0", (10, 20), EndReason::ClientClosed, None)
         .await
         .unwrap();
     let row = stores[2].session("s1").await.unwrap().unwrap();
@@ -168,26 +168,72 @@ async fn session_and_audit_together(s: &Store) {
     );
     assert_eq!(s.audit_for("a").await.unwrap(), audit);
 
-    // With the recording row too (a session relayed at once): all three rows in one statement.
-    s.create_session_recorded(
-        &session("b", &t.id),
-        "t1",
-        "session.authorize",
-        "db",
-        Some("r1"),
-    )
-    .await
-    .unwrap();
+    // A session relayed at once: the row, its audit row, its recording row and its
+    // `session.started` event in one statement, only if the target still is what the caller
+    // read and the token is under its cap.
+    let b = SessionRow {
+        host: "h".into(),
+        port: 1,
+        status: SessionStatus::Active,
+        replica: Some("r1".into()),
+        started_at: Some(now_ms()),
+        ..session("b", &t.id)
+    };
+    let start = |row| DirectStart {
+        row,
+        actor: "t1",
+        action: "session.authorize",
+        detail: "db",
+        max_held: 0,
+        recording_replica: Some("r1"),
+        event_kind: "session.started",
+        event_detail: "{}",
+    };
+    let events = async |kind: &str, subject: &str| {
+        s.events_after(0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == kind && e.subject == subject)
+            .count()
+    };
+    let stale = SessionRow {
+        port: 2,
+        ..b.clone()
+    };
+    assert!(
+        !s.start_direct_session(&start(&stale)).await.unwrap(),
+        "the target moved"
+    );
+    let capped = DirectStart {
+        max_held: 1,
+        ..start(&b)
+    };
+    assert!(
+        !s.start_direct_session(&capped).await.unwrap(),
+        "t1 holds one"
+    );
+    assert!(
+        s.session("b").await.unwrap().is_none(),
+        "refusals write nothing"
+    );
+    assert!(s.audit_for("b").await.unwrap().is_empty());
+    assert_eq!(events("session.started", "b").await, 0);
+    assert!(s.start_direct_session(&start(&b)).await.unwrap());
     assert_eq!(s.audit_for("b").await.unwrap().len(), 1);
+    assert_eq!(events("session.started", "b").await, 1);
     // The target and the token's open sessions in one read: "a" and "b" are open.
     let (row, held) = s.target_and_held("db", "t1").await.unwrap().unwrap();
     assert_eq!((row.name.as_str(), row.port, held), ("db", 1, 2));
     assert_eq!(s.target_and_held("db", "t9").await.unwrap().unwrap().1, 0);
     assert!(s.target_and_held("nope", "t1").await.unwrap().is_none());
-    assert!(s.claim_session("b", "r1", "t1", None).await.unwrap());
-    s.end_session("b", "r1", 1, 2, EndReason::ClientClosed)
-        .await
-        .unwrap();
+    // Its end and `session.ended` together, once however often the end is recorded.
+    for _ in 0..2 {
+        s.end_session("b", "r1", (1, 2), EndReason::ClientClosed, Some("{}"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(events("session.ended", "b").await, 1);
     assert_eq!(s.target_and_held("db", "t1").await.unwrap().unwrap().1, 1);
     let unsigned: Vec<String> = s
         .unsigned_recordings()
@@ -237,7 +283,7 @@ async fn terminate_moves_active_sessions_to_terminating_and_others_to_ended() {
         s.terminate_session("b").await.unwrap().unwrap().status,
         SessionStatus::Ended
     );
-    s.end_session("a", "r1", 1, 1, EndReason::Terminated)
+    s.end_session("a", "r1", (1, 1), EndReason::Terminated, None)
         .await
         .unwrap();
     assert_eq!(

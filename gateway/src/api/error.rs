@@ -155,6 +155,7 @@ impl From<crate::session::SessionError> for ApiError {
             ),
             E::TooManySessions(_) => ApiError::too_many(ErrorCode::TooManySessions, message, 5),
             E::AtCapacity(_) => ApiError::unavailable(ErrorCode::ReplicaAtCapacity, message, 1),
+            E::TargetChanged(_) => ApiError::unavailable(ErrorCode::TargetChanged, message, 0),
             E::Regional(_) => ApiError::conflict(ErrorCode::RegionalTarget, message),
             E::NoRegionalGateway(_) => {
                 ApiError::unavailable(ErrorCode::NoRegionalGateway, message, 2)

@@ -194,11 +194,30 @@ pub(super) struct Inner {
     rate: KeyedLimit<String>,
     /// Relay places of this replica (`None`: no cap).
     places: Option<Arc<Semaphore>>,
+    /// Targets read by the one-request relay in the last two seconds.
+    targets: super::target_cache::TargetCache,
 }
 
 /// How long [`Sessions::end`] waits for Postgres to record an end before retrying in the
 /// background.
 pub const END_RECORD_WAIT: Duration = Duration::from_secs(1);
+
+/// The detail of a relay's `session.ended` event.
+fn ended_event(id: &str, reason: EndReason, moved: Moved, replica: &str) -> String {
+    serde_json::json!({"session": id, "reason": reason, "bytes_up": moved.up, "bytes_down": moved.down, "replica": replica}).to_string()
+}
+
+/// Refuses a target a session cannot be authorised and claimed at once for: one relayed by its
+/// region's gateways, or one that needs an approver.
+fn direct_allowed(target: &TargetRow) -> Result<(), SessionError> {
+    if target.region.is_some() {
+        return Err(SessionError::Regional(target.name.clone()));
+    }
+    if target.require_approval != 0 {
+        return Err(SessionError::ApprovalRequired(target.name.clone()));
+    }
+    Ok(())
+}
 
 /// The grant of a new session `id` to `target` for `token_id`.
 fn grant_to(
@@ -272,6 +291,7 @@ impl Sessions {
                 rate: KeyedLimit::new(config.session_rate_per_token),
                 places: (config.max_relays > 0)
                     .then(|| Arc::new(Semaphore::new(config.max_relays))),
+                targets: Default::default(),
                 config,
             }),
         }
@@ -543,24 +563,21 @@ impl Sessions {
     /// /v1/targets/{name}/relay`), for a target that needs no approval: looks the target up and
     /// builds the active grant, changing nothing yet. Saves the client a round trip and the
     /// server a Redis read and a Postgres update per session.
+    ///
+    /// A target read in the last two seconds comes from the replica's cache, so the relay can
+    /// dial while [`Sessions::start_direct`] writes the session in one statement; that
+    /// statement re-checks the target and the token's cap, so a stale entry never lets through
+    /// what the current target refuses. A fresh read checks the cap here already.
     pub async fn prepare_direct(
         &self,
         who: Requester<'_>,
         target: &str,
     ) -> Result<Direct, SessionError> {
-        let (row, held) = self
-            .inner
-            .store
-            .target_and_held(target, who.token_id)
-            .await?
-            .ok_or_else(|| SessionError::TargetNotFound(target.to_string()))?;
-        if row.region.is_some() {
-            return Err(SessionError::Regional(row.name));
-        }
-        if row.require_approval != 0 {
-            return Err(SessionError::ApprovalRequired(row.name));
-        }
-        self.admit(who.token_id, held)?;
+        self.admit_rate(who.token_id)?;
+        let row = match self.inner.targets.get(target) {
+            Some(row) => row,
+            None => self.read_direct_target(who.token_id, target).await?,
+        };
         let ttl = self.inner.config.live_session_ttl;
         let now = now_ms();
         let grant = grant_to(
@@ -579,9 +596,32 @@ impl Sessions {
         })
     }
 
-    /// Starts a prepared direct session: the active grant in Redis and the `active` row in
-    /// Postgres, written concurrently. If either write fails, the other is undone (the row ends
-    /// as `session_state_lost`) and the error returned. Emits `session.started`.
+    /// Reads `target` and how many sessions `token_id` holds, refuses what a direct session may
+    /// not do now, and caches a target it may use for the next [`Sessions::prepare_direct`].
+    async fn read_direct_target(
+        &self,
+        token_id: &str,
+        target: &str,
+    ) -> Result<TargetRow, SessionError> {
+        let (row, held) = self
+            .inner
+            .store
+            .target_and_held(target, token_id)
+            .await?
+            .ok_or_else(|| SessionError::TargetNotFound(target.to_string()))?;
+        // Only a target a direct session may use is cached: a refusal is always read afresh.
+        direct_allowed(&row)?;
+        self.inner.targets.put(row.clone());
+        self.admit_held(token_id, held)?;
+        Ok(row)
+    }
+
+    /// Starts a prepared direct session: the active grant in Redis and, in one statement, the
+    /// `active` row with its audit row, recording row and `session.started` event in Postgres,
+    /// written concurrently. If either write fails, the other is undone (the row ends as
+    /// `session_state_lost`) and the error returned. When the store refuses the row (the
+    /// target changed since it was cached, or the token reached its cap), the target is read
+    /// afresh to say why.
     pub async fn start_direct(&self, direct: Direct) -> Result<Active, SessionError> {
         let Direct {
             grant,
@@ -599,25 +639,37 @@ impl Sessions {
             connected_from: from.clone(),
             ..new_row(&grant, &target_id, SessionStatus::Active, now_ms())
         };
+        let event = serde_json::json!({"session": id, "target": grant.target, "replica": self.replica(), "by": grant.token_id, "client": from}).to_string();
+        let start = crate::store::DirectStart {
+            row: &row,
+            actor: &grant.token_id,
+            action: "session.authorize",
+            detail: &grant.target,
+            max_held: i64::from(self.inner.config.max_sessions_per_token),
+            recording_replica: recording_replica.as_deref(),
+            event_kind: "session.started",
+            event_detail: &event,
+        };
         let key = session_key(&id);
         let (live, durable) = tokio::join!(
             self.inner.live.set(&key, &signed, ttl),
-            self.inner.store.create_session_recorded(
-                &row,
-                &grant.token_id,
-                "session.authorize",
-                &grant.target,
-                recording_replica.as_deref(),
-            )
+            self.inner.store.start_direct_session(&start)
         );
         match (live, durable) {
-            (Ok(()), Ok(())) => {}
+            (Ok(()), Ok(true)) => {}
+            (Ok(()), Ok(false)) => {
+                let _ = self.inner.live.del(&key).await;
+                return Err(self.explain_refused_start(&grant).await);
+            }
             (Err(e), durable) => {
-                if durable.is_ok() {
+                if matches!(durable, Ok(true)) {
+                    // Its `session.started` was written with the row: announce the end too.
+                    let reason = EndReason::SessionStateLost;
+                    let ended = ended_event(&id, reason, Moved::default(), self.replica());
                     let _ = self
                         .inner
                         .store
-                        .end_session(&id, self.replica(), 0, 0, EndReason::SessionStateLost)
+                        .end_session(&id, self.replica(), (0, 0), reason, Some(&ended))
                         .await;
                 }
                 return Err(e.into());
@@ -628,17 +680,29 @@ impl Sessions {
             }
         }
         tracing::info!(event = "session_authorized", session = %id, target = %grant.target, token = %grant.token_id, client = ?from, direct = true);
-        self.emit(
-            "session.started",
-            &id,
-            serde_json::json!({"session": id, "target": grant.target, "replica": self.replica(), "by": grant.token_id, "client": from}),
-        );
         Ok(Active {
             grant,
             signed,
             recording_row: recording_replica.is_some(),
             _place: place,
         })
+    }
+
+    /// Why the store refused to start a direct session to `grant`'s target: read afresh (and
+    /// cached again), it is gone, needs approval, has a region, or the token is at its cap —
+    /// or, when none of those holds, the target was changed since it was cached (retry).
+    async fn explain_refused_start(&self, grant: &Grant) -> SessionError {
+        self.inner.targets.forget(&grant.target);
+        match self
+            .read_direct_target(&grant.token_id, &grant.target)
+            .await
+        {
+            Err(e) => e,
+            Ok(row) => {
+                tracing::info!(event = "target_changed", target = %row.name, "the target changed while a session started; the client retries");
+                SessionError::TargetChanged(row.name)
+            }
+        }
     }
 
     // ---- connect: open, claim, watch, end ----
@@ -740,7 +804,7 @@ impl Sessions {
             let _ = self
                 .inner
                 .store
-                .end_session(&id, &replica, 0, 0, reason)
+                .end_session(&id, &replica, (0, 0), reason, None)
                 .await;
             return Err(error);
         }
@@ -841,8 +905,9 @@ impl Sessions {
 
     /// Ends a session this replica claimed: counts it, records it in Postgres (waiting at most
     /// [`END_RECORD_WAIT`], then retried in the background with jittered backoff for up to an
-    /// hour — an isolated replica must not lose history), emits `session.ended` and drops its
-    /// live state. Call it before telling the client the session is over.
+    /// hour — an isolated replica must not lose history) with its `session.ended` event in the
+    /// same statement (written only if this call ended it, so never twice), and drops its live
+    /// state. Call it before telling the client the session is over.
     pub async fn end(&self, id: &str, reason: EndReason, moved: Moved) {
         let m = &self.inner.metrics;
         m.relay_bytes.with_label_values(&["up"]).inc_by(moved.up);
@@ -852,12 +917,14 @@ impl Sessions {
         m.relays_ended.with_label_values(&[reason.as_str()]).inc();
         let replica = self.replica().to_string();
         let record = {
+            let event = ended_event(id, reason, moved, &replica);
             let (store, id, replica) = (self.inner.store.clone(), id.to_string(), replica.clone());
             move || {
-                let (store, id, replica) = (store.clone(), id.clone(), replica.clone());
+                let (store, id, replica, event) =
+                    (store.clone(), id.clone(), replica.clone(), event.clone());
                 async move {
                     store
-                        .end_session(&id, &replica, moved.up, moved.down, reason)
+                        .end_session(&id, &replica, (moved.up, moved.down), reason, Some(&event))
                         .await
                 }
             }
@@ -887,11 +954,6 @@ impl Sessions {
                 }
             });
         }
-        self.emit(
-            "session.ended",
-            id,
-            serde_json::json!({"session": id, "reason": reason, "bytes_up": moved.up, "bytes_down": moved.down, "replica": replica}),
-        );
         let _ = self.inner.live.del(&session_key(id)).await;
         tracing::info!(event = "relay_ended", session = %id, reason = reason.as_str(), bytes_up = moved.up, bytes_down = moved.down);
     }

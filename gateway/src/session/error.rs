@@ -40,6 +40,10 @@ pub enum SessionError {
     /// The live state changed between reading and claiming it.
     #[error("session `{0}` changed while connecting; authorise it again")]
     ChangedWhileConnecting(String),
+    /// The target was changed (address, approval, or recreated) between the replica's cached
+    /// read and the session's start; nothing was written. Retry at once.
+    #[error("target `{0}` changed while the session started; retry")]
+    TargetChanged(String),
     /// An approver tried to decide on their own request.
     #[error("a request cannot be decided by the token that made it; ask another approver")]
     SelfApproval,

@@ -578,8 +578,11 @@ async fn a_token_holding_the_cap_is_refused_until_one_ends() {
         w.core.authorise(ALICE, "db").await,
         Err(SessionError::TooManySessions(2))
     ));
+    // The target is cached now, so the one-request path learns of the cap from the insert.
     assert!(matches!(
-        w.core.prepare_direct(ALICE, "db").await,
+        w.core
+            .start_direct(w.core.prepare_direct(ALICE, "db").await.unwrap())
+            .await,
         Err(SessionError::TooManySessions(2))
     ));
     w.core.authorise(BOB, "db").await.unwrap();
@@ -766,5 +769,119 @@ async fn a_gateway_is_owed_terminates_for_what_ended_here_and_a_late_end_changes
             .await
             .unwrap(),
         vec![kept.clone()]
+    );
+}
+
+/// The one-request path reads a target once per two seconds; whatever changed since, the
+/// insert refuses the stale read, writes nothing, and the error says what changed.
+#[tokio::test]
+async fn a_cached_target_never_outlives_its_change() {
+    let w = world().await;
+    let count = async |w: &World| w.store.list_sessions(None, 100).await.unwrap().len();
+    // Read and cached.
+    let first = w
+        .core
+        .start_direct(w.core.prepare_direct(ALICE, "db").await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(first.grant().port, 5432);
+    let before = count(&w).await;
+
+    // Recreated elsewhere with another port: the cached read is refused, and nothing stays
+    // behind (no row, no live grant); the next attempt reads it afresh.
+    w.store.delete_target("db").await.unwrap();
+    w.store
+        .create_target("db", "127.0.0.1", 5433, false)
+        .await
+        .unwrap();
+    let stale = w.core.prepare_direct(ALICE, "db").await.unwrap();
+    assert_eq!(stale.grant().port, 5432, "served from the cache");
+    let stale_id = stale.grant().session_id.clone();
+    assert!(matches!(
+        w.core.start_direct(stale).await,
+        Err(SessionError::TargetChanged(t)) if t == "db"
+    ));
+    assert_eq!(count(&w).await, before, "nothing written");
+    assert!(w.grant(&stale_id).await.is_none(), "no live grant left");
+    let fresh = w
+        .core
+        .start_direct(w.core.prepare_direct(ALICE, "db").await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(fresh.grant().port, 5433);
+
+    // Now needing an approver: refused as such, never started from the cache.
+    w.store.delete_target("db").await.unwrap();
+    w.store
+        .create_target("db", "127.0.0.1", 5433, true)
+        .await
+        .unwrap();
+    let stale = w.core.prepare_direct(ALICE, "db").await.unwrap();
+    assert!(matches!(
+        w.core.start_direct(stale).await,
+        Err(SessionError::ApprovalRequired(t)) if t == "db"
+    ));
+    // Deleted: refused as unknown, and the name is no longer cached.
+    w.store.delete_target("db").await.unwrap();
+    assert!(matches!(
+        w.core.prepare_direct(ALICE, "db").await,
+        Err(SessionError::TargetNotFound(_))
+    ));
+    assert_eq!(count(&w).await, before + 1);
+}
+
+/// A direct session's `session.started` event is written with its row, not after it.
+#[tokio::test]
+async fn a_direct_session_and_its_started_event_are_written_together() {
+    let w = world().await;
+    let active = w
+        .core
+        .start_direct(w.core.prepare_direct(ALICE, "db").await.unwrap())
+        .await
+        .unwrap();
+    let events = w.store.events_after(0, 100).await.unwrap();
+    let started: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "session.started" && e.subject == active.id())
+        .collect();
+    assert_eq!(started.len(), 1, "{events:?}");
+    let detail: serde_json::Value = serde_json::from_str(&started[0].detail).unwrap();
+    assert_eq!(detail["target"], "db");
+    assert_eq!(detail["replica"], "r1");
+    assert_eq!(detail["by"], "alice");
+}
+
+/// `session.ended` is written with the end it announces: once, even when the end is recorded
+/// twice (a relay and a retry), and with the relay's reason and bytes.
+#[tokio::test]
+async fn a_session_ends_with_exactly_one_ended_event() {
+    let w = world().await;
+    let active = w
+        .core
+        .start_direct(w.core.prepare_direct(ALICE, "db").await.unwrap())
+        .await
+        .unwrap();
+    let id = active.id().to_string();
+    let moved = Moved { up: 3, down: 5 };
+    w.core.end(&id, EndReason::ClientClosed, moved).await;
+    w.core.end(&id, EndReason::TargetClosed, moved).await;
+    let ended: Vec<_> = w
+        .store
+        .events_after(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.subject == id && e.kind == "session.ended")
+        .collect();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    let detail: serde_json::Value = serde_json::from_str(&ended[0].detail).unwrap();
+    assert_eq!(detail["reason"], "client_closed");
+    assert_eq!(
+        (detail["bytes_up"].as_u64(), detail["bytes_down"].as_u64()),
+        (Some(3), Some(5))
+    );
+    assert_eq!(
+        w.status(&id).await,
+        (SessionStatus::Ended, Some(EndReason::ClientClosed))
     );
 }

@@ -311,11 +311,20 @@ impl Link {
             .await?
             .ok_or_else(|| BeginError::NotSsh(target.into()))?;
         let step = if row.require_approval == 0 {
-            let mut direct = app.sessions.prepare_direct(who.requester(), target).await?;
-            if app.recordings.is_some() {
-                direct = direct.recorded_by(&app.replica.id);
+            // Nothing is dialled yet, so a target that changed under the replica's cache is
+            // simply tried again, read afresh.
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let mut direct = app.sessions.prepare_direct(who.requester(), target).await?;
+                if app.recordings.is_some() {
+                    direct = direct.recorded_by(&app.replica.id);
+                }
+                match app.sessions.start_direct(direct).await {
+                    Err(SessionError::TargetChanged(_)) if tries < 2 => continue,
+                    started => break Step::Active(started?),
+                }
             }
-            Step::Active(app.sessions.start_direct(direct).await?)
         } else {
             Step::Authorised(app.sessions.authorise(who.requester(), target).await?)
         };

@@ -105,6 +105,7 @@ fn refusal(target: &str, e: BeginError) -> TerminalError {
         | BeginError::Store(_)
         | BeginError::Session(
             SessionError::AtCapacity(_)
+            | SessionError::TargetChanged(_)
             | SessionError::NoRegionalGateway(_)
             | SessionError::Store(_)
             | SessionError::Live(_),

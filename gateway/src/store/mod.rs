@@ -136,6 +136,60 @@ const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// Advisory lock key serialising migrations across replicas (`pg_advisory_xact_lock`).
 /// Notes that a session is being recorded ($1 session, $2 replica, $3 unix ms); a second start
 /// (a reconnect) keeps the first.
+const INSERT_SESSION: &str = "INSERT INTO sessions (id, token_id, target_id, target_name, host, port, \
+     status, created_at, replica, started_at, requested_from, connected_by, connected_from) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+
+const END_SESSION: &str = "UPDATE sessions SET status = 'ended', ended_at = $1, bytes_up = $2, \
+     bytes_down = $3, end_reason = $4, replica = $5 WHERE id = $6 AND status IN ('active', 'terminating')";
+
+const INSERT_AUDIT: &str =
+    "INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)";
+
+/// [`Store::start_direct_session`] on Postgres: `$1`–`$13` the session row, `$14` now, `$15`
+/// actor, `$16` action, `$17` audit detail, `$18` the token's cap (0: none), `$19` the
+/// recording replica (NULL: no recording row), `$20` the outbox lock, `$21` event kind, `$22`
+/// event detail. Every insert reads `created`, so nothing is written when the checks fail; the
+/// outbox lock is taken only then, before the event's id is drawn.
+const START_DIRECT_SESSION: &str = "WITH allowed AS (\
+       SELECT 1 FROM targets t WHERE t.id = $3 AND t.name = $4 AND t.host = $5 AND t.port = $6 \
+       AND t.require_approval = 0 AND t.region IS NULL \
+       AND ($18 <= 0 OR (SELECT COUNT(*) FROM sessions h WHERE h.token_id = $2 \
+       AND h.status IN ('pending', 'authorized', 'active', 'terminating')) < $18)), \
+     created AS (INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, \
+       created_at, replica, started_at, requested_from, connected_by, connected_from) \
+       SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM allowed RETURNING id), \
+     audited AS (INSERT INTO audit_events (at, actor, action, subject, detail) \
+       SELECT $14, $15, $16, id, $17 FROM created), \
+     recorded AS (INSERT INTO recordings (session_id, replica, state, started_at) \
+       SELECT id, $19, 'recording', $14 FROM created WHERE $19::TEXT IS NOT NULL \
+       ON CONFLICT (session_id) DO NOTHING), \
+     locked AS (SELECT pg_advisory_xact_lock($20) FROM created), \
+     evented AS (INSERT INTO events (at, kind, subject, detail) \
+       SELECT $14::BIGINT, $21::TEXT, $1::TEXT, $22::TEXT FROM locked) \
+     SELECT COUNT(*) FROM created";
+
+/// What [`Store::start_direct_session`] writes.
+#[derive(Debug, Clone, Copy)]
+pub struct DirectStart<'a> {
+    /// The session row (`active`), its target fields as the caller read them.
+    pub row: &'a SessionRow,
+    /// Audit: who.
+    pub actor: &'a str,
+    /// Audit: what.
+    pub action: &'a str,
+    /// Audit: detail.
+    pub detail: &'a str,
+    /// The token's cap on sessions held at once; 0: none.
+    pub max_held: i64,
+    /// The replica recording it, when it is recorded.
+    pub recording_replica: Option<&'a str>,
+    /// The outbox event's kind (`session.started`).
+    pub event_kind: &'a str,
+    /// The outbox event's JSON detail.
+    pub event_detail: &'a str,
+}
+
 const START_RECORDING: &str = "INSERT INTO recordings (session_id, replica, state, started_at) \
      VALUES ($1, $2, 'recording', $3) ON CONFLICT (session_id) DO NOTHING";
 
@@ -605,31 +659,13 @@ impl Store {
         action: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        self.create_session_recorded(s, actor, action, detail, None)
-            .await
-    }
-
-    /// [`Store::create_session_audited`], and when `recording_replica` is given, the session's
-    /// recording row too ([`Store::start_recording`]) in the same statement: a session relayed
-    /// at once pays one round trip for all three rows.
-    pub async fn create_session_recorded(
-        &self,
-        s: &SessionRow,
-        actor: &str,
-        action: &str,
-        detail: &str,
-        recording_replica: Option<&str>,
-    ) -> Result<(), StoreError> {
         if self.backend != Backend::Postgres {
             let work = async {
                 let mut tx = self.begin().await?;
-                let q = self.query(
-                    "INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, created_at, \
-                     replica, started_at, requested_from, connected_by, connected_from) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                );
-                bind_session(q, s).execute(&mut *tx).await?;
-                self.query("INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)")
+                bind_session(self.query(INSERT_SESSION), s)
+                    .execute(&mut *tx)
+                    .await?;
+                self.query(INSERT_AUDIT)
                     .bind(now_ms())
                     .bind(actor)
                     .bind(action)
@@ -637,46 +673,121 @@ impl Store {
                     .bind(detail)
                     .execute(&mut *tx)
                     .await?;
-                if let Some(replica) = recording_replica {
-                    self.query(START_RECORDING)
-                        .bind(&s.id)
-                        .bind(replica)
-                        .bind(now_ms())
-                        .execute(&mut *tx)
-                        .await?;
-                }
                 tx.commit().await
             };
             return self.bounded(work).await;
         }
-        let sql = if recording_replica.is_some() {
-            "WITH created AS (INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, \
-             created_at, replica, started_at, requested_from, connected_by, connected_from) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)), \
-             audited AS (INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($14, $15, $16, $1, $17)) \
-             INSERT INTO recordings (session_id, replica, state, started_at) VALUES ($1, $18, 'recording', $14) \
-             ON CONFLICT (session_id) DO NOTHING"
-        } else {
-            "WITH created AS (INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, \
-             created_at, replica, started_at, requested_from, connected_by, connected_from) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)) \
-             INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($14, $15, $16, $1, $17)"
-        };
         self.run(async |c| {
-            let q = bind_session(self.query(sql), s)
-                .bind(now_ms())
-                .bind(actor)
-                .bind(action)
-                .bind(detail);
-            match recording_replica {
-                Some(replica) => q.bind(replica),
-                None => q,
-            }
+            bind_session(
+                self.query(
+                    "WITH created AS (INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, \
+                     created_at, replica, started_at, requested_from, connected_by, connected_from) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)) \
+                     INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($14, $15, $16, $1, $17)",
+                ),
+                s,
+            )
+            .bind(now_ms())
+            .bind(actor)
+            .bind(action)
+            .bind(detail)
             .execute(&mut *c)
             .await
         })
         .await
         .map(|_| ())
+    }
+
+    /// Starts a session authorised and claimed at once (no approval), if the target and the
+    /// token still allow it: the session row, its audit row, its recording row (when
+    /// `recording_replica` is given) and its `session.started` event, all or nothing. The
+    /// target is re-checked in the same transaction (it still exists with the row's id, name,
+    /// host and port, needs no approval and has no region), and so is the token's cap on
+    /// sessions held (`max_held`, 0: none). Returns false, writing nothing, when either check
+    /// fails: the caller read the target from a cache and must read it again to say why.
+    ///
+    /// On Postgres this is one statement: one round trip for what took three (target read,
+    /// insert, event), with the event ordered by the outbox lock like every other.
+    pub async fn start_direct_session(&self, start: &DirectStart<'_>) -> Result<bool, StoreError> {
+        let s = start.row;
+        let now = now_ms();
+        if self.backend != Backend::Postgres {
+            let work = async {
+                let mut tx = self.begin().await?;
+                // The write comes first, so the transaction takes SQLite's write lock at once
+                // (waiting its busy timeout) instead of failing to upgrade a read lock.
+                let created = bind_session(
+                    self.query(
+                        "INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, \
+                         created_at, replica, started_at, requested_from, connected_by, connected_from) \
+                         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+                         WHERE EXISTS (SELECT 1 FROM targets t WHERE t.id = $14 AND t.name = $15 \
+                         AND t.host = $16 AND t.port = $17 AND t.require_approval = 0 AND t.region IS NULL) \
+                         AND ($18 <= 0 OR (SELECT COUNT(*) FROM sessions WHERE token_id = $19 \
+                         AND status IN ('pending', 'authorized', 'active', 'terminating')) < $20)",
+                    ),
+                    s,
+                )
+                .bind(&s.target_id)
+                .bind(&s.target_name)
+                .bind(&s.host)
+                .bind(s.port)
+                .bind(start.max_held)
+                .bind(&s.token_id)
+                .bind(start.max_held)
+                .execute(&mut *tx)
+                .await?;
+                if created.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                self.query(INSERT_AUDIT)
+                    .bind(now)
+                    .bind(start.actor)
+                    .bind(start.action)
+                    .bind(&s.id)
+                    .bind(start.detail)
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(replica) = start.recording_replica {
+                    self.query(START_RECORDING)
+                        .bind(&s.id)
+                        .bind(replica)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                self.query(
+                    "INSERT INTO events (at, kind, subject, detail) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(now)
+                .bind(start.event_kind)
+                .bind(&s.id)
+                .bind(start.event_detail)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await.map(|()| true)
+            };
+            return self.bounded(work).await;
+        }
+        let created: i64 = self
+            .run(async |c| {
+                use sqlx::Row as _;
+                bind_session(self.query(START_DIRECT_SESSION), s)
+                    .bind(now)
+                    .bind(start.actor)
+                    .bind(start.action)
+                    .bind(start.detail)
+                    .bind(start.max_held)
+                    .bind(start.recording_replica)
+                    .bind(OUTBOX_LOCK)
+                    .bind(start.event_kind)
+                    .bind(start.event_detail)
+                    .fetch_one(&mut *c)
+                    .await
+                    .and_then(|row| row.try_get(0))
+            })
+            .await?;
+        Ok(created == 1)
     }
 
     /// Claims an authorised session for the relay on `replica`, recording which token
@@ -707,27 +818,84 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Records the end of a relay: bytes each way, which replica, why.
+    /// Records the end of a relay: bytes each way, which replica, why. With `event` (the JSON
+    /// detail of `session.ended`), the event is written in the same statement, and only when
+    /// this call ended the session: a retried or repeated end never announces it twice, and an
+    /// end recorded late is announced when it is recorded.
     pub async fn end_session(
         &self,
         id: &str,
         replica: &str,
-        up: u64,
-        down: u64,
+        moved: (u64, u64),
         reason: EndReason,
+        event: Option<&str>,
     ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let (up, down) = (moved.0 as i64, moved.1 as i64);
+        let Some(event) = event else {
+            return self
+                .run(async |c| {
+                    self.query(END_SESSION)
+                        .bind(now)
+                        .bind(up)
+                        .bind(down)
+                        .bind(reason)
+                        .bind(replica)
+                        .bind(id)
+                        .execute(&mut *c)
+                        .await
+                })
+                .await
+                .map(|_| ());
+        };
+        if self.backend != Backend::Postgres {
+            let work = async {
+                let mut tx = self.begin().await?;
+                let ended = self
+                    .query(END_SESSION)
+                    .bind(now)
+                    .bind(up)
+                    .bind(down)
+                    .bind(reason)
+                    .bind(replica)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                if ended.rows_affected() == 1 {
+                    self.query(
+                        "INSERT INTO events (at, kind, subject, detail) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(now)
+                    .bind("session.ended")
+                    .bind(id)
+                    .bind(event)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await
+            };
+            return self.bounded(work).await;
+        }
         self.run(async |c| {
             self.query(
-                "UPDATE sessions SET status = 'ended', ended_at = $1, bytes_up = $2, bytes_down = $3, \
-                 end_reason = $4, replica = $5 WHERE id = $6 AND status IN ('active', 'terminating')",
+                "WITH ended AS (UPDATE sessions SET status = 'ended', ended_at = $1, bytes_up = $2, \
+                 bytes_down = $3, end_reason = $4, replica = $5 \
+                 WHERE id = $6 AND status IN ('active', 'terminating') RETURNING id), \
+                 locked AS (SELECT pg_advisory_xact_lock($7) FROM ended) \
+                 INSERT INTO events (at, kind, subject, detail) \
+                 SELECT $1::BIGINT, 'session.ended', $6::TEXT, $8::TEXT FROM locked",
             )
-            .bind(now_ms())
-            .bind(up as i64)
-            .bind(down as i64)
+            .bind(now)
+            .bind(up)
+            .bind(down)
             .bind(reason)
             .bind(replica)
             .bind(id)
-            .execute(&mut *c).await})
+            .bind(OUTBOX_LOCK)
+            .bind(event)
+            .execute(&mut *c)
+            .await
+        })
         .await
         .map(|_| ())
     }
