@@ -143,6 +143,15 @@ const INSERT_SESSION: &str = "INSERT INTO sessions (id, token_id, target_id, tar
 const END_SESSION: &str = "UPDATE sessions SET status = 'ended', ended_at = $1, bytes_up = $2, \
      bytes_down = $3, end_reason = $4, replica = $5 WHERE id = $6 AND status IN ('active', 'terminating')";
 
+/// [`END_SESSION`] and, only when it ended the row, its `session.ended` event (`$7` the outbox
+/// lock, `$8` the event's detail), in one Postgres statement.
+const END_SESSION_ANNOUNCED: &str = "WITH ended AS (UPDATE sessions SET status = 'ended', \
+     ended_at = $1, bytes_up = $2, bytes_down = $3, end_reason = $4, replica = $5 \
+     WHERE id = $6 AND status IN ('active', 'terminating') RETURNING id), \
+     locked AS (SELECT pg_advisory_xact_lock($7) FROM ended) \
+     INSERT INTO events (at, kind, subject, detail) \
+     SELECT $1::BIGINT, 'session.ended', $6::TEXT, $8::TEXT FROM locked";
+
 const INSERT_AUDIT: &str =
     "INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)";
 
@@ -831,17 +840,10 @@ impl Store {
         event: Option<&str>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        let (up, down) = (moved.0 as i64, moved.1 as i64);
         let Some(event) = event else {
             return self
                 .run(async |c| {
-                    self.query(END_SESSION)
-                        .bind(now)
-                        .bind(up)
-                        .bind(down)
-                        .bind(reason)
-                        .bind(replica)
-                        .bind(id)
+                    bind_end(self.query(END_SESSION), now, moved, reason, replica, id)
                         .execute(&mut *c)
                         .await
                 })
@@ -851,14 +853,7 @@ impl Store {
         if self.backend != Backend::Postgres {
             let work = async {
                 let mut tx = self.begin().await?;
-                let ended = self
-                    .query(END_SESSION)
-                    .bind(now)
-                    .bind(up)
-                    .bind(down)
-                    .bind(reason)
-                    .bind(replica)
-                    .bind(id)
+                let ended = bind_end(self.query(END_SESSION), now, moved, reason, replica, id)
                     .execute(&mut *tx)
                     .await?;
                 if ended.rows_affected() == 1 {
@@ -877,20 +872,14 @@ impl Store {
             return self.bounded(work).await;
         }
         self.run(async |c| {
-            self.query(
-                "WITH ended AS (UPDATE sessions SET status = 'ended', ended_at = $1, bytes_up = $2, \
-                 bytes_down = $3, end_reason = $4, replica = $5 \
-                 WHERE id = $6 AND status IN ('active', 'terminating') RETURNING id), \
-                 locked AS (SELECT pg_advisory_xact_lock($7) FROM ended) \
-                 INSERT INTO events (at, kind, subject, detail) \
-                 SELECT $1::BIGINT, 'session.ended', $6::TEXT, $8::TEXT FROM locked",
+            bind_end(
+                self.query(END_SESSION_ANNOUNCED),
+                now,
+                moved,
+                reason,
+                replica,
+                id,
             )
-            .bind(now)
-            .bind(up)
-            .bind(down)
-            .bind(reason)
-            .bind(replica)
-            .bind(id)
             .bind(OUTBOX_LOCK)
             .bind(event)
             .execute(&mut *c)
@@ -1038,6 +1027,23 @@ impl Store {
 
 /// Binds a new session row's thirteen columns, in the order of the `INSERT INTO sessions`
 /// column lists above (`$1` to `$13`).
+/// Binds the six parameters [`END_SESSION`] and [`END_SESSION_ANNOUNCED`] start with.
+fn bind_end<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, <sqlx::Any as sqlx::Database>::Arguments>,
+    now: i64,
+    moved: (u64, u64),
+    reason: EndReason,
+    replica: &'q str,
+    id: &'q str,
+) -> sqlx::query::Query<'q, sqlx::Any, <sqlx::Any as sqlx::Database>::Arguments> {
+    q.bind(now)
+        .bind(moved.0 as i64)
+        .bind(moved.1 as i64)
+        .bind(reason)
+        .bind(replica)
+        .bind(id)
+}
+
 fn bind_session<'q>(
     q: sqlx::query::Query<'q, sqlx::Any, <sqlx::Any as sqlx::Database>::Arguments>,
     s: &'q SessionRow,
