@@ -186,8 +186,7 @@ async fn session_and_audit_together(s: &Store) {
         detail: "db",
         max_held: 0,
         recording_replica: Some("r1"),
-        event_kind: "session.started",
-        event_detail: "{}",
+        started_event: "{}",
     };
     let events = async |kind: &str, subject: &str| {
         s.events_after(0, 1000)

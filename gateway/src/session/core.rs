@@ -202,6 +202,17 @@ pub(super) struct Inner {
 /// background.
 pub const END_RECORD_WAIT: Duration = Duration::from_secs(1);
 
+/// The detail of a relay's `session.started` event: `by` connected it from `client`.
+fn started_event(
+    id: &str,
+    target: &str,
+    replica: &str,
+    by: &str,
+    client: Option<&str>,
+) -> serde_json::Value {
+    serde_json::json!({"session": id, "target": target, "replica": replica, "by": by, "client": client})
+}
+
 /// The detail of a relay's `session.ended` event.
 fn ended_event(id: &str, reason: EndReason, moved: Moved, replica: &str) -> String {
     serde_json::json!({"session": id, "reason": reason, "bytes_up": moved.up, "bytes_down": moved.down, "replica": replica}).to_string()
@@ -639,7 +650,14 @@ impl Sessions {
             connected_from: from.clone(),
             ..new_row(&grant, &target_id, SessionStatus::Active, now_ms())
         };
-        let event = serde_json::json!({"session": id, "target": grant.target, "replica": self.replica(), "by": grant.token_id, "client": from}).to_string();
+        let event = started_event(
+            &id,
+            &grant.target,
+            self.replica(),
+            &grant.token_id,
+            from.as_deref(),
+        )
+        .to_string();
         let start = crate::store::DirectStart {
             row: &row,
             actor: &grant.token_id,
@@ -647,8 +665,7 @@ impl Sessions {
             detail: &grant.target,
             max_held: i64::from(self.inner.config.max_sessions_per_token),
             recording_replica: recording_replica.as_deref(),
-            event_kind: "session.started",
-            event_detail: &event,
+            started_event: &event,
         };
         let key = session_key(&id);
         let (live, durable) = tokio::join!(
@@ -811,7 +828,7 @@ impl Sessions {
         self.emit(
             "session.started",
             &id,
-            serde_json::json!({"session": id, "target": active.target, "replica": replica, "by": by, "client": from}),
+            started_event(&id, &active.target, &replica, &by, from.as_deref()),
         );
         Ok(Active {
             grant: active,

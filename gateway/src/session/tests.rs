@@ -88,6 +88,12 @@ impl World {
         (row.status, row.end_reason)
     }
 
+    /// Authorises and starts a one-request session of `who` to `target`.
+    async fn direct(&self, who: Requester<'_>, target: &str) -> Result<Active, SessionError> {
+        let prepared = self.core.prepare_direct(who, target).await?;
+        self.core.start_direct(prepared).await
+    }
+
     async fn grant(&self, id: &str) -> Option<Grant> {
         let signed = self.live.get(&session_key(id)).await.unwrap()?;
         Some(
@@ -596,11 +602,7 @@ async fn a_token_holding_the_cap_is_refused_until_one_ends() {
 #[tokio::test]
 async fn the_replica_carries_at_most_its_relay_cap_and_frees_places_when_relays_end() {
     let w = world_with(|c| c.max_relays = 1).await;
-    let first = w
-        .core
-        .start_direct(w.core.prepare_direct(ALICE, "db").await.unwrap())
-        .await
-        .unwrap();
+    let first = w.direct(ALICE, "db").await.unwrap();
     assert!(matches!(
         w.core
             .start_direct(w.core.prepare_direct(ALICE, "db").await.unwrap())
@@ -779,11 +781,7 @@ async fn a_cached_target_never_outlives_its_change() {
     let w = world().await;
     let count = async |w: &World| w.store.list_sessions(None, 100).await.unwrap().len();
     // Read and cached.
-    let first = w
-        .core
-        .start_direct(w.core.prepare_direct(ALICE, "db").await.unwrap())
-        .await
-        .unwrap();
+    let first = w.direct(ALICE, "db").await.unwrap();
     assert_eq!(first.grant().port, 5432);
     let before = count(&w).await;
 
@@ -803,11 +801,7 @@ async fn a_cached_target_never_outlives_its_change() {
     ));
     assert_eq!(count(&w).await, before, "nothing written");
     assert!(w.grant(&stale_id).await.is_none(), "no live grant left");
-    let fresh = w
-        .core
-        .start_direct(w.core.prepare_direct(ALICE, "db").await.unwrap())
-        .await
-        .unwrap();
+    let fresh = w.direct(ALICE, "db").await.unwrap();
     assert_eq!(fresh.grant().port, 5433);
 
     // Now needing an approver: refused as such, never started from the cache.
@@ -834,11 +828,7 @@ async fn a_cached_target_never_outlives_its_change() {
 #[tokio::test]
 async fn a_direct_session_and_its_started_event_are_written_together() {
     let w = world().await;
-    let active = w
-        .core
-        .start_direct(w.core.prepare_direct(ALICE, "db").await.unwrap())
-        .await
-        .unwrap();
+    let active = w.direct(ALICE, "db").await.unwrap();
     let events = w.store.events_after(0, 100).await.unwrap();
     let started: Vec<_> = events
         .iter()
@@ -856,11 +846,7 @@ async fn a_direct_session_and_its_started_event_are_written_together() {
 #[tokio::test]
 async fn a_session_ends_with_exactly_one_ended_event() {
     let w = world().await;
-    let active = w
-        .core
-        .start_direct(w.core.prepare_direct(ALICE, "db").await.unwrap())
-        .await
-        .unwrap();
+    let active = w.direct(ALICE, "db").await.unwrap();
     let id = active.id().to_string();
     let moved = Moved { up: 3, down: 5 };
     w.core.end(&id, EndReason::ClientClosed, moved).await;

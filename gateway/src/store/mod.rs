@@ -157,8 +157,8 @@ const INSERT_AUDIT: &str =
 
 /// [`Store::start_direct_session`] on Postgres: `$1`–`$13` the session row, `$14` now, `$15`
 /// actor, `$16` action, `$17` audit detail, `$18` the token's cap (0: none), `$19` the
-/// recording replica (NULL: no recording row), `$20` the outbox lock, `$21` event kind, `$22`
-/// event detail. Every insert reads `created`, so nothing is written when the checks fail; the
+/// recording replica (NULL: no recording row), `$20` the outbox lock, `$21` the
+/// `session.started` event's detail. Every insert reads `created`, so nothing is written when the checks fail; the
 /// outbox lock is taken only then, before the event's id is drawn.
 const START_DIRECT_SESSION: &str = "WITH allowed AS (\
        SELECT 1 FROM targets t WHERE t.id = $3 AND t.name = $4 AND t.host = $5 AND t.port = $6 \
@@ -175,7 +175,7 @@ const START_DIRECT_SESSION: &str = "WITH allowed AS (\
        ON CONFLICT (session_id) DO NOTHING), \
      locked AS (SELECT pg_advisory_xact_lock($20) FROM created), \
      evented AS (INSERT INTO events (at, kind, subject, detail) \
-       SELECT $14::BIGINT, $21::TEXT, $1::TEXT, $22::TEXT FROM locked) \
+       SELECT $14::BIGINT, 'session.started', $1::TEXT, $21::TEXT FROM locked) \
      SELECT COUNT(*) FROM created";
 
 /// What [`Store::start_direct_session`] writes.
@@ -193,10 +193,8 @@ pub struct DirectStart<'a> {
     pub max_held: i64,
     /// The replica recording it, when it is recorded.
     pub recording_replica: Option<&'a str>,
-    /// The outbox event's kind (`session.started`).
-    pub event_kind: &'a str,
-    /// The outbox event's JSON detail.
-    pub event_detail: &'a str,
+    /// The JSON detail of its `session.started` event.
+    pub started_event: &'a str,
 }
 
 const START_RECORDING: &str = "INSERT INTO recordings (session_id, replica, state, started_at) \
@@ -765,15 +763,8 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
-                self.query(
-                    "INSERT INTO events (at, kind, subject, detail) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(now)
-                .bind(start.event_kind)
-                .bind(&s.id)
-                .bind(start.event_detail)
-                .execute(&mut *tx)
-                .await?;
+                self.append_event_in(&mut tx, now, "session.started", &s.id, start.started_event)
+                    .await?;
                 tx.commit().await.map(|()| true)
             };
             return self.bounded(work).await;
@@ -789,8 +780,7 @@ impl Store {
                     .bind(start.max_held)
                     .bind(start.recording_replica)
                     .bind(OUTBOX_LOCK)
-                    .bind(start.event_kind)
-                    .bind(start.event_detail)
+                    .bind(start.started_event)
                     .fetch_one(&mut *c)
                     .await
                     .and_then(|row| row.try_get(0))
@@ -857,15 +847,8 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 if ended.rows_affected() == 1 {
-                    self.query(
-                        "INSERT INTO events (at, kind, subject, detail) VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(now)
-                    .bind("session.ended")
-                    .bind(id)
-                    .bind(event)
-                    .execute(&mut *tx)
-                    .await?;
+                    self.append_event_in(&mut tx, now, "session.ended", id, event)
+                        .await?;
                 }
                 tx.commit().await
             };

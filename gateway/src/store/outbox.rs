@@ -18,6 +18,27 @@ use super::{Backend, SessionRow, Store, StoreError, now_ms};
 pub const OUTBOX_LOCK: i64 = 0x7767_6f75_7462_6f78; // "wgoutbox"
 
 impl Store {
+    /// Appends an event inside `tx`, after taking the outbox lock ([`OUTBOX_LOCK`]) so its id
+    /// commits in order: for a change that must commit together with its event.
+    pub(super) async fn append_event_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        at: i64,
+        kind: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<(), sqlx::Error> {
+        self.lock_outbox(tx).await?;
+        self.query("INSERT INTO events (at, kind, subject, detail) VALUES ($1, $2, $3, $4)")
+            .bind(at)
+            .bind(kind)
+            .bind(subject)
+            .bind(detail)
+            .execute(&mut **tx)
+            .await
+            .map(|_| ())
+    }
+
     /// Serialises outbox inserts (see [`OUTBOX_LOCK`]) until `tx` ends.
     async fn lock_outbox(
         &self,
@@ -204,17 +225,14 @@ impl Store {
                 q = q.bind(now);
             }
             q.execute(&mut *tx).await?;
-            self.lock_outbox(&mut tx).await?;
-            self.query("INSERT INTO events (at, kind, subject, detail) VALUES ($1, $2, $3, $4)")
-                .bind(now)
-                .bind(format!("approval.{}", decision.as_str()))
-                .bind(session_id)
-                .bind(
-                    serde_json::json!({"session": session_id, "by": by, "reason": reason})
-                        .to_string(),
-                )
-                .execute(&mut *tx)
-                .await?;
+            self.append_event_in(
+                &mut tx,
+                now,
+                &format!("approval.{}", decision.as_str()),
+                session_id,
+                &serde_json::json!({"session": session_id, "by": by, "reason": reason}).to_string(),
+            )
+            .await?;
             tx.commit().await?;
             Ok(true)
         };
