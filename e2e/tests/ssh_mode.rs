@@ -5,7 +5,9 @@
 //! `User=USER:TARGET`; the cast recording holds the output, the exit status and the file names;
 //! expired and wrong-principal login certificates and a target host-key mismatch are refused;
 //! a session held longer than every shortened internal TTL stays up; connections that never log
-//! in are cut at the login grace.
+//! in are cut at the login grace; port forwards go only where the target allows, input is
+//! recorded only when it asks, agent and X11 forwarding never reach it, piped exec streams
+//! (rsync/ansible style) arrive whole, and a drain waits for a terminated SSH session.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -290,6 +292,43 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `ssh` arguments through `wgctl ssh TARGET` to the world's front end, with `extra` options
+/// before `--` and `command` after it; stdin, stdout and stderr piped.
+fn piped_ssh(w: &World, target: &str, extra: &[&str], command: &[&str]) -> std::process::Child {
+    piped_ssh_env(w, target, extra, command, &[])
+}
+
+/// [`piped_ssh`] with `env` set for `wgctl` and the `ssh` it runs.
+fn piped_ssh_env(
+    w: &World,
+    target: &str,
+    extra: &[&str],
+    command: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    let port = w.port.to_string();
+    let mut args = vec![
+        "ssh",
+        target,
+        "--ssh-host",
+        "127.0.0.1",
+        "--ssh-port",
+        &port,
+        "--ssh-arg=-oBatchMode=yes",
+    ];
+    args.extend_from_slice(extra);
+    args.push("--");
+    args.extend_from_slice(command);
+    w.fleet
+        .wgctl(&args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Each `o` event's data of a cast, concatenated.
 fn output_of(cast: &str) -> String {
     cast.lines()
@@ -386,6 +425,29 @@ async fn stock_openssh_reaches_a_target_through_the_terminating_front_end_and_it
     let cast = w.cast_with(&s.id, &["pty-42", "exit-status 5"]);
     assert!(cast.contains("\"m\",\"shell\""), "{cast}");
     assert!(cast.contains("\"r\","), "the pty size is recorded: {cast}");
+    assert!(
+        !cast.contains(",\"i\","),
+        "input is not recorded unless the target asks for it: {cast}"
+    );
+    // The cast plays back in a terminal, its waits capped and sped up.
+    let played = timed_output(
+        &mut w.fleet.wgctl(&[
+            "recordings",
+            "play",
+            &s.id,
+            "--speed",
+            "50",
+            "--idle-limit",
+            "0.1",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(played.status.success(), "{}", text(&played.stderr));
+    assert!(
+        text(&played.stdout).contains("pty-42"),
+        "{}",
+        text(&played.stdout)
+    );
 
     // scp (SFTP protocol) and sftp: the files' names are in the cast.
     let (_key, opts) = w.credentials("scp-key").await;
@@ -857,4 +919,233 @@ async fn binary_exec_streams_environment_and_source_bound_certificates() {
     assert_eq!(by_mode("ssh").await, 4.0, "ssh sessions counted by mode");
     assert_eq!(by_mode("relay").await, 0.0);
     assert_eq!(by_mode("console").await, 0.0);
+}
+
+/// Port forwarding (`direct-tcpip`), allowed only to what the target lists; input recorded
+/// when the target asks for it; agent and X11 forwarding refused; an rsync/ansible-style exec
+/// (a server that speaks first, stdin piped to EOF); and a drain that waits for a terminated
+/// SSH session while refusing new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forwards_input_recording_refused_forwarding_piped_exec_and_a_drain() {
+    let w = world().await;
+    let echo = wardengate_e2e::echo_server().await;
+    let allowed = format!("127.0.0.1:{echo}");
+    let p = w.sshd.port().to_string();
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "targets",
+            "add",
+            "db2",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &p,
+            "--ssh-user",
+            w.sshd.user(),
+        ];
+        args.extend_from_slice(extra);
+        timed_output(&mut w.fleet.wgctl(&args), Duration::from_secs(30))
+    };
+    // A malformed rule is refused with an example, and nothing is added.
+    let bad = add(&["--ssh-forward-to", "localhost"]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("ssh_forward_to: `localhost` is not a comma-separated list"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let ok = add(&["--ssh-forward-to", &allowed, "--ssh-record-input"]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+
+    // `ssh -W` to the listed destination: the target's sshd opens it, bytes go both ways.
+    let mut child = piped_ssh(&w, "db2", &[&format!("--ssh-arg=-W{allowed}")], &[]);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"forwarded-ping\n").unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut got = [0u8; 15];
+    std::io::Read::read_exact(&mut stdout, &mut got).unwrap();
+    assert_eq!(&got, b"forwarded-ping\n");
+    drop(stdin);
+    let out = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = w.latest_session();
+    let cast = w.cast_with(
+        &s.id,
+        &[
+            &format!("direct-tcpip {allowed} opened"),
+            &format!("direct-tcpip {allowed} closed: 15 bytes up, 15 down"),
+        ],
+    );
+    eprintln!("cast of a forwarded session:\n{cast}");
+
+    // A destination the target does not list, and a target that lists none: refused, and the
+    // user reads why.
+    for (target, dest, why) in [
+        (
+            "db2",
+            "127.0.0.1:1",
+            format!(
+                "port forwarding to 127.0.0.1:1 is not allowed for this target (allowed: {allowed})"
+            ),
+        ),
+        (
+            "db1",
+            allowed.as_str(),
+            "port forwarding is not allowed to this target".to_string(),
+        ),
+    ] {
+        let mut child = piped_ssh(&w, target, &[&format!("--ssh-arg=-W{dest}")], &[]);
+        drop(child.stdin.take());
+        let out = wait_exit(&mut child, Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("administratively prohibited")
+                && text(&out.stderr).contains(&why),
+            "{target} → {dest}: {}",
+            text(&out.stderr)
+        );
+    }
+
+    // Input is recorded on the target that asks for it (`i` events).
+    let wgctl = bin("wgctl");
+    let inner = format!(
+        "{} ssh db2 --ssh-host 127.0.0.1 --ssh-port {} --ssh-arg=-tt --ssh-arg=-oBatchMode=yes",
+        wgctl.display(),
+        w.port
+    );
+    let mut script = Command::new("script");
+    script
+        .args(["-q", "-e", "-c", &inner, "/dev/null"])
+        .envs(w.fleet.wgctl_env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = script.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"echo typed-$((3*5)); exit\n").unwrap();
+    let out = wait_exit(&mut child, Duration::from_secs(60));
+    drop(stdin);
+    assert!(
+        text(&out.stdout).contains("typed-15"),
+        "{}",
+        text(&out.stdout)
+    );
+    let s = w.latest_session();
+    let cast = w.cast_with(&s.id, &["typed-15", "exit-status 0"]);
+    let input: String = cast
+        .lines()
+        .skip(1)
+        .filter_map(|l| serde_json::from_str::<(f64, String, String)>(l).ok())
+        .filter(|(_, c, _)| c == "i")
+        .map(|(_, _, d)| d)
+        .collect();
+    assert!(
+        input.contains("echo typed-$((3*5))"),
+        "input events: {input:?}\n{cast}"
+    );
+
+    // Agent and X11 forwarding are refused: the target sees neither (the client asks for both:
+    // it has an agent socket and a display to offer).
+    let agent = w.dir.join("agent.sock").display().to_string();
+    let mut child = piped_ssh_env(
+        &w,
+        "db1",
+        &["--ssh-arg=-A", "--ssh-arg=-X"],
+        &[
+            "echo",
+            "agent=${SSH_AUTH_SOCK:-none}",
+            "display=${DISPLAY:-none}",
+        ],
+        &[
+            ("SSH_AUTH_SOCK", agent.as_str()),
+            ("DISPLAY", "127.0.0.1:99"),
+        ],
+    );
+    drop(child.stdin.take());
+    let out = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("agent=none display=none"),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    // rsync/ansible style: the remote speaks first, reads a line, then takes stdin to EOF.
+    let mut child = piped_ssh(
+        &w,
+        "db1",
+        &[],
+        &[
+            "echo first; read x; echo got-$x; cat > /tmp/wg-piped-$$; wc -c < /tmp/wg-piped-$$; rm -f /tmp/wg-piped-$$",
+        ],
+    );
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "first\n", "the remote spoke first, before any input");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "got-hello\n");
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    stdin.write_all(&payload).unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let out = wait_exit(&mut child, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        rest.trim(),
+        "300000",
+        "every byte piped in reached the target"
+    );
+
+    // A drain waits for a terminated SSH session and refuses new ones meanwhile.
+    let mut held = piped_ssh(&w, "db1", &[], &["sleep 3; echo held-to-the-end"]);
+    drop(held.stdin.take());
+    wait_for(
+        "the held session to be active",
+        Duration::from_secs(30),
+        || (w.latest_session().status.as_str() == "active").then_some(()),
+    )
+    .unwrap();
+    let addr = w.fleet.replica_addr(0);
+    let t = Instant::now();
+    let mut drain = w
+        .fleet
+        .wgctl(&["--addr", &addr, "system", "drain", "--timeout", "30s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the replica to drain", Duration::from_secs(10), || {
+        let out = w
+            .fleet
+            .wgctl(&["--addr", &addr, "-o", "json", "system", "status"])
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["draining"] == serde_json::Value::Bool(true)).then_some(())
+    })
+    .unwrap();
+    let refused = w.wgctl_ssh("db1", &["echo", "should-not-run"]);
+    assert_eq!(refused.status.code(), Some(255));
+    assert!(
+        text(&refused.stderr).contains("not taking new sessions"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let out = wait_exit(&mut held, Duration::from_secs(30));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("held-to-the-end"));
+    let drained = wait_exit(&mut drain, Duration::from_secs(40));
+    assert!(drained.status.success(), "{}", text(&drained.stderr));
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "the drain returned after {took:?}, before the 3 s session ended"
+    );
+    eprintln!("drain with one terminated SSH session took {took:?}");
 }

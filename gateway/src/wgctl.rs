@@ -308,6 +308,11 @@ pub enum TargetsCommand {
         /// between) or addresses and CIDR blocks, comma-separated.
         #[arg(long, requires = "ssh_user")]
         ssh_source_address: Option<String>,
+        /// Terminated SSH: allow port forwards (`ssh -L`, `ssh -W`) to these destinations as the
+        /// target sees them, comma-separated `HOST:PORT` (`*` for any host or port), e.g.
+        /// `localhost:5432`. Refused when not set.
+        #[arg(long, requires = "ssh_user")]
+        ssh_forward_to: Option<String>,
     },
     /// List targets.
     List,
@@ -675,6 +680,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 ssh_record_input,
                 ssh_host_key,
                 ssh_source_address,
+                ssh_forward_to,
             } => {
                 let t = client
                     .add_target(&NewTarget {
@@ -687,6 +693,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                         ssh_record_input,
                         ssh_host_key,
                         ssh_source_address,
+                        ssh_forward_to,
                     })
                     .await?;
                 if json_out {

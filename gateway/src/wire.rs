@@ -147,6 +147,11 @@ pub struct NewTarget {
     /// from) or a comma-separated list of addresses and CIDR blocks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_source_address: Option<String>,
+    /// Terminated SSH: the destinations users may open port forwards (`direct-tcpip`: `ssh -L`,
+    /// `ssh -W`) to, as the target sees them: comma-separated `HOST:PORT` rules, `*` for any
+    /// host or port (`localhost:5432,db.internal:*`). Absent: forwarding is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_forward_to: Option<String>,
 }
 
 /// Body of `POST /v1/ssh/certificates`.

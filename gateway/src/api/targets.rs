@@ -86,6 +86,22 @@ pub async fn create(
         ),
         None => None,
     };
+    let forward_to = match &t.ssh_forward_to {
+        Some(_) if t.ssh_user.is_none() => {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidBody,
+                "ssh_forward_to: only for a terminated SSH target (set ssh_user too)",
+            ));
+        }
+        Some(a) => Some(
+            a.parse::<crate::ssh::forwarding::ForwardPolicy>()
+                .map_err(|e| {
+                    ApiError::bad_request(ErrorCode::InvalidBody, format!("ssh_forward_to: {e}"))
+                })?
+                .to_string(),
+        ),
+        None => None,
+    };
     let region = t.region.as_deref().map(str::trim).filter(|r| !r.is_empty());
     if let Some(r) = region {
         if r.len() > 63 {
@@ -136,6 +152,7 @@ pub async fn create(
                     record_input: t.ssh_record_input,
                     host_key: host_key.as_deref(),
                     source_address: source_address.as_deref(),
+                    forward_to: forward_to.as_deref(),
                 },
             )
             .await?;

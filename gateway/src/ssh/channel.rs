@@ -317,6 +317,154 @@ pub(crate) async fn carry(
         .remove(&id);
 }
 
+/// Where a `direct-tcpip` channel asks to go, and where it comes from.
+pub(crate) struct ForwardRequest {
+    /// Destination host, as the target resolves it.
+    pub host: String,
+    /// Destination port.
+    pub port: u32,
+    /// The client's listening side (`ssh -L`'s local peer), passed on as OpenSSH does.
+    pub originator: (String, u32),
+}
+
+/// Carries one `direct-tcpip` channel (`ssh -L`, `ssh -W`): once the session is claimed, a
+/// destination the target's policy lists is opened by the target's own sshd and bytes flow both
+/// ways; anything else is refused with the reason, which OpenSSH prints. The recording holds a
+/// marker for its opening and one with its byte counts at its end (not its bytes: they are
+/// another protocol, often encrypted).
+pub(crate) async fn forward(
+    channel: Channel<Msg>,
+    reply: russh::server::ChannelOpenHandle,
+    mut link_state: tokio::sync::watch::Receiver<LinkState>,
+    req: ForwardRequest,
+) {
+    use russh::ChannelOpenFailure;
+    let prohibited = |reason: String| ChannelOpenFailure::Other { code: 1, reason };
+    let link: Arc<Link> = loop {
+        let state = link_state.borrow_and_update().clone();
+        match state {
+            LinkState::Ready(l) => break l,
+            LinkState::Failed(why) => return reply.reject(prohibited(why)).await,
+            LinkState::Waiting(_) => {}
+        }
+        if link_state.changed().await.is_err() {
+            return reply
+                .reject(prohibited("the session could not be set up".into()))
+                .await;
+        }
+    };
+    let dest = format!("{}:{}", req.host, req.port);
+    let allowed = link
+        .forwarding
+        .as_ref()
+        .is_some_and(|p| p.allows(&req.host, req.port));
+    if !allowed {
+        tracing::info!(event = "ssh_forward_refused", session = %link.id, destination = %dest);
+        if let Some(r) = &link.recorder {
+            r.marker(&format!("direct-tcpip {dest} refused"));
+        }
+        let why = match &link.forwarding {
+            None => "wardengate: port forwarding is not allowed to this target (an admin allows                      destinations with `wgctl targets add … --ssh-forward-to HOST:PORT`)"
+                .to_string(),
+            Some(p) => format!(
+                "wardengate: port forwarding to {dest} is not allowed for this target (allowed: {p})"
+            ),
+        };
+        return reply.reject(prohibited(why)).await;
+    }
+    let up = match link.upstream(false).await {
+        Ok(u) => u,
+        Err(why) => {
+            return reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 2,
+                    reason: format!("wardengate: {why}"),
+                })
+                .await;
+        }
+    };
+    let target = match up
+        .handle
+        .channel_open_direct_tcpip(
+            req.host.clone(),
+            req.port,
+            req.originator.0.clone(),
+            req.originator.1,
+        )
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let why = match e {
+                russh::Error::ChannelOpenFailure(f) => f.description().to_string(),
+                other => other.to_string(),
+            };
+            if let Some(r) = &link.recorder {
+                r.marker(&format!("direct-tcpip {dest} failed: {why}"));
+            }
+            return reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 2,
+                    reason: format!("wardengate: the target could not open {dest}: {why}"),
+                })
+                .await;
+        }
+    };
+    reply.accept().await;
+    if let Some(r) = &link.recorder {
+        r.marker(&format!("direct-tcpip {dest} opened"));
+    }
+    let (mut crx, cwx) = channel.split();
+    let (mut trx, twx) = target.split();
+    let down = {
+        let link = link.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while let Some(m) = trx.wait().await {
+                match m {
+                    ChannelMsg::Data { data } => {
+                        n += data.len() as u64;
+                        link.down.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        if cwx.data_bytes(data).await.is_err() {
+                            break;
+                        }
+                    }
+                    ChannelMsg::Eof => {
+                        let _ = cwx.eof().await;
+                    }
+                    ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+            let _ = cwx.close().await;
+            n
+        })
+    };
+    let mut up_bytes = 0u64;
+    while let Some(m) = crx.wait().await {
+        let sent = match m {
+            ChannelMsg::Data { data } => {
+                up_bytes += data.len() as u64;
+                link.up.fetch_add(data.len() as u64, Ordering::Relaxed);
+                twx.data_bytes(data).await
+            }
+            ChannelMsg::Eof => twx.eof().await,
+            ChannelMsg::Close => break,
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    let _ = twx.close().await;
+    let down_bytes = down.await.unwrap_or(0);
+    if let Some(r) = &link.recorder {
+        r.marker(&format!(
+            "direct-tcpip {dest} closed: {up_bytes} bytes up, {down_bytes} down"
+        ));
+    }
+}
+
 fn set_kind(state: &std::sync::Mutex<ChanState>, kind: Kind) {
     let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
     if s.kind == Kind::Unknown {

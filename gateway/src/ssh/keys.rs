@@ -123,6 +123,16 @@ fn serial() -> u64 {
     rand::rng().random()
 }
 
+/// What a per-session certificate to a target permits besides a command: only what the session
+/// needs, so a certificate lifted from the gateway is worth as little as possible.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Permits {
+    /// `permit-pty`: the first channel asked for a terminal.
+    pub pty: bool,
+    /// `permit-port-forwarding`: the target allows `direct-tcpip` channels (`--ssh-forward-to`).
+    pub port_forwarding: bool,
+}
+
 impl SshKeys {
     /// The user CA's public key as one `TrustedUserCAKeys` line.
     pub fn ca_line(&self) -> String {
@@ -138,7 +148,7 @@ impl SshKeys {
         key: &PublicKey,
         login: &str,
         session: &str,
-        pty: bool,
+        permits: Permits,
         source_address: Option<&str>,
     ) -> Result<Certificate, KeyError> {
         let t = now();
@@ -155,8 +165,11 @@ impl SshKeys {
         b.key_id(format!("wardengate session {session}"))
             .map_err(sign)?;
         b.valid_principal(login).map_err(sign)?;
-        if pty {
+        if permits.pty {
             b.extension("permit-pty", "").map_err(sign)?;
+        }
+        if permits.port_forwarding {
+            b.extension("permit-port-forwarding", "").map_err(sign)?;
         }
         if let Some(a) = source_address {
             b.critical_option("source-address", a).map_err(sign)?;
@@ -269,18 +282,29 @@ mod tests {
         let keys = keys();
         let k = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
         let c = keys
-            .target_certificate(k.public_key(), "deploy", "s1", false, None)
+            .target_certificate(k.public_key(), "deploy", "s1", Permits::default(), None)
             .unwrap();
         assert!(c.critical_options().is_empty());
         assert_eq!(c.valid_principals(), ["deploy".to_string()]);
         assert!(!c.extensions().contains_key("permit-pty"));
+        assert!(!c.extensions().contains_key("permit-port-forwarding"));
         assert!(c.valid_before() - c.valid_after() <= TARGET_CERT_TTL.as_secs() + SKEW);
         let ca = keys.user_ca.public_key().fingerprint(HashAlg::Sha256);
         c.validate([&ca]).unwrap();
         let p = keys
-            .target_certificate(k.public_key(), "deploy", "s1", true, Some("10.0.0.0/8"))
+            .target_certificate(
+                k.public_key(),
+                "deploy",
+                "s1",
+                Permits {
+                    pty: true,
+                    port_forwarding: true,
+                },
+                Some("10.0.0.0/8"),
+            )
             .unwrap();
         assert!(p.extensions().contains_key("permit-pty"));
+        assert!(p.extensions().contains_key("permit-port-forwarding"));
         assert_eq!(
             p.critical_options()
                 .get("source-address")

@@ -211,6 +211,8 @@ pub(crate) struct Link {
     /// The words the user is told when the session ends (e.g. who terminated it), set once
     /// before [`Link::run`] returns, for front ends that say it their own way.
     pub notice: std::sync::OnceLock<String>,
+    /// Where `direct-tcpip` channels may go; `None`: port forwarding refused.
+    pub forwarding: Option<super::forwarding::ForwardPolicy>,
 }
 
 /// The message a user sees when the session ends for `reason`.
@@ -408,6 +410,8 @@ impl Link {
                 .await;
             return Err(format!("the session cannot be recorded: {e}"));
         }
+        // Written validated; a value that no longer parses allows nothing.
+        let forwarding = ssh.forward_to.as_deref().and_then(|f| f.parse().ok());
         let (ended, _) = watch::channel(None);
         Ok((
             Arc::new(Link {
@@ -424,6 +428,7 @@ impl Link {
                 ended,
                 channels: Mutex::new(HashSet::new()),
                 notice: std::sync::OnceLock::new(),
+                forwarding,
             }),
             active,
         ))
@@ -561,7 +566,10 @@ impl Link {
                 key.public_key(),
                 &self.ssh.login,
                 &self.id,
-                pty,
+                super::keys::Permits {
+                    pty,
+                    port_forwarding: self.forwarding.is_some(),
+                },
                 source.as_deref(),
             )
             .map_err(|e| e.to_string())?;

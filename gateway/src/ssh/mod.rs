@@ -24,7 +24,9 @@
 //! keys), logging in as the target's `--ssh-user` with a certificate from the *user CA*
 //! (principal = that login, `permit-pty` only if that first request is a pty request, valid
 //! [`keys::TARGET_CERT_TTL`]). Channels: shell with pty and window changes, exec, subsystems
-//! (sftp decoded for the recording); agent and X11 forwarding and other channel types refused.
+//! (sftp decoded for the recording); `direct-tcpip` port forwards to the destinations the target
+//! lists ([`forwarding`]), opened by the target's sshd; agent and X11 forwarding and other
+//! channel types refused.
 //! Client messages are queued on the channel until the target's channel is open, and target
 //! output only flows to an already accepted channel, so nothing is dropped either way.
 //!
@@ -45,6 +47,7 @@
 
 pub mod cast;
 mod channel;
+pub mod forwarding;
 pub mod keys;
 mod link;
 pub mod live_cast;

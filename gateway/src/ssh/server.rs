@@ -1,8 +1,8 @@
 //! The SSH server users' stock OpenSSH clients reach (`ssh -p 2222 USER:TARGET@gateway`):
 //! accepts connections on `--ssh-listen`, authenticates a login certificate, starts the
 //! session when authentication succeeds and hands every session channel to
-//! [`super::channel::carry`]. Agent and X11 forwarding and every other channel type are
-//! refused.
+//! [`super::channel::carry`], and every `direct-tcpip` channel to [`super::channel::forward`]
+//! (allowed per target). Agent and X11 forwarding and every other channel type are refused.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -152,6 +152,29 @@ impl russh::server::Handler for Conn {
             channel,
             session.handle(),
             self.state_rx.clone(),
+        ));
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        tokio::spawn(super::channel::forward(
+            channel,
+            reply,
+            self.state_rx.clone(),
+            super::channel::ForwardRequest {
+                host: host_to_connect.to_string(),
+                port: port_to_connect,
+                originator: (originator_address.to_string(), originator_port),
+            },
         ));
         Ok(())
     }

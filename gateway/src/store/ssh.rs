@@ -17,6 +17,8 @@ pub struct SshTargetRow {
     pub host_key: Option<String>,
     /// The certificates' `source-address` binding (`dial` or CIDR blocks), when set.
     pub source_address: Option<String>,
+    /// Where `direct-tcpip` channels may go (a `ForwardPolicy` text); none when unset.
+    pub forward_to: Option<String>,
 }
 
 /// A target's terminating-SSH settings, as set by `wgctl targets add … --ssh-user`.
@@ -30,6 +32,8 @@ pub struct SshSettings<'a> {
     pub host_key: Option<&'a str>,
     /// Bind the certificates to this source address (validated `SourceAddress` text).
     pub source_address: Option<&'a str>,
+    /// Allow `direct-tcpip` channels to these destinations (validated `ForwardPolicy` text).
+    pub forward_to: Option<&'a str>,
 }
 
 impl Store {
@@ -43,9 +47,9 @@ impl Store {
         self.run(async |c| {
             self.query(
                 "INSERT INTO ssh_targets (target_id, login, record_input, host_key, \
-                 host_key_pinned_at, source_address) VALUES ($1, $2, $3, $4, $5, $6) \
+                 host_key_pinned_at, source_address, forward_to) VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (target_id) DO UPDATE SET login = $2, record_input = $3, \
-                 host_key = $4, host_key_pinned_at = $5, source_address = $6",
+                 host_key = $4, host_key_pinned_at = $5, source_address = $6, forward_to = $7",
             )
             .bind(target_id)
             .bind(s.login)
@@ -53,6 +57,7 @@ impl Store {
             .bind(s.host_key)
             .bind(pinned)
             .bind(s.source_address)
+            .bind(s.forward_to)
             .execute(&mut *c)
             .await
         })
@@ -64,7 +69,8 @@ impl Store {
     pub async fn ssh_target(&self, target_id: &str) -> Result<Option<SshTargetRow>, StoreError> {
         self.run(async |c| {
             self.query_as(
-                "SELECT target_id, login, record_input, host_key, source_address FROM ssh_targets \
+                "SELECT target_id, login, record_input, host_key, source_address, forward_to \
+                 FROM ssh_targets \
                  WHERE target_id = $1",
             )
             .bind(target_id)
@@ -127,6 +133,7 @@ mod tests {
                     record_input: true,
                     host_key: None,
                     source_address: Some("dial"),
+                    forward_to: Some("localhost:5432"),
                 },
             )
             .await
@@ -137,9 +144,10 @@ mod tests {
                 row.login.as_str(),
                 row.record_input,
                 row.host_key,
-                row.source_address.as_deref()
+                row.source_address.as_deref(),
+                row.forward_to.as_deref()
             ),
-            ("deploy", 1, None, Some("dial"))
+            ("deploy", 1, None, Some("dial"), Some("localhost:5432"))
         );
         let first = store
             .pin_ssh_host_key(&t.id, "ssh-ed25519 AAAA1")
