@@ -116,10 +116,38 @@ pub struct WardengateClusterSpec {
     /// Where session recordings are stored. Default: none (recordings off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recordings: Option<RecordingsSpec>,
+    /// Terminating SSH on the control plane (`ssh -p PORT USER:TARGET@gateway`, `wgctl ssh`,
+    /// the console's browser terminal). Default: unset (off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshSpec>,
     /// Placement and pod-template additions (nodeSelector, tolerations, affinity,
     /// priorityClassName, podAnnotations, podLabels, env, envFrom).
     #[serde(flatten)]
     pub pod: PodOverrides,
+}
+
+fn default_ssh_port() -> i32 {
+    2222
+}
+
+/// Terminating SSH. Its three keys (host key, user CA, login CA) are generated once into the
+/// cluster's internal Secret (`<name>-internal`, items `ssh-host-key`, `ssh-user-ca`,
+/// `ssh-login-ca`); targets trust the user CA (`wgctl ssh-ca`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SshSpec {
+    /// Port of the SSH front end, on the pods and the Service. Default: 2222.
+    #[serde(default = "default_ssh_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+impl Default for SshSpec {
+    fn default() -> Self {
+        Self {
+            port: default_ssh_port(),
+        }
+    }
 }
 
 /// Postgres wiring: exactly one of `external`, `patroni`, `cloudNativePG`.

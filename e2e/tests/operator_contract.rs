@@ -132,6 +132,8 @@ fn child(argv: &str) {
         "recordings_spool": cfg.recordings_spool,
         "replica_id": cfg.replica_id,
         "aws_key": std::env::var("AWS_ACCESS_KEY_ID").ok(),
+        "ssh_listen": cfg.ssh.as_ref().map(|s| s.listen.to_string()),
+        "ssh_host_key": cfg.ssh.as_ref().map(|s| wardengate::ssh::keys::public_line(s.keys.host.public_key())),
     });
     println!("CONTRACT {out}");
 }
@@ -460,6 +462,7 @@ fn cases() -> Vec<Case> {
                 )
                 .unwrap()
             },
+            ssh: material::ssh_keys().unwrap(),
             credentials: credentials(v),
         };
         let desired = cluster_objects(v, None, &material);
@@ -803,6 +806,41 @@ fn check(case: &Case, pod: &PodSpec, c: &Container) {
             }
         }
         None => assert_eq!(got["recordings_url"], Value::Null, "{what}"),
+    }
+
+    // Terminating SSH: on the control plane when the spec asks for it, listening on the port
+    // the container declares, with the host key of the generated SSH Secret; never on a pool.
+    match v.spec.ssh.as_ref().filter(|_| !case.pool) {
+        Some(ssh) => {
+            assert_eq!(got["ssh_listen"], format!("0.0.0.0:{}", ssh.port), "{what}");
+            assert_eq!(port("ssh"), ssh.port, "{what}");
+            let generated = root.path().join("generated-host-key");
+            std::fs::write(
+                &generated,
+                text(
+                    &case.store,
+                    &names::ssh_secret(&v.name),
+                    material::SSH_HOST_KEY,
+                ),
+            )
+            .unwrap();
+            let key = wardengate::ssh::keys::read_key(&generated).unwrap();
+            assert_eq!(
+                got["ssh_host_key"],
+                wardengate::ssh::keys::public_line(key.public_key()),
+                "{what}: the gateway reads the host key the operator generated"
+            );
+        }
+        None => {
+            assert_eq!(got["ssh_listen"], Value::Null, "{what}: no SSH front end");
+            assert!(
+                !c.ports
+                    .iter()
+                    .flatten()
+                    .any(|p| p.name.as_deref() == Some("ssh")),
+                "{what}: no SSH port"
+            );
+        }
     }
 }
 

@@ -68,6 +68,10 @@ pub mod names {
     pub fn tls_secret(cluster: &str) -> String {
         format!("{cluster}-tls")
     }
+    /// Generated Secret with the terminating SSH keys (host key, user CA, login CA).
+    pub fn ssh_secret(cluster: &str) -> String {
+        format!("{cluster}-ssh")
+    }
     /// ConfigMap of non-secret settings.
     pub fn config_map(cluster: &str) -> String {
         format!("{cluster}-config")

@@ -17,10 +17,44 @@ use rcgen::{
 /// need a restart); rotate by deleting the Secret, which the operator then regenerates.
 pub const CERT_VALIDITY_DAYS: i64 = 3650;
 
-/// Why TLS material could not be generated.
+/// Why generated material could not be made.
 #[derive(Debug, thiserror::Error)]
-#[error("generating the cluster's TLS certificate: {0}")]
-pub struct MaterialError(#[from] rcgen::Error);
+pub enum MaterialError {
+    /// The per-cluster CA or serving certificate.
+    #[error("generating the cluster's TLS certificate: {0}")]
+    Tls(#[from] rcgen::Error),
+    /// One of the SSH keys.
+    #[error("generating the cluster's SSH keys: {0}")]
+    SshKey(String),
+}
+
+/// Item of the SSH Secret (`<name>-ssh`) holding the host key SSH clients see.
+pub const SSH_HOST_KEY: &str = "ssh-host-key";
+/// Item of the SSH Secret holding the user CA, whose public line targets trust with
+/// `TrustedUserCAKeys` (`wgctl ssh-ca` prints it).
+pub const SSH_USER_CA: &str = "ssh-user-ca";
+/// Item of the SSH Secret holding the login CA that signs `wgctl ssh`'s short-lived login
+/// certificates.
+pub const SSH_LOGIN_CA: &str = "ssh-login-ca";
+
+/// Data of a fresh SSH Secret: three Ed25519 keys in OpenSSH format (what `wardengate keys
+/// generate --ssh-key` prints and `--ssh-*-key-file` reads). Generated for every cluster, so
+/// turning `spec.ssh` on later keeps keys targets may already trust.
+pub fn ssh_keys() -> Result<BTreeMap<String, ByteString>, MaterialError> {
+    let one = || -> Result<ByteString, MaterialError> {
+        let key = ssh_key::PrivateKey::random(&mut rand::rng(), ssh_key::Algorithm::Ed25519)
+            .map_err(|e| MaterialError::SshKey(e.to_string()))?;
+        let text = key
+            .to_openssh(ssh_key::LineEnding::LF)
+            .map_err(|e| MaterialError::SshKey(e.to_string()))?;
+        Ok(ByteString(text.as_bytes().to_vec()))
+    };
+    Ok(BTreeMap::from([
+        (SSH_HOST_KEY.to_string(), one()?),
+        (SSH_USER_CA.to_string(), one()?),
+        (SSH_LOGIN_CA.to_string(), one()?),
+    ]))
+}
 
 /// Item of the internal Secret holding the Ed25519 recording-manifest key (control-plane pods
 /// only: relay-only GatewayPool pods never mount it).

@@ -188,7 +188,8 @@ fn probes_drain_and_grace_follow_the_guide() {
             .iter()
             .map(|p| p.container_port)
             .collect::<Vec<_>>(),
-        [8443, 8444]
+        [8443, 8444, 2222],
+        "HTTPS, the agent port, and SSH (the example terminates SSH)"
     );
 }
 
@@ -308,7 +309,7 @@ fn service_is_l4_without_affinity() {
             .iter()
             .map(|p| p.port)
             .collect::<Vec<_>>(),
-        [8443, 8444]
+        [8443, 8444, 2222]
     );
     assert!(
         s.metadata
@@ -1095,7 +1096,19 @@ fn network_policies_admit_only_the_gateway_ports_to_their_own_pods() {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(ports, [(8443, "TCP"), (8444, "TCP")]);
+        // The example's control plane terminates SSH on 2222; its pool relays bytes only.
+        let control_plane = spec
+            .pod_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.as_ref())
+            .and_then(|l| l.get("app.kubernetes.io/component"))
+            .map(String::as_str)
+            == Some("control-plane");
+        if control_plane {
+            assert_eq!(ports, [(8443, "TCP"), (8444, "TCP"), (2222, "TCP")]);
+        } else {
+            assert_eq!(ports, [(8443, "TCP"), (8444, "TCP")]);
+        }
         // The operator reads each pod's GET /v1/system/status on 8443 from its own namespace:
         // the rule must not restrict sources (or, if it ever does, must name the operator).
         assert!(

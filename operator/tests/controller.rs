@@ -166,8 +166,9 @@ async fn fresh_then_ready_then_steady_reconciles_pin_their_api_traffic() {
         .collect();
     assert_eq!(
         applied.len(),
-        8,
-        "SA, 2 Secrets, ConfigMap, Deployment, Service, PDB, NetworkPolicy:\n{}",
+        9,
+        "SA, 3 Secrets (internal, SSH keys, TLS), ConfigMap, Deployment, Service, PDB, \
+         NetworkPolicy:\n{}",
         summary(&fresh)
     );
     assert_eq!(

@@ -398,7 +398,7 @@ fn operator_and_chart_agree(spec: Value, values: Value) {
         assert_eq!(a["metadata"], b["metadata"], "{kind}/{name} metadata");
     }
     // The Secrets the pods mount exist in both (generated ones: same names and types).
-    for name in ["wardengate-internal", "wardengate-tls"] {
+    for name in ["wardengate-internal", "wardengate-tls", "wardengate-ssh"] {
         let a = operator
             .iter()
             .find(|o| o["kind"] == "Secret" && o["metadata"]["name"] == name);
@@ -458,6 +458,9 @@ fn the_fleet_chart_renders_the_deployment_the_operator_renders() {
     values["postgres"] =
         json!({"urlSecretRef": {"name": "db", "key": "uri"}, "statementTimeout": "2s"});
     values["redis"] = json!({"url": "rediss://redis.db:6380"});
+    // Terminating SSH on a port of its own: `spec.ssh` on one side, `ssh.enabled` on the other.
+    spec["ssh"] = json!({"port": 2300});
+    values["ssh"] = json!({"enabled": true, "port": 2300});
     operator_and_chart_agree(spec, values);
 }
 

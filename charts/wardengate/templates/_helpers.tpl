@@ -22,6 +22,10 @@ app.kubernetes.io/name: wardengate
 {{ .Values.internalSecretName | default (printf "%s-internal" .Release.Name) }}
 {{- end -}}
 
+{{- define "wg.sshSecret" -}}
+{{ printf "%s-ssh" .Release.Name }}
+{{- end -}}
+
 {{- define "wg.drain" -}}
 {{ .Values.drain.timeoutSeconds | int }}s
 {{- end -}}

@@ -61,14 +61,26 @@ pub fn generate_key_file() -> Result<String, KeyError> {
         .map_err(|e| KeyError::Sign(e.to_string()))
 }
 
-/// Reads one OpenSSH private key file.
+/// Reads one private key file: OpenSSH format (`wardengate keys generate --ssh-key`,
+/// `ssh-keygen`) or unencrypted PKCS#8 PEM (`openssl genpkey -algorithm ed25519`, Helm's
+/// `genPrivateKey "ed25519"`, which the chart uses).
 pub fn read_key(path: &Path) -> Result<PrivateKey, KeyError> {
     let err = |reason: String| KeyError::File {
         path: path.display().to_string(),
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let key = PrivateKey::from_openssh(text.trim()).map_err(|e| err(e.to_string()))?;
+    let text = text.trim();
+    if text.starts_with("-----BEGIN PRIVATE KEY-----") {
+        return russh::keys::decode_secret_key(text, None)
+            .map_err(|e| err(format!("not a PKCS#8 private key: {e}")));
+    }
+    if text.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        return Err(err(
+            "the key is passphrase-protected; give an unencrypted key".into(),
+        ));
+    }
+    let key = PrivateKey::from_openssh(text).map_err(|e| err(e.to_string()))?;
     if key.is_encrypted() {
         return Err(err(
             "the key is passphrase-protected; give an unencrypted key".into(),
@@ -247,6 +259,35 @@ mod tests {
             user_ca: k(),
             login_ca: k(),
         }
+    }
+
+    #[test]
+    fn keys_are_read_in_openssh_and_pkcs8_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let openssh = dir.path().join("openssh");
+        std::fs::write(&openssh, generate_key_file().unwrap()).unwrap();
+        let a = read_key(&openssh).unwrap();
+        // The same key as PKCS#8 PEM, what `openssl genpkey` and Helm's genPrivateKey write.
+        let mut pem = Vec::new();
+        russh::keys::encode_pkcs8_pem(&a, &mut pem).unwrap();
+        let pkcs8 = dir.path().join("pkcs8");
+        std::fs::write(&pkcs8, &pem).unwrap();
+        let b = read_key(&pkcs8).unwrap();
+        assert_eq!(public_line(a.public_key()), public_line(b.public_key()));
+        // What Helm's `genPrivateKey "ed25519"` (Go's PKCS#8, no public key) wrote, verbatim.
+        let helm = dir.path().join("helm");
+        std::fs::write(
+            &helm,
+            "-----BEGIN PRIVATE KEY-----\n\
+             MC4CAQAwBQYDK2VwBCIEIGpqQtQhtx+EKA8wYSlWPuQm1dyOZSENcR38nYw34+8g\n\
+             -----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        assert!(public_line(read_key(&helm).unwrap().public_key()).starts_with("ssh-ed25519 "));
+        let garbage = dir.path().join("garbage");
+        std::fs::write(&garbage, "-----BEGIN PRIVATE KEY-----\nnot base64!\n").unwrap();
+        let e = read_key(&garbage).unwrap_err().to_string();
+        assert!(e.contains("not a PKCS#8 private key"), "{e}");
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub const ADMIN_SOCKET: &str = "/run/wardengate/admin.sock";
 pub const SPOOL_DIR: &str = "/var/lib/wardengate/spool";
 /// Key of the bootstrap admin token in the internal Secret (mounted by control-plane pods only).
 pub const ADMIN_TOKEN_KEY: &str = "admin-token";
+/// Volume (and directory under [`CONFIG_DIR`]) of the SSH Secret, mounted with `spec.ssh` only.
+pub const SSH_VOLUME: &str = "ssh";
 /// Key of the signing keys in the internal Secret.
 pub const KEYS_KEY: &str = "keys";
 /// Startup probe: `/healthz` every 2 s, up to 60 times (2 minutes) before liveness takes over,
@@ -120,6 +122,16 @@ fn container_env(v: &ValidCluster) -> Vec<EnvVar> {
     if v.spec.recordings.is_some() {
         e.push(env("WG_RECORDINGS_SPOOL", SPOOL_DIR));
     }
+    // Terminating SSH: the three keys of the generated SSH Secret.
+    if v.spec.ssh.is_some() {
+        for (var, item) in [
+            ("WG_SSH_HOST_KEY_FILE", crate::material::SSH_HOST_KEY),
+            ("WG_SSH_CA_KEY_FILE", crate::material::SSH_USER_CA),
+            ("WG_SSH_LOGIN_CA_KEY_FILE", crate::material::SSH_LOGIN_CA),
+        ] {
+            e.push(env(var, &format!("{CONFIG_DIR}/{SSH_VOLUME}/{item}")));
+        }
+    }
     // The operator's read-only identity for GET /v1/system/status.
     e.push(env(
         "WG_OBSERVER_TOKEN_FILE",
@@ -191,20 +203,30 @@ fn pod_spec(v: &ValidCluster, zone: Option<&str>, selector: &BTreeMap<String, St
         name: "wardengate".into(),
         image: Some(format!("{}:{}", v.spec.image, v.spec.version)),
         args: Some(vec!["serve".into()]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("https".into()),
-                container_port: labels::HTTPS_PORT,
+        ports: Some(
+            vec![
+                ContainerPort {
+                    name: Some("https".into()),
+                    container_port: labels::HTTPS_PORT,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                },
+                ContainerPort {
+                    name: Some("agent".into()),
+                    container_port: labels::AGENT_PORT,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(v.spec.ssh.as_ref().map(|s| ContainerPort {
+                name: Some("ssh".into()),
+                container_port: s.port,
                 protocol: Some("TCP".into()),
                 ..Default::default()
-            },
-            ContainerPort {
-                name: Some("agent".into()),
-                container_port: labels::AGENT_PORT,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         env_from: Some(env_from(v)),
         env: Some(container_env(v)),
         startup_probe: Some(probe(
@@ -263,6 +285,12 @@ fn pod_spec(v: &ValidCluster, zone: Option<&str>, selector: &BTreeMap<String, St
                 mount_path: SPOOL_DIR.into(),
                 ..Default::default()
             }))
+            .chain(v.spec.ssh.is_some().then(|| VolumeMount {
+                name: SSH_VOLUME.into(),
+                mount_path: format!("{CONFIG_DIR}/{SSH_VOLUME}"),
+                read_only: Some(true),
+                ..Default::default()
+            }))
             .collect(),
         ),
         security_context: Some(SecurityContext {
@@ -317,6 +345,12 @@ fn pod_spec(v: &ValidCluster, zone: Option<&str>, selector: &BTreeMap<String, St
             ]
             .into_iter()
             .chain(v.spec.recordings.is_some().then(|| empty_dir("spool")))
+            .chain(
+                v.spec
+                    .ssh
+                    .is_some()
+                    .then(|| secret_volume(SSH_VOLUME, names::ssh_secret(&v.name))),
+            )
             .collect(),
         ),
         affinity: Some(Affinity {

@@ -89,6 +89,9 @@ pub struct SecretMaterial {
     pub internal: BTreeMap<String, ByteString>,
     /// Data of the generated TLS Secret (`tls.crt`, `tls.key`, `ca.crt`); empty in previews.
     pub tls: BTreeMap<String, ByteString>,
+    /// Data of the generated SSH Secret (`ssh-host-key`, `ssh-user-ca`, `ssh-login-ca`); empty
+    /// in previews.
+    pub ssh: BTreeMap<String, ByteString>,
     /// Credentials read from the Secrets the spec references, for the URLs the operator
     /// builds; empty in previews.
     pub credentials: Credentials,
@@ -118,6 +121,13 @@ pub fn cluster_objects(
         &secrets.internal,
         None,
     )];
+    generated.push(generated_secret(
+        v,
+        names::ssh_secret(&v.name),
+        &owner,
+        &secrets.ssh,
+        None,
+    ));
     if v.spec.tls.secret_name.is_none() {
         generated.push(generated_secret(
             v,
@@ -202,6 +212,9 @@ fn config_map(v: &ValidCluster, owner: &Option<OwnerReference>) -> ConfigMap {
     if let Some(r) = &v.spec.recordings {
         data.insert("WG_RECORDINGS_URL".into(), r.url.clone());
     }
+    if let Some(s) = &v.spec.ssh {
+        data.insert("WG_SSH_LISTEN".into(), format!("0.0.0.0:{}", s.port));
+    }
     ConfigMap {
         metadata: meta(v, names::config_map(&v.name), owner),
         data: Some(data),
@@ -209,9 +222,9 @@ fn config_map(v: &ValidCluster, owner: &Option<OwnerReference>) -> ConfigMap {
     }
 }
 
-/// Ingress to the gateway pods on 8443 (API, relays, probes) and 8444 (the agent port of remote
-/// gateways) only, from anywhere: nothing else they might listen on is reachable from the
-/// network. Egress is not restricted (targets are wherever users connect to; Postgres, Redis
+/// Ingress to the gateway pods on 8443 (API, relays, probes), 8444 (the agent port of remote
+/// gateways) and, with `spec.ssh`, its SSH port only, from anywhere: nothing else they might
+/// listen on is reachable from the network. Egress is not restricted (targets are wherever users connect to; Postgres, Redis
 /// and object storage are the user's); see the README to restrict it.
 pub fn network_policy(v: &ValidCluster, owner: &Option<OwnerReference>) -> NetworkPolicy {
     let port = |p: i32| NetworkPolicyPort {
@@ -228,7 +241,13 @@ pub fn network_policy(v: &ValidCluster, owner: &Option<OwnerReference>) -> Netwo
             }),
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
-                ports: Some(vec![port(8443), port(8444)]),
+                ports: Some(
+                    [labels::HTTPS_PORT, labels::AGENT_PORT]
+                        .into_iter()
+                        .chain(v.spec.ssh.as_ref().map(|s| s.port))
+                        .map(port)
+                        .collect(),
+                ),
                 from: None,
             }]),
             ..Default::default()

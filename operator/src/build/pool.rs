@@ -55,6 +55,9 @@ fn as_cluster(p: &ValidPool, cluster: &ValidCluster, version: &str) -> ValidClus
     // A pool's placement and additions are its own (a gateway node pool, not the control
     // plane's): the cluster's are not inherited.
     v.spec.pod = p.spec.pod.clone();
+    // Gateways relay bytes only: terminating SSH (its port, keys and Service port) stays on the
+    // control plane. The shared ConfigMap's WG_SSH_LISTEN alone starts nothing.
+    v.spec.ssh = None;
     v.grace_seconds = p.grace_seconds;
     v.placements = vec![(None, p.spec.replicas)];
     v

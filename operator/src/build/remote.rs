@@ -72,6 +72,7 @@ pub(super) fn as_cluster(p: &ValidPool, r: &ValidRemote, version: &str) -> Valid
             termination_grace_period_seconds: p.spec.termination_grace_period_seconds,
             rollout: p.spec.rollout.clone(),
             recordings: None,
+            ssh: None,
             pod: p.spec.pod.clone(),
         },
         grace_seconds: p.grace_seconds,

@@ -31,10 +31,16 @@ pub fn service(v: &ValidCluster, owner: &Option<OwnerReference>) -> Service {
         spec: Some(ServiceSpec {
             type_: Some(if lb { "LoadBalancer" } else { "ClusterIP" }.into()),
             selector: Some(labels::selector(&v.name, "control-plane")),
-            ports: Some(vec![
-                port("https", labels::HTTPS_PORT),
-                port("agent", labels::AGENT_PORT),
-            ]),
+            ports: Some(
+                [
+                    Some(port("https", labels::HTTPS_PORT)),
+                    Some(port("agent", labels::AGENT_PORT)),
+                    v.spec.ssh.as_ref().map(|s| port("ssh", s.port)),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+            ),
             session_affinity: Some("None".into()),
             external_traffic_policy: lb.then(|| "Local".into()),
             load_balancer_class: if lb {

@@ -138,6 +138,10 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
         .map(material::with_recording_key)
         .map(material::with_observer_token)
         .unwrap_or_else(material::internal);
+    let ssh = match existing(&names::ssh_secret(&v.name)) {
+        Some(d) => d,
+        None => material::ssh_keys()?,
+    };
     let tls = if v.spec.tls.secret_name.is_some() {
         BTreeMap::new()
     } else {
@@ -168,6 +172,7 @@ async fn reconcile_inner(c: &WardengateCluster, ctx: &Context) -> Result<Action,
         &SecretMaterial {
             internal,
             tls,
+            ssh,
             credentials: observed.credentials.clone(),
         },
     );
