@@ -735,6 +735,48 @@ async fn expired_certificates_wrong_principals_and_changed_host_keys_are_refused
         text(&wrong.stderr)
     );
 
+    // A certificate stops working the moment its token is revoked: every login checks the token.
+    let admin = w.fleet.client(&w.fleet.lb_addr());
+    let t = admin
+        .create_token(&wardengate::wire::NewToken {
+            role: wardengate::token::Role::User,
+            name: Some("ssh-revoked".into()),
+            ttl_seconds: None,
+        })
+        .await
+        .unwrap();
+    let _ = std::fs::remove_file(w.dir.join("good-cert.pub"));
+    run(
+        Command::new("ssh-keygen")
+            .arg("-q")
+            .arg("-s")
+            .arg(&w.login_ca)
+            .args(["-I", &t.id, "-n", "ssh-revoked", "-V", "-10m:+10m"])
+            .arg(key.with_extension("pub")),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let as_user: Vec<String> = opts
+        .iter()
+        .map(|o| match o.strip_prefix("User=") {
+            Some(u) => format!("User=ssh-revoked:{}", u.split(':').nth(1).unwrap()),
+            None => o.clone(),
+        })
+        .collect();
+    let before = ssh(&as_user, &[]);
+    assert!(
+        before.status.success(),
+        "the user's certificate logs in while its token lives: {}",
+        text(&before.stderr)
+    );
+    admin.revoke_token(&t.id).await.unwrap();
+    let after = ssh(&as_user, &[]);
+    assert!(
+        !after.status.success() && text(&after.stderr).contains("Permission denied"),
+        "a revoked token's certificate is refused at once: {}",
+        text(&after.stderr)
+    );
+
     // A target whose pinned host key is not the one it presents is refused, naming both.
     let other = run(
         Command::new("ssh-keygen")
@@ -776,6 +818,97 @@ async fn expired_certificates_wrong_principals_and_changed_host_keys_are_refused
         text(&out.stdout).contains("pinned-ok"),
         "{}",
         text(&out.stderr)
+    );
+
+    // Pinned on first use, then the address answers with another sshd (another host key): the
+    // second session is refused naming both keys. A switchable TCP forwarder stands in for a
+    // target whose machine was replaced.
+    let other_sshd = Sshd::start_with(&format!(
+        "TrustedUserCAKeys {}",
+        w.dir.join("trusted-user-ca.pub").display()
+    ))
+    .unwrap();
+    let backend = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(w.sshd.port()));
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_port = front.local_addr().unwrap().port().to_string();
+    {
+        let backend = backend.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = front.accept().await {
+                let port = backend.load(std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+                    }
+                });
+            }
+        });
+    }
+    run(
+        &mut w.fleet.wgctl(&[
+            "targets",
+            "add",
+            "db1-tofu",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &front_port,
+            "--ssh-user",
+            w.sshd.user(),
+        ]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let first = w.wgctl_ssh("db1-tofu", &["echo", "first-use"]);
+    assert!(
+        text(&first.stdout).contains("first-use"),
+        "{}",
+        text(&first.stderr)
+    );
+    backend.store(other_sshd.port(), std::sync::atomic::Ordering::SeqCst);
+    let replaced = w.wgctl_ssh("db1-tofu", &["echo", "should-not-run"]);
+    assert_eq!(
+        replaced.status.code(),
+        Some(255),
+        "{}",
+        text(&replaced.stderr)
+    );
+    assert!(!text(&replaced.stdout).contains("should-not-run"));
+    assert!(
+        text(&replaced.stderr).contains("does not match the pinned key"),
+        "{}",
+        text(&replaced.stderr)
+    );
+
+    // The target refuses a login it does not allow (the certificate's principal is a user it
+    // does not have): the user is told which login was refused and what to check.
+    run(
+        &mut w.fleet.wgctl(&[
+            "targets",
+            "add",
+            "db1-nobody",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &w.sshd.port().to_string(),
+            "--ssh-user",
+            "wg-no-such-login",
+        ]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let refused = w.wgctl_ssh("db1-nobody", &["echo", "should-not-run"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(255),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(
+        text(&refused.stderr)
+            .contains("refused the gateway's certificate for login `wg-no-such-login`"),
+        "{}",
+        text(&refused.stderr)
     );
 }
 
