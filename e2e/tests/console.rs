@@ -447,8 +447,13 @@ impl SshWorld {
         (approver, shots, found)
     }
 
+    /// Where the browser writes the screenshots of `name`: kept under `WG_CONSOLE_SHOTS` when it
+    /// is set (to look at them), in the test's temporary directory otherwise.
     fn shots(&self, name: &str) -> PathBuf {
-        let dir = self.tmp.path().join(name);
+        let base = std::env::var_os("WG_CONSOLE_SHOTS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.tmp.path().to_path_buf());
+        let dir = base.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }

@@ -37,12 +37,13 @@ export async function recordingPage(id: string): Promise<void> {
       /* not JSON */
     }
     status.className = "notice bad";
-    if (r.status === 404 && (code === "not_found" || code === "")) {
+    if (r.status === 404 && code === "not_found") {
+      // A byte relay's recording (psql, RDP, SSH as bytes): no terminal to play.
       status.textContent =
-        "Playback is not available: this gateway does not serve terminal casts (GET " +
-        path +
-        ") yet. Recordings of byte relays hold encrypted traffic, not what was typed; " +
-        "casts come with the terminating SSH mode.";
+        `Playback is not available: ${message}. ` +
+        "Terminal playback is for terminated SSH sessions and the browser terminal; a byte " +
+        "relay's recording holds the bytes as relayed (encrypted for SSH and TLS), which " +
+        "`wgctl recordings verify` checks.";
     } else {
       status.textContent = `Playback is not available: ${message || r.statusText} (${r.status}${code ? `, ${code}` : ""}).`;
     }
