@@ -24,6 +24,8 @@ use crate::store::{SshTargetRow, TargetRow, now_ms};
 pub struct Identity {
     /// Token id.
     pub token_id: String,
+    /// Token name, for people reading the cast's title (watchers, players).
+    pub name: String,
     /// Whether the token is an admin's.
     pub admin: bool,
     /// The client's address.
@@ -501,10 +503,11 @@ impl Link {
             height: 24,
             timestamp: now_ms() / 1000,
             title: format!(
-                "{} {} as {} by {}",
+                "{} {} as {} by {} ({})",
                 active.id(),
                 grant.target,
                 ssh.login,
+                who.name,
                 who.token_id
             ),
             env: Default::default(),

@@ -62,6 +62,7 @@ impl Conn {
         let role = Role::parse(&token.role).unwrap_or(Role::User);
         Ok((
             Identity {
+                name: token.name.clone(),
                 token_id,
                 admin: role.allows(Role::Admin),
                 from: self.peer,

@@ -70,6 +70,7 @@ async fn open(
     };
     let who = Identity {
         token_id: req.identity.token_id.clone(),
+        name: req.identity.name.clone(),
         admin: req.identity.role.allows(Role::Admin),
         from: req.identity.from,
     };
