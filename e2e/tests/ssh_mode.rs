@@ -161,6 +161,26 @@ impl World {
         timed_output(&mut c, Duration::from_secs(60))
     }
 
+    /// An interactive `wgctl ssh TARGET` on a real pty (`script` gives ssh a terminal, `-tt` one
+    /// on the target), and the stdin the test types into.
+    fn pty_shell(&self, target: &str) -> (std::process::Child, std::process::ChildStdin) {
+        let inner = format!(
+            "{} ssh {target} --ssh-host 127.0.0.1 --ssh-port {} --ssh-arg=-tt --ssh-arg=-oBatchMode=yes",
+            bin("wgctl").display(),
+            self.port
+        );
+        let mut child = Command::new("script")
+            .args(["-q", "-e", "-c", &inner, "/dev/null"])
+            .envs(self.fleet.wgctl_env())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        (child, stdin)
+    }
+
     /// `wgctl ssh TARGET -- COMMAND` running in the background.
     fn spawn_ssh(&self, target: &str, command: &[&str]) -> std::process::Child {
         let port = self.port.to_string();
@@ -385,22 +405,8 @@ async fn stock_openssh_reaches_a_target_through_the_terminating_front_end_and_it
     .unwrap();
 
     // An interactive shell on a real pty (script gives ssh a terminal; -tt a pty remotely).
-    let wgctl = bin("wgctl");
-    let inner = format!(
-        "{} ssh db1 --ssh-host 127.0.0.1 --ssh-port {} --ssh-arg=-tt --ssh-arg=-oBatchMode=yes",
-        wgctl.display(),
-        w.port
-    );
-    let mut script = Command::new("script");
-    script
-        .args(["-q", "-e", "-c", &inner, "/dev/null"])
-        .envs(w.fleet.wgctl_env())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = script.spawn().unwrap();
+    let (mut child, mut stdin) = w.pty_shell("db1");
     // Kept open until the shell exits, as a terminal would be.
-    let mut stdin = child.stdin.take().unwrap();
     stdin
         .write_all(b"stty size; echo pty-$((6*7)); tty; exit 5\n")
         .unwrap();
@@ -1140,21 +1146,7 @@ async fn forwards_input_recording_refused_forwarding_piped_exec_and_a_drain() {
     }
 
     // Input is recorded on the target that asks for it (`i` events).
-    let wgctl = bin("wgctl");
-    let inner = format!(
-        "{} ssh db2 --ssh-host 127.0.0.1 --ssh-port {} --ssh-arg=-tt --ssh-arg=-oBatchMode=yes",
-        wgctl.display(),
-        w.port
-    );
-    let mut script = Command::new("script");
-    script
-        .args(["-q", "-e", "-c", &inner, "/dev/null"])
-        .envs(w.fleet.wgctl_env())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = script.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let (mut child, mut stdin) = w.pty_shell("db2");
     stdin.write_all(b"echo typed-$((3*5)); exit\n").unwrap();
     let out = wait_exit(&mut child, Duration::from_secs(60));
     drop(stdin);

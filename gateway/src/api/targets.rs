@@ -67,41 +67,16 @@ pub async fn create(
         ),
         None => None,
     };
-    let source_address = match &t.ssh_source_address {
-        Some(_) if t.ssh_user.is_none() => {
-            return Err(ApiError::bad_request(
-                ErrorCode::InvalidBody,
-                "ssh_source_address: only for a terminated SSH target (set ssh_user too)",
-            ));
-        }
-        Some(a) => Some(
-            a.parse::<crate::ssh::source_address::SourceAddress>()
-                .map_err(|e| {
-                    ApiError::bad_request(
-                        ErrorCode::InvalidBody,
-                        format!("ssh_source_address: {e}"),
-                    )
-                })?
-                .to_string(),
-        ),
-        None => None,
-    };
-    let forward_to = match &t.ssh_forward_to {
-        Some(_) if t.ssh_user.is_none() => {
-            return Err(ApiError::bad_request(
-                ErrorCode::InvalidBody,
-                "ssh_forward_to: only for a terminated SSH target (set ssh_user too)",
-            ));
-        }
-        Some(a) => Some(
-            a.parse::<crate::ssh::forwarding::ForwardPolicy>()
-                .map_err(|e| {
-                    ApiError::bad_request(ErrorCode::InvalidBody, format!("ssh_forward_to: {e}"))
-                })?
-                .to_string(),
-        ),
-        None => None,
-    };
+    let source_address = ssh_setting::<crate::ssh::source_address::SourceAddress>(
+        "ssh_source_address",
+        t.ssh_source_address.as_deref(),
+        &t.ssh_user,
+    )?;
+    let forward_to = ssh_setting::<crate::ssh::forwarding::ForwardPolicy>(
+        "ssh_forward_to",
+        t.ssh_forward_to.as_deref(),
+        &t.ssh_user,
+    )?;
     let region = t.region.as_deref().map(str::trim).filter(|r| !r.is_empty());
     if let Some(r) = region {
         if r.len() > 63 {
@@ -213,6 +188,31 @@ pub fn not_found(name: &str) -> ApiError {
         ErrorCode::TargetNotFound,
         format!("no target named `{name}`"),
     )
+}
+
+/// A terminated-SSH setting `field` of a new target: refused without `ssh_user`, or when it
+/// does not parse as `T` (the reason names the field); stored in its canonical form.
+fn ssh_setting<T>(
+    field: &str,
+    value: Option<&str>,
+    ssh_user: &Option<String>,
+) -> Result<Option<String>, ApiError>
+where
+    T: std::str::FromStr + std::fmt::Display,
+    T::Err: std::fmt::Display,
+{
+    let Some(v) = value else {
+        return Ok(None);
+    };
+    if ssh_user.is_none() {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            format!("{field}: only for a terminated SSH target (set ssh_user too)"),
+        ));
+    }
+    v.parse::<T>()
+        .map(|p| Some(p.to_string()))
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidBody, format!("{field}: {e}")))
 }
 
 #[cfg(test)]
