@@ -181,27 +181,11 @@ impl World {
         (child, stdin)
     }
 
-    /// `wgctl ssh TARGET -- COMMAND` running in the background.
+    /// `wgctl ssh TARGET -- COMMAND` running in the background, its stdin at end of file.
     fn spawn_ssh(&self, target: &str, command: &[&str]) -> std::process::Child {
-        let port = self.port.to_string();
-        let mut args = vec![
-            "ssh",
-            target,
-            "--ssh-host",
-            "127.0.0.1",
-            "--ssh-port",
-            &port,
-            "--ssh-arg=-oBatchMode=yes",
-            "--",
-        ];
-        args.extend_from_slice(command);
-        self.fleet
-            .wgctl(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        let mut child = piped_ssh(self, target, &[], command);
+        drop(child.stdin.take());
+        child
     }
 
     /// An ephemeral key with a login certificate from the API (what `wgctl ssh` does), for
@@ -1228,8 +1212,7 @@ async fn forwards_input_recording_refused_forwarding_piped_exec_and_a_drain() {
     );
 
     // A drain waits for a terminated SSH session and refuses new ones meanwhile.
-    let mut held = piped_ssh(&w, "db1", &[], &["sleep 3; echo held-to-the-end"]);
-    drop(held.stdin.take());
+    let mut held = w.spawn_ssh("db1", &["sleep 3; echo held-to-the-end"]);
     wait_for(
         "the held session to be active",
         Duration::from_secs(30),
