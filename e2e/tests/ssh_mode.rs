@@ -1211,6 +1211,18 @@ async fn forwards_input_recording_refused_forwarding_piped_exec_and_a_drain() {
         "every byte piped in reached the target"
     );
 
+    // Early data: stdin is written and closed before ssh even connects, so it arrives on the
+    // channel (accepted at once) while the gateway is still opening the target's: it is kept
+    // and delivered, not dropped.
+    let mut child = piped_ssh(&w, "db1", &[], &["read x; echo early-got-$x"]);
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"sent-early\n").unwrap();
+    }
+    let out = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "early-got-sent-early");
+
     // A drain waits for a terminated SSH session and refuses new ones meanwhile.
     let mut held = w.spawn_ssh("db1", &["sleep 3; echo held-to-the-end"]);
     wait_for(

@@ -104,6 +104,7 @@ pub(crate) async fn carry(
             return refuse(&handle, id, "the session could not be set up").await;
         }
     };
+    let _busy = link.channel_guard();
     link.channels
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -353,6 +354,7 @@ pub(crate) async fn forward(
                 .await;
         }
     };
+    let _busy = link.channel_guard();
     let dest = format!("{}:{}", req.host, req.port);
     let allowed = link
         .forwarding

@@ -4,7 +4,7 @@
 //! recording, and the supervisor that ends all three together with one reason.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -179,6 +179,9 @@ impl client::Handler for UpHandler {
     }
 }
 
+/// How long a session whose client left waits for its channels' last records.
+const CHANNELS_FINISH_WITHIN: Duration = Duration::from_secs(2);
+
 /// Where the session of a connection stands, for its channels.
 #[derive(Clone)]
 pub(crate) enum LinkState {
@@ -215,6 +218,22 @@ pub(crate) struct Link {
     pub notice: std::sync::OnceLock<String>,
     /// Where `direct-tcpip` channels may go; `None`: port forwarding refused.
     pub forwarding: Option<super::forwarding::ForwardPolicy>,
+    /// Client channels still being carried (see [`Link::channel_guard`]).
+    busy: AtomicUsize,
+    /// Notified when `busy` drops to zero.
+    idle: tokio::sync::Notify,
+}
+
+/// Held by a channel's task while it carries one channel of the link: the session's last
+/// records wait (bounded) for the channels' own last records (a forward's byte counts).
+pub(crate) struct ChannelGuard(Arc<Link>);
+
+impl Drop for ChannelGuard {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// The message a user sees when the session ends for `reason`.
@@ -431,6 +450,8 @@ impl Link {
                 channels: Mutex::new(HashSet::new()),
                 notice: std::sync::OnceLock::new(),
                 forwarding,
+                busy: AtomicUsize::new(0),
+                idle: tokio::sync::Notify::new(),
             }),
             active,
         ))
@@ -627,6 +648,28 @@ impl Link {
         Ok(Upstream { handle })
     }
 
+    /// Marks a channel as carried until the guard drops.
+    pub(crate) fn channel_guard(self: &Arc<Self>) -> ChannelGuard {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        ChannelGuard(self.clone())
+    }
+
+    /// Waits until no channel is carried, for at most `within`.
+    async fn channels_finished(&self, within: Duration) {
+        let _ = tokio::time::timeout(within, async {
+            loop {
+                let idle = self.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.busy.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        })
+        .await;
+    }
+
     /// Carries the session until the client goes (`client_gone`), the target's connection
     /// ends, or the session core says it must end (terminate, drain, isolation, lost state);
     /// then tells the client why (`notify`), finishes the recording and ends the session.
@@ -654,6 +697,11 @@ impl Link {
             _ = up_closed.notified() => EndReason::TargetClosed,
         };
         let _ = self.ended.send(Some(reason));
+        if reason == EndReason::ClientClosed {
+            // The client is gone, so its channels are ending: their last records (an exit
+            // status, a forward's byte counts) go before the session's end.
+            self.channels_finished(CHANNELS_FINISH_WITHIN).await;
+        }
         let notice = match reason {
             EndReason::Terminated => match app.sessions.terminator(&self.id).await {
                 Some(by) => format!("{}: {by}", end_message(reason)),
