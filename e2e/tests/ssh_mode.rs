@@ -161,6 +161,24 @@ impl World {
         timed_output(&mut c, Duration::from_secs(60))
     }
 
+    /// `wgctl targets add NAME --host 127.0.0.1 --port PORT --ssh-user LOGIN EXTRA…`, its output.
+    fn add_target(&self, name: &str, port: u16, login: &str, extra: &[&str]) -> Output {
+        let port = port.to_string();
+        let mut args = vec![
+            "targets",
+            "add",
+            name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--ssh-user",
+            login,
+        ];
+        args.extend_from_slice(extra);
+        timed_output(&mut self.fleet.wgctl(&args), Duration::from_secs(30))
+    }
+
     /// An interactive `wgctl ssh TARGET` on a real pty (`script` gives ssh a terminal, `-tt` one
     /// on the target), and the stdin the test types into.
     fn pty_shell(&self, target: &str) -> (std::process::Child, std::process::ChildStdin) {
@@ -331,6 +349,14 @@ fn piped_ssh_env(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// Asserts a `wgctl ssh … -- echo should-not-run` was refused before the command ran: exit 255,
+/// nothing run, and stderr saying `says`.
+fn assert_refused(out: &Output, says: &str) {
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("should-not-run"));
+    assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
 }
 
 /// Each `o` event's data of a cast, concatenated.
@@ -682,27 +708,28 @@ async fn expired_certificates_wrong_principals_and_changed_host_keys_are_refused
         .unwrap()
         .to_string();
     assert!(!cert.is_empty());
-    let resign = |principal: &str, validity: &str| {
+    // Signs the key again with the login CA: key id (the token id), principal, validity.
+    let resign = |id: &str, principal: &str, validity: &str| {
         let _ = std::fs::remove_file(w.dir.join("good-cert.pub"));
         run(
             Command::new("ssh-keygen")
                 .arg("-q")
                 .arg("-s")
                 .arg(&w.login_ca)
-                .args(["-I", &key_id, "-n", principal, "-V", validity])
+                .args(["-I", id, "-n", principal, "-V", validity])
                 .arg(key.with_extension("pub")),
             Duration::from_secs(10),
         )
         .unwrap();
     };
-    resign(&user, "-10m:+10m");
+    resign(&key_id, &user, "-10m:+10m");
     let ok = ssh(&opts, &[]);
     assert!(
         ok.status.success(),
         "a valid self-signed-by-login-CA cert logs in: {}",
         text(&ok.stderr)
     );
-    resign(&user, "20200101:20200102");
+    resign(&key_id, &user, "20200101:20200102");
     let expired = ssh(&opts, &[]);
     assert!(
         !expired.status.success(),
@@ -713,7 +740,7 @@ async fn expired_certificates_wrong_principals_and_changed_host_keys_are_refused
         "{}",
         text(&expired.stderr)
     );
-    resign("somebody-else", "-10m:+10m");
+    resign(&key_id, "somebody-else", "-10m:+10m");
     let wrong = ssh(&opts, &[]);
     assert!(
         !wrong.status.success(),
@@ -735,17 +762,7 @@ async fn expired_certificates_wrong_principals_and_changed_host_keys_are_refused
         })
         .await
         .unwrap();
-    let _ = std::fs::remove_file(w.dir.join("good-cert.pub"));
-    run(
-        Command::new("ssh-keygen")
-            .arg("-q")
-            .arg("-s")
-            .arg(&w.login_ca)
-            .args(["-I", &t.id, "-n", "ssh-revoked", "-V", "-10m:+10m"])
-            .arg(key.with_extension("pub")),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    resign(&t.id, "ssh-revoked", "-10m:+10m");
     let as_user: Vec<String> = opts
         .iter()
         .map(|o| match o.strip_prefix("User=") {
@@ -776,32 +793,15 @@ async fn expired_certificates_wrong_principals_and_changed_host_keys_are_refused
     );
     other.unwrap();
     let pinned = std::fs::read_to_string(w.dir.join("not-the-host-key.pub")).unwrap();
-    let p = w.sshd.port().to_string();
-    run(
-        &mut w.fleet.wgctl(&[
-            "targets",
-            "add",
-            "db1-pinned",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &p,
-            "--ssh-user",
-            w.sshd.user(),
-            "--ssh-host-key",
-            pinned.trim(),
-        ]),
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    let out = w.wgctl_ssh("db1-pinned", &["echo", "should-not-run"]);
-    assert_eq!(out.status.code(), Some(255));
-    assert!(!text(&out.stdout).contains("should-not-run"));
-    assert!(
-        text(&out.stderr).contains("does not match the pinned key"),
-        "{}",
-        text(&out.stderr)
+    let added = w.add_target(
+        "db1-pinned",
+        w.sshd.port(),
+        w.sshd.user(),
+        &["--ssh-host-key", pinned.trim()],
     );
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let out = w.wgctl_ssh("db1-pinned", &["echo", "should-not-run"]);
+    assert_refused(&out, "does not match the pinned key");
     // The first target was pinned on first use and still works.
     let out = w.wgctl_ssh("db1", &["echo", "pinned-ok"]);
     assert!(
@@ -820,7 +820,7 @@ async fn expired_certificates_wrong_principals_and_changed_host_keys_are_refused
     .unwrap();
     let backend = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(w.sshd.port()));
     let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let front_port = front.local_addr().unwrap().port().to_string();
+    let front_port = front.local_addr().unwrap().port();
     {
         let backend = backend.clone();
         tokio::spawn(async move {
@@ -834,21 +834,8 @@ async fn expired_certificates_wrong_principals_and_changed_host_keys_are_refused
             }
         });
     }
-    run(
-        &mut w.fleet.wgctl(&[
-            "targets",
-            "add",
-            "db1-tofu",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &front_port,
-            "--ssh-user",
-            w.sshd.user(),
-        ]),
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    let added = w.add_target("db1-tofu", front_port, w.sshd.user(), &[]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
     let first = w.wgctl_ssh("db1-tofu", &["echo", "first-use"]);
     assert!(
         text(&first.stdout).contains("first-use"),
@@ -857,48 +844,16 @@ async fn expired_certificates_wrong_principals_and_changed_host_keys_are_refused
     );
     backend.store(other_sshd.port(), std::sync::atomic::Ordering::SeqCst);
     let replaced = w.wgctl_ssh("db1-tofu", &["echo", "should-not-run"]);
-    assert_eq!(
-        replaced.status.code(),
-        Some(255),
-        "{}",
-        text(&replaced.stderr)
-    );
-    assert!(!text(&replaced.stdout).contains("should-not-run"));
-    assert!(
-        text(&replaced.stderr).contains("does not match the pinned key"),
-        "{}",
-        text(&replaced.stderr)
-    );
+    assert_refused(&replaced, "does not match the pinned key");
 
     // The target refuses a login it does not allow (the certificate's principal is a user it
     // does not have): the user is told which login was refused and what to check.
-    run(
-        &mut w.fleet.wgctl(&[
-            "targets",
-            "add",
-            "db1-nobody",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &w.sshd.port().to_string(),
-            "--ssh-user",
-            "wg-no-such-login",
-        ]),
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    let added = w.add_target("db1-nobody", w.sshd.port(), "wg-no-such-login", &[]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
     let refused = w.wgctl_ssh("db1-nobody", &["echo", "should-not-run"]);
-    assert_eq!(
-        refused.status.code(),
-        Some(255),
-        "{}",
-        text(&refused.stderr)
-    );
-    assert!(
-        text(&refused.stderr)
-            .contains("refused the gateway's certificate for login `wg-no-such-login`"),
-        "{}",
-        text(&refused.stderr)
+    assert_refused(
+        &refused,
+        "refused the gateway's certificate for login `wg-no-such-login`",
     );
 }
 
@@ -1053,22 +1008,7 @@ async fn forwards_input_recording_refused_forwarding_piped_exec_and_a_drain() {
     let w = world().await;
     let echo = wardengate_e2e::echo_server().await;
     let allowed = format!("127.0.0.1:{echo}");
-    let p = w.sshd.port().to_string();
-    let add = |extra: &[&str]| {
-        let mut args = vec![
-            "targets",
-            "add",
-            "db2",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &p,
-            "--ssh-user",
-            w.sshd.user(),
-        ];
-        args.extend_from_slice(extra);
-        timed_output(&mut w.fleet.wgctl(&args), Duration::from_secs(30))
-    };
+    let add = |extra: &[&str]| w.add_target("db2", w.sshd.port(), w.sshd.user(), extra);
     // A malformed rule is refused with an example, and nothing is added.
     let bad = add(&["--ssh-forward-to", "localhost"]);
     assert!(!bad.status.success());
