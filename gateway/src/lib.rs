@@ -21,7 +21,7 @@
 //! | `agent` | the agent link: remote gateways join with a one-time token, get a client certificate from the agent CA, and hold one mTLS gRPC stream (heartbeats up, commands down) |
 //! | `server`, `admin_socket`, `dev`, `config` | assembling and serving a replica; the local admin socket; `wardengate dev`; flags and env |
 //! | `target_policy` | which addresses targets may point at (metadata, link-local, the replica's own dependencies refused) |
-//! | `tls`, `tls_advice`, `token`, `redis_url`, `metrics`, `logging` | TLS configs and error advice; tokens and roles; Redis URLs; Prometheus metrics; JSON logs |
+//! | `tls`, `tls_advice`, `token`, `redis_url`, `metrics`, `logging`, `ttl_map` | TLS configs and error advice; tokens and roles; Redis URLs; Prometheus metrics; JSON logs; the bounded lapsing map of the token and target caches |
 
 pub mod admin_socket;
 pub mod agent;
@@ -55,6 +55,7 @@ pub mod target_policy;
 pub mod tls;
 pub mod tls_advice;
 pub mod token;
+pub mod ttl_map;
 pub mod wgctl;
 pub mod wgctl_ssh;
 pub mod wire;

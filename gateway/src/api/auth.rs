@@ -8,11 +8,8 @@
 //! [`TOKEN_CACHE_TTL`] (nothing to lose in a Redis failover: Postgres is the truth); the
 //! revoking replica drops its own cached entry at once. Expiry is exact, cache or not.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -22,6 +19,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use crate::store::now_ms;
 use crate::token::{Role, hash};
+use crate::ttl_map::TtlMap;
 
 /// How long a successful token lookup is reused without asking Postgres again. This is the
 /// bound on how long a revoked token keeps working on a replica that had just seen it, and how
@@ -35,59 +33,40 @@ pub const TOKEN_CACHE_MAX: usize = 4096;
 /// (`POST /v1/sessions`, then the relay open) queries the token once instead of twice, and a
 /// busy client not at all within the TTL. Unknown tokens are never cached, so a new token
 /// works at once and garbage tokens cannot fill the cache.
-#[derive(Debug, Default)]
-pub struct TokenCache {
-    entries: Mutex<HashMap<String, (Instant, Caller)>>,
+#[derive(Debug)]
+pub struct TokenCache(TtlMap<Caller>);
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self(TtlMap::new(TOKEN_CACHE_TTL, TOKEN_CACHE_MAX))
+    }
 }
 
 impl TokenCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Caller)>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// The caller cached for `token_hash`, unless older than [`TOKEN_CACHE_TTL`] or past its
     /// token's expiry.
     pub fn get(&self, token_hash: &str) -> Option<Caller> {
-        let mut map = self.lock();
-        match map.get(token_hash) {
-            Some((at, c)) if at.elapsed() < TOKEN_CACHE_TTL && !c.expired(now_ms()) => {
-                Some(c.clone())
-            }
-            Some(_) => {
-                map.remove(token_hash);
-                None
-            }
-            None => None,
-        }
+        self.0.get_valid(token_hash, |c| !c.expired(now_ms()))
     }
 
     /// Remembers a successful lookup.
     pub fn put(&self, token_hash: String, caller: Caller) {
-        let mut map = self.lock();
-        if map.len() >= TOKEN_CACHE_MAX {
-            map.retain(|_, (at, _)| at.elapsed() < TOKEN_CACHE_TTL);
-            if map.len() >= TOKEN_CACHE_MAX {
-                map.clear();
-            }
-        }
-        map.insert(token_hash, (Instant::now(), caller));
+        self.0.put(token_hash, caller);
     }
 
     /// Forgets every entry of token `token_id` (it was just revoked here).
     pub fn forget(&self, token_id: &str) {
-        self.lock().retain(|_, (_, c)| c.token_id != token_id);
+        self.0.retain(|c| c.token_id != token_id);
     }
 
     /// Entries held (expired ones included until touched).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.0.len()
     }
 
     /// True when nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.is_empty()
     }
 }
 

@@ -9,13 +9,10 @@
 //! approver or has a region, is read every time: a refusal is never stale, a new target works at
 //! once, and made-up names cannot fill the cache).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use crate::store::TargetRow;
+use crate::ttl_map::TtlMap;
 
 /// How long a target read is reused: the same bound as the token cache.
 pub const TARGET_CACHE_TTL: Duration = Duration::from_secs(2);
@@ -24,46 +21,29 @@ pub const TARGET_CACHE_TTL: Duration = Duration::from_secs(2);
 pub const TARGET_CACHE_MAX: usize = 4096;
 
 /// Target name → row, for [`TARGET_CACHE_TTL`].
-#[derive(Debug, Default)]
-pub(super) struct TargetCache {
-    entries: Mutex<HashMap<String, (Instant, TargetRow)>>,
+#[derive(Debug)]
+pub(super) struct TargetCache(TtlMap<TargetRow>);
+
+impl Default for TargetCache {
+    fn default() -> Self {
+        Self(TtlMap::new(TARGET_CACHE_TTL, TARGET_CACHE_MAX))
+    }
 }
 
 impl TargetCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, TargetRow)>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// The row cached for `name`, unless older than [`TARGET_CACHE_TTL`].
     pub(super) fn get(&self, name: &str) -> Option<TargetRow> {
-        let mut map = self.lock();
-        match map.get(name) {
-            Some((at, row)) if at.elapsed() < TARGET_CACHE_TTL => Some(row.clone()),
-            Some(_) => {
-                map.remove(name);
-                None
-            }
-            None => None,
-        }
+        self.0.get(name)
     }
 
     /// Remembers a row just read.
     pub(super) fn put(&self, row: TargetRow) {
-        let mut map = self.lock();
-        if map.len() >= TARGET_CACHE_MAX {
-            map.retain(|_, (at, _)| at.elapsed() < TARGET_CACHE_TTL);
-            if map.len() >= TARGET_CACHE_MAX {
-                map.clear();
-            }
-        }
-        map.insert(row.name.clone(), (Instant::now(), row));
+        self.0.put(row.name.clone(), row);
     }
 
     /// Forgets `name` (its cached row was refused by the store).
     pub(super) fn forget(&self, name: &str) {
-        self.lock().remove(name);
+        self.0.remove(name);
     }
 }
 
@@ -106,10 +86,10 @@ mod tests {
         }
         tokio::time::advance(TARGET_CACHE_TTL).await;
         c.put(row("fresh", 22));
-        assert_eq!(c.lock().len(), 1, "lapsed entries went");
+        assert_eq!(c.0.len(), 1, "lapsed entries went");
         for i in 0..TARGET_CACHE_MAX {
             c.put(row(&format!("u{i}"), 22));
         }
-        assert!(c.lock().len() <= TARGET_CACHE_MAX);
+        assert!(c.0.len() <= TARGET_CACHE_MAX);
     }
 }
