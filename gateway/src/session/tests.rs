@@ -780,6 +780,14 @@ async fn a_gateway_is_owed_terminates_for_what_ended_here_and_a_late_end_changes
 async fn a_cached_target_never_outlives_its_change() {
     let w = world().await;
     let count = async |w: &World| w.store.list_sessions(None, 100).await.unwrap().len();
+    // The target `db` deleted and created again (a new id) on `port`.
+    let recreate = async |w: &World, port: u16, require_approval: bool| {
+        w.store.delete_target("db").await.unwrap();
+        w.store
+            .create_target("db", "127.0.0.1", port, require_approval)
+            .await
+            .unwrap();
+    };
     // Read and cached.
     let first = w.direct(ALICE, "db").await.unwrap();
     assert_eq!(first.grant().port, 5432);
@@ -787,11 +795,7 @@ async fn a_cached_target_never_outlives_its_change() {
 
     // Recreated elsewhere with another port: the cached read is refused, and nothing stays
     // behind (no row, no live grant); the next attempt reads it afresh.
-    w.store.delete_target("db").await.unwrap();
-    w.store
-        .create_target("db", "127.0.0.1", 5433, false)
-        .await
-        .unwrap();
+    recreate(&w, 5433, false).await;
     let stale = w.core.prepare_direct(ALICE, "db").await.unwrap();
     assert_eq!(stale.grant().port, 5432, "served from the cache");
     let stale_id = stale.grant().session_id.clone();
@@ -805,11 +809,7 @@ async fn a_cached_target_never_outlives_its_change() {
     assert_eq!(fresh.grant().port, 5433);
 
     // Now needing an approver: refused as such, never started from the cache.
-    w.store.delete_target("db").await.unwrap();
-    w.store
-        .create_target("db", "127.0.0.1", 5433, true)
-        .await
-        .unwrap();
+    recreate(&w, 5433, true).await;
     let stale = w.core.prepare_direct(ALICE, "db").await.unwrap();
     assert!(matches!(
         w.core.start_direct(stale).await,

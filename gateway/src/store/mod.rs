@@ -133,13 +133,30 @@ pub const HEALTH_POOL_SIZE: u32 = 2;
 /// A pooled connection idle this long is pinged before it is used again.
 const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
-/// Advisory lock key serialising migrations across replicas (`pg_advisory_xact_lock`).
-/// Notes that a session is being recorded ($1 session, $2 replica, $3 unix ms); a second start
-/// (a reconnect) keeps the first.
-const INSERT_SESSION: &str = "INSERT INTO sessions (id, token_id, target_id, target_name, host, port, \
-     status, created_at, replica, started_at, requested_from, connected_by, connected_from) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+/// The `sessions` columns a new row writes, in the order [`bind_session`] binds them (`$1` to
+/// `$13`): one list for every insert, so no statement can bind a column into another's place.
+macro_rules! session_columns {
+    () => {
+        "id, token_id, target_id, target_name, host, port, status, created_at, replica, \
+         started_at, requested_from, connected_by, connected_from"
+    };
+}
 
+/// Inserts a new session row ([`bind_session`]).
+macro_rules! insert_session {
+    () => {
+        concat!(
+            "INSERT INTO sessions (",
+            session_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        )
+    };
+}
+
+/// Inserts a new session row ([`bind_session`]).
+const INSERT_SESSION: &str = insert_session!();
+
+/// Ends an open session ([`bind_end`]).
 const END_SESSION: &str = "UPDATE sessions SET status = 'ended', ended_at = $1, bytes_up = $2, \
      bytes_down = $3, end_reason = $4, replica = $5 WHERE id = $6 AND status IN ('active', 'terminating')";
 
@@ -152,6 +169,7 @@ const END_SESSION_ANNOUNCED: &str = "WITH ended AS (UPDATE sessions SET status =
      INSERT INTO events (at, kind, subject, detail) \
      SELECT $1::BIGINT, 'session.ended', $6::TEXT, $8::TEXT FROM locked";
 
+/// Inserts an audit row: at, actor, action, subject, detail.
 const INSERT_AUDIT: &str =
     "INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)";
 
@@ -160,14 +178,15 @@ const INSERT_AUDIT: &str =
 /// recording replica (NULL: no recording row), `$20` the outbox lock, `$21` the
 /// `session.started` event's detail. Every insert reads `created`, so nothing is written when the checks fail; the
 /// outbox lock is taken only then, before the event's id is drawn.
-const START_DIRECT_SESSION: &str = "WITH allowed AS (\
+const START_DIRECT_SESSION: &str = concat!(
+    "WITH allowed AS (\
        SELECT 1 FROM targets t WHERE t.id = $3 AND t.name = $4 AND t.host = $5 AND t.port = $6 \
        AND t.require_approval = 0 AND t.region IS NULL \
        AND ($18 <= 0 OR (SELECT COUNT(*) FROM sessions h WHERE h.token_id = $2 \
        AND h.status IN ('pending', 'authorized', 'active', 'terminating')) < $18)), \
-     created AS (INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, \
-       created_at, replica, started_at, requested_from, connected_by, connected_from) \
-       SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM allowed RETURNING id), \
+     created AS (INSERT INTO sessions (",
+    session_columns!(),
+    ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM allowed RETURNING id), \
      audited AS (INSERT INTO audit_events (at, actor, action, subject, detail) \
        SELECT $14, $15, $16, id, $17 FROM created), \
      recorded AS (INSERT INTO recordings (session_id, replica, state, started_at) \
@@ -176,7 +195,8 @@ const START_DIRECT_SESSION: &str = "WITH allowed AS (\
      locked AS (SELECT pg_advisory_xact_lock($20) FROM created), \
      evented AS (INSERT INTO events (at, kind, subject, detail) \
        SELECT $14::BIGINT, 'session.started', $1::TEXT, $21::TEXT FROM locked) \
-     SELECT COUNT(*) FROM created";
+     SELECT COUNT(*) FROM created"
+);
 
 /// What [`Store::start_direct_session`] writes.
 #[derive(Debug, Clone, Copy)]
@@ -197,6 +217,8 @@ pub struct DirectStart<'a> {
     pub started_event: &'a str,
 }
 
+/// Notes that a session is being recorded ($1 session, $2 replica, $3 unix ms); a second start
+/// (a reconnect) keeps the first.
 const START_RECORDING: &str = "INSERT INTO recordings (session_id, replica, state, started_at) \
      VALUES ($1, $2, 'recording', $3) ON CONFLICT (session_id) DO NOTHING";
 
@@ -208,6 +230,7 @@ struct TargetHeld {
     held: i64,
 }
 
+/// Advisory lock key serialising migrations across replicas (`pg_advisory_xact_lock`).
 const MIGRATE_LOCK: i64 = 0x5767_6d69_6772_6174; // "Wgmigrat"
 
 /// Current time in unix milliseconds.
@@ -646,12 +669,10 @@ impl Store {
     /// that authorised and claimed it in one request.
     pub async fn create_session(&self, s: &SessionRow) -> Result<(), StoreError> {
         self.run(async |c| {
-            let q = self.query(
-                "INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, created_at, \
-                 replica, started_at, requested_from, connected_by, connected_from) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            );
-            bind_session(q, s).execute(&mut *c).await})
+            bind_session(self.query(INSERT_SESSION), s)
+                .execute(&mut *c)
+                .await
+        })
         .await
         .map(|_| ())
     }
@@ -686,12 +707,12 @@ impl Store {
         }
         self.run(async |c| {
             bind_session(
-                self.query(
-                    "WITH created AS (INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, \
-                     created_at, replica, started_at, requested_from, connected_by, connected_from) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)) \
-                     INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($14, $15, $16, $1, $17)",
-                ),
+                self.query(concat!(
+                    "WITH created AS (",
+                    insert_session!(),
+                    ") INSERT INTO audit_events (at, actor, action, subject, detail) \
+                     VALUES ($14, $15, $16, $1, $17)"
+                )),
                 s,
             )
             .bind(now_ms())
@@ -724,15 +745,15 @@ impl Store {
                 // The write comes first, so the transaction takes SQLite's write lock at once
                 // (waiting its busy timeout) instead of failing to upgrade a read lock.
                 let created = bind_session(
-                    self.query(
-                        "INSERT INTO sessions (id, token_id, target_id, target_name, host, port, status, \
-                         created_at, replica, started_at, requested_from, connected_by, connected_from) \
-                         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+                    self.query(concat!(
+                        "INSERT INTO sessions (",
+                        session_columns!(),
+                        ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
                          WHERE EXISTS (SELECT 1 FROM targets t WHERE t.id = $14 AND t.name = $15 \
                          AND t.host = $16 AND t.port = $17 AND t.require_approval = 0 AND t.region IS NULL) \
                          AND ($18 <= 0 OR (SELECT COUNT(*) FROM sessions WHERE token_id = $19 \
-                         AND status IN ('pending', 'authorized', 'active', 'terminating')) < $20)",
-                    ),
+                         AND status IN ('pending', 'authorized', 'active', 'terminating')) < $20)"
+                    )),
                     s,
                 )
                 .bind(&s.target_id)
@@ -1008,8 +1029,6 @@ impl Store {
     }
 }
 
-/// Binds a new session row's thirteen columns, in the order of the `INSERT INTO sessions`
-/// column lists above (`$1` to `$13`).
 /// Binds the six parameters [`END_SESSION`] and [`END_SESSION_ANNOUNCED`] start with.
 fn bind_end<'q>(
     q: sqlx::query::Query<'q, sqlx::Any, <sqlx::Any as sqlx::Database>::Arguments>,
@@ -1027,6 +1046,8 @@ fn bind_end<'q>(
         .bind(id)
 }
 
+/// Binds a new session row's thirteen columns, in the order of `session_columns!` (`$1` to
+/// `$13`).
 fn bind_session<'q>(
     q: sqlx::query::Query<'q, sqlx::Any, <sqlx::Any as sqlx::Database>::Arguments>,
     s: &'q SessionRow,
