@@ -79,6 +79,31 @@ async fn refuse_request(h: &russh::server::Handle, id: russh::ChannelId, why: &s
     let _ = h.close(id).await;
 }
 
+/// Waits until the connection's session is claimed and returns it, handing `waiting` each new
+/// message about what it waits for (an approver, …); `Err` says why it never will be.
+async fn claimed_link<F: std::future::Future<Output = ()>>(
+    link_state: &mut tokio::sync::watch::Receiver<LinkState>,
+    mut waiting: impl FnMut(String) -> F,
+) -> Result<Arc<Link>, String> {
+    let mut said = String::new();
+    loop {
+        let state = link_state.borrow_and_update().clone();
+        match state {
+            LinkState::Ready(l) => return Ok(l),
+            LinkState::Failed(why) => return Err(why),
+            LinkState::Waiting(msg) => {
+                if msg != said && !msg.is_empty() {
+                    said.clone_from(&msg);
+                    waiting(msg).await;
+                }
+            }
+        }
+        if link_state.changed().await.is_err() {
+            return Err("the session could not be set up".into());
+        }
+    }
+}
+
 /// Carries one accepted client session channel for the life of the channel.
 pub(crate) async fn carry(
     channel: Channel<Msg>,
@@ -87,22 +112,13 @@ pub(crate) async fn carry(
 ) {
     let id = channel.id();
     // Wait for the session (approval, claim); say what we wait for.
-    let mut said = String::new();
-    let link: Arc<Link> = loop {
-        let state = link_state.borrow_and_update().clone();
-        match state {
-            LinkState::Ready(l) => break l,
-            LinkState::Failed(why) => return refuse(&handle, id, &why).await,
-            LinkState::Waiting(msg) => {
-                if msg != said && !msg.is_empty() {
-                    say(&handle, id, &msg).await;
-                    said = msg;
-                }
-            }
-        }
-        if link_state.changed().await.is_err() {
-            return refuse(&handle, id, "the session could not be set up").await;
-        }
+    let waiting = |msg: String| {
+        let handle = handle.clone();
+        async move { say(&handle, id, &msg).await }
+    };
+    let link = match claimed_link(&mut link_state, waiting).await {
+        Ok(l) => l,
+        Err(why) => return refuse(&handle, id, &why).await,
     };
     let _busy = link.channel_guard();
     link.channels
@@ -341,18 +357,9 @@ pub(crate) async fn forward(
 ) {
     use russh::ChannelOpenFailure;
     let prohibited = |reason: String| ChannelOpenFailure::Other { code: 1, reason };
-    let link: Arc<Link> = loop {
-        let state = link_state.borrow_and_update().clone();
-        match state {
-            LinkState::Ready(l) => break l,
-            LinkState::Failed(why) => return reply.reject(prohibited(why)).await,
-            LinkState::Waiting(_) => {}
-        }
-        if link_state.changed().await.is_err() {
-            return reply
-                .reject(prohibited("the session could not be set up".into()))
-                .await;
-        }
+    let link = match claimed_link(&mut link_state, |_| async {}).await {
+        Ok(l) => l,
+        Err(why) => return reply.reject(prohibited(why)).await,
     };
     let _busy = link.channel_guard();
     let dest = format!("{}:{}", req.host, req.port);
